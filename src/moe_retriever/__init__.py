@@ -1,0 +1,12 @@
+"""MoE-Retriever: a sparse mixture of experts that retrieves embeddings of missing modalities."""
+
+from .config import ExperimentConfig, load_config
+from .data import MultimodalDataset, ModalitySpec, SupportingGroupIndex, make_synthetic
+from .models import MoERetriever, MultimodalClassifier, SparseMoE, TopKRouter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExperimentConfig", "ModalitySpec", "MoERetriever", "MultimodalClassifier", "MultimodalDataset",
+    "SparseMoE", "SupportingGroupIndex", "TopKRouter", "load_config", "make_synthetic",
+]

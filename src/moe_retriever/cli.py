@@ -1,0 +1,36 @@
+"""The ``moe-retriever`` command: one module per subcommand under ``commands/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .commands import evaluate, train
+from .config import ConfigError
+from .data.dataset import DataValidationError
+from .training.checkpoint import CheckpointError
+
+COMMANDS = [train, evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moe-retriever",
+        description="MoE-Retriever: retrieve embeddings of missing modalities with a sparse MoE.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataValidationError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"moe-retriever: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Options shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML experiment file (see configs/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--method", help="method name (default: the config's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the config's)")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the config's)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """Turn the convenience flags into ``key=value`` overrides, after any ``--set``."""
+    out = list(getattr(args, "set", None) or [])
+    if getattr(args, "method", None):
+        out.append(f"method={args.method}")
+    if getattr(args, "seeds", None):
+        out.append(f"train.seeds=[{','.join(str(s) for s in args.seeds)}]")
+    if getattr(args, "epochs", None) is not None:
+        out.append(f"train.epochs={args.epochs}")
+    if getattr(args, "device", None):
+        out.append(f"train.device={args.device}")
+    if getattr(args, "no_progress", False):
+        out.append("train.progress=false")
+    return out

@@ -1,0 +1,28 @@
+"""``moe-retriever train``: train and test a method over several seeds."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import load_config
+from .common import add_config_options, config_overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.experiment import results_markdown, run_experiment
+
+    cfg = load_config(args.config, config_overrides(args))
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    results = run_experiment(cfg, out)
+    print()
+    print(results_markdown(results))
+    print(f"run directory: {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train and test a method over several seeds")
+    add_config_options(p)
+    p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.set_defaults(func=run)

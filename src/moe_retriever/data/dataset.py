@@ -1,0 +1,258 @@
+"""The container for incomplete multimodal data.
+
+A :class:`MultimodalDataset` holds one feature tensor per modality (rows of unobserved
+modalities are stored as zeros and never read), a boolean ``observed`` matrix (samples x
+modalities), integer labels and sample ids. It is validated once at construction, so everything
+downstream can trust it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from .combinations import combination_name, observed_to_codes
+
+
+class DataValidationError(ValueError):
+    """Input data is malformed; the message names the sample, modality or file at fault."""
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """A modality: its name, its kind (selects a default encoder) and per-sample feature shape."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str = "tabular"  # tabular | sequence | image | volume | text
+    # column names of tabular features, used to check new data against training data
+    columns: tuple[str, ...] | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.shape[-1])
+
+
+@dataclass
+class Batch:
+    """A minibatch: per-modality features (zeros where unobserved), the observed mask, labels."""
+
+    features: dict[str, Tensor]
+    observed: Tensor  # (B, M) bool
+    labels: Tensor  # (B,) long
+    index: Tensor  # (B,) positions in the source dataset
+    lengths: dict[str, Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            {k: v.to(device, non_blocking=True) for k, v in self.features.items()},
+            self.observed.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+            self.index.to(device, non_blocking=True),
+            {k: v.to(device, non_blocking=True) for k, v in self.lengths.items()},
+        )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+class MultimodalDataset:
+    """Per-modality features, which samples observe which modality, labels and metadata."""
+
+    def __init__(
+        self,
+        modalities: Sequence[ModalitySpec],
+        features: dict[str, Tensor],
+        observed: Tensor,
+        labels: Tensor,
+        ids: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        name: str = "dataset",
+        lengths: dict[str, Tensor] | None = None,
+        natural_missingness: bool | None = None,
+    ) -> None:
+        self.modalities = list(modalities)
+        self.name = name
+        observed = torch.as_tensor(observed)
+        labels = torch.as_tensor(labels)
+        n = int(labels.shape[0]) if labels.ndim >= 1 else -1
+        self.ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(max(n, 0))]
+        self._validate(features, observed, labels, lengths or {}, class_names)
+        self.observed = observed.bool().clone()
+        self.labels = labels.long().clone()
+        self.lengths = {k: torch.as_tensor(v).long() for k, v in (lengths or {}).items()}
+        self.class_names = (
+            [str(c) for c in class_names] if class_names is not None
+            else [str(c) for c in range(int(self.labels.max()) + 1)]
+        )
+        # unobserved rows are zeroed so that nothing a model should not see can leak through
+        self.features = {}
+        for m, spec in enumerate(self.modalities):
+            x = torch.as_tensor(features[spec.name]).float().clone()
+            x[~self.observed[:, m]] = 0.0
+            self.features[spec.name] = x
+        if natural_missingness is None:
+            natural_missingness = bool((~self.observed).any())
+        self.natural_missingness = natural_missingness
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, features, observed, labels, lengths, class_names) -> None:
+        names = [s.name for s in self.modalities]
+        if len(names) == 0:
+            raise DataValidationError(f"{self.name}: no modalities given")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise DataValidationError(f"{self.name}: duplicate modality names {dup}")
+        if labels.ndim != 1:
+            raise DataValidationError(f"{self.name}: labels must be 1-D, got shape {tuple(labels.shape)}")
+        n = labels.shape[0]
+        if n == 0:
+            raise DataValidationError(f"{self.name}: the dataset has no samples")
+        if len(self.ids) != n:
+            raise DataValidationError(f"{self.name}: {len(self.ids)} ids for {n} labels")
+        if len(set(self.ids)) != n:
+            seen, dups = set(), []
+            for i in self.ids:
+                if i in seen:
+                    dups.append(i)
+                seen.add(i)
+            raise DataValidationError(f"{self.name}: duplicate sample ids {dups[:10]}")
+        if tuple(observed.shape) != (n, len(names)):
+            raise DataValidationError(
+                f"{self.name}: observed mask has shape {tuple(observed.shape)}, "
+                f"expected ({n}, {len(names)}) for modalities {names}")
+        if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
+            raise DataValidationError(f"{self.name}: labels must be integers")
+        n_classes = len(class_names) if class_names is not None else None
+        bad = (labels < 0) | (labels >= n_classes) if n_classes is not None else labels < 0
+        if bad.any():
+            i = int(bad.nonzero()[0, 0])
+            limit = f"0..{n_classes - 1}" if n_classes is not None else ">= 0"
+            raise DataValidationError(
+                f"{self.name}: sample {self.ids[i]!r} has label {int(labels[i])} outside {limit}")
+        observed = observed.bool()
+        none = ~observed.any(dim=1)
+        if none.any():
+            bad_ids = [self.ids[i] for i in none.nonzero().flatten().tolist()[:10]]
+            raise DataValidationError(
+                f"{self.name}: {int(none.sum())} sample(s) observe no modality (there is no context "
+                f"to retrieve from), e.g. {bad_ids}")
+        for m, spec in enumerate(self.modalities):
+            if spec.name not in features:
+                raise DataValidationError(f"{self.name}: no features for modality {spec.name!r}")
+            x = torch.as_tensor(features[spec.name])
+            if x.shape[0] != n:
+                raise DataValidationError(
+                    f"{self.name}: modality {spec.name!r} has {x.shape[0]} rows, expected {n}")
+            if tuple(x.shape[1:]) != tuple(spec.shape):
+                raise DataValidationError(
+                    f"{self.name}: modality {spec.name!r} has per-sample shape {tuple(x.shape[1:])}, "
+                    f"its spec says {tuple(spec.shape)}")
+            if not observed[:, m].any():
+                raise DataValidationError(f"{self.name}: modality {spec.name!r} is observed by no sample")
+            if not (x.dtype.is_floating_point or x.dtype in (torch.int64, torch.int32, torch.bool,
+                                                              torch.uint8, torch.int16, torch.int8)):
+                raise DataValidationError(f"{self.name}: modality {spec.name!r} has dtype {x.dtype}")
+            if x.dtype.is_floating_point:
+                rows = x[observed[:, m]].reshape(int(observed[:, m].sum()), -1)
+                finite = torch.isfinite(rows).all(dim=1)
+                if not finite.all():
+                    pos = observed[:, m].nonzero().flatten()[~finite]
+                    bad_ids = [self.ids[i] for i in pos.tolist()[:10]]
+                    raise DataValidationError(
+                        f"{self.name}: modality {spec.name!r} has NaN/inf in observed rows of "
+                        f"{int((~finite).sum())} sample(s), e.g. {bad_ids}")
+        for key, value in lengths.items():
+            if key not in names:
+                raise DataValidationError(f"{self.name}: lengths given for unknown modality {key!r}")
+            if torch.as_tensor(value).shape != (n,):
+                raise DataValidationError(f"{self.name}: lengths of {key!r} must have shape ({n},)")
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.modalities]
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def codes(self) -> Tensor:
+        """Observed-combination bitmask per sample (bit m set when modality m is observed)."""
+        return observed_to_codes(self.observed)
+
+    def combination_counts(self) -> dict[str, int]:
+        """Number of samples per observed combination, largest first (the paper's Fig. 3a)."""
+        codes, counts = torch.unique(self.codes, return_counts=True)
+        pairs = [(combination_name(int(c), self.modality_names), int(k)) for c, k in zip(codes, counts)]
+        return dict(sorted(pairs, key=lambda p: (-p[1], p[0])))
+
+    def describe(self) -> str:
+        widths = ", ".join(f"{s.name}:{'x'.join(map(str, s.shape))}" for s in self.modalities)
+        return (f"{self.name}: N={len(self)}, classes={self.n_classes}, modalities [{widths}], "
+                f"missingness={'natural' if self.natural_missingness else 'none'}")
+
+    # ------------------------------------------------------------------ derived datasets
+    def subset(self, index: Tensor | Sequence[int]) -> "MultimodalDataset":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return MultimodalDataset(
+            self.modalities,
+            {k: v[index] for k, v in self.features.items()},
+            self.observed[index],
+            self.labels[index],
+            [self.ids[i] for i in index.tolist()],
+            self.class_names,
+            self.name,
+            {k: v[index] for k, v in self.lengths.items()},
+            self.natural_missingness,
+        )
+
+    def with_observed(self, observed: Tensor) -> "MultimodalDataset":
+        """The same data with a new observed mask, which may only hide modalities."""
+        observed = observed.bool()
+        if (observed & ~self.observed).any():
+            raise DataValidationError(f"{self.name}: a new mask cannot reveal unobserved modalities")
+        return MultimodalDataset(
+            self.modalities, self.features, observed, self.labels, self.ids, self.class_names,
+            self.name, self.lengths, self.natural_missingness,
+        )
+
+    def map_features(self, fn) -> "MultimodalDataset":
+        """Apply ``fn(spec, tensor) -> tensor`` to every modality (e.g. standardisation)."""
+        feats = {s.name: fn(s, self.features[s.name]) for s in self.modalities}
+        return MultimodalDataset(
+            self.modalities, feats, self.observed, self.labels, self.ids, self.class_names,
+            self.name, self.lengths, self.natural_missingness,
+        )
+
+    def batch(self, index: Tensor) -> Batch:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Batch(
+            {k: v[index] for k, v in self.features.items()},
+            self.observed[index],
+            self.labels[index],
+            index,
+            {k: v[index] for k, v in self.lengths.items()},
+        )
+
+    def full_batch(self) -> Batch:
+        return Batch(self.features, self.observed, self.labels,
+                     torch.arange(len(self)), dict(self.lengths))
+
+    def iter_batches(self, batch_size: int, shuffle: bool = False,
+                     generator: torch.Generator | None = None) -> Iterable[Batch]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            yield self.batch(order[start:start + batch_size])

@@ -1,0 +1,16 @@
+"""Models: encoders, the sparse MoE (router, experts, block), the retriever, fusion, classifier."""
+
+from .classifier import ModelOutput, MultimodalClassifier
+from .encoders import ENCODERS, MLPEncoder, ModalityEncoder, build_encoder, register_encoder
+from .experts import FFNExperts
+from .fusion import build_fusion
+from .retriever import MoERetriever, RetrieverOutput
+from .router import RouterOutput, TopKRouter
+from .smoe import MoEOutput, SparseMoE, load_balancing_loss, router_z_loss
+
+__all__ = [
+    "ENCODERS", "FFNExperts", "MLPEncoder", "ModalityEncoder", "ModelOutput", "MoEOutput",
+    "MoERetriever", "MultimodalClassifier", "RetrieverOutput", "RouterOutput", "SparseMoE",
+    "TopKRouter", "build_encoder", "build_fusion", "load_balancing_loss", "register_encoder",
+    "router_z_loss",
+]

@@ -1,0 +1,113 @@
+"""The full model: modality encoders -> retrieval of missing embeddings -> fusion -> head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..data.bank import RetrievalBank
+from ..data.combinations import observed_to_codes
+from ..data.dataset import Batch, ModalitySpec
+from .encoders import build_encoder
+from .fusion import build_fusion
+from .retriever import MoERetriever, RetrieverOutput
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, C)
+    aux_loss: Tensor  # scalar, weighted router losses of this forward pass only
+    embeddings: Tensor  # (B, M, d) observed + retrieved modality embeddings
+    fused: Tensor  # (B, d) pooled sample embedding
+    retrieval: RetrieverOutput | None = None
+    pair_samples: Tensor | None = None  # (P,) batch row of each missing pair
+    pair_targets: Tensor | None = None  # (P,) missing modality of each pair
+
+
+class MultimodalClassifier(nn.Module):
+    """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
+
+    def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = list(modalities)
+        self.n_modalities = len(modalities)
+        d = cfg.hidden
+        self.encoders = nn.ModuleDict({
+            s.name: build_encoder(s, cfg.encoders.get(s.name, cfg.encoder), d) for s in modalities})
+        self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
+                          if cfg.retriever.mode in ("moe", "mean") else None)
+        self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
+
+    # ------------------------------------------------------------------ pieces
+    def encode_modality(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.encoders[self.modalities[m].name](x, lengths)
+
+    def encode(self, batch: Batch) -> Tensor:
+        """(B, M, d) embeddings of the observed modalities; zeros where missing."""
+        b = batch.observed.shape[0]
+        out = batch.observed.new_zeros(b, self.n_modalities, self.cfg.hidden, dtype=torch.float)
+        for m, spec in enumerate(self.modalities):
+            rows = batch.observed[:, m].nonzero().squeeze(1)
+            x = batch.features[spec.name][rows]
+            lengths = batch.lengths.get(spec.name)
+            emb = self.encode_modality(m, x, lengths[rows] if lengths is not None else None)
+            out = out.index_put((rows, torch.full_like(rows, m)), emb)
+        return out
+
+    def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
+                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Sample and encode the intra-modal context of P pairs: (P, K, d) and validity (P, K).
+
+        Each distinct bank sample is encoded once per call, batched per target modality.
+        """
+        idx, valid = bank.index.sample(codes, targets, n_intra, generator)
+        p, k = idx.shape
+        intra = torch.zeros(p, k, self.cfg.hidden, device=idx.device)
+        for t in range(self.n_modalities):
+            sel = valid & (targets == t).unsqueeze(1)
+            pos = sel.nonzero(as_tuple=True)
+            if pos[0].numel() == 0:
+                continue
+            unique, inverse = torch.unique(idx[pos], return_inverse=True)
+            x, lengths = bank.rows(t, unique)
+            intra = intra.index_put(pos, self.encode_modality(t, x, lengths)[inverse])
+        return intra, valid
+
+    def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
+                 generator: torch.Generator | None, draws: int = 1
+                 ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
+        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings."""
+        pair_b, pair_t = (~observed).nonzero(as_tuple=True)
+        if pair_b.numel() == 0 or self.retriever is None:
+            return emb, None, pair_b, pair_t
+        codes = observed_to_codes(observed)[pair_b]
+        n_obs = observed.sum(dim=1)[pair_b]
+        n_intra = n_obs if self.cfg.retriever.n_intra is None else torch.full_like(
+            n_obs, self.cfg.retriever.n_intra)
+        inter = emb[pair_b]
+        inter_valid = observed[pair_b]
+        retrieved, out = None, None
+        for _ in range(draws):
+            intra, intra_valid = self.intra_context(bank, codes, pair_t, n_intra, generator)
+            out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t)
+            retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
+        emb = emb.index_put((pair_b, pair_t), retrieved / draws)
+        return emb, out, pair_b, pair_t
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
+                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+        emb = self.encode(batch)
+        retrieval, pair_b, pair_t = None, None, None
+        if retrieve and self.retriever is not None:
+            if bank is None:
+                raise ValueError("retrieval needs a RetrievalBank (the training split)")
+            emb, retrieval, pair_b, pair_t = self.retrieve(emb, batch.observed, bank, generator, draws)
+        fused, fusion_aux = self.fusion(emb)
+        aux = fusion_aux + (retrieval.aux_loss if retrieval is not None else 0.0)
+        return ModelOutput(self.head(fused), aux, emb, fused, retrieval, pair_b, pair_t)

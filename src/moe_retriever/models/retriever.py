@@ -1,0 +1,99 @@
+"""MoE-Retriever: the sparse-MoE embedding of a missing modality from intra + inter context.
+
+For each missing (sample i, target T) pair the context tokens are
+
+* intra-modal: the T-embeddings of ``n_intra`` members of the supporting group G(T | mc_i), and
+* inter-modal: the sample's own embeddings of its observed modalities,
+
+plus learned token-type (intra / inter) and modality embeddings. Multi-head self-attention runs
+across all context tokens of a pair (key-padding masks handle the ragged counts); every valid
+token then goes through the sparse MoE whose router is restricted to T's expert pool plus the
+shared experts, and the MoE outputs are mean-pooled over the valid tokens. The pooled MoE output
+IS the retrieved embedding (paper Eq. 3). All pairs of a batch are processed at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import RetrieverConfig
+from .smoe import SparseMoE
+
+INTRA, INTER = 0, 1
+
+
+@dataclass
+class RetrieverOutput:
+    embeddings: Tensor  # (P, d) retrieved embedding per missing pair
+    aux_loss: Tensor  # scalar
+    token_pairs: Tensor | None = None  # (n_tokens,) pair of each routed token
+    token_types: Tensor | None = None  # (n_tokens,) INTRA / INTER
+    expert_indices: Tensor | None = None  # (n_tokens, R*k)
+    expert_weights: Tensor | None = None  # (n_tokens, R*k)
+
+
+def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of x (P, L, d) over the valid positions (P, L); zeros where none is valid."""
+    w = valid.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+class MoERetriever(nn.Module):
+    def __init__(self, n_modalities: int, dim: int, cfg: RetrieverConfig, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_modalities = n_modalities
+        self.type_embedding = nn.Embedding(2, dim)
+        self.modality_embedding = nn.Embedding(n_modalities, dim)
+        # stands in for intra context when the bank holds no sample with the target modality
+        self.fallback = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, cfg.heads, dropout=dropout, batch_first=True)
+        self.moe_norm = nn.LayerNorm(dim)
+        self.moe = SparseMoE(dim, cfg.moe, n_pools=n_modalities)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, intra: Tensor, intra_valid: Tensor, inter: Tensor, inter_valid: Tensor,
+                targets: Tensor) -> RetrieverOutput:
+        """intra (P, K, d) / intra_valid (P, K); inter (P, M, d) / inter_valid (P, M); targets (P,)."""
+        p, k, d = intra.shape
+        if not self.cfg.intra:
+            intra_valid = torch.zeros_like(intra_valid)
+        if not self.cfg.inter:
+            inter_valid = torch.zeros_like(inter_valid)
+        if self.cfg.intra and k > 0:
+            # a pair with no supporting sample at all gets the learned fallback as its intra token
+            no_intra = ~intra_valid.any(dim=1)
+            fallback = self.fallback[targets].unsqueeze(1).expand(p, k, d)
+            first = torch.zeros_like(intra_valid)
+            first[:, 0] = True
+            use_fb = no_intra.unsqueeze(1) & first
+            intra = torch.where(use_fb.unsqueeze(-1), fallback, intra)
+            intra_valid = intra_valid | use_fb
+        if self.cfg.mode == "mean":
+            # the released code's computation: no attention, no routing
+            has_intra, has_inter = intra_valid.any(1, keepdim=True), inter_valid.any(1, keepdim=True)
+            a, b = masked_mean(intra, intra_valid), masked_mean(inter, inter_valid)
+            both = has_intra & has_inter
+            out = torch.where(both, 0.5 * a + 0.5 * b, torch.where(has_intra, a, b))
+            return RetrieverOutput(out, intra.new_zeros(()))
+        tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
+        valid = torch.cat([intra_valid, inter_valid], dim=1)
+        types = torch.cat([torch.full((k,), INTRA, device=tokens.device, dtype=torch.long),
+                           torch.full((inter.shape[1],), INTER, device=tokens.device, dtype=torch.long)])
+        if self.cfg.token_embeddings:
+            mods = torch.cat([targets.unsqueeze(1).expand(p, k),
+                              torch.arange(inter.shape[1], device=tokens.device).expand(p, -1)], dim=1)
+            tokens = tokens + self.type_embedding(types).unsqueeze(0) + self.modality_embedding(mods)
+        h = self.attn_norm(tokens)
+        attn, _ = self.attn(h, h, h, key_padding_mask=~valid, need_weights=False)
+        tokens = tokens + self.dropout(attn)
+        pair_idx, slot_idx = valid.nonzero(as_tuple=True)
+        routed = self.moe(self.moe_norm(tokens[pair_idx, slot_idx]), targets[pair_idx])
+        per_token = tokens.new_zeros(p, tokens.shape[1], d).index_put((pair_idx, slot_idx), routed.hidden)
+        out = masked_mean(per_token, valid)
+        return RetrieverOutput(out, routed.aux_loss, pair_idx, types[slot_idx],
+                               routed.indices, routed.weights)

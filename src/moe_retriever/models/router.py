@@ -1,0 +1,53 @@
+"""The top-k router of a sparse mixture of experts (paper Eq. 1).
+
+Each token may only pick from the experts its row of ``allowed`` permits: for the retriever that is
+the target modality's pool plus the shared experts. Softmax is applied over the allowed experts
+before top-k as in the paper (weights are not renormalised), or after top-k over the k picked
+logits as in the authors' released code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class RouterOutput:
+    logits: Tensor  # (T, E) clean logits, -inf outside the allowed experts
+    probs: Tensor  # (T, E) softmax of the logits over allowed experts (for the aux losses)
+    weights: Tensor  # (T, k) mixing weight of each selected expert
+    indices: Tensor  # (T, k) selected expert ids
+
+
+class TopKRouter(nn.Module):
+    def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False,
+                 softmax: str = "before_topk") -> None:
+        super().__init__()
+        if softmax not in ("before_topk", "after_topk"):
+            raise ValueError(f"router softmax must be before_topk or after_topk, got {softmax!r}")
+        self.gate = nn.Linear(dim, n_experts, bias=False)
+        self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
+        self.top_k = top_k
+        self.softmax = softmax
+        self.n_experts = n_experts
+
+    def forward(self, x: Tensor, allowed: Tensor | None = None) -> RouterOutput:
+        logits = self.gate(x)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        probs = F.softmax(logits, dim=-1)
+        select_logits = logits
+        if self.noise is not None and self.training:
+            # noisy top-k gating (Shazeer et al., 2017): exploration noise on the selection
+            std = F.softplus(self.noise(x))
+            select_logits = logits + torch.randn_like(logits) * std
+        top_logits, indices = select_logits.topk(self.top_k, dim=-1)
+        if self.softmax == "before_topk":
+            weights = F.softmax(select_logits, dim=-1).gather(-1, indices)
+        else:
+            weights = F.softmax(top_logits, dim=-1)
+        return RouterOutput(logits, probs, weights, indices)

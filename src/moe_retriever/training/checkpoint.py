@@ -1,0 +1,75 @@
+"""Checkpoints as safetensors: tensors in the file, JSON metadata in its header.
+
+Nothing is unpickled when loading, so a checkpoint from an untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or does not match the model it is loaded into."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(Path(path), text.encode())
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Write tensors + JSON metadata atomically (a crash never leaves a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(metadata or {})})
+    os.replace(tmp, path)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+    return tensors, meta
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + "; ".join(shapes[:5]))
+        raise CheckpointError(f"{source}: checkpoint does not match the model config: " + ", ".join(parts))
+    model.load_state_dict(state)

@@ -1,0 +1,272 @@
+"""Multi-seed experiments: split, simulate missingness, train, test, write the run directory.
+
+A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json`` and,
+per seed, ``seed_<s>/model.safetensors``: the best model's weights together with everything needed
+to use it again (config, modality specs, class names, standardisation statistics and the retrieval
+bank, i.e. the training split).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import ExperimentConfig, from_dict, save_config, to_dict
+from ..data.bank import RetrievalBank
+from ..data.dataset import ModalitySpec, MultimodalDataset
+from ..data.missingness import apply_missingness
+from ..data.sources import load_dataset
+from ..data.splits import stratified_split
+from ..methods import build_model
+from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
+from .metrics import METRICS, aggregate
+from .trainer import Trainer, resolve_device
+
+CHECKPOINT = "model.safetensors"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- standardisation
+
+def fit_standardizer(train: MultimodalDataset) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per-feature mean/std of tabular modalities over the observed training rows."""
+    stats = {}
+    for m, spec in enumerate(train.modalities):
+        if spec.kind != "tabular":
+            continue
+        rows = train.features[spec.name][train.observed[:, m]]
+        mean = rows.mean(0)
+        std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else torch.ones_like(mean)
+        stats[spec.name] = (mean, torch.where(std > 1e-8, std, torch.ones_like(std)))
+    return stats
+
+
+def standardize(ds: MultimodalDataset, stats: dict[str, tuple[Tensor, Tensor]]) -> MultimodalDataset:
+    def fn(spec: ModalitySpec, x: Tensor) -> Tensor:
+        if spec.name not in stats:
+            return x
+        mean, std = stats[spec.name]
+        return (x - mean) / std
+    return ds.map_features(fn)
+
+
+@dataclass
+class SeedData:
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    stats: dict[str, tuple[Tensor, Tensor]]
+
+
+def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
+    """Apply the seed's missingness and split; standardise with training statistics."""
+    ds = apply_missingness(dataset, cfg.data.missing, seed)
+    tr, va, te = stratified_split(ds.labels, cfg.data.split, seed)
+    train = ds.subset(tr)
+    stats = fit_standardizer(train) if cfg.data.standardize else {}
+    return SeedData(standardize(train, stats), standardize(ds.subset(va), stats),
+                    standardize(ds.subset(te), stats), stats)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _spec_json(spec: ModalitySpec) -> dict[str, Any]:
+    return {"name": spec.name, "shape": list(spec.shape), "kind": spec.kind,
+            "columns": list(spec.columns) if spec.columns is not None else None}
+
+
+def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
+    return ModalitySpec(d["name"], tuple(d["shape"]), d["kind"],
+                        tuple(d["columns"]) if d.get("columns") is not None else None)
+
+
+def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: dict[str, Tensor],
+                         data: SeedData, extra: dict[str, Any] | None = None) -> None:
+    tensors = {f"model.{k}": v for k, v in state.items()}
+    for name, (mean, std) in data.stats.items():
+        tensors[f"stats.{name}.mean"], tensors[f"stats.{name}.std"] = mean, std
+    bank = data.train
+    for name, x in bank.features.items():
+        tensors[f"bank.features.{name}"] = x
+    for name, x in bank.lengths.items():
+        tensors[f"bank.lengths.{name}"] = x
+    tensors["bank.observed"] = bank.observed.to(torch.uint8)
+    tensors["bank.labels"] = bank.labels
+    meta = {"config": to_dict(cfg), "seed": seed, "dataset": bank.name,
+            "modalities": [_spec_json(s) for s in bank.modalities],
+            "class_names": bank.class_names, "bank_ids": bank.ids, **(extra or {})}
+    save_tensors(path, tensors, meta)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model with its bank and preprocessing, ready to predict."""
+
+    cfg: ExperimentConfig
+    seed: int
+    model: torch.nn.Module
+    bank: MultimodalDataset
+    stats: dict[str, tuple[Tensor, Tensor]]
+    meta: dict[str, Any]
+
+    @property
+    def modalities(self) -> list[ModalitySpec]:
+        return self.bank.modalities
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.bank.class_names
+
+
+def load_seed_checkpoint(path: str | Path) -> LoadedModel:
+    tensors, meta = load_tensors(path)
+    for key in ("config", "seed", "modalities", "class_names", "bank_ids"):
+        if key not in meta:
+            raise ValueError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
+    cfg = from_dict(ExperimentConfig, meta["config"]).validate()
+    specs = [_spec_from_json(d) for d in meta["modalities"]]
+    bank = MultimodalDataset(
+        specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
+        tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"], meta["class_names"],
+        meta.get("dataset", "bank"),
+        {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs if f"bank.lengths.{s.name}" in tensors})
+    stats = {s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
+             for s in specs if f"stats.{s.name}.mean" in tensors}
+    model = build_model(cfg, specs, len(meta["class_names"]))
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    load_state_into(model, state, str(path))
+    return LoadedModel(cfg, int(meta["seed"]), model, bank, stats, meta)
+
+
+# --------------------------------------------------------------------------- runs
+
+def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
+               device: torch.device) -> dict[str, Any]:
+    data = prepare_seed(cfg, dataset, seed)
+    seed_everything(seed)
+    model = build_model(cfg, data.train.modalities, dataset.n_classes)
+    bank = RetrievalBank(data.train, device)
+    weights = None
+    if cfg.train.class_weights:
+        counts = torch.bincount(data.train.labels, minlength=dataset.n_classes).float()
+        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights)
+    ckpt = out_dir / f"seed_{seed}" / CHECKPOINT if out_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_best(state, result):
+        if ckpt is not None:
+            save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
+
+    fit = trainer.fit(data.train, data.val, on_best=on_best)
+    test = trainer.evaluate(data.test)
+    out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
+           "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
+           "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
+           "n_test": len(data.test)}
+    if out_dir is not None:
+        atomic_write_text(out_dir / f"seed_{seed}" / "metrics.json", json.dumps(out, indent=2))
+    return out
+
+
+def summarize(cfg: ExperimentConfig, dataset_name: str, runs: list[dict[str, Any]],
+              combinations: dict[str, int]) -> dict[str, Any]:
+    return {
+        "method": cfg.method,
+        "dataset": dataset_name,
+        "seeds": [r["seed"] for r in runs],
+        "test": aggregate([r["test"] for r in runs]),
+        "val": aggregate([r["val"] for r in runs]),
+        "train_seconds": float(sum(r["train_seconds"] for r in runs)),
+        "epoch_seconds_median": float(np.median([s for r in runs for s in r["epoch_seconds"]])),
+        "best_epochs": [r["best_epoch"] for r in runs],
+        "missingness": to_dict(cfg.data.missing),
+        "combinations": combinations,
+        "std": "population (ddof=0) over seeds",
+    }
+
+
+def fmt(metric: dict[str, Any]) -> str:
+    if metric is None or math.isnan(metric["mean"]):
+        return "n/a"
+    return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# {results['method']} on {results['dataset']}", "",
+             f"Seeds {results['seeds']}; mean ± population std over seeds, in %. "
+             f"Training time {results['train_seconds']:.1f} s in all.", "",
+             "| split | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for split in ("test", "val"):
+        lines.append(f"| {split} | " + " | ".join(fmt(results[split].get(k)) for k in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
+                   dataset: MultimodalDataset | None = None, log=print) -> dict[str, Any]:
+    """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory."""
+    device = resolve_device(cfg.train.device)
+    dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    log(dataset.describe())
+    first = apply_missingness(dataset, cfg.data.missing, cfg.train.seeds[0])
+    combos = first.combination_counts()
+    log(f"modality combinations (seed {cfg.train.seeds[0]}): "
+        + ", ".join(f"{k}={v}" for k, v in combos.items()))
+    if out is not None:
+        atomic_write_text(out / "combinations.json", json.dumps(combos, indent=2))
+    runs = []
+    t0 = time.perf_counter()
+    for seed in cfg.train.seeds:
+        r = train_seed(cfg, dataset, seed, out, device)
+        log(f"seed {seed}: best epoch {r['best_epoch']}, test "
+            + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
+            + f" ({r['train_seconds']:.1f} s)")
+        runs.append(r)
+    results = summarize(cfg, dataset.name, runs, combos)
+    results["wall_seconds"] = time.perf_counter() - t0
+    results["device"] = str(device)
+    if out is not None:
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(out / "results.md", results_markdown(results))
+    return results
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:
+    """Re-evaluate every seed's saved model on its test split; returns the aggregated metrics."""
+    run = Path(run_dir)
+    seed_dirs = sorted(run.glob("seed_*/" + CHECKPOINT))
+    if not seed_dirs:
+        raise FileNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory?")
+    dev = resolve_device(device)
+    per_seed = []
+    dataset = None
+    for path in seed_dirs:
+        loaded = load_seed_checkpoint(path)
+        cfg = loaded.cfg
+        dataset = dataset if dataset is not None else load_dataset(cfg.data)
+        data = prepare_seed(cfg, dataset, loaded.seed)
+        bank = RetrievalBank(data.train, dev)
+        trainer = Trainer(loaded.model, cfg.train, bank, dev, loaded.seed, cfg.model.retriever.eval_draws)
+        metrics = trainer.evaluate(data.test)
+        log(f"seed {loaded.seed}: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items()))
+        per_seed.append(metrics)
+    return {"test": aggregate(per_seed), "seeds": [int(p.parent.name.split("_")[1]) for p in seed_dirs]}

@@ -1,0 +1,149 @@
+"""Training loop: warm-up with zero-filled missing embeddings, then retrieval; model selection on
+a validation metric; deterministic evaluation that retrieves from the training bank only."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.bank import RetrievalBank
+from ..data.dataset import Batch, MultimodalDataset
+from .metrics import classification_metrics
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def _take(batch: Batch, index: Tensor) -> Batch:
+    return Batch({k: v[index] for k, v in batch.features.items()}, batch.observed[index],
+                 batch.labels[index], batch.index[index],
+                 {k: v[index] for k, v in batch.lengths.items()})
+
+
+class Trainer:
+    """Fits one model on one split. ``uses_retrieval`` is False for models without a retriever."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, bank: RetrievalBank | None,
+                 device: torch.device, seed: int, eval_draws: int = 1,
+                 class_weights: Tensor | None = None) -> None:
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.bank = bank
+        self.device = device
+        self.seed = int(seed)
+        self.eval_draws = eval_draws
+        self.class_weights = class_weights.to(device) if class_weights is not None else None
+        self.uses_retrieval = getattr(model, "retriever", None) is not None
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.train_generator = torch.Generator().manual_seed(self.seed * 7919 + 1)
+        self.retrieval_generator = torch.Generator(device=device).manual_seed(self.seed * 104_729 + 3)
+
+    # ------------------------------------------------------------------ helpers
+    def retrieving(self, epoch: int) -> bool:
+        return self.uses_retrieval and epoch >= self.cfg.warmup_epochs
+
+    def loss(self, batch: Batch, retrieve: bool) -> tuple[Tensor, Tensor]:
+        out = self.model(batch, self.bank, retrieve=retrieve, generator=self.retrieval_generator)
+        ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
+        return ce + out.aux_loss, out.aux_loss
+
+    def train_epoch(self, data: Batch, epoch: int, bar=None) -> dict[str, float]:
+        self.model.train()
+        retrieve = self.retrieving(epoch)
+        n = data.labels.shape[0]
+        order = torch.randperm(n, generator=self.train_generator).to(self.device)
+        total, aux_total, steps = 0.0, 0.0, 0
+        for start in range(0, n, self.cfg.batch_size):
+            batch = _take(data, order[start:start + self.cfg.batch_size])
+            loss, aux = self.loss(batch, retrieve)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"epoch {epoch + 1}, step {steps + 1}: the loss became {float(loss)}; training "
+                    f"stopped (lower train.lr or check the input features)")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            total += float(loss.detach())
+            aux_total += float(aux.detach())
+            steps += 1
+        return {"loss": total / max(steps, 1), "aux_loss": aux_total / max(steps, 1),
+                "retrieval": retrieve}
+
+    @torch.no_grad()
+    def predict_proba(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
+        """Class probabilities; deterministic: the retrieval draws restart from the seed."""
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 15_485_863 + 5)
+        data = dataset.full_batch().to(self.device)
+        retrieve = retrieve and self.uses_retrieval
+        probs = []
+        for start in range(0, len(dataset), self.cfg.eval_batch_size):
+            idx = torch.arange(start, min(start + self.cfg.eval_batch_size, len(dataset)), device=self.device)
+            out = self.model(_take(data, idx), self.bank, retrieve=retrieve, generator=generator,
+                             draws=self.eval_draws)
+            probs.append(torch.softmax(out.logits.float(), dim=-1).cpu())
+        return torch.cat(probs).numpy()
+
+    def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
+        probs = self.predict_proba(dataset, retrieve)
+        return classification_metrics(probs, dataset.labels.numpy(), probs.shape[1])
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None) -> FitResult:
+        """Train for ``cfg.epochs``; keep the best validation state (among retrieval epochs when
+        the model retrieves, so the selected model is the method being evaluated)."""
+        data = train.full_batch().to(self.device)
+        key = self.cfg.select_metric
+        best_score, best_state, result = -math.inf, None, FitResult(-1, {})
+        start_time = time.perf_counter()
+        epochs = range(self.cfg.epochs)
+        bar = tqdm(epochs, desc=f"seed {self.seed}", leave=False, disable=not self.cfg.progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            stats = self.train_epoch(data, epoch)
+            result.epoch_seconds.append(time.perf_counter() - t0)
+            retrieve = self.retrieving(epoch)
+            val_metrics = self.evaluate(val, retrieve=retrieve)
+            score = val_metrics[key]
+            score = -math.inf if math.isnan(score) else score
+            eligible = retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
+            result.history.append({"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()}})
+            if eligible and (best_state is None or score > best_score):
+                best_score = score
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+                result.best_epoch, result.best_val = epoch + 1, val_metrics
+                if on_best is not None:
+                    on_best(best_state, result)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", **{f"val_{key}": f"{val_metrics[key]:.3f}"})
+        result.train_seconds = time.perf_counter() - start_time
+        self.model.load_state_dict(best_state)
+        return result
