@@ -97,6 +97,9 @@ class MultimodalDataset:
         if natural_missingness is None:
             natural_missingness = bool((~self.observed).any())
         self.natural_missingness = natural_missingness
+        # a split that ships with the data: {"train", "val", "test"} -> sample positions; when
+        # set, training uses it instead of a random split. Derived datasets do not carry it.
+        self.splits: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------------ validation
     def _validate(self, features, observed, labels, lengths, class_names) -> None:
@@ -202,6 +205,27 @@ class MultimodalDataset:
         widths = ", ".join(f"{s.name}:{'x'.join(map(str, s.shape))}" for s in self.modalities)
         return (f"{self.name}: N={len(self)}, classes={self.n_classes}, modalities [{widths}], "
                 f"missingness={'natural' if self.natural_missingness else 'none'}")
+
+    def set_splits(self, splits: dict[str, Sequence[int] | Tensor]) -> None:
+        """Attach the data's own train / val / test split (sample positions); every part must be
+        non-empty, in range and disjoint from the others."""
+        if sorted(splits) != ["test", "train", "val"]:
+            raise DataValidationError(
+                f"{self.name}: a split needs exactly the parts train, val and test, got {sorted(splits)}")
+        parts = {k: torch.as_tensor(v, dtype=torch.long).flatten() for k, v in splits.items()}
+        for key, pos in parts.items():
+            if pos.numel() == 0:
+                raise DataValidationError(f"{self.name}: the {key} split is empty")
+            bad = (pos < 0) | (pos >= len(self))
+            if bad.any():
+                raise DataValidationError(
+                    f"{self.name}: the {key} split has position {int(pos[bad][0])} outside 0..{len(self) - 1}")
+        counts = torch.bincount(torch.cat(list(parts.values())), minlength=len(self))
+        if (counts > 1).any():
+            i = int((counts > 1).nonzero()[0, 0])
+            raise DataValidationError(
+                f"{self.name}: sample {self.ids[i]!r} appears more than once in the splits")
+        self.splits = parts
 
     # ------------------------------------------------------------------ derived datasets
     def subset(self, index: Tensor | Sequence[int]) -> "MultimodalDataset":

@@ -73,9 +73,13 @@ class SeedData:
 
 
 def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
-    """Apply the seed's missingness and split; standardise with training statistics."""
+    """Apply the seed's missingness and split (the dataset's own split when it ships one);
+    standardise with training statistics."""
     ds = apply_missingness(dataset, cfg.data.missing, seed)
-    tr, va, te = stratified_split(ds.labels, cfg.data.split, seed)
+    if dataset.splits is not None:
+        tr, va, te = (dataset.splits[k] for k in ("train", "val", "test"))
+    else:
+        tr, va, te = stratified_split(ds.labels, cfg.data.split, seed)
     train = ds.subset(tr)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(standardize(train, stats), standardize(ds.subset(va), stats),
