@@ -7,6 +7,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -98,19 +99,33 @@ class Trainer:
         return {"loss": total / max(steps, 1), "aux_loss": aux_total / max(steps, 1),
                 "retrieval": retrieve}
 
+    def eval_outputs(self, data: Batch, retrieve: bool = True) -> Iterator[tuple[Tensor, Any]]:
+        """Evaluation forward passes over ``data`` in eval batches, yielding (rows, model output).
+
+        Deterministic: the retrieval draws restart from the seed, so metrics, prediction and the
+        analyses all see the same supporting samples for the same input. Gradients are tracked
+        unless the caller disables them (the gradient-conflict analysis needs them).
+        """
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 15_485_863 + 5)
+        data = data.to(self.device)
+        retrieve = retrieve and self.uses_retrieval
+        n = len(data)
+        for start in range(0, n, self.cfg.eval_batch_size):
+            idx = torch.arange(start, min(start + self.cfg.eval_batch_size, n), device=self.device)
+            yield idx, self.model(_take(data, idx), self.bank, retrieve=retrieve, generator=generator,
+                                  draws=self.eval_draws)
+
     @torch.no_grad()
     def predict_proba(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
         """Class probabilities; deterministic: the retrieval draws restart from the seed."""
-        self.model.eval()
-        generator = torch.Generator(device=self.device).manual_seed(self.seed * 15_485_863 + 5)
-        data = dataset.full_batch().to(self.device)
-        retrieve = retrieve and self.uses_retrieval
-        probs = []
-        for start in range(0, len(dataset), self.cfg.eval_batch_size):
-            idx = torch.arange(start, min(start + self.cfg.eval_batch_size, len(dataset)), device=self.device)
-            out = self.model(_take(data, idx), self.bank, retrieve=retrieve, generator=generator,
-                             draws=self.eval_draws)
-            probs.append(torch.softmax(out.logits.float(), dim=-1).cpu())
+        return self.predict_proba_batch(dataset.full_batch(), retrieve)
+
+    @torch.no_grad()
+    def predict_proba_batch(self, data: Batch, retrieve: bool = True) -> np.ndarray:
+        """:meth:`predict_proba` for a prepared batch (new data need not form a full dataset)."""
+        probs = [torch.softmax(out.logits.float(), dim=-1).cpu()
+                 for _, out in self.eval_outputs(data, retrieve)]
         return torch.cat(probs).numpy()
 
     def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
