@@ -7,6 +7,7 @@ from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
 from .router import RouterOutput, TopKRouter
 from .smoe import MoEOutput, SparseMoE, load_balancing_loss, router_z_loss
+from . import sequence_image_encoders  # noqa: F401  (registers lstm, gru, cnn3d, vgg2d)
 
 __all__ = [
     "ENCODERS", "FFNExperts", "MLPEncoder", "ModalityEncoder", "ModelOutput", "MoEOutput",

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import EncoderConfig, ModelConfig
 from ..data.bank import RetrievalBank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch, ModalitySpec
 from .encoders import build_encoder
 from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
+
+
+# The encoder a modality gets from its ModalitySpec.kind when the config names none for it and the
+# general encoder is the (tabular) MLP default.
+DEFAULT_ENCODER_FOR_KIND = {"sequence": "gru", "image": "vgg2d", "volume": "cnn3d"}
+
+
+def encoder_config_for(spec: ModalitySpec, cfg: ModelConfig) -> EncoderConfig:
+    """``model.encoders[name]`` if given, else ``model.encoder`` (with the kind's default encoder)."""
+    if spec.name in cfg.encoders:
+        return cfg.encoders[spec.name]
+    kind = DEFAULT_ENCODER_FOR_KIND.get(spec.kind)
+    if kind is not None and cfg.encoder.kind == "mlp":
+        return dataclasses.replace(cfg.encoder, kind=kind, options={})
+    return cfg.encoder
 
 
 @dataclass
@@ -37,7 +53,7 @@ class MultimodalClassifier(nn.Module):
         self.n_modalities = len(modalities)
         d = cfg.hidden
         self.encoders = nn.ModuleDict({
-            s.name: build_encoder(s, cfg.encoders.get(s.name, cfg.encoder), d) for s in modalities})
+            s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
         self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
                           if cfg.retriever.mode in ("moe", "mean") else None)
         self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
