@@ -128,6 +128,9 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # options of comparison methods, keyed by method then option name, e.g.
+    # {"shaspec": {"missing_fill": "mean"}}; each method validates its own (see baselines/)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -51,3 +51,8 @@ def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes
     if cfg.method not in METHODS:
         raise ValueError(f"method: unknown method {cfg.method!r}; available: {sorted(METHODS)}")
     return METHODS[cfg.method](cfg, list(modalities), n_classes)
+
+
+# the comparison methods (baselines/) register themselves on import; this runs after
+# register_method is defined, so either module may be imported first
+from . import baselines  # noqa: E402,F401

@@ -28,7 +28,7 @@ from ..data.sources import load_dataset
 from ..data.splits import stratified_split
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
-from .metrics import METRICS, aggregate
+from .metrics import METRICS, aggregate, classification_metrics
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -163,22 +163,30 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
-    bank = RetrievalBank(data.train, device)
-    weights = None
-    if cfg.train.class_weights:
-        counts = torch.bincount(data.train.labels, minlength=dataset.n_classes).float()
-        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights)
-    ckpt = out_dir / f"seed_{seed}" / CHECKPOINT if out_dir is not None else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-
-    def on_best(state, result):
+    if getattr(model, "fit_direct", False):
+        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
+        fit = model.fit(data.train, data.val, cfg.train.select_metric)
+        test = classification_metrics(model.predict_proba(data.test), data.test.labels.numpy(),
+                                      dataset.n_classes)
+        if out_dir is not None:
+            (out_dir / f"seed_{seed}").mkdir(parents=True, exist_ok=True)
+    else:
+        bank = RetrievalBank(data.train, device)
+        weights = None
+        if cfg.train.class_weights:
+            counts = torch.bincount(data.train.labels, minlength=dataset.n_classes).float()
+            weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+        trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights)
+        ckpt = out_dir / f"seed_{seed}" / CHECKPOINT if out_dir is not None else None
         if ckpt is not None:
-            save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
 
-    fit = trainer.fit(data.train, data.val, on_best=on_best)
-    test = trainer.evaluate(data.test)
+        def on_best(state, result):
+            if ckpt is not None:
+                save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
+
+        fit = trainer.fit(data.train, data.val, on_best=on_best)
+        test = trainer.evaluate(data.test)
     out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
            "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),

@@ -1,0 +1,15 @@
+"""Comparison methods, one module per method, each registered in ``methods.METHODS``.
+
+Deep methods subclass :class:`~.common.BaselineClassifier` (our encoders, fusion and head, no
+retrieval) and train with the shared Trainer; ``majority`` and ``hist_gbt`` are fitted directly
+(``fit_direct = True``). Method-specific settings live under ``model.method_options.<method>``.
+"""
+
+from . import (fusemoe, flex_moe, hist_gbt, late_fusion, learned_token, m3care, majority, mean,
+               mmformer, modality_dropout, muse, shaspec)
+from .common import BaselineClassifier, DirectMethod
+
+__all__ = [
+    "BaselineClassifier", "DirectMethod", "flex_moe", "fusemoe", "hist_gbt", "late_fusion",
+    "learned_token", "m3care", "majority", "mean", "mmformer", "modality_dropout", "muse", "shaspec",
+]

@@ -1,0 +1,44 @@
+"""Late fusion: one classifier per modality on its own embedding; the prediction is the average of
+the class probabilities of the observed modalities (missing ones simply do not vote)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..data.dataset import Batch
+from ..models.classifier import ModelOutput
+from ..methods import register_method
+from .common import BaselineClassifier
+
+
+class LateFusion(BaselineClassifier):
+    method = "late_fusion"
+
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        del self.fusion, self.head  # no joint fusion: per-modality heads instead
+        d, m = cfg.hidden, self.n_modalities
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head_weight = nn.Parameter(torch.empty(m, d, n_classes))
+        self.head_bias = nn.Parameter(torch.zeros(m, n_classes))
+        nn.init.uniform_(self.head_weight, -d ** -0.5, d ** -0.5)
+
+    def unimodal_logits(self, emb: Tensor) -> Tensor:
+        """(B, M, C) logits of each modality's own head."""
+        return torch.einsum("bmd,mdc->bmc", self.dropout(emb), self.head_weight) + self.head_bias
+
+    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
+                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+        emb = self.encode(batch)
+        w = batch.observed.unsqueeze(-1).to(emb.dtype)
+        probs = (torch.softmax(self.unimodal_logits(emb), dim=-1) * w).sum(1) / w.sum(1)
+        # log of the averaged probabilities: cross-entropy on these logits is the NLL of the average
+        logits = probs.clamp(min=1e-12).log()
+        fused = (emb * w).sum(1) / w.sum(1)
+        return ModelOutput(logits, emb.new_zeros(()), emb, fused)
+
+
+@register_method("late_fusion")
+def _build(cfg, modalities, n_classes):
+    return LateFusion(modalities, n_classes, cfg.model)

@@ -1,0 +1,119 @@
+"""MUSE (Wu et al., ICLR 2024): patients and modalities as a bipartite graph; nothing is imputed.
+
+Patient i and modality node m share an edge iff i observes m; the edge carries the embedding
+x_{i,m}. Two GraphSAGE-style layers with edge updates produce the patient embeddings; a masked
+mean over the observed edges is exactly the bipartite mean aggregation, so no graph library is
+needed. Modality nodes aggregate over the patients of the batch (batch-dependent, like M3Care).
+
+Loss = CE + ``contrastive_weight`` x InfoNCE between the graph and a view with randomly dropped
+edges (temperature ``temperature``) + ``supcon_weight`` x a supervised contrastive term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.dataset import Batch
+from ..methods import register_method
+from ..models.classifier import ModelOutput
+from .common import BaselineClassifier, check_positive, check_probability, drop_observed, method_options
+
+DEFAULTS = {"layers": 2, "edge_drop_p": 0.2, "temperature": 0.07, "contrastive_weight": 0.5,
+            "supcon_weight": 0.5}
+
+
+def _masked_mean(x: Tensor, w: Tensor, dim: int) -> Tensor:
+    return (x * w).sum(dim) / w.sum(dim).clamp(min=1)
+
+
+class BipartiteLayer(nn.Module):
+    """Edge -> patient and edge -> modality messages (mean aggregation), then an edge update."""
+
+    def __init__(self, d: int, dropout: float) -> None:
+        super().__init__()
+        self.message = nn.Linear(2 * d, d)
+        self.patient = nn.Linear(2 * d, d)
+        self.modality = nn.Linear(2 * d, d)
+        self.edge = nn.Linear(3 * d, d)
+        self.norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, patients: Tensor, modalities: Tensor, edges: Tensor, mask: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """patients (B, d), modalities (M, d), edges (B, M, d), mask (B, M, 1) float."""
+        b, m, d = edges.shape
+        mod = modalities.unsqueeze(0).expand(b, m, d)
+        msg = F.gelu(self.message(torch.cat([edges, mod], -1)))
+        patients = self.norm(F.gelu(self.patient(torch.cat([patients, _masked_mean(msg, mask, 1)], -1))))
+        modalities = F.gelu(self.modality(torch.cat([modalities, _masked_mean(msg, mask, 0)], -1)))
+        mod = modalities.unsqueeze(0).expand(b, m, d)
+        pat = patients.unsqueeze(1).expand(b, m, d)
+        edges = edges + self.dropout(F.gelu(self.edge(torch.cat([edges, pat, mod], -1))))
+        return self.dropout(patients), modalities, edges
+
+
+def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE: row i of one view should match row i of the other."""
+    logits = z1 @ z2.t() / temperature
+    target = torch.arange(z1.shape[0], device=z1.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def supervised_contrastive(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """SupCon (Khosla et al., 2020) over the rows of z; anchors without a positive are skipped."""
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.t() / temperature).masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~eye
+    n_pos = positive.sum(1)
+    has = n_pos > 0
+    if not bool(has.any()):
+        return z.sum() * 0
+    per_anchor = -(log_prob.masked_fill(~positive, 0.0)).sum(1) / n_pos.clamp(min=1)
+    return per_anchor[has].mean()
+
+
+class MUSE(BaselineClassifier):
+    method = "muse"
+
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        opt = self.options = method_options(cfg, self.method, DEFAULTS)
+        check_positive(opt, self.method, "layers")
+        check_probability(opt, self.method, "edge_drop_p")
+        d = cfg.hidden
+        del self.fusion  # its own fusion: the bipartite graph
+        self.modality_nodes = nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
+        self.layers = nn.ModuleList(BipartiteLayer(d, cfg.dropout) for _ in range(opt["layers"]))
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+    def graph(self, emb: Tensor, observed: Tensor) -> Tensor:
+        mask = observed.unsqueeze(-1).to(emb.dtype)
+        patients = emb.new_zeros(emb.shape[0], emb.shape[2])
+        modalities, edges = self.modality_nodes, emb
+        for layer in self.layers:
+            patients, modalities, edges = layer(patients, modalities, edges, mask)
+        return patients
+
+    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
+                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+        emb = self.encode(batch)
+        fused = self.graph(emb, batch.observed)
+        aux = emb.new_zeros(())
+        if self.training:
+            tau = self.options["temperature"]
+            view = self.graph(emb, drop_observed(batch.observed, self.options["edge_drop_p"], generator))
+            z1 = F.normalize(self.projection(fused), dim=-1)
+            z2 = F.normalize(self.projection(view), dim=-1)
+            aux = (self.options["contrastive_weight"] * info_nce(z1, z2, tau)
+                   + self.options["supcon_weight"] * supervised_contrastive(
+                       torch.cat([z1, z2]), batch.labels.repeat(2), tau))
+        return ModelOutput(self.head(fused), aux, emb, fused)
+
+
+@register_method("muse")
+def _build(cfg, modalities, n_classes):
+    return MUSE(modalities, n_classes, cfg.model)

@@ -1,0 +1,86 @@
+"""ShaSpec (Wang et al., CVPR 2023): shared and specific features of every modality.
+
+Our modality encoders are the per-modality projections to width d; then one shared encoder runs
+on every modality and one specific encoder per modality.
+
+* Observed modality: ``shared + f([shared; specific])`` with ``f`` shared across modalities.
+* Missing modality: the shared feature of an available modality: the first one, as the released
+  code does (``missing_fill: first``), or the mean over the available ones (``mean``).
+* Loss: task + ``align_weight`` x L1 distance between the shared features of every modality pair
+  both observed + ``domain_weight`` x cross-entropy of a classifier predicting the modality from
+  its specific feature. Training also hides modalities at random (``train_drop_p``).
+
+The fused modality features go through our shared fusion and head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.dataset import Batch
+from ..methods import register_method
+from ..models.classifier import ModelOutput
+from .common import (BaselineClassifier, check_choice, check_probability, drop_observed,
+                     masked_batch, method_options)
+
+DEFAULTS = {"missing_fill": "first", "train_drop_p": 0.3, "align_weight": 0.1,
+            "domain_weight": 0.02}
+
+
+class ShaSpec(BaselineClassifier):
+    method = "shaspec"
+
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        opt = self.options = method_options(cfg, self.method, DEFAULTS)
+        check_choice(opt, self.method, "missing_fill", ("first", "mean"))
+        check_probability(opt, self.method, "train_drop_p")
+        m, d = self.n_modalities, cfg.hidden
+        self.shared = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        # specific encoders, one per modality, stored stacked: (M, d, d)
+        self.specific_weight = nn.Parameter(torch.empty(m, d, d))
+        self.specific_bias = nn.Parameter(torch.zeros(m, d))
+        nn.init.uniform_(self.specific_weight, -d ** -0.5, d ** -0.5)
+        self.combine = nn.Linear(2 * d, d)
+        self.domain_classifier = nn.Linear(d, m)
+
+    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
+                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+        observed = batch.observed
+        if self.training:
+            observed = drop_observed(observed, self.options["train_drop_p"], generator)
+        emb = self.encode(masked_batch(batch, observed))
+        shared = self.shared(emb)
+        specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
+        own = shared + self.combine(torch.cat([shared, specific], dim=-1))
+        obs = observed.unsqueeze(-1)
+        if self.options["missing_fill"] == "first":
+            first = observed.int().argmax(dim=1)  # argmax returns the first observed modality
+            fill = shared[torch.arange(shared.shape[0], device=shared.device), first]
+        else:
+            w = obs.to(shared.dtype)
+            fill = (shared * w).sum(1) / w.sum(1)
+        features = torch.where(obs, own, fill.unsqueeze(1))
+        fused, aux = self.fusion(features)
+        if self.training:
+            aux = aux + self.auxiliary_loss(shared, specific, observed)
+        return ModelOutput(self.head(fused), aux, features, fused)
+
+    def auxiliary_loss(self, shared: Tensor, specific: Tensor, observed: Tensor) -> Tensor:
+        m = self.n_modalities
+        # L1 alignment of shared features over the modality pairs a sample observes both of
+        dist = (shared.unsqueeze(2) - shared.unsqueeze(1)).abs().mean(-1)  # (B, M, M)
+        upper = torch.triu(torch.ones(m, m, dtype=torch.bool, device=observed.device), diagonal=1)
+        pairs = observed.unsqueeze(2) & observed.unsqueeze(1) & upper
+        align = (dist * pairs).sum() / pairs.sum().clamp(min=1)
+        # the specific feature should tell which modality it came from
+        rows, mods = observed.nonzero(as_tuple=True)
+        domain = F.cross_entropy(self.domain_classifier(specific[rows, mods]), mods)
+        return self.options["align_weight"] * align + self.options["domain_weight"] * domain
+
+
+@register_method("shaspec")
+def _build(cfg, modalities, n_classes):
+    return ShaSpec(modalities, n_classes, cfg.model)
