@@ -1,0 +1,140 @@
+"""Sparse MoE: dispatch vs a dense reference, pool restriction, gradients, auxiliary losses."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moe_retriever.config import MoEConfig
+from moe_retriever.models.experts import FFNExperts
+from moe_retriever.models.router import TopKRouter
+from moe_retriever.models.smoe import SparseMoE, load_balancing_loss
+
+
+def dense_reference(experts: FFNExperts, x, indices, weights):
+    """Every expert on every token, combined with a dense (T, E) weight matrix."""
+    all_out = torch.stack([F.gelu(x @ experts.w1[e] + experts.b1[e]) @ experts.w2[e] + experts.b2[e]
+                           for e in range(experts.n_experts)], dim=1)  # (T, E, d)
+    dense_w = torch.zeros(x.shape[0], experts.n_experts).scatter_add(1, indices, weights)
+    return (all_out * dense_w.unsqueeze(-1)).sum(1)
+
+
+@pytest.mark.parametrize("backend", ["bmm", "split", "loop"])
+@pytest.mark.parametrize("n_tokens,k", [(1, 1), (37, 2), (200, 4)])
+def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
+    torch.manual_seed(0)
+    experts = FFNExperts(n_experts=10, dim=8, hidden=16)
+    x = torch.randn(n_tokens, 8, requires_grad=True)
+    logits = torch.randn(n_tokens, 10)
+    weights, indices = logits.softmax(-1).topk(k, dim=-1)
+    weights = weights.clone().requires_grad_(True)
+    out = experts(x, indices, weights, backend)
+    ref = dense_reference(experts, x, indices, weights)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
+    ref_grads = torch.autograd.grad((ref * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_experts_outside_the_target_pool_are_never_selected():
+    torch.manual_seed(1)
+    cfg = MoEConfig(experts_per_modality=3, shared_experts=2, top_k=4, expert_hidden=8)
+    moe = SparseMoE(8, cfg, n_pools=4)
+    assert moe.n_experts == 14
+    pools = torch.randint(0, 4, (500,))
+    out = moe(torch.randn(500, 8), pools)
+    for p in range(4):
+        chosen = set(out.indices[pools == p].flatten().tolist())
+        allowed = set(range(3 * p, 3 * p + 3)) | {12, 13}
+        assert chosen <= allowed
+    assert moe.expert_names(["I", "G", "C", "B"])[4] == "G_2"
+    assert moe.expert_names(["I", "G", "C", "B"])[-1] == "Shared_2"
+
+
+def test_router_and_every_selected_expert_receive_gradients():
+    torch.manual_seed(2)
+    cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8)
+    moe = SparseMoE(8, cfg, n_pools=2)
+    pools = torch.randint(0, 2, (64,))
+    out = moe(torch.randn(64, 8), pools)
+    (out.hidden.pow(2).sum() + out.aux_loss).backward()
+    assert moe.routers[0].gate.weight.grad.abs().sum() > 0
+    selected = out.indices.unique()
+    for e in selected.tolist():
+        assert moe.experts.w1.grad[e].abs().sum() > 0, f"expert {e} got no gradient"
+    unselected = sorted(set(range(moe.n_experts)) - set(selected.tolist()))
+    for e in unselected:
+        assert moe.experts.w1.grad[e].abs().sum() == 0
+
+
+def test_softmax_before_topk_follows_eq1_and_after_topk_renormalises():
+    torch.manual_seed(3)
+    x = torch.randn(5, 8)
+    before = TopKRouter(8, 6, 2, softmax="before_topk")
+    after = TopKRouter(8, 6, 2, softmax="after_topk")
+    after.load_state_dict(before.state_dict())
+    a, b = before(x), after(x)
+    assert torch.equal(a.indices, b.indices)
+    full = torch.softmax(before.gate(x), -1)
+    assert torch.allclose(a.weights, full.gather(1, a.indices))
+    assert torch.allclose(b.weights.sum(-1), torch.ones(5))
+    assert (a.weights.sum(-1) < 1).all()
+
+
+def test_load_balancing_loss_matches_switch_formula():
+    torch.manual_seed(4)
+    probs = torch.softmax(torch.randn(40, 6), -1)
+    indices = probs.topk(2, -1).indices
+    allowed = torch.ones(1, 6, dtype=torch.bool)
+    loss = load_balancing_loss(probs, indices, torch.zeros(40, dtype=torch.long), allowed)
+    f = torch.stack([(indices == e).float().sum() / (40 * 2) for e in range(6)])
+    p = probs.mean(0)
+    assert torch.allclose(loss, 6 * (f * p).sum())
+    # perfectly uniform routing gives 1
+    uniform = torch.full((6, 6), 1 / 6)
+    idx = torch.arange(6).unsqueeze(1)
+    assert torch.allclose(load_balancing_loss(uniform, idx, torch.zeros(6, dtype=torch.long), allowed),
+                          torch.tensor(1.0))
+
+
+def test_aux_loss_is_finite_weighted_and_does_not_accumulate():
+    torch.manual_seed(5)
+    cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8,
+                    aux_loss_weight=0.5, z_loss_weight=0.1)
+    moe = SparseMoE(8, cfg, n_pools=3)
+    x, pools = torch.randn(30, 8), torch.randint(0, 3, (30,))
+    first = moe(x, pools).aux_loss
+    second = moe(x, pools).aux_loss
+    assert torch.isfinite(first) and first > 0
+    assert torch.allclose(first, second), "the aux loss must be recomputed, not accumulated"
+    assert first.requires_grad
+    zero = SparseMoE(8, MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8,
+                                  aux_loss_weight=0.0), n_pools=3)
+    assert float(zero(x, pools).aux_loss) == 0.0
+
+
+def test_multiple_routers_average_their_mixtures():
+    torch.manual_seed(6)
+    cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8, num_routers=3)
+    moe = SparseMoE(8, cfg, n_pools=2)
+    x, pools = torch.randn(20, 8), torch.randint(0, 2, (20,))
+    out = moe(x, pools)
+    assert out.indices.shape == (20, 6)
+    allowed = moe.allowed[pools]
+    manual = sum(moe.experts(x, r(x, allowed).indices, r(x, allowed).weights, "loop") for r in moe.routers) / 3
+    assert torch.allclose(out.hidden, manual, atol=1e-5)
+
+
+def test_noisy_gating_only_perturbs_training():
+    torch.manual_seed(7)
+    router = TopKRouter(8, 6, 2, noisy=True)
+    x = torch.randn(50, 8)
+    router.eval()
+    assert torch.equal(router(x).indices, router(x).indices)
+    router.train()
+    torch.manual_seed(0)
+    a = router(x).indices
+    torch.manual_seed(1)
+    b = router(x).indices
+    assert not torch.equal(a, b)
