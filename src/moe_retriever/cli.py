@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import evaluate, train
+from .commands import compare, evaluate, train
 from .config import ConfigError
 from .data.dataset import DataValidationError
 from .training.checkpoint import CheckpointError
 
-COMMANDS = [train, evaluate]
+COMMANDS = [train, evaluate, compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

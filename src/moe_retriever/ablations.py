@@ -1,0 +1,56 @@
+"""The ablations of the paper's Table 3 as named presets: a method plus config overrides.
+
+A preset changes only its own axis, on top of whatever experiment config it is applied to, so
+``experts_8`` on a config that already uses E_T = 8 is the reference model itself (the
+``compare`` command runs such duplicates once). The paper's ``|R|`` is the number of routers, not
+top-k. Top-k must stay <= E_T + E_sh; the presets respect that for the default E_T = 8, E_sh = 4.
+
+Presets are named in the ``methods`` of a ``moe-retriever compare`` config; a single one can be
+run by hand with its overrides, e.g. ``moe-retriever train --config C --set
+model.retriever.inter=false`` for ``no_inter``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MOE = "model.retriever.moe"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    description: str
+    method: str = "moe_retriever"
+    overrides: tuple[str, ...] = ()
+
+    def apply(self, overrides: list[str]) -> list[str]:
+        """``overrides`` (the base run's) followed by this preset's method and overrides."""
+        return [*overrides, f"method={self.method}", *self.overrides]
+
+
+def _presets() -> dict[str, Ablation]:
+    out = [
+        Ablation("no_intra", "w/o intra-modal context", overrides=("model.retriever.intra=false",)),
+        Ablation("no_inter", "w/o inter-modal context", overrides=("model.retriever.inter=false",)),
+        Ablation("no_routing", "w/o context-aware routing (0.5 mean intra + 0.5 mean inter, the "
+                 "released code)", overrides=("model.retriever.mode=mean",)),
+    ]
+    out += [Ablation(f"experts_{e}", f"E_T = {e}", overrides=(f"{MOE}.experts_per_modality={e}",))
+            for e in (4, 8, 16)]
+    out += [Ablation(f"shared_{e}", f"E_sh = {e}", overrides=(f"{MOE}.shared_experts={e}",))
+            for e in (1, 2, 4, 8)]
+    out += [Ablation(f"routers_{r}", f"|R| = {r} routers", overrides=(f"{MOE}.num_routers={r}",))
+            for r in (1, 2, 4)]
+    out += [Ablation(f"top_k_{k}", f"top-k = {k}", overrides=(f"{MOE}.top_k={k}",))
+            for k in (1, 2, 4)]
+    out += [
+        Ablation("fusion_layers_2", "2 x Transformer fusion layers",
+                 overrides=("model.fusion.layers=2",)),
+        Ablation("smoe_fusion", "sparse-MoE fusion layer instead of the Transformer",
+                 overrides=("model.fusion.kind=smoe",)),
+    ]
+    return {a.name: a for a in out}
+
+
+ABLATIONS: dict[str, Ablation] = _presets()

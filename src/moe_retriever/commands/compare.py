@@ -1,0 +1,60 @@
+"""``moe-retriever compare``: methods and ablation presets x datasets x seeds, one table."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def documented_command(args: argparse.Namespace) -> str:
+    """The command line that regenerates the results (without --cached-only)."""
+    parts = ["moe-retriever", "compare", "--config", args.config, "--out", args.out]
+    if args.markdown:
+        parts += ["--markdown", args.markdown]
+    if args.threads:
+        parts += ["--threads", str(args.threads)]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ablations import ABLATIONS
+    from ..methods import METHODS
+
+    if args.list:
+        print("methods: " + ", ".join(sorted(METHODS)))
+        print("ablation presets:")
+        for a in ABLATIONS.values():
+            print(f"  {a.name}: {a.description} ({a.method} with {', '.join(a.overrides)})")
+        return 0
+    if not args.config:
+        raise ValueError("--config is required (a comparison YAML, see configs/compare/)")
+    import torch
+
+    from ..training.comparison import run_comparison
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out = args.out or str(Path("runs") / "compare" / Path(args.config).stem)
+    run_comparison(args.config, args.out, args.device, args.cached_only, args.markdown,
+                   documented_command(args))
+    print(f"results: {args.out}/results.json, {args.out}/results.md"
+          + (f", {args.markdown}" if args.markdown else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run methods x datasets x seeds on identical splits and "
+                                       "write one comparison table")
+    p.add_argument("--config", help="comparison YAML (see configs/compare/)")
+    p.add_argument("--out", help="output directory (default runs/compare/<config name>); finished "
+                                 "runs stored there are reused")
+    p.add_argument("--markdown", help="also write the Markdown tables to this file")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run nothing: build the tables from the finished runs in --out")
+    p.add_argument("--list", action="store_true", help="list methods and ablation presets")
+    p.set_defaults(func=run)
