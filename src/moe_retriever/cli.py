@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import compare, evaluate, train
+from .commands import compare, datasets, evaluate, train
 from .config import ConfigError
 from .data.dataset import DataValidationError
 from .training.checkpoint import CheckpointError
 
-COMMANDS = [train, evaluate, compare]
+COMMANDS = [train, evaluate, compare, datasets]
 
 
 def build_parser() -> argparse.ArgumentParser:

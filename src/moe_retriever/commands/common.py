@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -14,6 +15,11 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--data", metavar="PATH",
+                   help="train on files at PATH (a folder with dataset.yaml, or a paper layout)")
+    p.add_argument("--format", help="layout of --data (default: auto-detected), e.g. folder")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow opening pickle / non-tensor .pt data files (they can run code)")
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -29,4 +35,11 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"train.device={args.device}")
     if getattr(args, "no_progress", False):
         out.append("train.progress=false")
+    # paths and names are JSON-quoted so YAML keeps them strings (a folder named "1" or "yes")
+    if getattr(args, "data", None):
+        out.append(f"data.path={json.dumps(args.data)}")
+    if getattr(args, "format", None):
+        out.append(f"data.format={json.dumps(args.format)}")
+    if getattr(args, "trust_pickle", False):
+        out.append("data.trust_pickle=true")
     return out

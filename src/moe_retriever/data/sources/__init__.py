@@ -72,3 +72,10 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
         return DATASETS[cfg.name](**options)
     except TypeError as exc:
         raise ValueError(f"data.options for {cfg.name!r}: {exc}") from exc
+
+
+# modules that register formats and datasets (imported last: they use the registries above)
+from . import folder  # noqa: E402,F401
+from . import builtin  # noqa: E402,F401
+from . import miniacc  # noqa: E402,F401
+from . import adni, enrico, mimic, mosi  # noqa: E402,F401  (the paper's dataset layouts)
