@@ -78,3 +78,4 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
 from . import folder  # noqa: E402,F401
 from . import builtin  # noqa: E402,F401
 from . import miniacc  # noqa: E402,F401
+from . import adni, enrico, mimic, mosi  # noqa: E402,F401  (the paper's dataset layouts)
