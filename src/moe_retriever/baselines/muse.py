@@ -1,7 +1,8 @@
 """MUSE (Wu et al., ICLR 2024): patients and modalities as a bipartite graph; nothing is imputed.
 
 Patient i and modality node m share an edge iff i observes m; the edge carries the embedding
-x_{i,m}. Two GraphSAGE-style layers with edge updates produce the patient embeddings; a masked
+x_{i,m}. Two GraphSAGE-style layers with edge updates (patient nodes start from the mean of their
+edges and update residually) produce the patient embeddings; a masked
 mean over the observed edges is exactly the bipartite mean aggregation, so no graph library is
 needed. Modality nodes aggregate over the patients of the batch (batch-dependent, like M3Care).
 
@@ -46,7 +47,7 @@ class BipartiteLayer(nn.Module):
         b, m, d = edges.shape
         mod = modalities.unsqueeze(0).expand(b, m, d)
         msg = F.gelu(self.message(torch.cat([edges, mod], -1)))
-        patients = self.norm(F.gelu(self.patient(torch.cat([patients, _masked_mean(msg, mask, 1)], -1))))
+        patients = self.norm(patients + F.gelu(self.patient(torch.cat([patients, _masked_mean(msg, mask, 1)], -1))))
         modalities = F.gelu(self.modality(torch.cat([modalities, _masked_mean(msg, mask, 0)], -1)))
         mod = modalities.unsqueeze(0).expand(b, m, d)
         pat = patients.unsqueeze(1).expand(b, m, d)
@@ -92,7 +93,8 @@ class MUSE(BaselineClassifier):
 
     def graph(self, emb: Tensor, observed: Tensor) -> Tensor:
         mask = observed.unsqueeze(-1).to(emb.dtype)
-        patients = emb.new_zeros(emb.shape[0], emb.shape[2])
+        # patient nodes start from the mean of their edges (GraphSAGE-style self features)
+        patients = _masked_mean(emb, mask, 1)
         modalities, edges = self.modality_nodes, emb
         for layer in self.layers:
             patients, modalities, edges = layer(patients, modalities, edges, mask)

@@ -1,0 +1,277 @@
+"""Comparison methods, ablation presets and the compare command.
+
+Per method: forward shapes on every modality combination (single-modality samples and a batch of
+one included), no leak from the features of missing modalities, and better-than-chance test
+accuracy after a short training on one shared small synthetic task.
+"""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moe_retriever.ablations import ABLATIONS
+from moe_retriever.baselines.common import drop_observed
+from moe_retriever.baselines.hist_gbt import concatenated_features
+from moe_retriever.cli import main
+from moe_retriever.config import ConfigError, load_config, to_dict
+from moe_retriever.data.dataset import Batch
+from moe_retriever.data.synthetic import make_synthetic
+from moe_retriever.methods import METHODS, build_model
+from moe_retriever.training.comparison import majority_reference, ties_majority
+from moe_retriever.training.experiment import prepare_seed, train_seed
+
+SMALL = [
+    "data.options={n_samples: 240, n_modalities: 3, n_classes: 3, class_separation: 2.0}",
+    "model.hidden=16", "model.encoder.hidden=16", "model.retriever.heads=2", "model.fusion.heads=2",
+    "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
+    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
+    "model.fusion.moe.expert_hidden=16",
+    "model.method_options={flex_moe: {experts: 8}, hist_gbt: {max_iter: 40}}",
+    "train.epochs=6", "train.warmup_epochs=1", "train.seeds=[0]", "train.progress=false",
+]
+DEEP = sorted(m for m in METHODS if m not in ("majority", "hist_gbt"))
+N_MODALITIES, N_CLASSES = 3, 3
+
+
+def small_cfg(method: str, *extra: str):
+    return load_config("configs/synthetic.yaml", SMALL + [f"method={method}", *extra])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models: one thread is as fast and does not fight over a shared machine's cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_synthetic(n_samples=240, n_modalities=N_MODALITIES, n_classes=N_CLASSES,
+                          class_separation=2.0, seed=0)
+
+
+def every_combination_batch(dataset, copies: int = 2) -> Batch:
+    """``copies`` samples per non-empty modality combination, all singletons included."""
+    combos = [c for r in range(1, N_MODALITIES + 1)
+              for c in itertools.combinations(range(N_MODALITIES), r)]
+    observed = torch.zeros(len(combos) * copies, N_MODALITIES, dtype=torch.bool)
+    for i, combo in enumerate(combos):
+        observed[i * copies:(i + 1) * copies, list(combo)] = True
+    index = torch.arange(observed.shape[0])
+    batch = dataset.batch(index)
+    return Batch(batch.features, observed, batch.labels, index)
+
+
+def with_scrambled_missing(batch: Batch) -> Batch:
+    """The same batch with random values in the features of every unobserved modality."""
+    features = {}
+    for m, (name, x) in enumerate(batch.features.items()):
+        noise = torch.randn_like(x) * 100
+        hidden = ~batch.observed[:, m]
+        features[name] = torch.where(hidden.view(-1, *[1] * (x.dim() - 1)), noise, x)
+    return Batch(features, batch.observed, batch.labels, batch.index)
+
+
+@pytest.mark.parametrize("method", DEEP)
+def test_forward_shapes_on_every_combination(method, dataset):
+    cfg = small_cfg(method)
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    batch = every_combination_batch(dataset)
+    b, d = batch.observed.shape[0], cfg.model.hidden
+    from moe_retriever.data.bank import RetrievalBank
+    bank = RetrievalBank(dataset)
+
+    model.train()
+    out = model(batch, bank, generator=torch.Generator().manual_seed(0))
+    assert out.logits.shape == (b, N_CLASSES)
+    assert out.embeddings.shape == (b, N_MODALITIES, d)
+    assert out.fused.shape == (b, d)
+    assert out.aux_loss.dim() == 0 and torch.isfinite(out.aux_loss)
+    (torch.nn.functional.cross_entropy(out.logits, batch.labels) + out.aux_loss).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+    model.eval()
+    with torch.no_grad():
+        ref = model(batch, bank, generator=torch.Generator().manual_seed(1)).logits
+        assert torch.isfinite(ref).all()
+        # what a missing modality's raw features hold must not matter
+        leaked = model(with_scrambled_missing(batch), bank,
+                       generator=torch.Generator().manual_seed(1)).logits
+        torch.testing.assert_close(leaked, ref)
+        # a batch of one (single-modality sample) works too (M3Care/MUSE build batch graphs)
+        one = Batch({k: v[:1] for k, v in batch.features.items()}, batch.observed[:1],
+                    batch.labels[:1], batch.index[:1])
+        single = model(one, bank, generator=torch.Generator().manual_seed(1))
+        assert single.logits.shape == (1, N_CLASSES) and torch.isfinite(single.logits).all()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_better_than_chance_after_short_training(method, dataset):
+    cfg = small_cfg(method)
+    result = train_seed(cfg, dataset, 0, None, torch.device("cpu"))
+    chance = 1.0 / N_CLASSES
+    if method == "majority":
+        # the reference itself: exactly the majority class's score
+        ref = majority_reference(cfg, dataset, 0)
+        assert ties_majority(result["test"], ref)
+        assert result["test"]["auroc"] == pytest.approx(0.5)
+    else:
+        assert result["test"]["accuracy"] > chance + 0.2, result["test"]
+
+
+def test_direct_methods_predict_every_combination(dataset):
+    cfg = small_cfg("hist_gbt")
+    data = prepare_seed(cfg, dataset, 0)
+    batch = every_combination_batch(dataset)
+    probe = dataset.subset(batch.index).with_observed(batch.observed)
+    for method in ("majority", "hist_gbt"):
+        model = build_model(load_config("configs/synthetic.yaml", SMALL + [f"method={method}"]),
+                            dataset.modalities, N_CLASSES)
+        model.fit(data.train, data.val)
+        probs = model.predict_proba(probe)
+        assert probs.shape == (len(probe), N_CLASSES)
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-9)
+    counts = np.bincount(data.train.labels.numpy(), minlength=N_CLASSES)
+    majority = build_model(small_cfg("majority"), dataset.modalities, N_CLASSES)
+    majority.fit(data.train, data.val)
+    assert (majority.predict_proba(probe).argmax(1) == counts.argmax()).all()
+
+
+def test_hist_gbt_features_are_nan_exactly_where_missing(dataset):
+    batch = every_combination_batch(dataset, copies=1)
+    probe = dataset.subset(batch.index).with_observed(batch.observed)
+    x = concatenated_features(probe)
+    widths = [s.width for s in probe.modalities]
+    assert x.shape == (len(probe), sum(widths))
+    start = 0
+    for m, w in enumerate(widths):
+        block = x[:, start:start + w]
+        missing = ~probe.observed[:, m].numpy()
+        assert np.isnan(block[missing]).all() and np.isfinite(block[~missing]).all()
+        np.testing.assert_allclose(block[~missing],
+                                   probe.features[probe.modalities[m].name][~missing].numpy(), rtol=1e-6)
+        start += w
+
+
+def test_mean_imputation_uses_the_mean_of_observed_training_embeddings(dataset):
+    model = build_model(small_cfg("mean"), dataset.modalities, N_CLASSES)
+    batch = every_combination_batch(dataset, copies=3)
+    model.train()
+    emb = model.encode(batch)
+    model.fill(emb.detach(), batch.observed)  # the first batch sets the running mean
+    for m in range(N_MODALITIES):
+        rows = batch.observed[:, m]
+        torch.testing.assert_close(model.running_mean[m], emb[rows, m].detach().mean(0))
+    model.eval()
+    filled = model.fill(emb.detach(), batch.observed)
+    missing = ~batch.observed
+    torch.testing.assert_close(filled[missing], model.running_mean.expand_as(emb)[missing])
+
+
+def test_late_fusion_averages_the_observed_modalities_predictions(dataset):
+    model = build_model(small_cfg("late_fusion"), dataset.modalities, N_CLASSES).eval()
+    batch = every_combination_batch(dataset)
+    with torch.no_grad():
+        probs = torch.softmax(model(batch).logits, -1)
+        emb = model.encode(batch)
+        for i in range(len(batch)):
+            votes = [torch.softmax(emb[i, m] @ model.head_weight[m] + model.head_bias[m], -1)
+                     for m in range(N_MODALITIES) if batch.observed[i, m]]
+            torch.testing.assert_close(probs[i], torch.stack(votes).mean(0))
+
+
+def test_drop_observed_only_hides_and_keeps_every_sample_non_empty():
+    g = torch.Generator().manual_seed(0)
+    observed = torch.rand(2000, 4, generator=g) > 0.4
+    observed[observed.sum(1) == 0, 0] = True
+    dropped = drop_observed(observed, 0.5, g)
+    assert not (dropped & ~observed).any()
+    assert dropped.any(1).all()
+    frac = 1 - dropped.sum() / observed.sum()
+    assert 0.3 < float(frac) < 0.5  # about p, less the rescued samples
+    assert torch.equal(drop_observed(observed, 0.0, g), observed)
+
+
+def test_method_options_are_checked():
+    dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
+    with pytest.raises(ConfigError, match=r"model.method_options.shaspec: unknown option\(s\) \['fill'\]"):
+        build_model(small_cfg("shaspec", "model.method_options={shaspec: {fill: mean}}"),
+                    dataset.modalities, 3)
+    with pytest.raises(ConfigError, match="model.method_options.m3care.imputation"):
+        build_model(small_cfg("m3care", "model.method_options={m3care: {imputation: zeros}}"),
+                    dataset.modalities, 3)
+    with pytest.raises(ConfigError, match="model.method_options.mmformer.train_drop_p"):
+        build_model(small_cfg("mmformer", "model.method_options={mmformer: {train_drop_p: 1.5}}"),
+                    dataset.modalities, 3)
+
+
+def test_ablation_presets_change_only_their_own_setting():
+    base = to_dict(load_config("configs/synthetic.yaml"))
+    expected = {"no_intra": ("model.retriever.intra", False),
+                "no_inter": ("model.retriever.inter", False),
+                "no_routing": ("model.retriever.mode", "mean"),
+                "experts_16": ("model.retriever.moe.experts_per_modality", 16),
+                "shared_1": ("model.retriever.moe.shared_experts", 1),
+                "routers_4": ("model.retriever.moe.num_routers", 4),
+                "top_k_1": ("model.retriever.moe.top_k", 1),
+                "smoe_fusion": ("model.fusion.kind", "smoe")}
+    for name, preset in ABLATIONS.items():
+        cfg = to_dict(load_config("configs/synthetic.yaml", preset.apply([])))
+        diff = {k: v for k, v in _flatten(cfg).items() if _flatten(base)[k] != v}
+        if name in expected:
+            key, value = expected[name]
+            assert diff == {key: value}, name
+        assert len(diff) <= 1, (name, diff)
+    assert {f"experts_{e}" for e in (4, 8, 16)} | {f"shared_{e}" for e in (1, 2, 4, 8)} \
+        | {f"routers_{r}" for r in (1, 2, 4)} | {f"top_k_{k}" for k in (1, 2, 4)} <= set(ABLATIONS)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "options":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_path, capsys):
+    config = tmp_path / "cmp.yaml"
+    overrides = [o for o in SMALL if not o.startswith(("train.seeds", "model.method_options"))]
+    overrides[0] = "data.options={n_samples: 90, n_modalities: 3, n_classes: 2}"
+    config.write_text(json.dumps({
+        "name": "tiny", "seeds": [0, 1], "overrides": overrides + ["train.epochs=1"],
+        "studies": [{"title": "Tiny", "methods": ["majority", "zero", "no_inter"],
+                     "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}]}]}))
+    out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
+    assert main(["compare", "--config", str(config), "--out", str(out), "--markdown", str(md)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    table = results["studies"][0]["tables"][0]
+    rows = {r["entry"]: r for r in table["rows"]}
+    assert rows["majority"]["ties_majority"] == [True, True]
+    assert rows["no_inter"]["kind"] == "ablation"
+    for r in rows.values():
+        assert r["seeds"] == [0, 1] and r["cpu_seconds"]["mean"] >= 0
+        assert set(r["test"]) == {"accuracy", "macro_f1", "auroc", "auprc"}
+    # every method saw the same test split on a given seed
+    fingerprints = {s: ref["test_fingerprint"] for s, ref in table["references"].items()}
+    runs = sorted((out / "runs").glob("*/seed_0.json"))
+    assert len(runs) == 3 and len({json.loads(p.read_text())["n_test"] for p in runs}) == 1
+    text = md.read_text()
+    majority_line = next(line for line in text.splitlines() if line.startswith("| majority |"))
+    assert majority_line.endswith("| 2/2 |")
+    assert "moe-retriever compare --config" in text and fingerprints["0"] in text
+    assert text == (out / "results.md").read_text()
+    # a second call reuses the stored runs
+    capsys.readouterr()
+    assert main(["compare", "--config", str(config), "--out", str(out), "--cached-only"]) == 0
+    assert "seed 0: acc" not in capsys.readouterr().out
