@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import compare, datasets, evaluate, train
+from .commands import analyze, compare, datasets, evaluate, predict, train
 from .config import ConfigError
 from .data.dataset import DataValidationError
 from .training.checkpoint import CheckpointError
 
-COMMANDS = [train, evaluate, compare, datasets]
+COMMANDS = [train, evaluate, compare, datasets, predict, analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

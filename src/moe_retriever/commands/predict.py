@@ -1,0 +1,39 @@
+"""``moe-retriever predict``: class probabilities for new samples, whatever modalities they have."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..api import load_new_data, load_run
+    from ..training.checkpoint import atomic_write_text
+
+    trained = load_run(args.run, args.seed, args.device)
+    dataset = load_new_data(args.data, args.format, args.trust_pickle)
+    table = trained.prediction_table(dataset)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, table.to_csv(index=False))
+    counts = table["predicted"].value_counts()
+    print(f"{len(table)} samples predicted with {args.run} (method {trained.method}, seed "
+          f"{trained.seed}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"predictions: {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict class probabilities for new samples")
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--data", required=True,
+                   help="new data in any supported layout (e.g. a folder with dataset.yaml; "
+                        "labels are optional there)")
+    p.add_argument("--format", help="data layout (default: auto-detected)")
+    p.add_argument("--out", required=True, help="CSV to write: id, predicted, prob_<class>...")
+    p.add_argument("--seed", type=int,
+                   help="which seed's model to use (default: the best by validation score)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow pickle-based data files (they can run code: only for files you trust)")
+    p.set_defaults(func=run)
