@@ -338,8 +338,8 @@ def test_train_command_runs_on_a_folder(tmp_path, capsys):
         "label": {"file": "labels.csv", "column": "label"}, "splits": "splits.json",
         "modalities": [{"name": "a", "file": "a.csv"}, {"name": "b", "file": "b.csv"}]}))
     out = tmp_path / "run"
-    code = main(["train", "--data", str(root), "--out", str(out), "--seeds", "0", "--epochs", "2",
-                 "--no-progress", "--set", "train.warmup_epochs=1", "--set", "model.hidden=16",
+    code = main(["train", "--data", str(root), "--out", str(out), "--seeds", "0", "--epochs", "1",
+                 "--no-progress", "--set", "train.warmup_epochs=0", "--set", "model.hidden=16",
                  "--set", "model.encoder.hidden=16", "--set", "model.retriever.moe.expert_hidden=16"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "seed_0" / "metrics.json").read_text())
