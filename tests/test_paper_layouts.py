@@ -287,6 +287,30 @@ def test_mimic_non_tensor_pt_needs_trust_pickle(tmp_path):
     assert ds.modality_names == ["lab", "code"] and ds.modalities[1].shape == (2,)
 
 
+def test_mimic_list_of_vectors_is_tabular(tmp_path):
+    make_mimic(tmp_path / "m")
+    vectors = [torch.full((3,), float(i + 1)) for i in range(12)]
+    vectors[4] = torch.zeros(0)  # no lab values for subject 4
+    torch.save(vectors, tmp_path / "m" / "lab_x.pt")
+    with pytest.warns(UserWarning) as record:
+        ds = load_mimic(tmp_path / "m", modalities=["lab"])
+    assert "1 labelled sample(s) have no data" in str(record[0].message) and "'10028'" in str(record[0].message)
+    assert ds.modalities[0].kind == "tabular" and ds.modalities[0].shape == (3,)
+    assert "10028" not in ds.ids and len(ds) == 11  # lab was its only selected modality
+    np.testing.assert_array_equal(ds.features["lab"][:, 0].numpy(), [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12])
+
+
+def test_sequences_are_moved_to_start_with_inner_gaps_kept():
+    from moe_retriever.data.sources.layout_utils import compact_sequences
+    x = np.array([[[0.0], [0.0], [1.0], [0.0], [2.0]],   # left-padded, a zero step inside
+                  [[3.0], [4.0], [0.0], [0.0], [0.0]],   # right-padded
+                  [[0.0], [0.0], [0.0], [0.0], [0.0]],   # empty
+                  [[0.0], [-np.inf], [5.0], [np.nan], [0.0]]], dtype=np.float32)
+    out, lengths = compact_sequences(x)
+    assert lengths.tolist() == [3, 2, 0, 1]
+    np.testing.assert_array_equal(out[..., 0], [[1, 0, 2, 0, 0], [3, 4, 0, 0, 0], [0] * 5, [5, 0, 0, 0, 0]])
+
+
 def test_mimic_rows_must_align_with_labels(tmp_path):
     make_mimic(tmp_path / "m")
     torch.save(torch.zeros(11, 4), tmp_path / "m" / "lab_x.pt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -161,13 +162,14 @@ def pad_ragged(items: Sequence[np.ndarray | None], path: Path) -> tuple[np.ndarr
 
 # --------------------------------------------------------------------------- assembly
 
+@dataclass
 class ModalityRows:
-    """One modality's rows aligned to the label order: features (N, *shape), observed (N,),
-    optional lengths (N,)."""
+    """One modality's rows aligned to the label order."""
 
-    def __init__(self, spec: ModalitySpec, features: np.ndarray, observed: np.ndarray,
-                 lengths: np.ndarray | None = None) -> None:
-        self.spec, self.features, self.observed, self.lengths = spec, features, observed, lengths
+    spec: ModalitySpec
+    features: np.ndarray  # (N, *spec.shape)
+    observed: np.ndarray  # (N,) bool
+    lengths: np.ndarray | None = None  # (N,) valid steps of sequences
 
 
 def rows_from_array(name: str, x: np.ndarray | list, path: Path,
@@ -175,6 +177,14 @@ def rows_from_array(name: str, x: np.ndarray | list, path: Path,
     """Row-aligned data: (N, F) tabular, (N, L, F) sequences or a list of per-sample sequences.
     A row with no values (all NaN or zero; no valid step) is missing; NaN in other rows -> 0."""
     if isinstance(x, list):
+        if all(a is None or a.ndim == 1 for a in x):
+            sizes = {a.shape[0] for a in x if a is not None and a.shape[0] > 0}
+            if len(sizes) == 1:  # one vector per sample: tabular rows (None or empty: missing)
+                (width,) = sizes
+                x = np.stack([a if a is not None and a.shape[0] else np.full(width, np.nan, np.float32)
+                              for a in x])
+                return rows_from_array(name, x, path, columns)
+            x = [None if a is None else a[:, None] for a in x]  # scalar sequences of varying length
         feats, lengths = pad_ragged(x, path)
         return ModalityRows(ModalitySpec(name, tuple(feats.shape[1:]), "sequence"), feats,
                             lengths > 0, lengths)
