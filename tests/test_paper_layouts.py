@@ -22,17 +22,8 @@ from moe_retriever.data.sources import detect_format, load_dataset
 from moe_retriever.data.sources.adni import load_adni
 from moe_retriever.data.sources.enrico import load_enrico
 from moe_retriever.data.sources.mimic import load_mimic
-from moe_retriever.data.sources.mosi import load_mosi
 from moe_retriever.data.sources.nifti import read_nifti
-from moe_retriever.training.experiment import prepare_seed, run_experiment
-
-
-def positions(ds, ids):
-    return sorted(ds.ids.index(i) for i in ids)
-
-
-def observed_of(ds, name):
-    return dict(zip(ds.ids, ds.observed[:, ds.modality_names.index(name)].tolist()))
+from moe_retriever.training.experiment import load_seed_checkpoint, prepare_seed, run_experiment
 
 
 # =========================================================================== ADNI
@@ -150,7 +141,7 @@ def test_adni_layout_loads_ids_labels_modalities_and_split(tmp_path):
     assert {k: v.tolist() for k, v in ds.splits.items()} == {
         "train": [0, 1, 2, 3, 4], "val": [5, 6], "test": [7]}
 
-    g_ids, g = ref["genomic"]
+    _, g = ref["genomic"]
     genomic = ds.features["genomic"].numpy()
     filled = g.copy()
     filled[3, 1] = 2.0  # the mode of column 1 over subjects 1-7 (2, 2, 2, ?, 1, 2, 0)
@@ -186,7 +177,7 @@ def test_adni_pooling_letters_and_sparse_genomic(tmp_path):
     vol = np.zeros(atlas.shape, dtype=np.float32)
     vol[atlas] = ref["scans"][2]
     np.testing.assert_allclose(ds.features["image"][0, 0].numpy(), block_mean(vol[box], 2), rtol=1e-5)
-    g_ids, g = ref["genomic"]
+    _, g = ref["genomic"]
     np.testing.assert_array_equal(ds.features["genomic"][:2].numpy(), g[:2])
 
 
@@ -407,7 +398,6 @@ def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path, one_thread):
     for metric in ("accuracy", "macro_f1"):
         assert 0.0 <= results["test"][metric]["mean"] <= 1.0
     assert (tmp_path / "run" / "seed_0" / "model.safetensors").is_file()
-    from moe_retriever.training.experiment import load_seed_checkpoint
     model = load_seed_checkpoint(tmp_path / "run" / "seed_0" / "model.safetensors").model
     assert isinstance(model.encoders["vision"].rnn, torch.nn.GRU)  # the default for sequences
     assert isinstance(model.encoders["text"].rnn, torch.nn.LSTM)  # chosen in the config
