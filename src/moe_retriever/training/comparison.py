@@ -169,6 +169,7 @@ class Comparison:
         self.log = log
         self._datasets: dict[str, MultimodalDataset] = {}
         self._references: dict[tuple[str, int], dict[str, Any]] = {}
+        self.errors: list[str] = []
 
     def dataset(self, cfg: ExperimentConfig) -> MultimodalDataset:
         d = cfg.data
@@ -192,7 +193,13 @@ class Comparison:
             return None
         dataset = self.dataset(cfg)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = train_seed(cfg, dataset, seed, None, self.device)
+        try:
+            result = train_seed(cfg, dataset, seed, None, self.device)
+        except (RuntimeError, ValueError) as exc:
+            # one failed run (e.g. a diverged loss) must not stop the rest of the comparison
+            self.errors.append(f"{label} seed {seed}: {type(exc).__name__}: {exc}")
+            self.log(f"{label} seed {seed}: FAILED ({type(exc).__name__}: {exc})")
+            return None
         result["cpu_seconds"] = time.process_time() - cpu0
         result["wall_seconds"] = time.perf_counter() - wall0
         result["config"] = to_dict(cfg)
@@ -225,7 +232,7 @@ class Comparison:
                 tables.append({**table_info, "rows": rows})
             studies.append({"title": study.title, "note": study.note, "tables": tables})
         return {"name": self.cmp.name, "seeds": self.cmp.seeds, "machine": machine_description(self.device),
-                "date": datetime.date.today().isoformat(), "studies": studies,
+                "date": datetime.date.today().isoformat(), "studies": studies, "errors": self.errors,
                 "std": "population (ddof=0) over seeds", "tie_tolerance": TIE_TOLERANCE}
 
     def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
@@ -279,6 +286,12 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over seeds. "
         "*= majority*: seeds on which the method's test accuracy and macro-F1 both equal those "
         "of predicting the training split's majority class.", "",
+        "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
+        "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
+        "(the authors' released code); every other method is one module of "
+        "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
+        "uses. `hist_gbt` picks its number of boosting iterations on the validation split; "
+        "`majority` predicts the training class frequencies.", "",
     ]
     summary = []
     for study in results["studies"]:
@@ -323,6 +336,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                              + f" | {r['cpu_seconds']['mean']:.1f} | {tie} |")
             lines.append("")
             summary.append(_summary_row(study["title"], table))
+    if results.get("errors"):
+        lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
     summary = [s for s in summary if s]
     if summary:
         lines += ["## MoE-Retriever against the best other method", "",
