@@ -116,3 +116,10 @@ def test_stratified_split_is_disjoint_complete_and_stratified():
     assert abs(labels[tr].float().mean() - 0.3) < 0.03
     tr2, _, _ = stratified_split(labels, [0.7, 0.15, 0.15], seed=3)
     assert torch.equal(tr, tr2)
+
+
+def test_a_split_may_lack_a_modality_but_loaded_data_may_not():
+    ds = make()
+    part = ds.subset([1])  # sample b observes clinical only
+    assert not part.observed[:, 1].any()
+    assert part.with_observed(part.observed).observed.shape == (1, 2)

@@ -73,6 +73,8 @@ class MultimodalDataset:
         name: str = "dataset",
         lengths: dict[str, Tensor] | None = None,
         natural_missingness: bool | None = None,
+        *,
+        require_every_modality: bool = True,
     ) -> None:
         self.modalities = list(modalities)
         self.name = name
@@ -80,6 +82,9 @@ class MultimodalDataset:
         labels = torch.as_tensor(labels)
         n = int(labels.shape[0]) if labels.ndim >= 1 else -1
         self.ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(max(n, 0))]
+        # loaded data must observe every modality somewhere; a split or a masked copy need not
+        # (retrieval falls back when the bank lacks a modality)
+        self._require_every_modality = require_every_modality
         self._validate(features, observed, labels, lengths or {}, class_names)
         self.observed = observed.bool().clone()
         self.labels = labels.long().clone()
@@ -154,7 +159,7 @@ class MultimodalDataset:
                 raise DataValidationError(
                     f"{self.name}: modality {spec.name!r} has per-sample shape {tuple(x.shape[1:])}, "
                     f"its spec says {tuple(spec.shape)}")
-            if not observed[:, m].any():
+            if self._require_every_modality and not observed[:, m].any():
                 raise DataValidationError(f"{self.name}: modality {spec.name!r} is observed by no sample")
             if not (x.dtype.is_floating_point or x.dtype in (torch.int64, torch.int32, torch.bool,
                                                               torch.uint8, torch.int16, torch.int8)):
@@ -240,6 +245,7 @@ class MultimodalDataset:
             self.name,
             {k: v[index] for k, v in self.lengths.items()},
             self.natural_missingness,
+            require_every_modality=False,
         )
 
     def with_observed(self, observed: Tensor) -> "MultimodalDataset":
@@ -250,6 +256,7 @@ class MultimodalDataset:
         return MultimodalDataset(
             self.modalities, self.features, observed, self.labels, self.ids, self.class_names,
             self.name, self.lengths, self.natural_missingness,
+            require_every_modality=False,
         )
 
     def map_features(self, fn) -> "MultimodalDataset":
@@ -258,6 +265,7 @@ class MultimodalDataset:
         return MultimodalDataset(
             self.modalities, feats, self.observed, self.labels, self.ids, self.class_names,
             self.name, self.lengths, self.natural_missingness,
+            require_every_modality=False,
         )
 
     def batch(self, index: Tensor) -> Batch:
