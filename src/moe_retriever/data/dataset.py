@@ -165,7 +165,7 @@ class MultimodalDataset:
                                                               torch.uint8, torch.int16, torch.int8)):
                 raise DataValidationError(f"{self.name}: modality {spec.name!r} has dtype {x.dtype}")
             if x.dtype.is_floating_point:
-                rows = x[observed[:, m]].reshape(int(observed[:, m].sum()), -1)
+                rows = x[observed[:, m]].flatten(1)
                 finite = torch.isfinite(rows).all(dim=1)
                 if not finite.all():
                     pos = observed[:, m].nonzero().flatten()[~finite]
