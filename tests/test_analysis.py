@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _tiny_run import train_tiny_run
+import yaml
+from _tiny_run import TINY, train_tiny_run
 
+from moe_retriever.analysis.efficiency import cost_sources, measure_all
 from moe_retriever.analysis.expert_usage import expert_usage
 from moe_retriever.analysis.report import analysed_samples
 from moe_retriever.api import Retrieval, TokenRouting, load_run
 from moe_retriever.cli import main
 from moe_retriever.data.combinations import combination_name, observed_to_codes
 from moe_retriever.data.sources import load_dataset
+from moe_retriever.training.comparison import run_comparison
 
 FIGURES = ["combinations.png", "expert_usage_by_combination.png", "expert_usage_by_expert.png",
            "efficiency.png", "gradient_conflict.png", "tsne.png"]
@@ -145,3 +148,19 @@ def test_tsne_uses_the_most_frequent_incomplete_combination(runs, record):
     assert counts[chosen] == max(n for c, n in counts.items() if len(c) < 3)
     assert -1 <= record["tsne"]["silhouette_before"] <= 1
     assert -1 <= record["tsne"]["silhouette_after"] <= 1
+
+
+def test_costs_of_a_compare_output_include_methods_without_checkpoints(runs, tmp_path):
+    """`compare` keeps no weights: its deep methods are measured on a fresh model of their config,
+    methods fitted without the trainer get no FLOP or parameter count."""
+    spec = {"name": "tiny", "seeds": [0], "overrides": TINY,
+            "studies": [{"title": "t", "datasets": [{"config": str(runs[0] / "config.yaml")}],
+                         "methods": ["zero", "majority"]}]}
+    (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(spec))
+    run_comparison(tmp_path / "cmp.yaml", tmp_path / "out", device="cpu", log=lambda _: None)
+    run = load_run(runs[1], device="cpu")
+    costs = {c.label: c for c in measure_all(cost_sources([tmp_path / "out"], run.cfg))}
+    assert set(costs) == {"zero", "majority"}
+    assert costs["zero"].parameters == sum(p.numel() for p in run.model.parameters())
+    assert costs["zero"].flops_per_sample > 0 and len(costs["zero"].epoch_seconds) == 3
+    assert costs["majority"].parameters is None and costs["majority"].flops_per_sample is None

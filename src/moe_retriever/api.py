@@ -112,7 +112,7 @@ def schema_differences(new: list[ModalitySpec], trained: list[ModalitySpec]) -> 
                 out.append(f"modality {spec.name!r}: unexpected columns {_few(extra)}")
             if missing or extra:
                 continue
-        if spec.columns is None or ref.columns is None or len(ref.shape) != 1:
+        if spec.columns is None or ref.columns is None:  # nothing but the shape to compare
             if tuple(spec.shape) != tuple(ref.shape):
                 out.append(f"modality {spec.name!r}: per-sample shape {tuple(spec.shape)}, "
                            f"training had {tuple(ref.shape)}")
@@ -292,6 +292,7 @@ class TrainedRun:
                 x = x[..., order]
             obs = dataset.observed[:, new_pos[spec.name]]
             if not standardized and spec.name in self.loaded.stats:
+                # the training transform (training.experiment.standardize), on the aligned columns
                 mean, std = self.loaded.stats[spec.name]
                 x = (x - mean) / std
             features[spec.name] = torch.where(obs.view(-1, *[1] * (x.ndim - 1)), x, torch.zeros(()))

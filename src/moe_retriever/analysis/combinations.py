@@ -53,7 +53,9 @@ def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -
         bottom += np.asarray(values)
     for xi, total in zip(x, bottom):
         ax.text(xi, total, str(int(total)), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, labels=result.names, rotation=45 if len(result.names) > 8 else 0)
+    long = len(result.names) > 8 or max(map(len, result.names), default=0) > 6
+    ax.set_xticks(x, labels=result.names, rotation=40 if long else 0, ha="right" if long else "center",
+                  rotation_mode="anchor")
     ax.set_xlabel("observed modality combination")
     ax.set_ylabel("samples")
     ax.set_title(title, fontsize=10)

@@ -219,11 +219,18 @@ def plot_efficiency(costs: list[MethodCost], path: Path) -> Path:
     def bars(ax, values, errors, title, ylabel, log=False):
         shown = [v if v is not None else 0.0 for v in values]
         ax.bar(x, shown, yerr=errors, color=colors, capsize=3)
-        for xi, v in zip(x, values):
-            if v is None:
-                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, labels=labels, rotation=45 if len(costs) > 2 else 0, ha="right"
-                      if len(costs) > 2 else "center", fontsize=8)
+        for i, (xi, v) in enumerate(zip(x, values)):
+            if v is None:  # at the foot of the axis, which a log scale never reaches
+                ax.text(xi, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center",
+                        fontsize=8)
+                continue
+            top = v + (errors[i] if errors is not None else 0.0)  # above the error bar
+            ax.annotate(f"{v:,.0f}" if v >= 1000 else f"{v:.3g}", (xi, top), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.margins(y=0.15)
+        tilt = len(costs) > 2
+        ax.set_xticks(x, labels=labels, rotation=40 if tilt else 0, ha="right" if tilt else "center",
+                      rotation_mode="anchor", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         if log and any(v for v in values if v):
