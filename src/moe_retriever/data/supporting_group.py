@@ -115,21 +115,21 @@ class SupportingGroupIndex:
         steps = torch.arange(k, device=self.device).unsqueeze(0)  # (1, K)
         valid = (steps < n_draws.unsqueeze(1)) & available.unsqueeze(1)
         uniform = torch.rand(p, k, generator=generator, device=self.device)
-        size_f = size.clamp(min=1).unsqueeze(1).to(uniform.dtype)
+        size_c = size.clamp(min=1).unsqueeze(1)
         with_replacement = (size < n_draws).unsqueeze(1)
+        # with replacement, every step is an independent uniform position in [0, size)
+        repl = torch.minimum((uniform * size_c.to(uniform.dtype)).long(), size_c - 1)
         # Floyd's algorithm for n distinct draws from [0, size): at step i pick t in [0, j] with
-        # j = size - n + i; if t was already chosen take j instead.  Vectorised across pairs.
-        pos = torch.zeros(p, k, dtype=torch.long, device=self.device)
-        j_all = (size - n_draws).unsqueeze(1) + steps  # (P, K)
-        for i in range(k):
-            j = j_all[:, i].clamp(min=0)
-            t = torch.minimum((uniform[:, i] * (j + 1).to(uniform.dtype)).long(), j)
-            if i > 0:
-                dup = (pos[:, :i] == t.unsqueeze(1)).any(dim=1)
-                t = torch.where(dup, j, t)
-            repl = torch.minimum((uniform[:, i] * size_f[:, 0]).long(), size.clamp(min=1) - 1)
-            pos[:, i] = torch.where(with_replacement[:, 0], repl, t)
-        pos = torch.where(valid, pos, torch.zeros_like(pos))
+        # j = size - n + i; if t was already chosen take j instead. The candidates t of all steps
+        # are computed at once; only the duplicate check runs step by step (K <= M steps).
+        j_all = ((size - n_draws).unsqueeze(1) + steps).clamp(min=0)  # (P, K)
+        t_all = torch.minimum((uniform * (j_all + 1).to(uniform.dtype)).long(), j_all)
+        chosen = t_all[:, :1]
+        for i in range(1, k):
+            t = t_all[:, i:i + 1]
+            dup = (chosen == t).any(dim=1, keepdim=True)
+            chosen = torch.cat([chosen, torch.where(dup, j_all[:, i:i + 1], t)], dim=1)
+        pos = torch.where(valid, torch.where(with_replacement, repl, chosen), 0)
         # position within the group -> superset block -> bank position
         cum = self.cumulative[req]  # (P, 2^M)
         block = torch.searchsorted(cum, pos, right=True).clamp(max=cum.shape[1] - 1)

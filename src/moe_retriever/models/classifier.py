@@ -79,20 +79,27 @@ class MultimodalClassifier(nn.Module):
                       generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Sample and encode the intra-modal context of P pairs: (P, K, d) and validity (P, K).
 
-        Each distinct bank sample is encoded once per call, batched per target modality.
+        Each distinct (modality, bank sample) of the call is encoded once, batched per modality.
         """
         idx, valid = bank.index.sample(codes, targets, n_intra, generator)
-        p, k = idx.shape
-        intra = torch.zeros(p, k, self.cfg.hidden, device=idx.device)
+        n_bank = len(bank)
+        # one key per draw, target * n_bank + bank position; invalid draws share the key -1
+        keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
+        unique, inverse = torch.unique(keys, return_inverse=True)  # sorted by modality, then sample
+        # how many distinct keys each modality has (slot 0: the invalid key); one host sync
+        per_modality = torch.bincount(unique.div(n_bank, rounding_mode="floor") + 1,
+                                      minlength=self.n_modalities + 1).tolist()
+        # row u of `table` is the embedding of key u; the invalid key's row is zeros
+        table = [torch.zeros(per_modality[0], self.cfg.hidden, device=idx.device)]
+        start = per_modality[0]
         for t in range(self.n_modalities):
-            sel = valid & (targets == t).unsqueeze(1)
-            pos = sel.nonzero(as_tuple=True)
-            if pos[0].numel() == 0:
+            n = per_modality[t + 1]
+            if n == 0:
                 continue
-            unique, inverse = torch.unique(idx[pos], return_inverse=True)
-            x, lengths = bank.rows(t, unique)
-            intra = intra.index_put(pos, self.encode_modality(t, x, lengths)[inverse])
-        return intra, valid
+            x, lengths = bank.rows(t, unique[start:start + n] - t * n_bank)
+            table.append(self.encode_modality(t, x, lengths))
+            start += n
+        return torch.cat(table)[inverse], valid
 
     def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
                  generator: torch.Generator | None, draws: int = 1

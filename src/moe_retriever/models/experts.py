@@ -3,8 +3,11 @@
 Weights are stored stacked, ``w1: (E, d, h)`` and ``w2: (E, h, d)``. Token-expert assignments are
 sorted by expert once; then either
 
-* ``bmm``: the sorted tokens are scattered into a padded ``(E, C_max, d)`` buffer and every
-  expert runs in one batched matmul (fastest for small token counts), or
+* ``bmm``: the sorted tokens are scattered into padded ``(E_s, C_s, d)`` buffers and the experts
+  run in batched matmuls (fastest for small token counts). The experts are cut into at most
+  ``MAX_SEGMENTS`` contiguous segments, each padded only to its own largest load: with per-target
+  pools the shared experts receive several times the tokens of a pool expert, and one buffer
+  padded to the shared experts' load would be mostly zeros; or
 * ``split``: the sorted tokens are split into per-expert chunks and each chunk meets its own
   weight slice from ``unbind(0)`` (fastest for large token counts, no padding).
 
@@ -20,8 +23,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# above this many assignments the padded buffer costs more than the per-expert split
+# above this many assignments the per-expert split beats the padded buffers (measured on 2 CPU
+# cores with per-target pools, d = 64, expert hidden 128; see docs/performance.md)
 BMM_MAX_ASSIGNMENTS = 8192
+# the padded buffers are cut into at most this many contiguous expert segments
+MAX_SEGMENTS = 3
+# a further cut must save at least this many padded multiply-adds (rows * d * h, both layers):
+# below that, the extra batched matmuls cost more than the padding they avoid
+MIN_SAVED_MACS = 1 << 20
+
+
+def padded_segments(counts: list[int], row_macs: int, max_segments: int = MAX_SEGMENTS
+                    ) -> list[tuple[int, int, int]]:
+    """Cut experts ``0..E-1`` into contiguous ``(start, end, capacity)`` segments.
+
+    Each segment is padded to its own largest load (``capacity``); cuts are added greedily where
+    they remove the most padding, while they save at least ``MIN_SAVED_MACS``.
+    """
+    segments = [(0, len(counts))]
+    while len(segments) < max_segments:
+        best_saving, best_i, best_cut = 0, -1, -1
+        for i, (a, b) in enumerate(segments):
+            saving, cut = _best_cut(counts, a, b)
+            if saving > best_saving:
+                best_saving, best_i, best_cut = saving, i, cut
+        if best_i < 0 or best_saving * row_macs < MIN_SAVED_MACS:
+            break
+        a, b = segments[best_i]
+        segments[best_i:best_i + 1] = [(a, best_cut), (best_cut, b)]
+    return [(a, b, max(counts[a:b])) for a, b in segments]
+
+
+def _best_cut(counts: list[int], a: int, b: int) -> tuple[int, int]:
+    """The cut of segment [a, b) that removes the most padded rows: (rows saved, cut)."""
+    if b - a < 2:
+        return 0, -1
+    suffix_max = [0] * (b - a + 1)
+    for j in range(b - 1, a - 1, -1):
+        suffix_max[j - a] = max(suffix_max[j - a + 1], counts[j])
+    whole = (b - a) * suffix_max[0]
+    best_saving, best_cut, prefix_max = 0, -1, 0
+    for cut in range(a + 1, b):
+        prefix_max = max(prefix_max, counts[cut - 1])
+        saving = whole - (cut - a) * prefix_max - (b - cut) * suffix_max[cut - a]
+        if saving > best_saving:
+            best_saving, best_cut = saving, cut
+    return best_saving, best_cut
 
 
 class FFNExperts(nn.Module):
@@ -63,14 +110,29 @@ class FFNExperts(nn.Module):
         return out.index_add(0, token_sorted, y_sorted * weight_sorted)
 
     def _bmm(self, x_sorted: Tensor, expert_sorted: Tensor, counts: Tensor) -> Tensor:
+        host_counts = counts.tolist()  # the one host sync of the dispatch: buffer shapes
         starts = torch.cumsum(counts, 0) - counts
         slot = torch.arange(x_sorted.shape[0], device=x_sorted.device) - starts[expert_sorted]
-        capacity = int(counts.max()) if counts.numel() else 0
-        buf = x_sorted.new_zeros(self.n_experts, max(capacity, 1), self.dim)
-        buf = buf.index_put((expert_sorted, slot), x_sorted)
-        h = F.gelu(torch.baddbmm(self.b1.unsqueeze(1), buf, self.w1))
-        y = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2)
-        return y[expert_sorted, slot]
+        segments = padded_segments(host_counts, 2 * self.dim * self.hidden)
+        # one split per weight (not a slice per segment): its backward is a single concatenation
+        sizes = [b - a for a, b, _ in segments]
+        params = zip(self.w1.split(sizes), self.b1.split(sizes), self.w2.split(sizes), self.b2.split(sizes))
+        outs, first = [], 0
+        for (a, b, capacity), (w1, b1, w2, b2) in zip(segments, params):
+            n = sum(host_counts[a:b])
+            if n == 0:
+                continue
+            # the segment's assignments are contiguous in expert order; row = expert * C + slot
+            rows = (expert_sorted[first:first + n] - a) * capacity + slot[first:first + n]
+            buf = x_sorted.new_zeros((b - a) * capacity, self.dim).index_copy(
+                0, rows, x_sorted[first:first + n]).view(b - a, capacity, self.dim)
+            h = F.gelu(torch.baddbmm(b1.unsqueeze(1), buf, w1))
+            y = torch.baddbmm(b2.unsqueeze(1), h, w2)
+            outs.append(y.view(-1, self.dim).index_select(0, rows))
+            first += n
+        if not outs:
+            return x_sorted.new_zeros(0, self.dim)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _split(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         chunks = x_sorted.split(counts.tolist())
