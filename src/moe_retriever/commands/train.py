@@ -10,11 +10,14 @@ from .common import add_config_options, config_overrides
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.distributed import is_main_process
     from ..training.experiment import results_markdown, run_experiment
 
     cfg = load_config(args.config, config_overrides(args))
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     results = run_experiment(cfg, out)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     print()
     print(results_markdown(results))
     print(f"run directory: {out}")

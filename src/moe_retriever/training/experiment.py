@@ -29,6 +29,9 @@ from ..data.splits import stratified_split
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
 from .metrics import METRICS, aggregate, classification_metrics
+from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
+from .distributed import setup as setup_distributed
+from .distributed import teardown as teardown_distributed
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -159,10 +162,11 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 # --------------------------------------------------------------------------- runs
 
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
-               device: torch.device) -> dict[str, Any]:
+               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS) -> dict[str, Any]:
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
+    decorrelate_dropout(seed, dist_ctx)
     if getattr(model, "fit_direct", False):
         # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
         fit = model.fit(data.train, data.val, cfg.train.select_metric)
@@ -176,7 +180,8 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
         if cfg.train.class_weights:
             counts = torch.bincount(data.train.labels, minlength=dataset.n_classes).float()
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-        trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights)
+        trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
+                          dist_ctx)
         ckpt = out_dir / f"seed_{seed}" / CHECKPOINT if out_dir is not None else None
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +236,28 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    dataset: MultimodalDataset | None = None, log=print) -> dict[str, Any]:
-    """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory."""
-    device = resolve_device(cfg.train.device)
+    """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel (see
+    ``training/distributed.py``) and only rank 0 logs and writes.
+    """
+    dist_ctx, dist_device = setup_distributed(cfg.train.device)
+    try:
+        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device)
+    finally:
+        teardown_distributed(dist_ctx)
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
+                    dataset: MultimodalDataset | None, log, dist_ctx: DistContext,
+                    dist_device: torch.device | None) -> dict[str, Any]:
+    device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
+    if not dist_ctx.is_main:
+        out_dir, log = None, _silent
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -248,7 +273,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     runs = []
     t0 = time.perf_counter()
     for seed in cfg.train.seeds:
-        r = train_seed(cfg, dataset, seed, out, device)
+        r = train_seed(cfg, dataset, seed, out, device, dist_ctx)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
             + f" ({r['train_seconds']:.1f} s)")
@@ -256,6 +281,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     results = summarize(cfg, dataset.name, runs, combos)
     results["wall_seconds"] = time.perf_counter() - t0
     results["device"] = str(device)
+    results["processes"] = dist_ctx.world_size
     if out is not None:
         atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         atomic_write_text(out / "results.md", results_markdown(results))

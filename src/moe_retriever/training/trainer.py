@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
+from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .metrics import classification_metrics
 
 
@@ -42,6 +43,11 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
+def retrieval_seed(seed: int, rank: int = 0) -> int:
+    """Seed of the supporting-group draws during training: one stream per rank."""
+    return rank_seed(int(seed) * 104_729 + 3, rank)
+
+
 def _take(batch: Batch, index: Tensor) -> Batch:
     return Batch({k: v[index] for k, v in batch.features.items()}, batch.observed[index],
                  batch.labels[index], batch.index[index],
@@ -49,12 +55,18 @@ def _take(batch: Batch, index: Tensor) -> Batch:
 
 
 class Trainer:
-    """Fits one model on one split. ``uses_retrieval`` is False for models without a retriever."""
+    """Fits one model on one split. ``uses_retrieval`` is False for models without a retriever.
+
+    With a distributed ``dist_ctx`` (see :mod:`.distributed`) each rank trains on its shard of
+    every global batch through DistributedDataParallel; ``self.model`` stays the plain module.
+    """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, bank: RetrievalBank | None,
                  device: torch.device, seed: int, eval_draws: int = 1,
-                 class_weights: Tensor | None = None) -> None:
+                 class_weights: Tensor | None = None, dist_ctx: DistContext = SINGLE_PROCESS) -> None:
         self.model = model.to(device)
+        self.dist = dist_ctx
+        self.train_model = wrap(self.model, dist_ctx, device)
         self.cfg = cfg
         self.bank = bank
         self.device = device
@@ -62,17 +74,34 @@ class Trainer:
         self.eval_draws = eval_draws
         self.class_weights = class_weights.to(device) if class_weights is not None else None
         self.uses_retrieval = getattr(model, "retriever", None) is not None
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the fused kernel updates every parameter in one call instead of ~12 ops per tensor
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           fused=device.type in ("cpu", "cuda"))
+        # the same permutation on every rank (global batches); supporting-group draws per rank
         self.train_generator = torch.Generator().manual_seed(self.seed * 7919 + 1)
-        self.retrieval_generator = torch.Generator(device=device).manual_seed(self.seed * 104_729 + 3)
+        self.retrieval_generator = torch.Generator(device=device).manual_seed(
+            retrieval_seed(self.seed, dist_ctx.rank))
 
     # ------------------------------------------------------------------ helpers
     def retrieving(self, epoch: int) -> bool:
         return self.uses_retrieval and epoch >= self.cfg.warmup_epochs
 
-    def loss(self, batch: Batch, retrieve: bool) -> tuple[Tensor, Tensor]:
-        out = self.model(batch, self.bank, retrieve=retrieve, generator=self.retrieval_generator)
-        ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
+    def loss(self, batch: Batch, retrieve: bool, global_labels: Tensor | None = None
+             ) -> tuple[Tensor, Tensor]:
+        """Cross-entropy + router losses of ``batch``.
+
+        ``global_labels``: the labels of the whole global batch when ``batch`` is this rank's
+        shard; the cross-entropy is then normalised by the global batch, times the world size
+        that DistributedDataParallel's gradient average divides by.
+        """
+        out = self.train_model(batch, self.bank, retrieve=retrieve, generator=self.retrieval_generator)
+        if global_labels is None:
+            ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
+        else:
+            norm = (float(global_labels.numel()) if self.class_weights is None
+                    else self.class_weights[global_labels].sum())
+            ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights,
+                                 reduction="sum") / (norm / self.dist.world_size)
         return ce + out.aux_loss, out.aux_loss
 
     def train_epoch(self, data: Batch, epoch: int, bar=None) -> dict[str, float]:
@@ -80,24 +109,30 @@ class Trainer:
         retrieve = self.retrieving(epoch)
         n = data.labels.shape[0]
         order = torch.randperm(n, generator=self.train_generator).to(self.device)
-        total, aux_total, steps = 0.0, 0.0, 0
-        for start in range(0, n, self.cfg.batch_size):
-            batch = _take(data, order[start:start + self.cfg.batch_size])
-            loss, aux = self.loss(batch, retrieve)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"epoch {epoch + 1}, step {steps + 1}: the loss became {float(loss)}; training "
-                    f"stopped (lower train.lr or check the input features)")
+        starts = range(0, n, self.cfg.batch_size)
+        # per-step (loss, aux) kept on the device and read once per epoch: no sync inside a step
+        step_losses = torch.zeros(len(starts), 2, device=self.device)
+        for step, start in enumerate(starts):
+            global_index = order[start:start + self.cfg.batch_size]
+            batch = _take(data, shard(global_index, self.dist))
+            global_labels = data.labels[global_index] if self.dist.distributed else None
+            loss, aux = self.loss(batch, retrieve, global_labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
-            total += float(loss.detach())
-            aux_total += float(aux.detach())
-            steps += 1
-        return {"loss": total / max(steps, 1), "aux_loss": aux_total / max(steps, 1),
-                "retrieval": retrieve}
+            step_losses[step] = torch.stack([loss.detach(), aux.detach()])
+        # summed over ranks: a non-finite loss on any rank stops every rank at the same point
+        step_losses = (all_reduce_sum(step_losses, self.dist) / self.dist.world_size).cpu()
+        finite = torch.isfinite(step_losses).all(dim=1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise TrainingDivergedError(
+                f"epoch {epoch + 1}, step {bad + 1}: the loss became {float(step_losses[bad, 0])}; "
+                f"training stopped (lower train.lr or check the input features)")
+        mean = step_losses.double().mean(dim=0) if len(starts) else torch.zeros(2)
+        return {"loss": float(mean[0]), "aux_loss": float(mean[1]), "retrieval": retrieve}
 
     def eval_outputs(self, data: Batch, retrieve: bool = True) -> Iterator[tuple[Tensor, Any]]:
         """Evaluation forward passes over ``data`` in eval batches, yielding (rows, model output).
@@ -141,7 +176,8 @@ class Trainer:
         best_score, best_state, result = -math.inf, None, FitResult(-1, {})
         start_time = time.perf_counter()
         epochs = range(self.cfg.epochs)
-        bar = tqdm(epochs, desc=f"seed {self.seed}", leave=False, disable=not self.cfg.progress)
+        bar = tqdm(epochs, desc=f"seed {self.seed}", leave=False,
+                   disable=not self.cfg.progress or not self.dist.is_main)
         for epoch in bar:
             t0 = time.perf_counter()
             stats = self.train_epoch(data, epoch)
