@@ -299,7 +299,9 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         if study["note"]:
             lines += [study["note"], ""]
         for table in study["tables"]:
-            combos = ", ".join(f"{k} {v}" for k, v in table["combinations"].items())
+            combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
+            if len(table["combinations"]) > 8:
+                combos += f" and {len(table['combinations']) - 8} smaller ones"
             refs = table["references"]
             ref_acc = np.mean([r["accuracy"] for r in refs.values()])
             ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
@@ -307,7 +309,7 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
             mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
             lines += [
                 f"### {table['label']}", "",
-                f"{table['dataset']}. Missingness: {mis_text}; combinations (seed "
+                f"{table['dataset']}. Missingness used here: {mis_text}; combinations (seed "
                 f"{results['seeds'][0]}): {combos}. {table['epochs']} epochs, selection by "
                 f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
                 f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
