@@ -20,7 +20,7 @@ from ..data.sources import load_dataset
 from ..training.checkpoint import atomic_write_text
 from ..training.experiment import standardize
 from .combinations import combination_counts, plot_combination_counts
-from .efficiency import cost_sources, measure_all, plot_efficiency
+from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
 from .expert_usage import expert_usage, plot_by_combination, plot_by_expert
 from .gradient_conflict import gradient_conflict, plot_gradient_conflict
@@ -86,9 +86,7 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     sections.append(Section(
         "Modality combinations (Fig. 3a)",
         f"Samples per observed modality combination under seed {run.seed}'s missingness "
-        f"({_missing_text(run)}), stacked by split. Letters: "
-        + ", ".join(f"{combination_name(1 << m, names)} = {n}" for m, n in enumerate(names)) + ".",
-        [path]))
+        f"({_missing_text(run)}), stacked by split." + _letters_text(names), [path]))
 
     # (b) expert usage
     if run.retrieves:
@@ -98,7 +96,7 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
         record["expert_usage"] = usage.to_json()
         sections.append(Section(
             "Expert selection per input combination (Fig. 3b, 3c)",
-            f"Router selections of the retriever's context tokens over the {split} samples "
+            f"Router selections of the retriever's context tokens over {_samples_text(split)} "
             f"({int(usage.tokens.sum())} routed tokens, top-{run.cfg.model.retriever.moe.top_k} "
             f"per router). A token's input combination is the observed combination of the sample "
             f"it comes from: the sample itself for inter-modal tokens, the supporting bank sample "
@@ -123,7 +121,7 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
         "Computational cost (Fig. 4)",
         "Training seconds per epoch (mean ± std over every epoch of every seed, from the run "
         "records), inference seconds per pass over the test split (mean ± std of "
-        f"{len(costs[0].inference_seconds) or 3} timings on {run.device}), FLOPs per test sample "
+        f"{TIMING_REPEATS} timings on {run.device}), FLOPs per test sample "
         "(torch.utils.flop_counter; sparse layers count only the experts a token was routed to) "
         "and parameter counts.", [path], _cost_table(costs)))
 
@@ -162,8 +160,9 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
             record["tsne"] = emb.to_json()
             sections.append(Section(
                 "Sample embeddings before and after retrieval (Fig. 6)",
-                f"t-SNE of the fused sample embeddings of the {len(emb.labels)} {split} samples "
-                f"observing exactly {emb.combination}, coloured by label: left with the missing "
+                f"t-SNE of the fused sample embeddings of the {len(emb.labels)} samples (of "
+                f"{_samples_text(split)}) observing exactly {emb.combination}, coloured by label: "
+                f"left with the missing "
                 f"embeddings zero-filled, right with them retrieved. Silhouette of the labels in "
                 f"the embedding space: {emb.silhouette_before:.3f} before, "
                 f"{emb.silhouette_after:.3f} after (higher: tighter classes).", [path]))
@@ -174,6 +173,17 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     atomic_write_text(html_path, render_html(run, sections, record))
     log(f"report: {html_path}")
     return Report(html_path, images, record)
+
+
+def _samples_text(split: str) -> str:
+    return "all samples" if split == "all" else f"the {split} split"
+
+
+def _letters_text(names: list[str]) -> str:
+    shown = [(combination_name(1 << m, names), n) for m, n in enumerate(names)]
+    if all(code == name for code, name in shown):
+        return ""
+    return " Letters: " + ", ".join(f"{code} = {name}" for code, name in shown) + "."
 
 
 def _missing_text(run: TrainedRun) -> str:
