@@ -27,7 +27,7 @@ from torch import Tensor, nn
 # cores with per-target pools, d = 64, expert hidden 128; see docs/performance.md)
 BMM_MAX_ASSIGNMENTS = 8192
 # the padded buffers are cut into at most this many contiguous expert segments
-MAX_SEGMENTS = 3
+MAX_SEGMENTS = 6
 # a further cut must save at least this many padded multiply-adds (rows * d * h, both layers):
 # below that, the extra batched matmuls cost more than the padding they avoid
 MIN_SAVED_MACS = 1 << 20
