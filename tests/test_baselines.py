@@ -275,3 +275,14 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
     capsys.readouterr()
     assert main(["compare", "--config", str(config), "--out", str(out), "--cached-only"]) == 0
     assert "seed 0: acc" not in capsys.readouterr().out
+
+
+def test_run_key_ignores_retriever_settings_only_for_methods_that_do_not_retrieve():
+    from moe_retriever.training.comparison import run_key
+    for method, changes in (("zero", False), ("shaspec", False), ("moe_retriever", True),
+                            ("official_retriever", True)):
+        a = run_key(small_cfg(method))
+        b = run_key(small_cfg(method, "model.retriever.moe.top_k=1"))
+        assert (a != b) is changes, method
+        assert a != run_key(small_cfg(method, "model.hidden=8"))
+    assert run_key(small_cfg("zero", "name=x", "train.seeds=[5]")) == run_key(small_cfg("zero"))

@@ -111,12 +111,19 @@ def entry_config(cmp: CompareConfig, ds: CompareDataset, entry: str) -> Experime
         raise ConfigError(f"{ds.config} with {entry!r}: {exc}") from exc
 
 
+# methods that read ``model.retriever``; every other method runs with retrieval switched off, so
+# its run key leaves that section out and a new retriever option does not invalidate its runs
+RETRIEVING_METHODS = frozenset({"moe_retriever", "official_retriever"})
+
+
 def run_key(cfg: ExperimentConfig) -> str:
     """A digest of everything that changes a run's result (not its name, seeds or progress bar)."""
     d = to_dict(cfg)
     d.pop("name")
     for key in ("seeds", "progress", "device"):
         d["train"].pop(key)
+    if cfg.method not in RETRIEVING_METHODS:
+        d["model"].pop("retriever")
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -343,11 +350,27 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
     summary = [s for s in summary if s]
     if summary:
         lines += ["## MoE-Retriever against the best other method", "",
-                  "Per table: MoE-Retriever's macro-F1 and accuracy, the best other entry by mean "
-                  "macro-F1, and the difference in points (MoE-Retriever minus best other).", "",
+                  "Per table: MoE-Retriever's macro-F1 and accuracy, the best other method by mean "
+                  "macro-F1, and differences in points (MoE-Retriever minus the other). The last "
+                  "two columns pair the seeds (same split and mask) against the same model with "
+                  "zero-filled missing embeddings (`zero`) and against retrieval without routing "
+                  "(`official_retriever`): mean ΔF1 [per-seed ΔF1].", "",
                   "| table | MoE-Retriever F1 | best other (F1) | ΔF1 | MoE-Retriever acc | ΔAcc "
-                  "vs that entry | F1 rank |", "|---|---|---|---|---|---|---|", *summary, ""]
+                  "vs that method | F1 rank | ΔF1 vs zero | ΔF1 vs official_retriever |",
+                  "|---|---|---|---|---|---|---|---|---|", *summary, ""]
     return "\n".join(lines)
+
+
+def _paired_delta(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """Mean and per-seed differences of macro-F1 over the seeds both rows have, in points."""
+    if other is None or "test" not in other:
+        return "n/a"
+    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"]))
+    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"]))
+    deltas = [100 * (a[s] - b[s]) for s in sorted(set(a) & set(b))]
+    if not deltas:
+        return "n/a"
+    return f"{np.mean(deltas):+.2f} [" + ", ".join(f"{d:+.1f}" for d in deltas) + "]"
 
 
 def _summary_row(title: str, table: dict[str, Any]) -> str | None:
@@ -364,10 +387,12 @@ def _summary_row(title: str, table: dict[str, Any]) -> str | None:
     best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
     b = best["test"]
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
+    by_name = {r["entry"]: r for r in others}
     return (f"| {title}: {table['label']} | {fmt(o['macro_f1'])} | {best['entry']} "
             f"({fmt(b['macro_f1'])}) | {100 * (o['macro_f1']['mean'] - b['macro_f1']['mean']):+.2f} "
             f"| {fmt(o['accuracy'])} | {100 * (o['accuracy']['mean'] - b['accuracy']['mean']):+.2f} "
-            f"| {rank} of {len(others) + 1} |")
+            f"| {rank} of {len(others) + 1} | {_paired_delta(ours[0], by_name.get('zero'))} "
+            f"| {_paired_delta(ours[0], by_name.get('official_retriever'))} |")
 
 
 def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "auto",
