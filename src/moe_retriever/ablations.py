@@ -40,7 +40,7 @@ def _presets() -> dict[str, Ablation]:
             for e in (4, 8, 16)]
     out += [Ablation(f"shared_{e}", f"E_sh = {e}", overrides=(f"{MOE}.shared_experts={e}",))
             for e in (1, 2, 4, 8)]
-    out += [Ablation(f"routers_{r}", f"|R| = {r} routers", overrides=(f"{MOE}.num_routers={r}",))
+    out += [Ablation(f"routers_{r}", f"{r} router{'s' if r > 1 else ''} (the paper's |R|)", overrides=(f"{MOE}.num_routers={r}",))
             for r in (1, 2, 4)]
     out += [Ablation(f"top_k_{k}", f"top-k = {k}", overrides=(f"{MOE}.top_k={k}",))
             for k in (1, 2, 4)]

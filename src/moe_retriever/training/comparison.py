@@ -333,6 +333,7 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                 name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
                 if r["same_run_as"]:
                     name += f" [same run as {r['same_run_as']}]"
+                name = name.replace("|", "\\|")  # a bare pipe would split the table cell
                 if "test" not in r:
                     lines.append(f"| {name} | not run | | | | | |")
                     continue
