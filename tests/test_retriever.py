@@ -162,3 +162,41 @@ def retrieved_with(model, ds, bank):
 def test_masked_mean():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     assert masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
+
+
+def test_masked_modality_objective_adds_a_loss_and_keeps_observed_embeddings(data):
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    cfg.encoder.dropout = 0.0  # encoding is then deterministic in train mode
+    cfg.retriever.moe.aux_loss_weight = 0.0
+    model = MultimodalClassifier(data.modalities, data.n_classes, cfg)
+    bank = RetrievalBank(data)
+    model.train()
+    batch = data.full_batch()
+    out = model(batch, bank, generator=torch.Generator().manual_seed(0))
+    assert float(out.aux_loss.detach()) > 0  # the reconstruction term alone
+    # the hidden modalities are restored: observed embeddings enter fusion unchanged
+    encoded = model.encode(batch)
+    assert torch.allclose(out.embeddings[data.observed], encoded[data.observed])
+    assert out.pair_samples.numel() == int((~data.observed).sum())
+    cfg0 = small_cfg(reconstruction_weight=0.0)
+    cfg0.retriever.moe.aux_loss_weight = 0.0
+    plain = MultimodalClassifier(data.modalities, data.n_classes, cfg0)
+    plain.load_state_dict(model.state_dict())
+    plain.train()
+    assert float(plain(batch, bank, generator=torch.Generator().manual_seed(0)).aux_loss) == 0.0
+
+
+def test_a_bank_sample_never_retrieves_from_itself(data):
+    torch.manual_seed(0)
+    model = MultimodalClassifier(data.modalities, data.n_classes, small_cfg(n_intra=50))
+    bank = RetrievalBank(data)
+    codes = torch.full((len(data),), 0b0001)
+    targets = torch.full((len(data),), 1)
+    own = torch.arange(len(data))
+    idx, valid = bank.index.sample(codes, targets, 50, torch.Generator().manual_seed(0))
+    assert (valid & (idx == own.unsqueeze(1))).any(), "without exclusion a sample can draw itself"
+    _, valid_ex = model.intra_context(bank, codes, targets, torch.full_like(codes, 50),
+                                      torch.Generator().manual_seed(0), exclude=own)
+    assert not (valid_ex & (idx == own.unsqueeze(1))).any()
+    assert (valid_ex == (valid & (idx != own.unsqueeze(1)))).all()

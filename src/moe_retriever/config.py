@@ -103,6 +103,11 @@ class RetrieverConfig:
     token_embeddings: bool = True
     # at evaluation, average retrieved embeddings over this many supporting-group draws
     eval_draws: int = 1
+    # masked-modality retrieval loss: during training one observed modality of each sample with
+    # two or more is hidden, retrieved from the rest, and pulled (MSE) towards its encoder
+    # embedding. Not in the paper; 0 trains the retriever from the task loss alone, as the paper
+    # does (see docs/method.md for why the default is on).
+    reconstruction_weight: float = 1.0
     moe: MoEConfig = field(default_factory=MoEConfig)
 
 
@@ -185,6 +190,7 @@ class ExperimentConfig:
         _check(r.n_intra is None or r.n_intra >= 1, "model.retriever.n_intra", "must be >= 1")
         _check(m.hidden % r.heads == 0, "model.retriever.heads", "must divide model.hidden")
         _check(r.eval_draws >= 1, "model.retriever.eval_draws", "must be >= 1")
+        _check(r.reconstruction_weight >= 0, "model.retriever.reconstruction_weight", "must be >= 0")
         _validate_moe(r.moe, "model.retriever.moe")
         f = m.fusion
         _check(f.kind in ("transformer", "smoe"), "model.fusion.kind", "must be transformer or smoe")

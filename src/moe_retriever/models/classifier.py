@@ -76,12 +76,17 @@ class MultimodalClassifier(nn.Module):
         return out
 
     def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
-                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+                      generator: torch.Generator | None, exclude: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
         """Sample and encode the intra-modal context of P pairs: (P, K, d) and validity (P, K).
 
-        Each distinct (modality, bank sample) of the call is encoded once, batched per modality.
+        ``exclude`` (P,) drops draws of that bank position (a bank sample whose own modality is
+        hidden must not see itself). Each distinct (modality, bank sample) of the call is encoded
+        once, batched per modality.
         """
         idx, valid = bank.index.sample(codes, targets, n_intra, generator)
+        if exclude is not None:
+            valid = valid & (idx != exclude.unsqueeze(1))
         n_bank = len(bank)
         # one key per draw, target * n_bank + bank position; invalid draws share the key -1
         keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
@@ -102,9 +107,13 @@ class MultimodalClassifier(nn.Module):
         return torch.cat(table)[inverse], valid
 
     def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
-                 generator: torch.Generator | None, draws: int = 1
+                 generator: torch.Generator | None, draws: int = 1, bank_rows: Tensor | None = None
                  ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
-        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings."""
+        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings.
+
+        ``bank_rows`` (B,): the bank position of each sample when the batch comes from the bank
+        itself; its draws then never include the sample.
+        """
         pair_b, pair_t = (~observed).nonzero(as_tuple=True)
         if pair_b.numel() == 0 or self.retriever is None:
             return emb, None, pair_b, pair_t
@@ -116,21 +125,48 @@ class MultimodalClassifier(nn.Module):
         inter_valid = observed[pair_b]
         retrieved, out = None, None
         for _ in range(draws):
-            intra, intra_valid = self.intra_context(bank, codes, pair_t, n_intra, generator)
+            intra, intra_valid = self.intra_context(
+                bank, codes, pair_t, n_intra, generator,
+                bank_rows[pair_b] if bank_rows is not None else None)
             out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
         emb = emb.index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
+
+    def hide_for_reconstruction(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One random observed modality of every sample that observes two or more: (B, M) bool."""
+        scores = torch.rand(observed.shape, generator=generator, device=observed.device)
+        pick = scores.masked_fill(~observed, -1.0).argmax(dim=1)
+        hidden = torch.zeros_like(observed)
+        hidden[torch.arange(observed.shape[0], device=observed.device), pick] = True
+        return hidden & (observed.sum(dim=1, keepdim=True) >= 2)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb = self.encode(batch)
         retrieval, pair_b, pair_t = None, None, None
+        aux = emb.new_zeros(())
         if retrieve and self.retriever is not None:
             if bank is None:
                 raise ValueError("retrieval needs a RetrievalBank (the training split)")
-            emb, retrieval, pair_b, pair_t = self.retrieve(emb, batch.observed, bank, generator, draws)
+            weight = self.cfg.retriever.reconstruction_weight
+            observed = batch.observed
+            if self.training and weight > 0:
+                # hidden modalities are retrieved together with the missing ones, in one pass
+                hidden = self.hide_for_reconstruction(observed, generator)
+                # training batches are rows of the bank (the training split): batch.index
+                filled, retrieval, pair_b, pair_t = self.retrieve(
+                    emb, observed & ~hidden, bank, generator, bank_rows=batch.index)
+                is_hidden = hidden[pair_b, pair_t]
+                hb, ht = pair_b[is_hidden], pair_t[is_hidden]
+                if hb.numel():
+                    aux = aux + weight * (filled[hb, ht] - emb.detach()[hb, ht]).pow(2).mean()
+                emb = torch.where(hidden.unsqueeze(-1), emb, filled)
+                pair_b, pair_t = pair_b[~is_hidden], pair_t[~is_hidden]
+            else:
+                emb, retrieval, pair_b, pair_t = self.retrieve(emb, observed, bank, generator, draws)
+            if retrieval is not None:
+                aux = aux + retrieval.aux_loss
         fused, fusion_aux = self.fusion(emb)
-        aux = fusion_aux + (retrieval.aux_loss if retrieval is not None else 0.0)
-        return ModelOutput(self.head(fused), aux, emb, fused, retrieval, pair_b, pair_t)
+        return ModelOutput(self.head(fused), aux + fusion_aux, emb, fused, retrieval, pair_b, pair_t)

@@ -9,7 +9,8 @@ plus learned token-type (intra / inter) and modality embeddings. Multi-head self
 across all context tokens of a pair (key-padding masks handle the ragged counts); every valid
 token then goes through the sparse MoE whose router is restricted to T's expert pool plus the
 shared experts, and the MoE outputs are mean-pooled over the valid tokens. The pooled MoE output
-IS the retrieved embedding (paper Eq. 3). All pairs of a batch are processed at once.
+IS the retrieved embedding (paper Eq. 3), layer-normalised like the encoders' outputs. All pairs
+of a batch are processed at once.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class MoERetriever(nn.Module):
         self.attn = nn.MultiheadAttention(dim, cfg.heads, dropout=dropout, batch_first=True)
         self.moe_norm = nn.LayerNorm(dim)
         self.moe = SparseMoE(dim, cfg.moe, n_pools=n_modalities)
+        # every encoder ends in a LayerNorm; normalising the pooled MoE output puts retrieved
+        # embeddings on the same scale as observed ones before fusion
+        self.out_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, intra: Tensor, intra_valid: Tensor, inter: Tensor, inter_valid: Tensor,
@@ -117,5 +121,5 @@ class MoERetriever(nn.Module):
         # mean of the MoE outputs over each pair's valid tokens
         n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1).to(routed.hidden.dtype)
         out = tokens.new_zeros(p, d).index_add(0, pair_idx, routed.hidden) / n_valid
-        return RetrieverOutput(out, routed.aux_loss, pair_idx, types[slot_idx],
+        return RetrieverOutput(self.out_norm(out), routed.aux_loss, pair_idx, types[slot_idx],
                                routed.indices, routed.weights)
