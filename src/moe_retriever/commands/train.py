@@ -13,9 +13,18 @@ def run(args: argparse.Namespace) -> int:
     from ..training.distributed import is_main_process
     from ..training.experiment import results_markdown, run_experiment
 
-    cfg = load_config(args.config, config_overrides(args))
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
-    results = run_experiment(cfg, out)
+    if args.resume:
+        out = Path(args.resume)
+        if args.config or args.out:
+            raise ValueError("--resume continues a run with its saved config.yaml; "
+                             "--config and --out do not apply")
+        if not (out / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume {out}: no config.yaml there; is it a run directory?")
+        cfg = load_config(out / "config.yaml", config_overrides(args))
+    else:
+        cfg = load_config(args.config, config_overrides(args))
+        out = Path(args.out) if args.out else Path("runs") / cfg.name
+    results = run_experiment(cfg, out, resume=bool(args.resume))
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     print()
@@ -28,4 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and test a method over several seeds")
     add_config_options(p)
     p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run: finished seeds are kept, an unfinished one "
+                        "continues from its last completed epoch")
     p.set_defaults(func=run)

@@ -35,6 +35,10 @@ from .distributed import teardown as teardown_distributed
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
+SEED_METRICS = "metrics.json"
+# model, optimizer, RNG streams and best-so-far after the last finished epoch (torch.save of
+# tensors and plain values only, read back with weights_only=True)
+TRAINING_STATE = "training_state.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -162,7 +166,11 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 # --------------------------------------------------------------------------- runs
 
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
-               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS) -> dict[str, Any]:
+               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
+               state_dir: Path | None = None) -> dict[str, Any]:
+    """Train and test one seed. ``state_dir`` (the seed's directory, known to every rank) holds
+    the per-epoch training state that ``--resume`` continues from; it is removed once the seed's
+    metrics are written."""
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
@@ -190,14 +198,18 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
             if ckpt is not None:
                 save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
 
-        fit = trainer.fit(data.train, data.val, on_best=on_best)
+        state_path = state_dir / TRAINING_STATE if state_dir is not None else None
+        if state_path is not None and dist_ctx.is_main:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path)
         test = trainer.evaluate(data.test)
     out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
            "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
            "n_test": len(data.test)}
     if out_dir is not None:
-        atomic_write_text(out_dir / f"seed_{seed}" / "metrics.json", json.dumps(out, indent=2))
+        atomic_write_text(out_dir / f"seed_{seed}" / SEED_METRICS, json.dumps(out, indent=2))
+        (out_dir / f"seed_{seed}" / TRAINING_STATE).unlink(missing_ok=True)
     return out
 
 
@@ -235,15 +247,19 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
-                   dataset: MultimodalDataset | None = None, log=print) -> dict[str, Any]:
+                   dataset: MultimodalDataset | None = None, log=print,
+                   resume: bool = False) -> dict[str, Any]:
     """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory.
+
+    Training state is saved after every epoch; with ``resume`` the seeds whose metrics exist are
+    read back and an interrupted seed continues from its last finished epoch.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel (see
     ``training/distributed.py``) and only rank 0 logs and writes.
     """
     dist_ctx, dist_device = setup_distributed(cfg.train.device)
     try:
-        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device)
+        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device, resume)
     finally:
         teardown_distributed(dist_ctx)
 
@@ -254,8 +270,9 @@ def _silent(*args: Any, **kwargs: Any) -> None:
 
 def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
                     dataset: MultimodalDataset | None, log, dist_ctx: DistContext,
-                    dist_device: torch.device | None) -> dict[str, Any]:
+                    dist_device: torch.device | None, resume: bool = False) -> dict[str, Any]:
     device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
+    run_dir = Path(out_dir) if out_dir is not None else None
     if not dist_ctx.is_main:
         out_dir, log = None, _silent
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
@@ -273,7 +290,17 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
     runs = []
     t0 = time.perf_counter()
     for seed in cfg.train.seeds:
-        r = train_seed(cfg, dataset, seed, out, device, dist_ctx)
+        finished = run_dir / f"seed_{seed}" / SEED_METRICS if run_dir is not None else None
+        if resume and finished is not None and finished.is_file():
+            r = json.loads(finished.read_text())
+            log(f"seed {seed}: finished earlier, results read from {finished}")
+            runs.append(r)
+            continue
+        state_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
+        if not resume and state_dir is not None and dist_ctx.is_main:
+            # a fresh run never continues from a state left by an earlier, interrupted one
+            (state_dir / TRAINING_STATE).unlink(missing_ok=True)
+        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
             + f" ({r['train_seconds']:.1f} s)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,6 +21,7 @@ from ..config import TrainConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
+from .checkpoint import CheckpointError
 from .metrics import classification_metrics
 
 
@@ -167,15 +170,59 @@ class Trainer:
         probs = self.predict_proba(dataset, retrieve)
         return classification_metrics(probs, dataset.labels.numpy(), probs.shape[1])
 
+    # ------------------------------------------------------------------ resumable state
+    def training_state(self, epoch: int, best_state, best_score: float, result: FitResult) -> dict:
+        """Everything needed to continue after ``epoch`` completed epochs as if never stopped."""
+        state = {
+            "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": best_state,
+            "best_score": best_score,
+            "best_epoch": result.best_epoch,
+            "best_val": result.best_val,
+            "history": result.history,
+            "epoch_seconds": result.epoch_seconds,
+            "rng_train": self.train_generator.get_state(),
+            "rng_retrieval": self.retrieval_generator.get_state(),
+            "rng_torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, state: dict) -> tuple[int, dict | None, float, FitResult]:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_generator.set_state(state["rng_train"])
+        self.retrieval_generator.set_state(state["rng_retrieval"])
+        torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        result = FitResult(state["best_epoch"], state["best_val"], state["history"],
+                           epoch_seconds=state["epoch_seconds"])
+        return state["epoch"], state["best_state"], state["best_score"], result
+
     # ------------------------------------------------------------------ fit
-    def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None) -> FitResult:
+    def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None,
+            state_path: Path | None = None) -> FitResult:
         """Train for ``cfg.epochs``; keep the best validation state (among retrieval epochs when
-        the model retrieves, so the selected model is the method being evaluated)."""
+        the model retrieves, so the selected model is the method being evaluated).
+
+        With ``state_path`` the complete training state is written there atomically after every
+        epoch, and a state found there at the start is resumed from: a run killed mid-epoch
+        repeats that epoch with the same random streams and ends exactly as an uninterrupted one.
+        """
+        if self.bank is not None and len(self.bank) != len(train):
+            raise ValueError("the retrieval bank must be the training split")
         data = train.full_batch().to(self.device)
         key = self.cfg.select_metric
         best_score, best_state, result = -math.inf, None, FitResult(-1, {})
+        first_epoch = 0
+        if state_path is not None and state_path.is_file():
+            first_epoch, best_state, best_score, result = self.restore(load_training_state(state_path))
         start_time = time.perf_counter()
-        epochs = range(self.cfg.epochs)
+        epochs = range(first_epoch, self.cfg.epochs)
         bar = tqdm(epochs, desc=f"seed {self.seed}", leave=False,
                    disable=not self.cfg.progress or not self.dist.is_main)
         for epoch in bar:
@@ -194,7 +241,26 @@ class Trainer:
                 result.best_epoch, result.best_val = epoch + 1, val_metrics
                 if on_best is not None:
                     on_best(best_state, result)
+            if state_path is not None and self.dist.is_main:
+                save_training_state(state_path, self.training_state(epoch + 1, best_state, best_score, result))
             bar.set_postfix(loss=f"{stats['loss']:.3f}", **{f"val_{key}": f"{val_metrics[key]:.3f}"})
-        result.train_seconds = time.perf_counter() - start_time
+        result.train_seconds = time.perf_counter() - start_time + (
+            sum(result.epoch_seconds[:first_epoch]) if first_epoch else 0.0)
         self.model.load_state_dict(best_state)
         return result
+
+
+def save_training_state(path: Path, state: dict) -> None:
+    """Write the resumable training state atomically (a kill never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Path) -> dict:
+    """Load a training state without unpickling arbitrary objects (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
+                              f"delete it to restart this seed from scratch") from exc
