@@ -1,6 +1,6 @@
 """Run every benchmark (a-f) and write their figures into docs/performance.md.
 
-    .venv/bin/python benchmarks/run_all.py            # about 5 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run_all.py            # about 2 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run, under a minute
 
 Each benchmark runs in a fresh process (clean memory figures), prints its markdown section and
