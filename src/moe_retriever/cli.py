@@ -9,6 +9,7 @@ from .commands import analyze, compare, datasets, evaluate, predict, train
 from .config import ConfigError
 from .data.dataset import DataValidationError
 from .training.checkpoint import CheckpointError
+from .training.trainer import TrainingDivergedError
 
 COMMANDS = [train, evaluate, compare, datasets, predict, analyze]
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataValidationError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataValidationError, CheckpointError, TrainingDivergedError,
+            FileNotFoundError, ValueError) as exc:
         print(f"moe-retriever: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,458 @@
+"""A catalogue of malformed inputs: each must stop with an error naming what is wrong (file, row,
+column, sample id, modality or config key) and must leave no results behind.
+
+Inputs go through the public entry points: the ``moe-retriever`` command (exit code 2, the message
+on stderr) or the Python API (a specific exception). Training divergence is covered too: the run
+stops naming the epoch and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from _tiny_run import TINY, train_tiny_run, write_folder
+
+from moe_retriever.api import load_new_data, load_run
+from moe_retriever.cli import main
+from moe_retriever.config import load_config, save_config
+from moe_retriever.data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
+from moe_retriever.data.sources import load_dataset
+from moe_retriever.methods import build_model
+from moe_retriever.training.checkpoint import CheckpointError, load_tensors, save_tensors
+from moe_retriever.training.experiment import CHECKPOINT, TRAINING_STATE, load_seed_checkpoint
+from moe_retriever.training.trainer import Trainer, load_training_state, save_training_state
+
+# TINY without the data source: the folder cases pass their own --data
+TINY_MODEL = [s for s in TINY if not s.startswith(("data.name=", "data.options="))]
+TINY_DATA = [s for s in TINY if s.startswith(("data.name=", "data.options="))]
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def assert_no_results(out: Path) -> None:
+    """Nothing a reader could mistake for results: no run summary, no per-seed metrics or model."""
+    assert not (out / "results.json").exists()
+    assert not (out / "results.md").exists()
+    assert not list(out.glob("seed_*/metrics.json"))
+    assert not list(out.glob(f"seed_*/{CHECKPOINT}"))
+
+
+def cli_error(capsys, argv: list[str], *fragments: str) -> str:
+    """Run the command; it must exit with 2 and print a message holding every fragment."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moe-retriever: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    return err
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> MultimodalDataset:
+    """48 samples of the tiny synthetic data with the tiny run's missingness pattern."""
+    cfg = load_config(None, TINY)
+    return load_dataset(cfg.data).subset(list(range(48)))
+
+
+@pytest.fixture(scope="module")
+def good_folder(tiny_data, tmp_path_factory) -> Path:
+    return write_folder(tiny_data, tmp_path_factory.mktemp("good") / "good")
+
+
+@pytest.fixture
+def folder(good_folder, tmp_path) -> Path:
+    """A private copy of the valid folder dataset, for one test to break."""
+    return Path(shutil.copytree(good_folder, tmp_path / "data"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(one_thread, tmp_path_factory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("bad_inputs") / "run")
+
+
+def train_folder_error(capsys, data: Path, out: Path, *fragments: str) -> str:
+    err = cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_MODEL)],
+                    *fragments)
+    assert_no_results(out)
+    return err
+
+
+def train_config_error(capsys, out: Path, overrides: list[str], *fragments: str,
+                       extra: tuple[str, ...] = ()) -> str:
+    err = cli_error(capsys, ["train", "--out", str(out), *sets(TINY + overrides), *extra], *fragments)
+    assert_no_results(out)
+    return err
+
+
+def csv_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def edit_line(path: Path, line: int, edit) -> str:
+    """Replace line ``line`` (1-based) of a CSV with ``edit(fields)``; returns the row's id."""
+    lines = csv_lines(path)
+    fields = lines[line - 1].split(",")
+    sample = fields[0]
+    lines[line - 1] = ",".join(edit(fields))
+    path.write_text("\n".join(lines) + "\n")
+    return sample
+
+
+# --------------------------------------------------------------------------- folder data (train)
+
+def test_nan_among_filled_cells_names_file_line_id_and_column(capsys, folder, tmp_path):
+    sample = edit_line(folder / "genetic.csv", 3, lambda f: [f[0], "nan", *f[2:]])
+    column = csv_lines(folder / "genetic.csv")[0].split(",")[1]
+    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", "line 3", repr(sample),
+                       repr(column), "the cell is empty while others in the row are not")
+
+
+def test_infinite_feature_names_file_line_id_and_column(capsys, folder, tmp_path):
+    sample = edit_line(folder / "clinical.csv", 4, lambda f: [*f[:-1], "-inf"])
+    column = csv_lines(folder / "clinical.csv")[0].split(",")[-1]
+    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv", "line 4", repr(sample),
+                       repr(column), "'-inf' is not a finite number")
+
+
+def test_non_numeric_cell_names_file_line_and_column(capsys, folder, tmp_path):
+    edit_line(folder / "image.csv", 5, lambda f: [f[0], "12abc", *f[2:]])
+    column = csv_lines(folder / "image.csv")[0].split(",")[1]
+    train_folder_error(capsys, folder, tmp_path / "out", "image.csv", "line 5", repr(column),
+                       "'12abc' is not a finite number")
+
+
+def test_ragged_row_names_file_and_line(capsys, folder, tmp_path):
+    edit_line(folder / "genetic.csv", 6, lambda f: f[:-1])
+    width = len(csv_lines(folder / "genetic.csv")[0].split(","))
+    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", "line 6",
+                       f"has {width - 1} fields but the header (line 1) has {width}")
+
+
+def test_modality_file_without_rows(capsys, folder, tmp_path):
+    (folder / "clinical.csv").write_text(csv_lines(folder / "clinical.csv")[0] + "\n")
+    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv",
+                       "the file has a header but no data rows")
+
+
+def test_empty_modality_file(capsys, folder, tmp_path):
+    (folder / "clinical.csv").write_text("")
+    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv", "the file is empty")
+
+
+def test_modality_whose_rows_are_all_empty(capsys, folder, tmp_path):
+    frame = pd.read_csv(folder / "image.csv", dtype=str)
+    frame.loc[:, frame.columns[1:]] = ""
+    frame.to_csv(folder / "image.csv", index=False)
+    train_folder_error(capsys, folder, tmp_path / "out", "image.csv",
+                       "modality 'image' would be observed by no sample")
+
+
+def test_sample_with_no_modality_names_the_id(capsys, tiny_data, folder, tmp_path):
+    # a labelled id that appears in no modality file
+    with (folder / "labels.csv").open("a") as fh:
+        fh.write(f"ghost,{tiny_data.class_names[0]}\n")
+    line = len(csv_lines(folder / "labels.csv"))
+    train_folder_error(capsys, folder, tmp_path / "out", "labels.csv", f"line {line}", "'ghost'",
+                       "has a label but no data in any modality")
+
+
+def test_duplicate_id_names_both_lines(capsys, folder, tmp_path):
+    lines = csv_lines(folder / "genetic.csv")
+    sample = lines[2].split(",")[0]
+    (folder / "genetic.csv").write_text("\n".join(lines + [lines[2]]) + "\n")
+    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", f"line {len(lines) + 1}",
+                       f"duplicate id {sample!r}", "first at line 3")
+
+
+def test_ids_without_labels(capsys, folder, tmp_path):
+    lines = csv_lines(folder / "labels.csv")
+    dropped = lines[1].split(",")[0]  # the first labelled sample loses its label
+    (folder / "labels.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    train_folder_error(capsys, folder, tmp_path / "out", f"id {dropped!r} has no label",
+                       "labels.csv", "labels are missing for these ids")
+
+
+def test_dataset_yaml_with_unknown_keys(capsys, folder, tmp_path):
+    spec = yaml.safe_load((folder / "dataset.yaml").read_text())
+    spec["colour"] = "blue"
+    spec["modalities"][1]["unit"] = "mg"
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    train_folder_error(capsys, folder, tmp_path / "out", "dataset.yaml", "unknown key(s) ['colour']")
+    del spec["colour"]
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    train_folder_error(capsys, folder, tmp_path / "out", "modalities[1]", "unknown key(s) ['unit']")
+
+
+def test_dataset_yaml_naming_a_missing_file(capsys, folder, tmp_path):
+    (folder / "genetic.csv").unlink()
+    train_folder_error(capsys, folder, tmp_path / "out", "modalities[1].file",
+                       f"file {folder / 'genetic.csv'} does not exist")
+
+
+def test_pickle_layout_is_refused_without_trust_pickle(capsys, tmp_path):
+    """mosi_data.pkl is never opened without --trust-pickle: the pickle below would create a
+    file when unpickled."""
+    marker = tmp_path / "unpickled"
+
+    class CreatesFile:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    data = tmp_path / "mosi"
+    data.mkdir()
+    (data / "mosi_data.pkl").write_bytes(pickle.dumps(CreatesFile()))
+    out = tmp_path / "out"
+    cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_MODEL)],
+              "mosi_data.pkl: this is a Python pickle", "--trust-pickle")
+    assert not marker.exists()
+    assert_no_results(out)
+
+
+# --------------------------------------------------------------------------- data (Python API)
+
+def _dataset(features: dict, observed, labels, class_names=("a", "b")) -> MultimodalDataset:
+    specs = [ModalitySpec(name, tuple(x.shape[1:]), "tabular") for name, x in features.items()]
+    return MultimodalDataset(specs, features, torch.as_tensor(observed), torch.as_tensor(labels),
+                             ["s0", "s1", "s2"], list(class_names), "custom")
+
+
+def test_api_dataset_with_inf_in_an_observed_row_names_modality_and_sample():
+    x = torch.zeros(3, 2)
+    x[2, 1] = float("inf")
+    with pytest.raises(DataValidationError, match=r"modality 'lab' has NaN/inf.*\['s2'\]"):
+        _dataset({"lab": x, "img": torch.zeros(3, 1)}, [[1, 1], [1, 0], [1, 0]], [0, 1, 0])
+    # the same value where the modality is unobserved is no error: it is never read
+    ds = _dataset({"lab": x, "img": torch.zeros(3, 1)}, [[1, 1], [1, 0], [0, 1]], [0, 1, 0])
+    assert torch.isfinite(ds.features["lab"]).all()
+
+
+def test_api_dataset_with_labels_outside_the_classes_names_the_sample():
+    with pytest.raises(DataValidationError, match=r"sample 's1' has label 2 outside 0\.\.1"):
+        _dataset({"lab": torch.zeros(3, 2)}, [[1], [1], [1]], [0, 2, 1])
+    with pytest.raises(DataValidationError, match=r"sample 's0' has label -1 outside 0\.\.1"):
+        _dataset({"lab": torch.zeros(3, 2)}, [[1], [1], [1]], [-1, 0, 1])
+
+
+def test_api_dataset_with_a_sample_observing_nothing_names_it():
+    with pytest.raises(DataValidationError, match=r"1 sample\(s\) observe no modality.*\['s1'\]"):
+        _dataset({"lab": torch.zeros(3, 2), "img": torch.zeros(3, 1)}, [[1, 0], [0, 0], [0, 1]],
+                 [0, 1, 0])
+
+
+# --------------------------------------------------------------------------- configuration
+
+@pytest.mark.parametrize("override, fragments", [
+    ("data.missing.p=-0.1", ("data.missing.p", "must be in [0, 1), got -0.1")),
+    ("model.retriever.moe.top_k=5",
+     ("model.retriever.moe.top_k", "experts_per_modality + shared_experts = 4], got 5")),
+    ("train.epochz=3", ("train: unknown key(s) ['epochz']", "'epochs'")),
+    ("train.warmup_epochs=4", ("train.warmup_epochs", "must be in [0, epochs]")),
+    ("train.epochs=three", ("train.epochs", "expected an integer, got 'three'")),
+    ("train.seeds=[0, 1", ("override 'train.seeds=[0, 1'", "not valid YAML")),
+])
+def test_bad_config_values_name_the_key(capsys, tmp_path, override, fragments):
+    train_config_error(capsys, tmp_path / "out", [override], *fragments)
+    # refused before anything is written
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_method_dataset_encoder_and_format(capsys, tmp_path, good_folder):
+    train_config_error(capsys, tmp_path / "m", [], "method: unknown method 'nope'",
+                       "'moe_retriever'", extra=("--method", "nope"))
+    train_config_error(capsys, tmp_path / "d", ["data.name=nope"],
+                       "data.name: unknown dataset 'nope'", "'synthetic'")
+    train_config_error(capsys, tmp_path / "e", ["model.encoder={kind: nope}"],
+                       "modality 'image': unknown encoder kind 'nope'")
+    out = tmp_path / "f"
+    cli_error(capsys, ["train", "--data", str(good_folder), "--format", "nope", "--out", str(out),
+                       *sets(TINY_MODEL)], "data.format: unknown format 'nope'", "'folder'")
+    assert_no_results(out)
+    cli_error(capsys, ["train", "--data", str(tmp_path / "absent"), "--out", str(out),
+                       *sets(TINY_MODEL)], f"data.path: {tmp_path / 'absent'} does not exist")
+
+
+def test_config_files_that_are_not_a_yaml_mapping(capsys, tmp_path):
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- train\n- epochs\n")
+    cli_error(capsys, ["train", "--config", str(listed), "--out", str(tmp_path / "a")],
+              f"{listed}: the top level must be a mapping")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {epochs: [1, 2\n")
+    cli_error(capsys, ["train", "--config", str(broken), "--out", str(tmp_path / "b")],
+              f"{broken}: not valid YAML")
+    cli_error(capsys, ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "c")],
+              f"config file not found: {tmp_path / 'none.yaml'}")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------------- resume
+
+def test_resume_on_a_directory_without_a_run(capsys, tmp_path):
+    cli_error(capsys, ["train", "--resume", str(tmp_path)], f"--resume {tmp_path}: no config.yaml")
+    assert_no_results(tmp_path)
+
+
+def test_resume_from_a_truncated_training_state_names_the_file(capsys, tmp_path, one_thread):
+    run = tmp_path / "run"
+    (run / "seed_0").mkdir(parents=True)
+    save_config(load_config(None, TINY + ["train.seeds=[0]"]), run / "config.yaml")
+    state = run / "seed_0" / TRAINING_STATE
+    save_training_state(state, {"epoch": 1, "model": {"w": torch.randn(64, 64)}})
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    cli_error(capsys, ["train", "--resume", str(run)], f"{state}: unreadable training state",
+              "delete it to restart this seed")
+    assert_no_results(run)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_from_a_different_config_lists_the_tensors(run_dir, tmp_path, capsys,
+                                                              good_folder):
+    tensors, meta = load_tensors(run_dir / "seed_0" / CHECKPOINT)
+    meta["config"]["model"]["hidden"] = 32  # the tiny run has 16
+    other = tmp_path / "other"
+    (other / "seed_0").mkdir(parents=True)
+    path = other / "seed_0" / CHECKPOINT
+    save_tensors(path, tensors, meta)
+    # the tensors whose shapes differ, found independently from a model of the other shape
+    loaded = load_seed_checkpoint(run_dir / "seed_0" / CHECKPOINT)
+    cfg32 = load_config(None, TINY + ["model.hidden=32"])
+    own = build_model(cfg32, loaded.modalities, len(loaded.class_names)).state_dict()
+    differ = sorted(k for k, v in loaded.model.state_dict().items() if own[k].shape != v.shape)
+    assert differ
+    with pytest.raises(CheckpointError) as info:
+        load_seed_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "checkpoint does not match the model config" in message
+    assert f"{differ[0]}: checkpoint {tuple(tensors['model.' + differ[0]].shape)} vs model " \
+           f"{tuple(own[differ[0]].shape)}" in message
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(other), "--data", str(good_folder), "--out", str(out),
+                       "--device", "cpu"], str(path), "shape mismatch")
+    assert not out.exists()
+
+
+def test_truncated_checkpoint_names_the_file(run_dir, tmp_path, capsys, good_folder):
+    broken = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    path = broken / "seed_0" / CHECKPOINT
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
+        load_seed_checkpoint(path)
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(broken), "--data", str(good_folder), "--out", str(out),
+                       "--device", "cpu"], f"{path}: not a readable safetensors checkpoint")
+    assert not out.exists()
+
+
+def test_predict_on_a_directory_without_a_run(tmp_path, capsys, good_folder):
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(tmp_path), "--data", str(good_folder), "--out",
+                       str(out)], f"{tmp_path}: no seed_*/{CHECKPOINT} found")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- prediction
+
+def test_predict_with_wrong_columns_and_widths_lists_every_difference(run_dir, folder, tmp_path,
+                                                                     capsys):
+    frame = pd.read_csv(folder / "genetic.csv", dtype=str)
+    frame = frame.drop(columns=[frame.columns[-1]])  # one column fewer
+    frame.to_csv(folder / "genetic.csv", index=False)
+    frame = pd.read_csv(folder / "clinical.csv", dtype=str)
+    frame["clinical_extra"] = "1"  # one column more
+    frame.to_csv(folder / "clinical.csv", index=False)
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
+                       "--device", "cpu"], "does not match the training data",
+              "modality 'genetic': missing columns ['genetic_4']",
+              "modality 'clinical': unexpected columns ['clinical_extra']")
+    assert not out.exists()
+
+
+def test_predict_with_an_unknown_modality(run_dir, folder, tmp_path, capsys):
+    spec = yaml.safe_load((folder / "dataset.yaml").read_text())
+    spec["modalities"][0]["name"] = "mri"
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
+                       "--device", "cpu"], "modalities not in the training data: ['mri']")
+    assert not out.exists()
+
+
+def test_predict_with_a_non_finite_feature(run_dir, folder, tmp_path, capsys):
+    sample = edit_line(folder / "genetic.csv", 2, lambda f: [f[0], "inf", *f[2:]])
+    out = tmp_path / "p.csv"
+    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
+                       "--device", "cpu"], "genetic.csv: line 2", repr(sample), "'inf'")
+    assert not out.exists()
+
+
+def test_predict_ignores_labels_training_never_saw(run_dir, tiny_data, folder, tmp_path):
+    """Prediction never reads labels, so a class name unknown to training is not an error: the
+    probabilities equal those of the same samples without any label file, and the label becomes
+    -1 ("unknown") in the batch rather than being mistaken for a training class."""
+    labels = pd.read_csv(folder / "labels.csv", dtype=str)
+    labels.loc[0, "label"] = "class_9"
+    labels.to_csv(folder / "labels.csv", index=False)
+    unlabelled = write_folder(tiny_data, tmp_path / "unlabelled", labels=False)
+    run = load_run(run_dir, 0, "cpu")
+    with_unknown = load_new_data(folder)
+    assert "class_9" in with_unknown.class_names
+    np.testing.assert_array_equal(run.predict_proba(with_unknown),
+                                  run.predict_proba(load_new_data(unlabelled)))
+    batch_labels = run.to_batch(with_unknown).labels
+    assert batch_labels[0] == -1
+    known = [run.class_names.index(c) for c in labels["label"][1:]]
+    assert batch_labels[1:].tolist() == known
+
+
+# --------------------------------------------------------------------------- divergence
+
+def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
+        capsys, tmp_path, monkeypatch, one_thread):
+    """From the third epoch on the loss is made infinite (as a too large learning rate or a
+    broken feature would); training must stop after that epoch with a message naming it, and
+    the checkpoint of epoch 2 must stay loadable."""
+    epoch_now = {"epoch": 0}
+    train_epoch, loss = Trainer.train_epoch, Trainer.loss
+
+    def tracked_epoch(self, data, epoch, bar=None):
+        epoch_now["epoch"] = epoch
+        return train_epoch(self, data, epoch, bar)
+
+    def poisoned_loss(self, *args, **kwargs):
+        total, aux = loss(self, *args, **kwargs)
+        return (total * float("inf") if epoch_now["epoch"] >= 2 else total), aux
+
+    monkeypatch.setattr(Trainer, "train_epoch", tracked_epoch)
+    monkeypatch.setattr(Trainer, "loss", poisoned_loss)
+    out = tmp_path / "run"
+    cli_error(capsys, ["train", "--out", str(out), *sets(TINY + ["train.seeds=[0]"]), "--epochs", "5"],
+              "epoch 3, step 1: the loss became", "training stopped")
+    assert not (out / "results.json").exists() and not (out / "seed_0" / "metrics.json").exists()
+    kept = load_seed_checkpoint(out / "seed_0" / CHECKPOINT)
+    assert kept.meta["best_epoch"] == 2  # epoch 1 is warm-up; epoch 2 is the only good one
+    assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values()
+               if v.is_floating_point())
+    # the resumable state is that of the last finished epoch, not the diverged one
+    assert load_training_state(out / "seed_0" / TRAINING_STATE)["epoch"] == 2
