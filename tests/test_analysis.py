@@ -29,7 +29,6 @@ FIGURES = ["combinations.png", "expert_usage_by_combination.png", "expert_usage_
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("analysis")
     moe = train_tiny_run(root / "moe")
     zero = train_tiny_run(root / "zero", method="zero")

@@ -15,15 +15,6 @@ from moe_retriever.models.sequence_image_encoders import ConvEncoder, RecurrentE
 D = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these modules are tiny: one thread is fastest, and a second one mostly waits on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(kind: str, shape: tuple[int, ...], **options) -> torch.nn.Module:
     torch.manual_seed(0)
     enc = build_encoder(ModalitySpec("m", shape, "sequence"),

@@ -369,17 +369,7 @@ def test_mosi_layout_moves_sequences_to_the_start_binarises_labels_and_keeps_its
             assert not got[n:].any()
 
 
-@pytest.fixture
-def one_thread():
-    # a model this small trains fastest on one thread; on a busy 2-core machine a second thread
-    # mostly waits for a core
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path, one_thread):
+def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path):
     make_mosi(tmp_path / "mosi_data.pkl")
     cfg = load_config(overrides=[
         f"data.path={tmp_path}", "data.trust_pickle=true", "data.missing.kind=drop", "data.missing.p=0.3",

@@ -25,7 +25,6 @@ from moe_retriever.training.metrics import classification_metrics
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    torch.set_num_threads(1)
     return train_tiny_run(tmp_path_factory.mktemp("predict") / "run")
 
 

@@ -50,7 +50,7 @@ def test_loss_includes_the_router_aux_loss():
 
 def test_run_directory_and_evaluate_reproduce_metrics(tmp_path, capsys):
     out = tmp_path / "run"
-    results = run_experiment(tiny_cfg(), out, log=lambda *a: None)
+    run_experiment(tiny_cfg(), out, log=lambda *a: None)
     for name in ("config.yaml", "results.json", "results.md", "combinations.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
