@@ -60,14 +60,6 @@ def cli_error(capsys, argv: list[str], *fragments: str) -> str:
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def tiny_data() -> MultimodalDataset:
     """48 samples of the tiny synthetic data with the tiny run's missingness pattern."""
     cfg = load_config(None, TINY)
@@ -86,7 +78,7 @@ def folder(good_folder, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(one_thread, tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory) -> Path:
     return train_tiny_run(tmp_path_factory.mktemp("bad_inputs") / "run")
 
 
@@ -312,7 +304,7 @@ def test_resume_on_a_directory_without_a_run(capsys, tmp_path):
     assert_no_results(tmp_path)
 
 
-def test_resume_from_a_truncated_training_state_names_the_file(capsys, tmp_path, one_thread):
+def test_resume_from_a_truncated_training_state_names_the_file(capsys, tmp_path):
     run = tmp_path / "run"
     (run / "seed_0").mkdir(parents=True)
     save_config(load_config(None, TINY + ["train.seeds=[0]"]), run / "config.yaml")
@@ -429,7 +421,7 @@ def test_predict_ignores_labels_training_never_saw(run_dir, tiny_data, folder, t
 # --------------------------------------------------------------------------- divergence
 
 def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
-        capsys, tmp_path, monkeypatch, one_thread):
+        capsys, tmp_path, monkeypatch):
     """From the third epoch on the loss is made infinite (as a too large learning rate or a
     broken feature would); training must stop after that epoch with a message naming it, and
     the checkpoint of epoch 2 must stay loadable."""
