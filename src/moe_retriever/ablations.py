@@ -45,6 +45,9 @@ def _presets() -> dict[str, Ablation]:
     out += [Ablation(f"top_k_{k}", f"top-k = {k}", overrides=(f"{MOE}.top_k={k}",))
             for k in (1, 2, 4)]
     out += [
+        # not in the paper: the library trains the retriever with an extra masked-modality loss
+        Ablation("no_reconstruction", "w/o the masked-modality retrieval loss (the paper's "
+                 "objective)", overrides=("model.retriever.reconstruction_weight=0",)),
         Ablation("fusion_layers_2", "2 x Transformer fusion layers",
                  overrides=("model.fusion.layers=2",)),
         Ablation("smoe_fusion", "sparse-MoE fusion layer instead of the Transformer",

@@ -286,8 +286,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.", "",
-        f"Every cell: test-split metric in %, mean ± std ({results['std']}) over seeds "
-        f"{results['seeds']}. All methods of a table share the seed's stratified split and its "
+        f"Every cell: test-split metric in %, mean ± std over seeds {results['seeds']} "
+        f"(std: {results['std']}). All methods of a table share the seed's stratified split and its "
         "missingness mask, the encoders, the trainer and the model-selection rule (best "
         "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
         "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over seeds. "
@@ -345,7 +345,7 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                 lines.append(f"| {name}{partial} | " + " | ".join(cells)
                              + f" | {r['cpu_seconds']['mean']:.1f} | {tie} |")
             lines.append("")
-            summary.append(_summary_row(study["title"], table))
+            summary.append(_summary_row(table))
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
     summary = [s for s in summary if s]
@@ -374,7 +374,7 @@ def _paired_delta(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
     return f"{np.mean(deltas):+.2f} [" + ", ".join(f"{d:+.1f}" for d in deltas) + "]"
 
 
-def _summary_row(title: str, table: dict[str, Any]) -> str | None:
+def _summary_row(table: dict[str, Any]) -> str | None:
     rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
     ours = [r for r in rows if r["entry"] == "moe_retriever"]
     if not ours:
@@ -389,7 +389,7 @@ def _summary_row(title: str, table: dict[str, Any]) -> str | None:
     b = best["test"]
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return (f"| {title}: {table['label']} | {fmt(o['macro_f1'])} | {best['entry']} "
+    return (f"| {table['label']} | {fmt(o['macro_f1'])} | {best['entry']} "
             f"({fmt(b['macro_f1'])}) | {100 * (o['macro_f1']['mean'] - b['macro_f1']['mean']):+.2f} "
             f"| {fmt(o['accuracy'])} | {100 * (o['accuracy']['mean'] - b['accuracy']['mean']):+.2f} "
             f"| {rank} of {len(others) + 1} | {_paired_delta(ours[0], by_name.get('zero'))} "
