@@ -40,15 +40,6 @@ def small_cfg(method: str, *extra: str):
     return load_config("configs/synthetic.yaml", SMALL + [f"method={method}", *extra])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models: one thread is as fast and does not fight over a shared machine's cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset():
     return make_synthetic(n_samples=240, n_modalities=N_MODALITIES, n_classes=N_CLASSES,
