@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "write one comparison table")
     p.add_argument("--config", help="comparison YAML (see configs/compare/)")
     p.add_argument("--out", help="output directory (default runs/compare/<config name>); finished "
-                                 "runs stored there are reused")
+                                 "runs stored there are reused, keyed by their config (not by the "
+                                 "code: after changing the code, use a new --out)")
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, help="torch CPU threads")

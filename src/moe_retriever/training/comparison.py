@@ -8,7 +8,8 @@ split's fingerprint is recorded to show it.
 
 Every (resolved config, seed) run is stored under ``<out>/runs/<key>/seed_<s>.json`` and reused
 when the comparison is run again, so an interrupted comparison resumes and identical configs
-(e.g. the preset ``experts_8`` when E_T is already 8) run once.
+(e.g. the preset ``experts_8`` when E_T is already 8) run once. The key is the resolved config,
+not the code: after a change to the code, start from a new output directory.
 """
 
 from __future__ import annotations
