@@ -108,10 +108,15 @@ class BaselineClassifier(MultimodalClassifier):
         """The mask the model sees; methods that train on random subsets override this."""
         return batch.observed
 
+    def encode_visible(self, batch: Batch, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, M, d) of the modalities this pass may see, and that mask."""
+        observed = self.training_mask(batch, generator) if self.training else batch.observed
+        return self.encode(masked_batch(batch, observed)), observed
+
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
-        observed = self.training_mask(batch, generator) if self.training else batch.observed
-        emb = self.fill(self.encode(masked_batch(batch, observed)), observed)
+        emb, observed = self.encode_visible(batch, generator)
+        emb = self.fill(emb, observed)
         fused, aux = self.fusion(emb)
         return ModelOutput(self.head(fused), aux, emb, fused)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from .common import (BaselineClassifier, check_positive, check_probability, drop_observed,
-                     masked_batch, method_options)
+                     method_options)
 
 DEFAULTS = {"tokens": 4, "inter_layers": 1, "train_drop_p": 0.3, "aux_weight": 1.0}
 
@@ -48,12 +48,13 @@ class MMFormer(BaselineClassifier):
                                            opt["inter_layers"], enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
 
+    def training_mask(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        # the method trains on random modality subsets
+        return drop_observed(batch.observed, self.options["train_drop_p"], generator)
+
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
-        observed = batch.observed
-        if self.training:
-            observed = drop_observed(observed, self.options["train_drop_p"], generator)
-        emb = self.encode(masked_batch(batch, observed))
+        emb, observed = self.encode_visible(batch, generator)
         b, m, d = emb.shape
         t = self.options["tokens"]
         tokens = torch.einsum("bmd,mde->bme", emb, self.to_tokens).reshape(b, m, t, d)

@@ -23,7 +23,7 @@ from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from .common import (BaselineClassifier, check_choice, check_probability, drop_observed,
-                     masked_batch, method_options)
+                     method_options)
 
 DEFAULTS = {"missing_fill": "first", "train_drop_p": 0.3, "align_weight": 0.1,
             "domain_weight": 0.02}
@@ -46,12 +46,13 @@ class ShaSpec(BaselineClassifier):
         self.combine = nn.Linear(2 * d, d)
         self.domain_classifier = nn.Linear(d, m)
 
+    def training_mask(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
+        # the method trains on random modality subsets
+        return drop_observed(batch.observed, self.options["train_drop_p"], generator)
+
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
-        observed = batch.observed
-        if self.training:
-            observed = drop_observed(observed, self.options["train_drop_p"], generator)
-        emb = self.encode(masked_batch(batch, observed))
+        emb, observed = self.encode_visible(batch, generator)
         shared = self.shared(emb)
         specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
         own = shared + self.combine(torch.cat([shared, specific], dim=-1))
