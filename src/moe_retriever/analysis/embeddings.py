@@ -58,12 +58,6 @@ def fused_embeddings(run: TrainedRun, batch: Batch, retrieve: bool) -> np.ndarra
     return torch.cat(parts).numpy()
 
 
-def _rows(batch: Batch, rows: torch.Tensor) -> Batch:
-    # a batch, not a dataset: one combination alone leaves some modalities observed by no sample
-    return Batch({k: v[rows] for k, v in batch.features.items()}, batch.observed[rows],
-                 batch.labels[rows], batch.index[rows], {k: v[rows] for k, v in batch.lengths.items()})
-
-
 def _tsne(x: np.ndarray) -> np.ndarray:
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
@@ -83,7 +77,7 @@ def embedding_map(run: TrainedRun, dataset: MultimodalDataset, code: int) -> Emb
     if len(rows) < MIN_SAMPLES:
         raise ValueError(f"combination {combination_name(code, dataset.modality_names)} has "
                          f"{len(rows)} samples; a t-SNE map needs at least {MIN_SAMPLES}")
-    batch = _rows(run.to_batch(dataset, standardized=True), rows)
+    batch = run.to_batch(dataset, standardized=True).select(rows)
     before = fused_embeddings(run, batch, retrieve=False)
     after = fused_embeddings(run, batch, retrieve=True)
     labels = batch.labels.numpy()

@@ -9,7 +9,7 @@ downstream can trust it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -57,6 +57,12 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def select(self, index: Tensor) -> "Batch":
+        """The rows ``index`` of this batch (positions, or a boolean mask)."""
+        return Batch({k: v[index] for k, v in self.features.items()}, self.observed[index],
+                     self.labels[index], self.index[index],
+                     {k: v[index] for k, v in self.lengths.items()})
 
 
 class MultimodalDataset:
@@ -269,22 +275,8 @@ class MultimodalDataset:
         )
 
     def batch(self, index: Tensor) -> Batch:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return Batch(
-            {k: v[index] for k, v in self.features.items()},
-            self.observed[index],
-            self.labels[index],
-            index,
-            {k: v[index] for k, v in self.lengths.items()},
-        )
+        return self.full_batch().select(torch.as_tensor(index, dtype=torch.long))
 
     def full_batch(self) -> Batch:
         return Batch(self.features, self.observed, self.labels,
                      torch.arange(len(self)), dict(self.lengths))
-
-    def iter_batches(self, batch_size: int, shuffle: bool = False,
-                     generator: torch.Generator | None = None) -> Iterable[Batch]:
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            yield self.batch(order[start:start + batch_size])

@@ -51,12 +51,6 @@ def retrieval_seed(seed: int, rank: int = 0) -> int:
     return rank_seed(int(seed) * 104_729 + 3, rank)
 
 
-def _take(batch: Batch, index: Tensor) -> Batch:
-    return Batch({k: v[index] for k, v in batch.features.items()}, batch.observed[index],
-                 batch.labels[index], batch.index[index],
-                 {k: v[index] for k, v in batch.lengths.items()})
-
-
 class Trainer:
     """Fits one model on one split. ``uses_retrieval`` is False for models without a retriever.
 
@@ -117,7 +111,7 @@ class Trainer:
         step_losses = torch.zeros(len(starts), 2, device=self.device)
         for step, start in enumerate(starts):
             global_index = order[start:start + self.cfg.batch_size]
-            batch = _take(data, shard(global_index, self.dist))
+            batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None
             loss, aux = self.loss(batch, retrieve, global_labels)
             self.optimizer.zero_grad(set_to_none=True)
@@ -151,7 +145,7 @@ class Trainer:
         n = len(data)
         for start in range(0, n, self.cfg.eval_batch_size):
             idx = torch.arange(start, min(start + self.cfg.eval_batch_size, n), device=self.device)
-            yield idx, self.model(_take(data, idx), self.bank, retrieve=retrieve, generator=generator,
+            yield idx, self.model(data.select(idx), self.bank, retrieve=retrieve, generator=generator,
                                   draws=self.eval_draws)
 
     @torch.no_grad()
