@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
 from .layout_utils import (ModalityRows, align_rows, build_dataset, empty_rows, load_npy,
-                           read_split_json, require_file, select_modalities)
+                           read_csv_text, read_split_json, require_file, select_modalities)
 from .nifti import read_nifti
 
 MODALITIES = ("image", "genomic", "clinical", "biospecimen")  # the paper's I, G, C, B
@@ -68,13 +68,7 @@ def detect(path: Path) -> bool:
 # --------------------------------------------------------------------------- labels
 
 def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
-    try:
-        df = pd.read_csv(path, dtype=str)
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(f"{path}: the file is empty") from exc
-    missing = [c for c in ("PTID", "DIAGNOSIS") if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    df = read_csv_text(path, ("PTID", "DIAGNOSIS"))
     ids = df["PTID"].astype(str).str.strip().tolist()
     diagnosis = pd.to_numeric(df["DIAGNOSIS"], errors="coerce")
     bad = ~diagnosis.isin([1, 2, 3])
@@ -126,10 +120,7 @@ def _tabular(name: str, row_ids: Sequence[str], x: np.ndarray, columns: Sequence
 
 def read_feature_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     """A CSV with the PTID in the first column; every other cell numeric or empty."""
-    try:
-        df = pd.read_csv(path, dtype=str)
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(f"{path}: the file is empty") from exc
+    df = read_csv_text(path)
     if df.shape[1] < 2:
         raise DataValidationError(f"{path}: no feature columns after the PTID column")
     cells = df.iloc[:, 1:]

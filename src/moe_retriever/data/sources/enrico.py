@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
-from .layout_utils import ModalityRows, build_dataset, require_file, select_modalities
+from .layout_utils import ModalityRows, build_dataset, read_csv_text, require_file, select_modalities
 
 MODALITIES = ("screenshot", "wireframe")  # the paper's S, W
 LETTERS = {"S": "screenshot", "W": "wireframe"}
@@ -37,13 +36,7 @@ def detect(path: Path) -> bool:
 
 
 def read_topics(path: Path) -> tuple[list[str], list[str]]:
-    try:
-        df = pd.read_csv(path, dtype=str)
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(f"{path}: the file is empty") from exc
-    missing = [c for c in ("screen_id", "topic") if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    df = read_csv_text(path, ("screen_id", "topic"))
     if df.empty:
         raise DataValidationError(f"{path}: no screens listed")
     for col in ("screen_id", "topic"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -33,6 +34,18 @@ def require_file(path: Path, layout: str, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{layout} layout: {what} {path} not found")
     return path
+
+
+def read_csv_text(path: Path, required: Sequence[str] = ()) -> "pd.DataFrame":
+    """A CSV read as text (cells are parsed by the caller); errors name the file and columns."""
+    try:
+        df = pd.read_csv(path, dtype=str)
+    except pd.errors.EmptyDataError as exc:
+        raise DataValidationError(f"{path}: the file is empty") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
 
 
 def load_pickle(path: Path, trust_pickle: bool) -> Any:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, as_array, build_dataset, load_torch_file, read_split_json,
-                           require_file, rows_from_array, select_modalities)
+from .layout_utils import (ModalityRows, as_array, build_dataset, load_torch_file, read_csv_text,
+                           read_split_json, require_file, rows_from_array, select_modalities)
 
 MODALITIES = ("lab", "note", "code")  # the paper's L, N, C
 LETTERS = {"L": "lab", "N": "note", "C": "code"}
@@ -44,13 +44,7 @@ def detect(path: Path) -> bool:
 
 
 def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
-    try:
-        df = pd.read_csv(path, dtype=str)
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(f"{path}: the file is empty") from exc
-    missing = [c for c in ("subject_id", "one_year_mortality") if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    df = read_csv_text(path, ("subject_id", "one_year_mortality"))
     y = pd.to_numeric(df["one_year_mortality"], errors="coerce")
     bad = ~y.isin([0, 1])
     if bad.any():
