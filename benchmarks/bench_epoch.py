@@ -37,8 +37,7 @@ def ops_per_step(setup, retrieve_epoch: int) -> int:
     """aten operations of one training step (one batch of the configured size)."""
     trainer = setup.trainer
     data = setup.data.train.full_batch()
-    from moe_retriever.training.trainer import _take
-    batch = _take(data, torch.arange(setup.cfg.train.batch_size))
+    batch = data.select(torch.arange(setup.cfg.train.batch_size))
     trainer.model.train()
     with OpCounter() as counter:
         loss, _ = trainer.loss(batch, trainer.retrieving(retrieve_epoch))

@@ -17,7 +17,6 @@ from common import base_parser, finish, interleaved, start, synthetic_setup, tab
 
 
 def rows_for(device: str, args) -> list[list[object]]:
-    from moe_retriever.training.trainer import _take
 
     setups = {m: synthetic_setup(m, 0.3, device=device) for m in ("moe_retriever", "zero")}
     for s in setups.values():
@@ -25,7 +24,7 @@ def rows_for(device: str, args) -> list[list[object]]:
     full = setups["zero"].data.train.full_batch().to(device)
     rows = []
     for b in ((32, 256) if args.quick else (1, 32, 256, 1024)):
-        batch = _take(full, torch.arange(min(b, len(full)), device=device))
+        batch = full.select(torch.arange(min(b, len(full)), device=device))
         gen = torch.Generator(device=device).manual_seed(0)
 
         def forward(s):

@@ -23,7 +23,6 @@ TARGET_SPEEDUP = 50.0
 
 
 def retrieval_rows(args) -> tuple[list[list[object]], float]:
-    from moe_retriever.training.trainer import _take
 
     setup = synthetic_setup("moe_retriever", 0.3)
     model, bank = setup.model, setup.bank
@@ -32,7 +31,7 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
     repeats = 3 if args.quick else 7
     rows, us_at_32 = [], float("nan")
     for b in sizes:
-        batch = _take(full, torch.arange(min(b, len(full))))
+        batch = full.select(torch.arange(min(b, len(full))))
         pairs = int((~batch.observed).sum())
         with torch.no_grad():
             model.eval()
