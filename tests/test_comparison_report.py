@@ -21,3 +21,9 @@ def test_markdown_of_a_fixed_results_structure_is_unchanged():
     results = json.loads((DATA / "comparison_results.json").read_text())
     expected = (DATA / "comparison_results.md").read_text()
     assert comparison_markdown(results, COMMAND) == expected
+
+
+def test_markdown_table_pads_short_rows_with_blank_cells():
+    from moe_retriever.training.experiment import markdown_table
+    assert markdown_table(("a", "b", "c"), [["1", "2", ""], ["x"]]) == [
+        "| a | b | c |", "|---|---|---|", "| 1 | 2 |  |", "| x | | |"]

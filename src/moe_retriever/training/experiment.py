@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,13 +237,20 @@ def fmt(metric: dict[str, Any]) -> str:
     return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
 
 
+def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table; a row shorter than the header leaves its last cells blank."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        lines.append("| " + " | ".join(cells) + " |" + " |" * (len(header) - len(cells)))
+    return lines
+
+
 def results_markdown(results: dict[str, Any]) -> str:
+    rows = [[split, *(fmt(results[split].get(k)) for k in METRICS)] for split in ("test", "val")]
     lines = [f"# {results['method']} on {results['dataset']}", "",
              f"Seeds {results['seeds']}; mean ± population std over seeds, in %. "
              f"Training time {results['train_seconds']:.1f} s in all.", "",
-             "| split | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for split in ("test", "val"):
-        lines.append(f"| {split} | " + " | ".join(fmt(results[split].get(k)) for k in METRICS) + " |")
+             *markdown_table(("split", *METRICS), rows)]
     return "\n".join(lines) + "\n"
 
 
