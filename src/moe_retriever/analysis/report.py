@@ -8,9 +8,10 @@ import datetime
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..api import TrainedRun, load_run, seed_checkpoints
 from ..data.combinations import combination_name

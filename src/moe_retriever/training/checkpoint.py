@@ -21,7 +21,7 @@ class CheckpointError(ValueError):
     """A checkpoint is unreadable or does not match the model it is loaded into."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Create or replace ``path`` atomically: ``write`` fills a temporary file next to it, which is
     flushed to disk and renamed onto ``path``. Readers, and a process killed mid-write, see the old
     file or the complete new one, never half a file."""
@@ -41,7 +41,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(path: str | Path, tensors: dict[str, Tensor],
+                 metadata: dict[str, Any] | None = None) -> None:
     """Write tensors + JSON metadata atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = {"meta": json.dumps(metadata or {})}

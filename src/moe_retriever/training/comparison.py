@@ -383,8 +383,8 @@ def _paired_delta(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
     """Mean and per-seed differences of macro-F1 over the seeds both rows have, in points."""
     if other is None or "test" not in other:
         return "n/a"
-    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"]))
-    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"]))
+    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"], strict=True))
+    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"], strict=True))
     deltas = [100 * (a[s] - b[s]) for s in sorted(set(a) & set(b))]
     if not deltas:
         return "n/a"

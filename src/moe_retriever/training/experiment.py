@@ -29,10 +29,10 @@ from ..data.sources import load_dataset
 from ..data.splits import stratified_split
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
-from .metrics import METRICS, aggregate, classification_metrics
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
+from .metrics import METRICS, aggregate, classification_metrics
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
