@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .training.checkpoint import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the dotted key."""
@@ -329,4 +331,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -35,7 +35,7 @@ from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..methods import METHODS
 from .checkpoint import atomic_write_text
-from .experiment import fmt, prepare_seed, train_seed
+from .experiment import fmt, markdown_table, prepare_seed, train_seed
 from .metrics import METRICS, aggregate, classification_metrics
 from .trainer import resolve_device
 
@@ -274,12 +274,35 @@ class Comparison:
 
 # --------------------------------------------------------------------------- report
 
-def _cell(metric: dict[str, Any] | None, best: bool) -> str:
-    text = fmt(metric) if metric is not None else "n/a"
-    return f"**{text}**" if best and text != "n/a" else text
+METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
+SUMMARY_TABLE_HEADER = ("table", "MoE-Retriever F1", "best other (F1)", "ΔF1", "MoE-Retriever acc",
+                        "ΔAcc vs that method", "F1 rank", "ΔF1 vs zero", "ΔF1 vs official_retriever")
+
+_CELL_NOTE = (
+    "Every cell: test-split metric in %, mean ± std over seeds {seeds} (std: {std}). All methods "
+    "of a table share the seed's stratified split and its missingness mask, the encoders, the "
+    "trainer and the model-selection rule (best validation epoch by the table's selection metric; "
+    "no class weights). **Bold**: best mean in the column. *CPU s*: process CPU seconds of one run "
+    "(all threads), mean over seeds. *= majority*: seeds on which the method's test accuracy and "
+    "macro-F1 both equal those of predicting the training split's majority class.")
+_METHODS_NOTE = (
+    "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
+    "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
+    "(the authors' released code); every other method is one module of "
+    "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
+    "uses. `hist_gbt` picks its number of boosting iterations on the validation split; "
+    "`majority` predicts the training class frequencies.")
+_SUMMARY_NOTE = (
+    "Per table: MoE-Retriever's macro-F1 and accuracy, the best other method by mean macro-F1, "
+    "and differences in points (MoE-Retriever minus the other). The last two columns pair the "
+    "seeds (same split and mask) against the same model with zero-filled missing embeddings "
+    "(`zero`) and against retrieval without routing (`official_retriever`): mean ΔF1 [per-seed "
+    "ΔF1].")
 
 
 def comparison_markdown(results: dict[str, Any], command: str) -> str:
+    """The comparison as a markdown document: one table per (study, dataset), then a summary of
+    MoE-Retriever against the best other method of each table."""
     m = results["machine"]
     lines = [
         f"# Results: {results['name']}", "",
@@ -287,19 +310,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.", "",
-        f"Every cell: test-split metric in %, mean ± std over seeds {results['seeds']} "
-        f"(std: {results['std']}). All methods of a table share the seed's stratified split and its "
-        "missingness mask, the encoders, the trainer and the model-selection rule (best "
-        "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
-        "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over seeds. "
-        "*= majority*: seeds on which the method's test accuracy and macro-F1 both equal those "
-        "of predicting the training split's majority class.", "",
-        "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
-        "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
-        "(the authors' released code); every other method is one module of "
-        "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
-        "uses. `hist_gbt` picks its number of boosting iterations on the validation split; "
-        "`majority` predicts the training class frequencies.", "",
+        _CELL_NOTE.format(seeds=results["seeds"], std=results["std"]), "",
+        _METHODS_NOTE, "",
     ]
     summary = []
     for study in results["studies"]:
@@ -307,75 +319,80 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         if study["note"]:
             lines += [study["note"], ""]
         for table in study["tables"]:
-            combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
-            if len(table["combinations"]) > 8:
-                combos += f" and {len(table['combinations']) - 8} smaller ones"
-            refs = table["references"]
-            ref_acc = np.mean([r["accuracy"] for r in refs.values()])
-            ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
-            mis = table["missingness"]
-            mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
-            lines += [
-                f"### {table['label']}", "",
-                f"{table['dataset']}. Missingness used here: {mis_text}; combinations (seed "
-                f"{results['seeds'][0]}): {combos}. {table['epochs']} epochs, selection by "
-                f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
-                f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-                f"{100 * ref_f1:.2f}. Test fingerprints: "
-                + ", ".join(f"seed {s}: `{r['test_fingerprint']}`" for s, r in refs.items()) + ".", "",
-                "| method | accuracy | macro-F1 | AUROC | AUPRC | CPU s | = majority |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            rows = [r for r in table["rows"] if "test" in r]
-            best = {k: max((r["test"][k]["mean"] for r in rows
-                            if not math.isnan(r["test"][k]["mean"])), default=math.nan)
-                    for k in METRICS}
-            for r in table["rows"]:
-                name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
-                if r["same_run_as"]:
-                    name += f" [same run as {r['same_run_as']}]"
-                name = name.replace("|", "\\|")  # a bare pipe would split the table cell
-                if "test" not in r:
-                    lines.append(f"| {name} | not run | | | | | |")
-                    continue
-                n = len(r["seeds"])
-                partial = f" (seeds {r['seeds']})" if n < len(results["seeds"]) else ""
-                cells = [_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS]
-                ties = sum(r["ties_majority"])
-                tie = f"{ties}/{n}" if ties else ""
-                lines.append(f"| {name}{partial} | " + " | ".join(cells)
-                             + f" | {r['cpu_seconds']['mean']:.1f} | {tie} |")
-            lines.append("")
+            lines += [f"### {table['label']}", "", _table_caption(table, results["seeds"]), "",
+                      *markdown_table(METHOD_TABLE_HEADER, _method_rows(table["rows"], results["seeds"])),
+                      ""]
             summary.append(_summary_row(table))
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
-    summary = [s for s in summary if s]
-    if summary:
-        lines += ["## MoE-Retriever against the best other method", "",
-                  "Per table: MoE-Retriever's macro-F1 and accuracy, the best other method by mean "
-                  "macro-F1, and differences in points (MoE-Retriever minus the other). The last "
-                  "two columns pair the seeds (same split and mask) against the same model with "
-                  "zero-filled missing embeddings (`zero`) and against retrieval without routing "
-                  "(`official_retriever`): mean ΔF1 [per-seed ΔF1].", "",
-                  "| table | MoE-Retriever F1 | best other (F1) | ΔF1 | MoE-Retriever acc | ΔAcc "
-                  "vs that method | F1 rank | ΔF1 vs zero | ΔF1 vs official_retriever |",
-                  "|---|---|---|---|---|---|---|---|---|", *summary, ""]
+    summary_rows = [s for s in summary if s]
+    if summary_rows:
+        lines += ["## MoE-Retriever against the best other method", "", _SUMMARY_NOTE, "",
+                  *markdown_table(SUMMARY_TABLE_HEADER, summary_rows), ""]
     return "\n".join(lines)
+
+
+def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
+    """The dataset, missingness, training settings and majority-class reference of one table."""
+    combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
+    if len(table["combinations"]) > 8:
+        combos += f" and {len(table['combinations']) - 8} smaller ones"
+    refs = table["references"]
+    ref_acc = np.mean([r["accuracy"] for r in refs.values()])
+    ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+    mis = table["missingness"]
+    mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
+    return (f"{table['dataset']}. Missingness used here: {mis_text}; combinations (seed "
+            f"{seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
+            f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
+            f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
+            f"{100 * ref_f1:.2f}. Test fingerprints: "
+            + ", ".join(f"seed {s}: `{r['test_fingerprint']}`" for s, r in refs.items()) + ".")
+
+
+def _method_rows(rows: list[dict[str, Any]], seeds: list[int]) -> list[list[str]]:
+    """The cells of a table's method rows; the best mean of each metric column in bold."""
+    ran = [r for r in rows if "test" in r]
+    best = {k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])),
+                   default=math.nan)
+            for k in METRICS}
+    out = []
+    for r in rows:
+        name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
+        if r["same_run_as"]:
+            name += f" [same run as {r['same_run_as']}]"
+        name = name.replace("|", "\\|")  # a bare pipe would split the table cell
+        if "test" not in r:
+            out.append([name, "not run"])
+            continue
+        n = len(r["seeds"])
+        partial = f" (seeds {r['seeds']})" if n < len(seeds) else ""
+        ties = sum(r["ties_majority"])
+        out.append([f"{name}{partial}",
+                    *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                    f"{r['cpu_seconds']['mean']:.1f}", f"{ties}/{n}" if ties else ""])
+    return out
+
+
+def _cell(metric: dict[str, Any] | None, best: bool) -> str:
+    text = fmt(metric) if metric is not None else "n/a"
+    return f"**{text}**" if best and text != "n/a" else text
 
 
 def _paired_delta(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
     """Mean and per-seed differences of macro-F1 over the seeds both rows have, in points."""
     if other is None or "test" not in other:
         return "n/a"
-    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"]))
-    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"]))
+    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"], strict=True))
+    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"], strict=True))
     deltas = [100 * (a[s] - b[s]) for s in sorted(set(a) & set(b))]
     if not deltas:
         return "n/a"
     return f"{np.mean(deltas):+.2f} [" + ", ".join(f"{d:+.1f}" for d in deltas) + "]"
 
 
-def _summary_row(table: dict[str, Any]) -> str | None:
+def _summary_row(table: dict[str, Any]) -> list[str] | None:
+    """A table's cells in the summary table; None without a MoE-Retriever row or another method."""
     rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
     ours = [r for r in rows if r["entry"] == "moe_retriever"]
     if not ours:
@@ -390,11 +407,11 @@ def _summary_row(table: dict[str, Any]) -> str | None:
     b = best["test"]
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return (f"| {table['label']} | {fmt(o['macro_f1'])} | {best['entry']} "
-            f"({fmt(b['macro_f1'])}) | {100 * (o['macro_f1']['mean'] - b['macro_f1']['mean']):+.2f} "
-            f"| {fmt(o['accuracy'])} | {100 * (o['accuracy']['mean'] - b['accuracy']['mean']):+.2f} "
-            f"| {rank} of {len(others) + 1} | {_paired_delta(ours[0], by_name.get('zero'))} "
-            f"| {_paired_delta(ours[0], by_name.get('official_retriever'))} |")
+    return [table["label"], fmt(o["macro_f1"]), f"{best['entry']} ({fmt(b['macro_f1'])})",
+            f"{100 * (o['macro_f1']['mean'] - b['macro_f1']['mean']):+.2f}", fmt(o["accuracy"]),
+            f"{100 * (o['accuracy']['mean'] - b['accuracy']['mean']):+.2f}",
+            f"{rank} of {len(others) + 1}", _paired_delta(ours[0], by_name.get("zero")),
+            _paired_delta(ours[0], by_name.get("official_retriever"))]
 
 
 def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "auto",

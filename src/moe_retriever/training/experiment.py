@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ from ..data.sources import load_dataset
 from ..data.splits import stratified_split
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
-from .metrics import METRICS, aggregate, classification_metrics
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
+from .metrics import METRICS, aggregate, classification_metrics
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -87,10 +88,17 @@ def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -
         tr, va, te = (dataset.splits[k] for k in ("train", "val", "test"))
     else:
         tr, va, te = stratified_split(ds.labels, cfg.data.split, seed)
-    train = ds.subset(tr)
+    return split_data(cfg, ds, tr, va, te)
+
+
+def split_data(cfg: ExperimentConfig, ds: MultimodalDataset, train_index: Sequence[int] | Tensor,
+               val_index: Sequence[int] | Tensor, test_index: Sequence[int] | Tensor) -> SeedData:
+    """The (train, val, test) subsets of ``ds`` (already masked), standardised with statistics
+    of the training subset when ``cfg.data.standardize``."""
+    train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
-    return SeedData(standardize(train, stats), standardize(ds.subset(va), stats),
-                    standardize(ds.subset(te), stats), stats)
+    return SeedData(standardize(train, stats), standardize(ds.subset(val_index), stats),
+                    standardize(ds.subset(test_index), stats), stats)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -168,49 +176,62 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
                state_dir: Path | None = None) -> dict[str, Any]:
-    """Train and test one seed. ``state_dir`` (the seed's directory, known to every rank) holds
-    the per-epoch training state that ``--resume`` continues from; it is removed once the seed's
-    metrics are written."""
+    """Train and test one seed on its split and missingness (``prepare_seed``).
+
+    With ``out_dir`` (the run directory; given on the writing rank only) the best model goes to
+    ``seed_<s>/model.safetensors`` and the returned record to ``seed_<s>/metrics.json``.
+    ``state_dir`` (the seed's directory, known to every rank) holds the per-epoch training state
+    that ``--resume`` continues from; it is removed once the seed's metrics are written."""
     data = prepare_seed(cfg, dataset, seed)
+    seed_dir = out_dir / f"seed_{seed}" if out_dir is not None else None
+    if seed_dir is not None:
+        seed_dir.mkdir(parents=True, exist_ok=True)
+    state_path = state_dir / TRAINING_STATE if state_dir is not None else None
+    record = fit_and_test(cfg, data, seed, device, dist_ctx,
+                          seed_dir / CHECKPOINT if seed_dir is not None else None, state_path)
+    if seed_dir is not None:
+        atomic_write_text(seed_dir / SEED_METRICS, json.dumps(record, indent=2))
+        (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
+    return record
+
+
+def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
+                 dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
+                 state_path: Path | None = None) -> dict[str, Any]:
+    """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
+    ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
+    dropout and retrieval draws. The best model is saved to ``checkpoint`` and the per-epoch
+    training state to ``state_path`` when given (methods fitted without the Trainer keep
+    neither)."""
+    n_classes = data.train.n_classes
     seed_everything(seed)
-    model = build_model(cfg, data.train.modalities, dataset.n_classes)
+    model = build_model(cfg, data.train.modalities, n_classes)
     decorrelate_dropout(seed, dist_ctx)
     if getattr(model, "fit_direct", False):
         # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
         fit = model.fit(data.train, data.val, cfg.train.select_metric)
-        test = classification_metrics(model.predict_proba(data.test), data.test.labels.numpy(),
-                                      dataset.n_classes)
-        if out_dir is not None:
-            (out_dir / f"seed_{seed}").mkdir(parents=True, exist_ok=True)
+        test = classification_metrics(model.predict_proba(data.test), data.test.labels.numpy(), n_classes)
     else:
         bank = RetrievalBank(data.train, device)
         weights = None
         if cfg.train.class_weights:
-            counts = torch.bincount(data.train.labels, minlength=dataset.n_classes).float()
+            counts = torch.bincount(data.train.labels, minlength=n_classes).float()
             weights = counts.sum() / (counts.clamp(min=1) * len(counts))
         trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
                           dist_ctx)
-        ckpt = out_dir / f"seed_{seed}" / CHECKPOINT if out_dir is not None else None
-        if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
 
         def on_best(state, result):
-            if ckpt is not None:
-                save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
+            if checkpoint is not None:
+                save_seed_checkpoint(checkpoint, cfg, seed, state, data, {"best_epoch": result.best_epoch})
 
-        state_path = state_dir / TRAINING_STATE if state_dir is not None else None
         if state_path is not None and dist_ctx.is_main:
             state_path.parent.mkdir(parents=True, exist_ok=True)
         fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path)
         test = trainer.evaluate(data.test)
-    out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
-           "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
-           "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
-           "n_test": len(data.test)}
-    if out_dir is not None:
-        atomic_write_text(out_dir / f"seed_{seed}" / SEED_METRICS, json.dumps(out, indent=2))
-        (out_dir / f"seed_{seed}" / TRAINING_STATE).unlink(missing_ok=True)
-    return out
+    return {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
+            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
+            "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
+            "n_test": len(data.test)}
 
 
 def summarize(cfg: ExperimentConfig, dataset_name: str, runs: list[dict[str, Any]],
@@ -236,13 +257,20 @@ def fmt(metric: dict[str, Any]) -> str:
     return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
 
 
+def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table; a row shorter than the header leaves its last cells blank."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        lines.append("| " + " | ".join(cells) + " |" + " |" * (len(header) - len(cells)))
+    return lines
+
+
 def results_markdown(results: dict[str, Any]) -> str:
+    rows = [[split, *(fmt(results[split].get(k)) for k in METRICS)] for split in ("test", "val")]
     lines = [f"# {results['method']} on {results['dataset']}", "",
              f"Seeds {results['seeds']}; mean ± population std over seeds, in %. "
              f"Training time {results['train_seconds']:.1f} s in all.", "",
-             "| split | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for split in ("test", "val"):
-        lines.append(f"| {split} | " + " | ".join(fmt(results[split].get(k)) for k in METRICS) + " |")
+             *markdown_table(("split", *METRICS), rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -259,7 +287,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     """
     dist_ctx, dist_device = setup_distributed(cfg.train.device)
     try:
-        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device, resume)
+        device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
+        return run_seeds(cfg, dataset if dataset is not None else load_dataset(cfg.data),
+                         Path(out_dir) if out_dir is not None else None, device, dist_ctx,
+                         log if dist_ctx.is_main else _silent, resume)
     finally:
         teardown_distributed(dist_ctx)
 
@@ -268,21 +299,18 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     pass
 
 
-def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
-                    dataset: MultimodalDataset | None, log, dist_ctx: DistContext,
-                    dist_device: torch.device | None, resume: bool = False) -> dict[str, Any]:
-    device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
-    run_dir = Path(out_dir) if out_dir is not None else None
-    if not dist_ctx.is_main:
-        out_dir, log = None, _silent
-    dataset = dataset if dataset is not None else load_dataset(cfg.data)
-    out = Path(out_dir) if out_dir is not None else None
+def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path | None,
+              device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS, log=print,
+              resume: bool = False) -> dict[str, Any]:
+    """``train_seed`` for every seed of ``cfg.train.seeds`` (reading back the finished ones when
+    ``resume``), then the summary over seeds. Every rank trains; only the main rank writes
+    ``run_dir``."""
+    out = run_dir if dist_ctx.is_main else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     log(dataset.describe())
-    first = apply_missingness(dataset, cfg.data.missing, cfg.train.seeds[0])
-    combos = first.combination_counts()
+    combos = apply_missingness(dataset, cfg.data.missing, cfg.train.seeds[0]).combination_counts()
     log(f"modality combinations (seed {cfg.train.seeds[0]}): "
         + ", ".join(f"{k}={v}" for k, v in combos.items()))
     if out is not None:
@@ -290,17 +318,16 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
     runs = []
     t0 = time.perf_counter()
     for seed in cfg.train.seeds:
-        finished = run_dir / f"seed_{seed}" / SEED_METRICS if run_dir is not None else None
+        seed_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
+        finished = seed_dir / SEED_METRICS if seed_dir is not None else None
         if resume and finished is not None and finished.is_file():
-            r = json.loads(finished.read_text())
             log(f"seed {seed}: finished earlier, results read from {finished}")
-            runs.append(r)
+            runs.append(json.loads(finished.read_text()))
             continue
-        state_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
-        if not resume and state_dir is not None and dist_ctx.is_main:
+        if not resume and seed_dir is not None and dist_ctx.is_main:
             # a fresh run never continues from a state left by an earlier, interrupted one
-            (state_dir / TRAINING_STATE).unlink(missing_ok=True)
-        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir)
+            (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
+        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, seed_dir)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
             + f" ({r['train_seconds']:.1f} s)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..config import TrainConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, atomic_write
 from .metrics import classification_metrics
 
 
@@ -246,9 +245,7 @@ class Trainer:
 
 def save_training_state(path: Path, state: dict) -> None:
     """Write the resumable training state atomically (a kill never leaves half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(path: Path) -> dict:
