@@ -8,6 +8,7 @@ bank, i.e. the training split).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -167,10 +168,10 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
-               state_dir: Path | None = None) -> dict[str, Any]:
+               state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
     """Train and test one seed. ``state_dir`` (the seed's directory, known to every rank) holds
     the per-epoch training state that ``--resume`` continues from; it is removed once the seed's
-    metrics are written."""
+    metrics are written. ``on_epoch(epoch, val_metrics)`` follows every epoch of a trained model."""
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
@@ -201,7 +202,8 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
         state_path = state_dir / TRAINING_STATE if state_dir is not None else None
         if state_path is not None and dist_ctx.is_main:
             state_path.parent.mkdir(parents=True, exist_ok=True)
-        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path)
+        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path,
+                          on_epoch=on_epoch)
         test = trainer.evaluate(data.test)
     out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
@@ -248,18 +250,20 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    dataset: MultimodalDataset | None = None, log=print,
-                   resume: bool = False) -> dict[str, Any]:
+                   resume: bool = False, on_epoch=None) -> dict[str, Any]:
     """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory.
 
     Training state is saved after every epoch; with ``resume`` the seeds whose metrics exist are
     read back and an interrupted seed continues from its last finished epoch.
+
+    ``on_epoch(i, epoch, val_metrics)`` follows every training epoch of the ``i``-th seed.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel (see
     ``training/distributed.py``) and only rank 0 logs and writes.
     """
     dist_ctx, dist_device = setup_distributed(cfg.train.device)
     try:
-        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device, resume)
+        return _run_experiment(cfg, out_dir, dataset, log, dist_ctx, dist_device, resume, on_epoch)
     finally:
         teardown_distributed(dist_ctx)
 
@@ -270,7 +274,8 @@ def _silent(*args: Any, **kwargs: Any) -> None:
 
 def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
                     dataset: MultimodalDataset | None, log, dist_ctx: DistContext,
-                    dist_device: torch.device | None, resume: bool = False) -> dict[str, Any]:
+                    dist_device: torch.device | None, resume: bool = False,
+                    on_epoch=None) -> dict[str, Any]:
     device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
     run_dir = Path(out_dir) if out_dir is not None else None
     if not dist_ctx.is_main:
@@ -289,7 +294,7 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
         atomic_write_text(out / "combinations.json", json.dumps(combos, indent=2))
     runs = []
     t0 = time.perf_counter()
-    for seed in cfg.train.seeds:
+    for i, seed in enumerate(cfg.train.seeds):
         finished = run_dir / f"seed_{seed}" / SEED_METRICS if run_dir is not None else None
         if resume and finished is not None and finished.is_file():
             r = json.loads(finished.read_text())
@@ -300,7 +305,8 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
         if not resume and state_dir is not None and dist_ctx.is_main:
             # a fresh run never continues from a state left by an earlier, interrupted one
             (state_dir / TRAINING_STATE).unlink(missing_ok=True)
-        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir)
+        seed_on_epoch = None if on_epoch is None else functools.partial(on_epoch, i)
+        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir, seed_on_epoch)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
             + f" ({r['train_seconds']:.1f} s)")
