@@ -223,8 +223,8 @@ def tune(config: str | Path | None, method: str, trials: int, out: str | Path,
         values = suggest(trial, space)
         trial_cfg = load_config(config, base + as_overrides(values))
 
-        def report(unit: int, epoch: int, val: dict[str, float]) -> None:
-            trial.report(val[metric], unit * epochs + epoch)
+        def report(unit: int, epoch: int, entry: dict[str, Any]) -> None:
+            trial.report(entry[f"val_{metric}"], unit * epochs + epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 

@@ -6,12 +6,14 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
     from ..tuning import load_space, tune
     from .common import config_overrides
 
     space = load_space(args.space) if args.space else None
     overrides = [o for o in config_overrides(args) if not o.startswith("method=")]
-    result = tune(args.config, args.method, args.trials, args.out, storage=args.storage,
+    method = args.method or load_config(args.config, overrides).method
+    result = tune(args.config, method, args.trials, args.out, storage=args.storage,
                   timeout=args.timeout, seed=args.sampler_seed, overrides=overrides,
                   space_overrides=space, study_name=args.study)
     print(f"best config: {result.best_config} (train it with "
@@ -27,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tune", help="search a method's hyperparameters (Optuna TPE, pruning on validation "
                      "scores); writes best.yaml and trials.csv")
     add_config_options(p)
-    p.set_defaults(method="moe_retriever")
     p.add_argument("--trials", type=int, required=True,
                    help="finished trials the study should hold (over all processes sharing it)")
     p.add_argument("--out", required=True, help="output directory (best.yaml, trials.csv, study.db)")

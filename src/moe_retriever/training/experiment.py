@@ -8,7 +8,6 @@ bank, i.e. the training split).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
@@ -33,6 +32,7 @@ from .metrics import METRICS, aggregate, classification_metrics
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
+from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -171,7 +171,8 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
                state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
     """Train and test one seed. ``state_dir`` (the seed's directory, known to every rank) holds
     the per-epoch training state that ``--resume`` continues from; it is removed once the seed's
-    metrics are written. ``on_epoch(epoch, val_metrics)`` follows every epoch of a trained model."""
+    metrics are written. ``on_epoch(epoch, entry)`` follows every epoch of a trained model with
+    its history entry; ``history.csv`` and ``history.png`` are written to the seed's directory."""
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
@@ -202,8 +203,22 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
         state_path = state_dir / TRAINING_STATE if state_dir is not None else None
         if state_path is not None and dist_ctx.is_main:
             state_path.parent.mkdir(parents=True, exist_ok=True)
+        seed_dir = out_dir / f"seed_{seed}" if out_dir is not None else None
+        history: list[dict[str, Any]] = []
+
+        def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
+            history.append(entry)
+            if seed_dir is not None:
+                write_history(seed_dir, history)
+            if on_epoch is not None:
+                on_epoch(epoch, entry)
+
         fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path,
-                          on_epoch=on_epoch)
+                          on_epoch=epoch_done)
+        if seed_dir is not None:
+            # a resumed seed's history holds the epochs before the interruption too
+            write_history(seed_dir, fit.history)
+            plot_history(fit.history, seed_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, seed {seed}")
         test = trainer.evaluate(data.test)
     out = {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
@@ -294,6 +309,27 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
         atomic_write_text(out / "combinations.json", json.dumps(combos, indent=2))
     runs = []
     t0 = time.perf_counter()
+    logger = ExperimentLogger(cfg, out, enabled=dist_ctx.is_main)
+    try:
+        runs = _train_seeds(cfg, dataset, run_dir, out, device, dist_ctx, resume, on_epoch, logger, log)
+    except BaseException:
+        logger.close()
+        raise
+    results = summarize(cfg, dataset.name, runs, combos)
+    results["wall_seconds"] = time.perf_counter() - t0
+    results["device"] = str(device)
+    results["processes"] = dist_ctx.world_size
+    logger.final(results)
+    if out is not None:
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+        atomic_write_text(out / "results.md", results_markdown(results))
+    return results
+
+
+def _train_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path | None,
+                 out: Path | None, device: torch.device, dist_ctx: DistContext, resume: bool,
+                 on_epoch, logger: ExperimentLogger, log) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
     for i, seed in enumerate(cfg.train.seeds):
         finished = run_dir / f"seed_{seed}" / SEED_METRICS if run_dir is not None else None
         if resume and finished is not None and finished.is_file():
@@ -305,20 +341,18 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
         if not resume and state_dir is not None and dist_ctx.is_main:
             # a fresh run never continues from a state left by an earlier, interrupted one
             (state_dir / TRAINING_STATE).unlink(missing_ok=True)
-        seed_on_epoch = None if on_epoch is None else functools.partial(on_epoch, i)
+
+        def seed_on_epoch(epoch: int, entry: dict[str, Any], i: int = i, seed: int = seed) -> None:
+            logger.epoch(f"seed_{seed}", entry)
+            if on_epoch is not None:
+                on_epoch(i, epoch, entry)
+
         r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir, seed_on_epoch)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
             + f" ({r['train_seconds']:.1f} s)")
         runs.append(r)
-    results = summarize(cfg, dataset.name, runs, combos)
-    results["wall_seconds"] = time.perf_counter() - t0
-    results["device"] = str(device)
-    results["processes"] = dist_ctx.world_size
-    if out is not None:
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-        atomic_write_text(out / "results.md", results_markdown(results))
-    return results
+    return runs
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:
