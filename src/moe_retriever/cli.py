@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import analyze, compare, datasets, evaluate, predict, train
+from .commands import analyze, compare, datasets, evaluate, predict, train, tune
 from .config import ConfigError
 from .data.dataset import DataValidationError
 from .training.checkpoint import CheckpointError
 from .training.trainer import TrainingDivergedError
 
-COMMANDS = [train, evaluate, compare, datasets, predict, analyze]
+COMMANDS = [train, evaluate, compare, datasets, predict, analyze, tune]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -156,6 +156,8 @@ class TrainConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     device: str = "auto"
     progress: bool = True
+    # where per-epoch scalars go besides history.csv: tensorboard and/or mlflow (optional extras)
+    log: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +178,8 @@ class ExperimentConfig:
         _check(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
         _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
                "train.device", "must be auto, cpu or cuda[:N]")
+        _check(all(k in ("tensorboard", "mlflow") for k in t.log), "train.log",
+               f"must list tensorboard and/or mlflow, got {t.log}")
         _check(t.select_metric in ("macro_f1", "accuracy", "auroc", "auprc"),
                "train.select_metric", "must be macro_f1, accuracy, auroc or auprc")
         mis = d.missing

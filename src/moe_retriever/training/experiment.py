@@ -33,6 +33,7 @@ from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
 from .metrics import METRICS, aggregate, classification_metrics
+from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -175,20 +176,22 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
-               state_dir: Path | None = None) -> dict[str, Any]:
+               state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
     """Train and test one seed on its split and missingness (``prepare_seed``).
 
     With ``out_dir`` (the run directory; given on the writing rank only) the best model goes to
     ``seed_<s>/model.safetensors`` and the returned record to ``seed_<s>/metrics.json``.
     ``state_dir`` (the seed's directory, known to every rank) holds the per-epoch training state
-    that ``--resume`` continues from; it is removed once the seed's metrics are written."""
+    that ``--resume`` continues from; it is removed once the seed's metrics are written.
+    ``on_epoch`` is passed to :func:`fit_and_test`."""
     data = prepare_seed(cfg, dataset, seed)
     seed_dir = out_dir / f"seed_{seed}" if out_dir is not None else None
     if seed_dir is not None:
         seed_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
     record = fit_and_test(cfg, data, seed, device, dist_ctx,
-                          seed_dir / CHECKPOINT if seed_dir is not None else None, state_path)
+                          seed_dir / CHECKPOINT if seed_dir is not None else None, state_path,
+                          on_epoch)
     if seed_dir is not None:
         atomic_write_text(seed_dir / SEED_METRICS, json.dumps(record, indent=2))
         (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
@@ -197,12 +200,14 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
 
 def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
                  dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
-                 state_path: Path | None = None) -> dict[str, Any]:
+                 state_path: Path | None = None, on_epoch=None) -> dict[str, Any]:
     """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
     ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
     dropout and retrieval draws. The best model is saved to ``checkpoint`` and the per-epoch
     training state to ``state_path`` when given (methods fitted without the Trainer keep
-    neither)."""
+    neither); with ``checkpoint`` the training log ``history.csv`` (rewritten every epoch) and
+    ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
+    history entry."""
     n_classes = data.train.n_classes
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, n_classes)
@@ -226,7 +231,22 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
 
         if state_path is not None and dist_ctx.is_main:
             state_path.parent.mkdir(parents=True, exist_ok=True)
-        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path)
+        log_dir = checkpoint.parent if checkpoint is not None else None
+        history: list[dict[str, Any]] = []
+
+        def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
+            history.append(entry)
+            if log_dir is not None:
+                write_history(log_dir, history)
+            if on_epoch is not None:
+                on_epoch(epoch, entry)
+
+        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path,
+                          on_epoch=epoch_done)
+        if log_dir is not None:
+            # a resumed fit's history also holds the epochs before the interruption
+            write_history(log_dir, fit.history)
+            plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, seed {seed}")
         test = trainer.evaluate(data.test)
     return {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
             "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
@@ -276,11 +296,12 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    dataset: MultimodalDataset | None = None, log=print,
-                   resume: bool = False) -> dict[str, Any]:
+                   resume: bool = False, on_epoch=None) -> dict[str, Any]:
     """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory.
 
     Training state is saved after every epoch; with ``resume`` the seeds whose metrics exist are
     read back and an interrupted seed continues from its last finished epoch.
+    ``on_epoch(i, epoch, entry)`` follows every training epoch of the ``i``-th seed.
 
     Under torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel (see
     ``training/distributed.py``) and only rank 0 logs and writes.
@@ -290,7 +311,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
         device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
         return run_seeds(cfg, dataset if dataset is not None else load_dataset(cfg.data),
                          Path(out_dir) if out_dir is not None else None, device, dist_ctx,
-                         log if dist_ctx.is_main else _silent, resume)
+                         log if dist_ctx.is_main else _silent, resume, on_epoch)
     finally:
         teardown_distributed(dist_ctx)
 
@@ -301,7 +322,7 @@ def _silent(*args: Any, **kwargs: Any) -> None:
 
 def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path | None,
               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS, log=print,
-              resume: bool = False) -> dict[str, Any]:
+              resume: bool = False, on_epoch=None) -> dict[str, Any]:
     """``train_seed`` for every seed of ``cfg.train.seeds`` (reading back the finished ones when
     ``resume``), then the summary over seeds. Every rank trains; only the main rank writes
     ``run_dir``."""
@@ -317,29 +338,48 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
         atomic_write_text(out / "combinations.json", json.dumps(combos, indent=2))
     runs = []
     t0 = time.perf_counter()
-    for seed in cfg.train.seeds:
-        seed_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
-        finished = seed_dir / SEED_METRICS if seed_dir is not None else None
-        if resume and finished is not None and finished.is_file():
-            log(f"seed {seed}: finished earlier, results read from {finished}")
-            runs.append(json.loads(finished.read_text()))
-            continue
-        if not resume and seed_dir is not None and dist_ctx.is_main:
-            # a fresh run never continues from a state left by an earlier, interrupted one
-            (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
-        r = train_seed(cfg, dataset, seed, out, device, dist_ctx, seed_dir)
-        log(f"seed {seed}: best epoch {r['best_epoch']}, test "
-            + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
-            + f" ({r['train_seconds']:.1f} s)")
-        runs.append(r)
+    logger = ExperimentLogger(cfg, out, enabled=dist_ctx.is_main)
+    try:
+        for i, seed in enumerate(cfg.train.seeds):
+            runs.append(_seed_record(cfg, dataset, seed, i, run_dir, out, device, dist_ctx, log,
+                                     resume, on_epoch, logger))
+    except BaseException:
+        logger.close()
+        raise
     results = summarize(cfg, dataset.name, runs, combos)
     results["wall_seconds"] = time.perf_counter() - t0
     results["device"] = str(device)
     results["processes"] = dist_ctx.world_size
+    logger.final(results)
     if out is not None:
         atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         atomic_write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, i: int,
+                 run_dir: Path | None, out: Path | None, device: torch.device, dist_ctx: DistContext,
+                 log, resume: bool, on_epoch, logger: ExperimentLogger) -> dict[str, Any]:
+    """The ``i``-th seed's record: read back when it finished earlier, else trained now."""
+    seed_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
+    finished = seed_dir / SEED_METRICS if seed_dir is not None else None
+    if resume and finished is not None and finished.is_file():
+        log(f"seed {seed}: finished earlier, results read from {finished}")
+        return json.loads(finished.read_text())
+    if not resume and seed_dir is not None and dist_ctx.is_main:
+        # a fresh run never continues from a state left by an earlier, interrupted one
+        (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
+
+    def seed_on_epoch(epoch: int, entry: dict[str, Any]) -> None:
+        logger.epoch(f"seed_{seed}", entry)
+        if on_epoch is not None:
+            on_epoch(i, epoch, entry)
+
+    r = train_seed(cfg, dataset, seed, out, device, dist_ctx, seed_dir, seed_on_epoch)
+    log(f"seed {seed}: best epoch {r['best_epoch']}, test "
+        + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
+        + f" ({r['train_seconds']:.1f} s)")
+    return r
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:

@@ -198,9 +198,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None,
-            state_path: Path | None = None) -> FitResult:
+            state_path: Path | None = None, on_epoch=None) -> FitResult:
         """Train for ``cfg.epochs``; keep the best validation state (among retrieval epochs when
         the model retrieves, so the selected model is the method being evaluated).
+
+        ``on_epoch(epoch, entry)`` is called with every epoch's history entry (losses, ``val_*``
+        metrics, seconds, learning rate) once it is validated: training logs are written and
+        hyperparameter search prunes through it (an exception it raises stops training).
 
         With ``state_path`` the complete training state is written there atomically after every
         epoch, and a state found there at the start is resumed from: a run killed mid-epoch
@@ -227,7 +231,11 @@ class Trainer:
             score = val_metrics[key]
             score = -math.inf if math.isnan(score) else score
             eligible = retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
-            result.history.append({"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()}})
+            entry = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()},
+                     "seconds": result.epoch_seconds[-1], "lr": self.optimizer.param_groups[0]["lr"]}
+            result.history.append(entry)
+            if on_epoch is not None:
+                on_epoch(epoch, entry)
             if eligible and (best_state is None or score > best_score):
                 best_score = score
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
