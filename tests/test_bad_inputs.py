@@ -433,8 +433,8 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
         return train_epoch(self, data, epoch, bar)
 
     def poisoned_loss(self, *args, **kwargs):
-        total, aux = loss(self, *args, **kwargs)
-        return (total * float("inf") if epoch_now["epoch"] >= 2 else total), aux
+        total, *parts = loss(self, *args, **kwargs)
+        return (total * float("inf") if epoch_now["epoch"] >= 2 else total), *parts
 
     monkeypatch.setattr(Trainer, "train_epoch", tracked_epoch)
     monkeypatch.setattr(Trainer, "loss", poisoned_loss)

@@ -37,6 +37,7 @@ from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
 from moe_retriever.training.experiment import prepare_seed, run_experiment, seed_everything
+from moe_retriever.training.losses import weighted_sum
 from moe_retriever.training.trainer import retrieval_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,8 @@ def replay_two_ranks(cfg) -> dict[str, torch.Tensor]:
                 batch = data.train.batch(part)
                 out = model(batch, bank, retrieve=retrieve, generator=rank_streams[rank])
                 ce = F.cross_entropy(out.logits, batch.labels, reduction="sum") / len(global_index)
-                ((2 * ce + out.aux_loss) / 2).backward()  # DDP averages the two ranks' gradients
+                aux = weighted_sum(out.losses, model.loss_weights)
+                ((2 * ce + (0 if aux is None else aux)) / 2).backward()  # DDP averages the ranks' gradients
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
     return {k: v.detach() for k, v in model.state_dict().items()}

@@ -21,7 +21,6 @@ Methods fitted without the trainer (e.g. boosted trees) have no FLOP or paramete
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -144,19 +143,16 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
 @contextlib.contextmanager
 def exact_dispatch(model: torch.nn.Module) -> Iterator[None]:
     """Switch every sparse-MoE layer to the ``split`` dispatch (no padded expert slots)."""
-    saved: list[tuple[torch.nn.Module, str, Any]] = []
+    saved: list[tuple[SparseMoE, str]] = []
     for module in model.modules():
         if isinstance(module, SparseMoE):
-            saved.append((module, "cfg", module.cfg))
-            module.cfg = dataclasses.replace(module.cfg, dispatch="split")
-        elif isinstance(getattr(module, "dispatch", None), str):
-            saved.append((module, "dispatch", module.dispatch))
+            saved.append((module, module.dispatch))
             module.dispatch = "split"
     try:
         yield
     finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        for module, value in saved:
+            module.dispatch = value
 
 
 def _fresh_run(src: CostSource, dataset: MultimodalDataset, device: str) -> TrainedRun | None:

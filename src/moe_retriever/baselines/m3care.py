@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
@@ -43,9 +44,6 @@ class M3Care(BaselineClassifier):
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_choice(opt, self.method, "imputation", ("neighbours", "constant"))
-        check_positive(opt, self.method, "fusion_layers")
         m, d = self.n_modalities, cfg.hidden
         self.kernel_proj = _stacked(m, d, d)
         self.kernel_log_gamma = nn.Parameter(torch.zeros(m))
@@ -53,8 +51,13 @@ class M3Care(BaselineClassifier):
         self.gate = _stacked(m, 2 * d, d)
         self.gate_bias = nn.Parameter(torch.zeros(m, 1, d))
         self.missing_token = nn.Parameter(torch.randn(m, d) * 0.02)
-        self.fusion = build_fusion(dataclasses.replace(cfg.fusion, kind="transformer",
-                                                       layers=opt["fusion_layers"]), m, d, cfg.dropout)
+
+    def make_fusion(self, cfg: ModelConfig) -> nn.Module:
+        opt = self.options = method_options(cfg, self.method, DEFAULTS)
+        check_choice(opt, self.method, "imputation", ("neighbours", "constant"))
+        check_positive(opt, self.method, "fusion_layers")
+        return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt["fusion_layers"]),
+                            self.n_modalities, cfg.hidden, cfg.dropout)
 
     def similarity_graph(self, x: Tensor, observed: Tensor) -> Tensor:
         """x (M, B, d), observed (M, B) -> thresholded patient similarity (B, B)."""
@@ -86,8 +89,8 @@ class M3Care(BaselineClassifier):
         else:
             own, imputed = x, missing_token
         out = torch.where(obs_m.unsqueeze(-1), own, imputed).transpose(0, 1)
-        fused, aux = self.fusion(out)
-        return ModelOutput(self.head(fused), aux, out, fused)
+        fused, losses = self.fusion(out)
+        return ModelOutput(self.head(fused), losses, out, fused)
 
 
 @register_method("m3care")

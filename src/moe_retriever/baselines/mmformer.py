@@ -4,7 +4,7 @@ Each modality embedding is expanded into ``tokens`` tokens, which pass a modalit
 (intra-modal) Transformer layer; the tokens of missing modalities are then zeroed by the mask
 (no attention mask, as in the paper), all tokens are concatenated and an inter-modal Transformer
 fuses them. Loss = fused loss + ``aux_weight`` x the mean cross-entropy of the shared head applied
-to each observed modality's own (intra-modal) features. Training draws random modality subsets
+to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``). Training draws random modality subsets
 (``train_drop_p``).
 """
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
@@ -43,10 +44,16 @@ class MMFormer(BaselineClassifier):
         self.token_position = nn.Parameter(torch.randn(m, t, d) * 0.02)
         self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout)
                                    for _ in range(m))
-        del self.fusion  # its own fusion: the inter-modal Transformer over all tokens
         self.inter = nn.TransformerEncoder(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
                                            opt["inter_layers"], enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
+
+    def make_fusion(self, cfg: ModelConfig) -> None:
+        return None  # its own fusion: the inter-modal Transformer over all tokens
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {**super().loss_weights, "mmformer.unimodal_ce": self.options["aux_weight"]}
 
     def training_mask(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         # the method trains on random modality subsets
@@ -62,12 +69,12 @@ class MMFormer(BaselineClassifier):
         intra = torch.stack([layer(tokens[:, i]) for i, layer in enumerate(self.intra)], dim=1)
         intra = intra * observed[:, :, None, None].to(intra.dtype)  # missing modalities -> zeros
         fused = self.norm(self.inter(intra.reshape(b, m * t, d))).mean(dim=1)
-        aux = emb.new_zeros(())
+        losses = {}
         if self.training and self.options["aux_weight"] > 0:
             rows, mods = observed.nonzero(as_tuple=True)
             own = intra[rows, mods].mean(dim=1)  # (n_observed, d) per-modality features
-            aux = self.options["aux_weight"] * F.cross_entropy(self.head(own), batch.labels[rows])
-        return ModelOutput(self.head(fused), aux, emb, fused)
+            losses["mmformer.unimodal_ce"] = F.cross_entropy(self.head(own), batch.labels[rows])
+        return ModelOutput(self.head(fused), losses, emb, fused)
 
 
 @register_method("mmformer")

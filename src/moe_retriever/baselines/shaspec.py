@@ -7,8 +7,8 @@ on every modality and one specific encoder per modality.
 * Missing modality: the shared feature of an available modality: the first one, as the released
   code does (``missing_fill: first``), or the mean over the available ones (``mean``).
 * Loss: task + ``align_weight`` x L1 distance between the shared features of every modality pair
-  both observed + ``domain_weight`` x cross-entropy of a classifier predicting the modality from
-  its specific feature. Training also hides modalities at random (``train_drop_p``).
+  both observed (``shaspec.alignment``) + ``domain_weight`` x cross-entropy of a classifier
+  predicting the modality from its specific feature (``shaspec.modality_ce``). Training also hides modalities at random (``train_drop_p``).
 
 The fused modality features go through our shared fusion and head.
 """
@@ -64,22 +64,31 @@ class ShaSpec(BaselineClassifier):
             w = obs.to(shared.dtype)
             fill = (shared * w).sum(1) / w.sum(1)
         features = torch.where(obs, own, fill.unsqueeze(1))
-        fused, aux = self.fusion(features)
+        fused, losses = self.fusion(features)
         if self.training:
-            aux = aux + self.auxiliary_loss(shared, specific, observed)
-        return ModelOutput(self.head(fused), aux, features, fused)
+            losses.update(self.auxiliary_losses(shared, specific, observed))
+        return ModelOutput(self.head(fused), losses, features, fused)
 
-    def auxiliary_loss(self, shared: Tensor, specific: Tensor, observed: Tensor) -> Tensor:
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {**super().loss_weights, "shaspec.alignment": self.options["align_weight"],
+                "shaspec.modality_ce": self.options["domain_weight"]}
+
+    def auxiliary_losses(self, shared: Tensor, specific: Tensor, observed: Tensor) -> dict[str, Tensor]:
         m = self.n_modalities
-        # L1 alignment of shared features over the modality pairs a sample observes both of
-        dist = (shared.unsqueeze(2) - shared.unsqueeze(1)).abs().mean(-1)  # (B, M, M)
-        upper = torch.triu(torch.ones(m, m, dtype=torch.bool, device=observed.device), diagonal=1)
-        pairs = observed.unsqueeze(2) & observed.unsqueeze(1) & upper
-        align = (dist * pairs).sum() / pairs.sum().clamp(min=1)
-        # the specific feature should tell which modality it came from
-        rows, mods = observed.nonzero(as_tuple=True)
-        domain = F.cross_entropy(self.domain_classifier(specific[rows, mods]), mods)
-        return self.options["align_weight"] * align + self.options["domain_weight"] * domain
+        losses = {}
+        if self.options["align_weight"] > 0:
+            # L1 alignment of shared features over the modality pairs a sample observes both of
+            dist = (shared.unsqueeze(2) - shared.unsqueeze(1)).abs().mean(-1)  # (B, M, M)
+            upper = torch.triu(torch.ones(m, m, dtype=torch.bool, device=observed.device), diagonal=1)
+            pairs = observed.unsqueeze(2) & observed.unsqueeze(1) & upper
+            losses["shaspec.alignment"] = (dist * pairs).sum() / pairs.sum().clamp(min=1)
+        if self.options["domain_weight"] > 0:
+            # the specific feature should tell which modality it came from
+            rows, mods = observed.nonzero(as_tuple=True)
+            losses["shaspec.modality_ce"] = F.cross_entropy(
+                self.domain_classifier(specific[rows, mods]), mods)
+        return losses
 
 
 @register_method("shaspec")

@@ -15,6 +15,7 @@ from ..data.dataset import Batch, ModalitySpec
 from .encoders import build_encoder
 from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
+from .smoe import moe_loss_weights
 
 
 # The encoder a modality gets from its ModalitySpec.kind when the config names none for it and the
@@ -35,7 +36,7 @@ def encoder_config_for(spec: ModalitySpec, cfg: ModelConfig) -> EncoderConfig:
 @dataclass
 class ModelOutput:
     logits: Tensor  # (B, C)
-    aux_loss: Tensor  # scalar, weighted router losses of this forward pass only
+    losses: dict[str, Tensor]  # auxiliary terms of this forward pass, unweighted, by name
     embeddings: Tensor  # (B, M, d) observed + retrieved modality embeddings
     fused: Tensor  # (B, d) pooled sample embedding
     retrieval: RetrieverOutput | None = None
@@ -45,6 +46,8 @@ class ModelOutput:
 
 class MultimodalClassifier(nn.Module):
     """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
+
+    fusion: nn.Module  # absent when make_fusion gives None
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -56,8 +59,24 @@ class MultimodalClassifier(nn.Module):
             s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
         self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
                           if cfg.retriever.mode in ("moe", "mean") else None)
-        self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
+        fusion = self.make_fusion(cfg)
+        if fusion is not None:
+            self.fusion = fusion
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
+
+    def make_fusion(self, cfg: ModelConfig) -> nn.Module | None:
+        """The fusion module (``cfg.fusion``); methods with their own fusion override this, and
+        those that fuse inside their own ``forward`` return None."""
+        return build_fusion(cfg.fusion, self.n_modalities, cfg.hidden, cfg.dropout)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The configured weight of every auxiliary term this model may return (see
+        :mod:`moe_retriever.training.losses`); a term of weight 0 is never computed."""
+        weights = {"reconstruction": self.cfg.retriever.reconstruction_weight}
+        for prefix, moe in (("retriever", self.cfg.retriever.moe), ("fusion", self.cfg.fusion.moe)):
+            weights.update({f"{prefix}.{name}": w for name, w in moe_loss_weights(moe).items()})
+        return weights
 
     # ------------------------------------------------------------------ pieces
     def encode_modality(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -146,7 +165,7 @@ class MultimodalClassifier(nn.Module):
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb = self.encode(batch)
         retrieval, pair_b, pair_t = None, None, None
-        aux = emb.new_zeros(())
+        losses: dict[str, Tensor] = {}
         if retrieve and self.retriever is not None:
             if bank is None:
                 raise ValueError("retrieval needs a RetrievalBank (the training split)")
@@ -161,12 +180,13 @@ class MultimodalClassifier(nn.Module):
                 is_hidden = hidden[pair_b, pair_t]
                 hb, ht = pair_b[is_hidden], pair_t[is_hidden]
                 if hb.numel():
-                    aux = aux + weight * (filled[hb, ht] - emb.detach()[hb, ht]).pow(2).mean()
+                    losses["reconstruction"] = (filled[hb, ht] - emb.detach()[hb, ht]).pow(2).mean()
                 emb = torch.where(hidden.unsqueeze(-1), emb, filled)
                 pair_b, pair_t = pair_b[~is_hidden], pair_t[~is_hidden]
             else:
                 emb, retrieval, pair_b, pair_t = self.retrieve(emb, observed, bank, generator, draws)
             if retrieval is not None:
-                aux = aux + retrieval.aux_loss
-        fused, fusion_aux = self.fusion(emb)
-        return ModelOutput(self.head(fused), aux + fusion_aux, emb, fused, retrieval, pair_b, pair_t)
+                losses.update({f"retriever.{name}": term for name, term in retrieval.losses.items()})
+        fused, fusion_losses = self.fusion(emb)
+        losses.update(fusion_losses)
+        return ModelOutput(self.head(fused), losses, emb, fused, retrieval, pair_b, pair_t)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RetrieverConfig
-from .smoe import SparseMoE
+from .smoe import build_sparse_moe
 
 INTRA, INTER = 0, 1
 
@@ -30,7 +30,7 @@ INTRA, INTER = 0, 1
 @dataclass
 class RetrieverOutput:
     embeddings: Tensor  # (P, d) retrieved embedding per missing pair
-    aux_loss: Tensor  # scalar
+    losses: dict[str, Tensor]  # unweighted MoE terms by name (load_balance, z_loss)
     token_pairs: Tensor | None = None  # (n_tokens,) pair of each routed token
     token_types: Tensor | None = None  # (n_tokens,) INTRA / INTER
     expert_indices: Tensor | None = None  # (n_tokens, R*k)
@@ -76,7 +76,7 @@ class MoERetriever(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, cfg.heads, dropout=dropout, batch_first=True)
         self.moe_norm = nn.LayerNorm(dim)
-        self.moe = SparseMoE(dim, cfg.moe, n_pools=n_modalities)
+        self.moe = build_sparse_moe(dim, cfg.moe, n_pools=n_modalities)
         # every encoder ends in a LayerNorm; normalising the pooled MoE output puts retrieved
         # embeddings on the same scale as observed ones before fusion
         self.out_norm = nn.LayerNorm(dim)
@@ -105,7 +105,7 @@ class MoERetriever(nn.Module):
             a, b = masked_mean(intra, intra_valid), masked_mean(inter, inter_valid)
             both = has_intra & has_inter
             out = torch.where(both, 0.5 * a + 0.5 * b, torch.where(has_intra, a, b))
-            return RetrieverOutput(out, intra.new_zeros(()))
+            return RetrieverOutput(out, {})
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
         types = torch.cat([torch.full((k,), INTRA, device=tokens.device, dtype=torch.long),
@@ -121,5 +121,5 @@ class MoERetriever(nn.Module):
         # mean of the MoE outputs over each pair's valid tokens
         n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1).to(routed.hidden.dtype)
         out = tokens.new_zeros(p, d).index_add(0, pair_idx, routed.hidden) / n_valid
-        return RetrieverOutput(self.out_norm(out), routed.aux_loss, pair_idx, types[slot_idx],
+        return RetrieverOutput(self.out_norm(out), routed.losses, pair_idx, types[slot_idx],
                                routed.indices, routed.weights)

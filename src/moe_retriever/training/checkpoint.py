@@ -64,7 +64,14 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name."""
+    """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name.
+
+    A model whose parameters moved to other modules renames the keys of checkpoints written
+    before in its ``upgrade_state_dict(state)``.
+    """
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        state = upgrade(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
