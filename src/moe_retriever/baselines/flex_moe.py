@@ -14,10 +14,13 @@ drops the residual (``x = x + dropout(x)``); this block keeps it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import bounded
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch
 from ..methods import register_method
@@ -25,32 +28,38 @@ from ..models.classifier import ModelOutput
 from ..models.experts import FFNExperts
 from ..models.router import TopKRouter
 from ..models.smoe import load_balancing_loss
-from .common import BaselineClassifier, MoETransformerLayer, check_positive, method_options
-
-DEFAULTS = {"experts": 16, "top_k": 4, "layers": 1, "noisy_gating": True,
-            "router_loss_weight": 1e-2}
+from .common import BaselineClassifier, MoETransformerLayer, method_options
 
 
+@dataclass
+class FlexMoEOptions:
+    experts: int = bounded(16, min=1)
+    top_k: int = bounded(4, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
+    router_loss_weight: float = bounded(1e-2, min=0)
+
+
+@register_method("flex_moe")
 class FlexMoE(BaselineClassifier):
     method = "flex_moe"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
+        opt = self.options = method_options(cfg, self.method, FlexMoEOptions)
         m, d = self.n_modalities, cfg.hidden
         n_combinations = 2 ** m - 1
-        self.n_experts = max(opt["experts"], n_combinations)
+        self.n_experts = max(opt.experts, n_combinations)
         self.missing_bank = nn.Parameter(torch.randn(2 ** m, m, d) * 0.02)
         self.modality_embedding = nn.Parameter(torch.randn(m, d) * 0.02)
         del self.fusion  # its own fusion: MoE Transformer layers
         self.layers = nn.ModuleList(
             MoETransformerLayer(
                 d, cfg.fusion.heads, cfg.dropout,
-                TopKRouter(d, self.n_experts, min(opt["top_k"], self.n_experts),
-                           opt["noisy_gating"], softmax="after_topk"),
+                TopKRouter(d, self.n_experts, min(opt.top_k, self.n_experts),
+                           opt.noisy_gating, softmax="after_topk"),
                 FFNExperts(self.n_experts, d, cfg.fusion.moe.expert_hidden))
-            for _ in range(opt["layers"]))
+            for _ in range(opt.layers))
         self.norm = nn.LayerNorm(d)
         self.register_buffer("all_experts", torch.ones(1, self.n_experts, dtype=torch.bool),
                              persistent=False)
@@ -75,11 +84,6 @@ class FlexMoE(BaselineClassifier):
             if bool(token_incomplete.any()):
                 loss = loss + F.cross_entropy(route.logits[token_incomplete],
                                               token_target[token_incomplete])
-            aux = aux + self.options["router_loss_weight"] * loss
+            aux = aux + self.options.router_loss_weight * loss
         fused = self.norm(x).mean(dim=1)
         return ModelOutput(self.head(fused), aux, emb, fused)
-
-
-@register_method("flex_moe")
-def _build(cfg, modalities, n_classes):
-    return FlexMoE(modalities, n_classes, cfg.model)

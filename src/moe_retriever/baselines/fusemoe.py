@@ -8,18 +8,27 @@ experts. The released code never adds its balance loss, so there is no auxiliary
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.experts import FFNExperts
 from ..models.router import RouterOutput
-from .common import BaselineClassifier, MoETransformerLayer, check_positive, method_options
+from .common import BaselineClassifier, MoETransformerLayer, method_options
 
-DEFAULTS = {"experts": 3, "top_k": 2, "layers": 1, "noisy_gating": True}
+
+@dataclass
+class FuseMoEOptions:
+    experts: int = bounded(3, min=1)
+    top_k: int = bounded(2, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
 
 
 class LaplaceRouter(nn.Module):
@@ -40,22 +49,22 @@ class LaplaceRouter(nn.Module):
         return RouterOutput(logits, F.softmax(logits, dim=-1), F.softmax(top, dim=-1), indices)
 
 
+@register_method("fusemoe")
 class FuseMoE(BaselineClassifier):
     method = "fusemoe"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
+        opt = self.options = method_options(cfg, self.method, FuseMoEOptions)
         d = cfg.hidden
         self.modality_embedding = nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
         del self.fusion  # its own fusion: Laplace-gated MoE Transformer layers
         self.layers = nn.ModuleList(
             MoETransformerLayer(
                 d, cfg.fusion.heads, cfg.dropout,
-                LaplaceRouter(d, opt["experts"], min(opt["top_k"], opt["experts"]), opt["noisy_gating"]),
-                FFNExperts(opt["experts"], d, cfg.fusion.moe.expert_hidden))
-            for _ in range(opt["layers"]))
+                LaplaceRouter(d, opt.experts, min(opt.top_k, opt.experts), opt.noisy_gating),
+                FFNExperts(opt.experts, d, cfg.fusion.moe.expert_hidden))
+            for _ in range(opt.layers))
         self.norm = nn.LayerNorm(d)
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
@@ -66,8 +75,3 @@ class FuseMoE(BaselineClassifier):
             x, _ = layer(x)
         fused = self.norm(x).mean(dim=1)
         return ModelOutput(self.head(fused), emb.new_zeros(()), emb, fused)
-
-
-@register_method("fusemoe")
-def _build(cfg, modalities, n_classes):
-    return FuseMoE(modalities, n_classes, cfg.model)

@@ -12,6 +12,7 @@ from ..methods import register_method
 from .common import BaselineClassifier
 
 
+@register_method("late_fusion")
 class LateFusion(BaselineClassifier):
     method = "late_fusion"
 
@@ -37,8 +38,3 @@ class LateFusion(BaselineClassifier):
         logits = probs.clamp(min=1e-12).log()
         fused = (emb * w).sum(1) / w.sum(1)
         return ModelOutput(logits, emb.new_zeros(()), emb, fused)
-
-
-@register_method("late_fusion")
-def _build(cfg, modalities, n_classes):
-    return LateFusion(modalities, n_classes, cfg.model)

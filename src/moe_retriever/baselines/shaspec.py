@@ -15,28 +15,35 @@ The fused modality features go through our shared fusion and head.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, check_choice, check_probability, drop_observed,
-                     method_options)
-
-DEFAULTS = {"missing_fill": "first", "train_drop_p": 0.3, "align_weight": 0.1,
-            "domain_weight": 0.02}
+from .common import BaselineClassifier, drop_observed, method_options
 
 
+@dataclass
+class ShaSpecOptions:
+    missing_fill: Literal["first", "mean"] = "first"
+    train_drop_p: float = bounded(0.3, min=0, below=1)
+    align_weight: float = 0.1
+    domain_weight: float = 0.02
+
+
+@register_method("shaspec")
 class ShaSpec(BaselineClassifier):
     method = "shaspec"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_choice(opt, self.method, "missing_fill", ("first", "mean"))
-        check_probability(opt, self.method, "train_drop_p")
+        self.options = method_options(cfg, self.method, ShaSpecOptions)
         m, d = self.n_modalities, cfg.hidden
         self.shared = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         # specific encoders, one per modality, stored stacked: (M, d, d)
@@ -48,7 +55,7 @@ class ShaSpec(BaselineClassifier):
 
     def training_mask(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         # the method trains on random modality subsets
-        return drop_observed(batch.observed, self.options["train_drop_p"], generator)
+        return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -57,7 +64,7 @@ class ShaSpec(BaselineClassifier):
         specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
         own = shared + self.combine(torch.cat([shared, specific], dim=-1))
         obs = observed.unsqueeze(-1)
-        if self.options["missing_fill"] == "first":
+        if self.options.missing_fill == "first":
             first = observed.int().argmax(dim=1)  # argmax returns the first observed modality
             fill = shared[torch.arange(shared.shape[0], device=shared.device), first]
         else:
@@ -79,9 +86,4 @@ class ShaSpec(BaselineClassifier):
         # the specific feature should tell which modality it came from
         rows, mods = observed.nonzero(as_tuple=True)
         domain = F.cross_entropy(self.domain_classifier(specific[rows, mods]), mods)
-        return self.options["align_weight"] * align + self.options["domain_weight"] * domain
-
-
-@register_method("shaspec")
-def _build(cfg, modalities, n_classes):
-    return ShaSpec(modalities, n_classes, cfg.model)
+        return self.options.align_weight * align + self.options.domain_weight * domain

@@ -55,7 +55,7 @@ class MultimodalClassifier(nn.Module):
         self.encoders = nn.ModuleDict({
             s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
         self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
-                          if cfg.retriever.mode in ("moe", "mean") else None)
+                          if cfg.retriever.mode != "zero" else None)
         self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
 

@@ -6,6 +6,8 @@ embeddings), mean-pooled. ``smoe``: the same layer with its feed-forward replace
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import Tensor, nn
 
@@ -67,4 +69,4 @@ def build_fusion(cfg: FusionConfig, n_modalities: int, dim: int, dropout: float)
         return TransformerFusion(n_modalities, dim, cfg, dropout)
     if cfg.kind == "smoe":
         return SMoEFusion(n_modalities, dim, cfg, dropout)
-    raise ValueError(f"unknown fusion kind {cfg.kind!r}")
+    typing.assert_never(cfg.kind)  # the config loader admits FusionKind values only
