@@ -156,7 +156,8 @@ class ModelConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     # options of comparison methods, keyed by method then option name, e.g.
-    # {"shaspec": {"missing_fill": "mean"}}; each method validates its own (see baselines/)
+    # {"shaspec": {"missing_fill": "mean"}}; each method parses its own entry into its options
+    # dataclass (see baselines/)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -265,6 +266,8 @@ def _check_bounds(f: dataclasses.Field, value: Any, path: str) -> None:
         _check(low <= value < below, path, f"must be in [{low:g}, {below:g}), got {value!r}")
     elif low is not None:
         _check(low <= value, path, f"must be >= {low:g}, got {value!r}")
+    elif below is not None:
+        _check(value < below, path, f"must be < {below:g}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:

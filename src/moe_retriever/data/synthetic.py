@@ -32,7 +32,8 @@ def make_synthetic(
 ) -> MultimodalDataset:
     """Generate the dataset; ``seed`` fixes the data itself (runs draw splits from their own seed)."""
     if n_modalities < 2:
-        raise ConfigError(f"data.options.n_modalities: the synthetic task needs at least two, got {n_modalities}")
+        raise ConfigError(f"data.options.n_modalities: the synthetic task needs at least two, "
+                          f"got {n_modalities}")
     widths = list(widths) if widths is not None else [16, 24, 12, 20, 16, 8, 12, 10][:n_modalities]
     if len(widths) != n_modalities:
         raise ConfigError(f"data.options.widths: {len(widths)} entries for {n_modalities} modalities")

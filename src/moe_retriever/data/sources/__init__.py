@@ -50,7 +50,8 @@ def detect_format(path: Path) -> str:
     if len(claims) == 1:
         return claims[0]
     if not claims:
-        raise ConfigError(f"{path}: no known data layout recognised; pass --format one of {FORMATS.names()}")
+        raise ConfigError(f"{path}: no known data layout recognised; "
+                          f"pass --format one of {FORMATS.names()}")
     raise ConfigError(f"{path}: ambiguous data layout (matches {sorted(claims)}); pass --format")
 
 
