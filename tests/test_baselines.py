@@ -192,17 +192,32 @@ def test_drop_observed_only_hides_and_keeps_every_sample_non_empty():
     assert torch.equal(drop_observed(observed, 0.0, g), observed)
 
 
-def test_method_options_are_checked():
+@pytest.mark.parametrize("method,options,message", [
+    ("shaspec", "{fill: mean}", r"model.method_options.shaspec: unknown key\(s\) \['fill'\]"),
+    ("m3care", "{imputation: zeros}",
+     r"model.method_options.m3care.imputation: must be one of \['neighbours', 'constant'\], got 'zeros'"),
+    ("mmformer", "{train_drop_p: 1.5}", r"model.method_options.mmformer.train_drop_p: must be in \[0, 1\), got 1.5"),
+    ("flex_moe", "{experts: 0}", r"model.method_options.flex_moe.experts: must be >= 1, got 0"),
+    ("flex_moe", "{experts: many}", r"model.method_options.flex_moe.experts: expected an integer, got 'many'"),
+    ("fusemoe", "{noisy_gating: 1}", r"model.method_options.fusemoe.noisy_gating: expected true/false"),
+    ("hist_gbt", "{max_iter: 0}", r"model.method_options.hist_gbt.max_iter: must be >= 1"),
+    ("muse", "[1, 2]", r"model.method_options.muse: expected a mapping"),
+])
+def test_method_options_are_checked(method, options, message):
     dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
-    with pytest.raises(ConfigError, match=r"model.method_options.shaspec: unknown option\(s\) \['fill'\]"):
-        build_model(small_cfg("shaspec", "model.method_options={shaspec: {fill: mean}}"),
+    with pytest.raises(ConfigError, match=message):
+        build_model(small_cfg(method, f"model.method_options={{{method}: {options}}}"),
                     dataset.modalities, 3)
-    with pytest.raises(ConfigError, match="model.method_options.m3care.imputation"):
-        build_model(small_cfg("m3care", "model.method_options={m3care: {imputation: zeros}}"),
-                    dataset.modalities, 3)
-    with pytest.raises(ConfigError, match="model.method_options.mmformer.train_drop_p"):
-        build_model(small_cfg("mmformer", "model.method_options={mmformer: {train_drop_p: 1.5}}"),
-                    dataset.modalities, 3)
+
+
+def test_method_options_default_and_override():
+    dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
+    model = build_model(small_cfg("shaspec", "model.method_options={shaspec: {missing_fill: mean}}"),
+                        dataset.modalities, 3)
+    assert model.options.missing_fill == "mean" and model.options.train_drop_p == 0.3
+    gbt = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 1}}"),
+                      dataset.modalities, 3)
+    assert isinstance(gbt.options.learning_rate, float) and gbt.options.learning_rate == 1.0
 
 
 def test_ablation_presets_change_only_their_own_setting():

@@ -33,6 +33,7 @@ from .data.bank import RetrievalBank
 from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
+from .errors import InputNotFoundError, UsageError
 from .training.experiment import CHECKPOINT, LoadedModel, SeedData, load_seed_checkpoint, prepare_seed
 from .training.trainer import Trainer, resolve_device
 
@@ -54,8 +55,8 @@ def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
         if suffix.lstrip("-").isdigit():
             found[int(suffix)] = path
     if not found:
-        raise FileNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
-                                f"written by `moe-retriever train`?")
+        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
+                                 f"written by `moe-retriever train`?")
     return found
 
 
@@ -332,7 +333,7 @@ class TrainedRun:
         that of the last draw.
         """
         if getattr(self.model, "retriever", None) is None:
-            raise ValueError(f"method {self.method!r} does not retrieve missing embeddings")
+            raise UsageError(f"method {self.method!r} does not retrieve missing embeddings")
         batch = self.to_batch(dataset, standardized)
         codes = observed_to_codes(batch.observed)
         bank_codes = observed_to_codes(self.bank.observed).cpu()
@@ -427,7 +428,7 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto")
     checkpoints = seed_checkpoints(run)
     chosen = best_seed(run) if seed is None else int(seed)
     if chosen not in checkpoints:
-        raise FileNotFoundError(f"{run}: no checkpoint for seed {chosen}; seeds: {sorted(checkpoints)}")
+        raise InputNotFoundError(f"{run}: no checkpoint for seed {chosen}; seeds: {sorted(checkpoints)}")
     return TrainedRun(load_seed_checkpoint(checkpoints[chosen]), run, device)
 
 

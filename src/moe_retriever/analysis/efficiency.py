@@ -35,6 +35,7 @@ from ..api import TrainedRun, best_seed, load_run, seed_checkpoints
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
+from ..errors import InputNotFoundError
 from ..methods import build_model
 from ..models.smoe import SparseMoE
 from ..training.experiment import LoadedModel, prepare_seed, seed_everything
@@ -106,7 +107,7 @@ def comparison_sources(compare_dir: Path, like: ExperimentConfig | None = None) 
         if sources:
             chosen.append(sources)
     if not chosen:
-        raise FileNotFoundError(f"{compare_dir}: no finished runs found in results.json")
+        raise InputNotFoundError(f"{compare_dir}: no finished runs found in results.json")
     if like is not None:
         same = [s for s in chosen if _same_data(s[0].cfg, like)]
         if same:
@@ -129,8 +130,8 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
         elif results.is_file() and "studies" in json.loads(results.read_text()):
             out.extend(comparison_sources(path, like))
         else:
-            raise FileNotFoundError(f"{path}: neither a `train` run directory (config.yaml, seed_*) "
-                                    f"nor a `compare` output directory (results.json with studies)")
+            raise InputNotFoundError(f"{path}: neither a `train` run directory (config.yaml, seed_*) "
+                                     f"nor a `compare` output directory (results.json with studies)")
     labels = [s.label for s in out]
     for s in out:  # the same method from two places: tell them apart by directory
         if labels.count(s.label) > 1 and s.run_dir is not None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..api import INTRA, Retrieval
 from ..data.combinations import combination_name
+from ..errors import UsageError
 from .plotting import figure, heatmap, save
 
 
@@ -75,7 +76,7 @@ def expert_usage(retrieval: Retrieval) -> ExpertUsage:
     """Count expert selections per input combination from a :meth:`TrainedRun.retrieve` result."""
     tok = retrieval.tokens
     if tok is None or not retrieval.expert_names:
-        raise ValueError("the retrieval carries no routing (the method does not route tokens)")
+        raise UsageError("the retrieval carries no routing (the method does not route tokens)")
     n_experts = len(retrieval.expert_names)
     routed = tok.source_code >= 0
     codes = tok.source_code[routed]

@@ -18,6 +18,7 @@ from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
+from ..errors import UsageError
 from ..training.checkpoint import atomic_write_text
 from ..training.experiment import SeedData, standardize
 from .combinations import combination_counts, plot_combination_counts
@@ -66,7 +67,7 @@ def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) ->
     training bank; a training sample's supporting group never contains itself (it lacks the
     target modality)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        raise UsageError(f"split must be one of {list(SPLITS)}, got {split!r}")
     data = run.seed_data(dataset)
     if split == "all":
         return standardize(apply_missingness(dataset, run.cfg.data.missing, run.seed), data.stats)
@@ -171,7 +172,7 @@ def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
         label = other.method if source == a.run_dir or other.method != run.method else source.name
         try:
             conflicts.append(gradient_conflict(other, other.seed_data(a.dataset).test, label))
-        except ValueError as exc:
+        except UsageError as exc:
             notes.append(str(exc))
     if not conflicts:
         return None
@@ -229,7 +230,7 @@ def _combination_code(text: str, names: list[str]) -> int:
     for code in range(1, 1 << len(names)):
         if combination_name(code, names) == text:
             return code
-    raise ValueError(f"unknown combination {text!r}; e.g. "
+    raise UsageError(f"unknown combination {text!r}; e.g. "
                      f"{[combination_name(c, names) for c in range(1, min(1 << len(names), 6))]}")
 
 

@@ -4,8 +4,9 @@
   retrieval switched off); a method decides what a missing modality's embedding is, or replaces
   the fusion with its own (:meth:`~MultimodalClassifier.make_fusion`).
 * :class:`DirectMethod`: the interface of methods fitted without the Trainer (``fit_direct``).
-* :func:`method_options`: a method's entries of ``model.method_options``, checked against its
-  defaults so a typo is an error naming the key.
+* :func:`method_options`: a method's entries of ``model.method_options`` parsed into its options
+  dataclass (types, Literal choices and :func:`~..config.bounded` ranges checked by the config
+  loader, so a typo is an error naming the key).
 * :func:`drop_observed`: training-time random modality subsets (modality dropout).
 """
 
@@ -13,55 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, ModelConfig
+from ..config import ModelConfig, from_dict
 from ..data.dataset import Batch, ModalitySpec, MultimodalDataset
 from ..models.classifier import ModelOutput, MultimodalClassifier
 from ..training.trainer import FitResult
 
-
-def method_options(cfg: ModelConfig, method: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``cfg.method_options[method]``; unknown keys and wrong types raise."""
-    given = cfg.method_options.get(method, {}) or {}
-    if not isinstance(given, dict):
-        raise ConfigError(f"model.method_options.{method}: expected a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"model.method_options.{method}: unknown option(s) {unknown}; "
-                          f"allowed: {sorted(defaults)}")
-    out = dict(defaults)
-    for key, value in given.items():
-        want = type(defaults[key])
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"model.method_options.{method}.{key}: expected {want.__name__}, "
-                              f"got {value!r}")
-        out[key] = value
-    return out
+Options = TypeVar("Options")
 
 
-def check_choice(options: dict[str, Any], method: str, key: str, choices: tuple[str, ...]) -> None:
-    if options[key] not in choices:
-        raise ConfigError(f"model.method_options.{method}.{key}: must be one of {list(choices)}, "
-                          f"got {options[key]!r}")
-
-
-def check_positive(options: dict[str, Any], method: str, *keys: str) -> None:
-    for key in keys:
-        if options[key] < 1:
-            raise ConfigError(f"model.method_options.{method}.{key}: must be >= 1, got {options[key]}")
-
-
-def check_probability(options: dict[str, Any], method: str, key: str) -> None:
-    if not 0.0 <= options[key] < 1.0:
-        raise ConfigError(f"model.method_options.{method}.{key}: must be in [0, 1), got {options[key]}")
+def method_options(cfg: ModelConfig, method: str, options: type[Options]) -> Options:
+    """``cfg.method_options[method]`` parsed into the dataclass ``options`` (its defaults where
+    unset); unknown keys, wrong types and out-of-range values raise a ConfigError naming
+    ``model.method_options.<method>.<key>``."""
+    return from_dict(options, cfg.method_options.get(method), f"model.method_options.{method}")
 
 
 def drop_observed(observed: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -144,7 +115,7 @@ class DirectMethod:
     fit_direct = True
     retriever = None
 
-    def __init__(self, modalities: list[ModalitySpec], n_classes: int) -> None:
+    def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         self.modalities = list(modalities)
         self.n_classes = n_classes
 

@@ -15,11 +15,13 @@ drops the residual (``x = x + dropout(x)``); this block keeps it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, bounded
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch
 from ..methods import register_method
@@ -28,12 +30,19 @@ from ..models.experts import FFNExperts
 from ..models.fusion import SMoEFusion, sparse_fusion
 from ..models.router import TopKRouter
 from ..models.smoe import SparseMoE
-from .common import BaselineClassifier, check_positive, method_options, upgrade_moe_fusion_keys
-
-DEFAULTS = {"experts": 16, "top_k": 4, "layers": 1, "noisy_gating": True,
-            "router_loss_weight": 1e-2}
+from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
 
 
+@dataclass
+class FlexMoEOptions:
+    experts: int = bounded(16, min=1)
+    top_k: int = bounded(4, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
+    router_loss_weight: float = bounded(1e-2, min=0)
+
+
+@register_method("flex_moe")
 class FlexMoE(BaselineClassifier):
     method = "flex_moe"
     fusion: SMoEFusion
@@ -45,24 +54,23 @@ class FlexMoE(BaselineClassifier):
 
     def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
         # its own fusion: sparse Transformer layers with a noisy top-k router
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
+        opt = self.options = method_options(cfg, self.method, FlexMoEOptions)
         m, d = self.n_modalities, cfg.hidden
         n_combinations = 2 ** m - 1
-        self.n_experts = n = max(opt["experts"], n_combinations)
-        terms = ("load_balance",) if opt["router_loss_weight"] > 0 else ()
+        self.n_experts = n = max(opt.experts, n_combinations)
+        terms = ("load_balance",) if opt.router_loss_weight > 0 else ()
 
         def make_moe() -> SparseMoE:
-            router = TopKRouter(d, n, min(opt["top_k"], n), opt["noisy_gating"], softmax="after_topk")
+            router = TopKRouter(d, n, min(opt.top_k, n), opt.noisy_gating, softmax="after_topk")
             return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
                              dispatch=cfg.fusion.moe.dispatch, loss_terms=terms)
 
-        return sparse_fusion(m, d, cfg.fusion.heads, cfg.dropout, opt["layers"], make_moe,
+        return sparse_fusion(m, d, cfg.fusion.heads, cfg.dropout, opt.layers, make_moe,
                              loss_prefix=self.method)
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        w = self.options["router_loss_weight"]
+        w = self.options.router_loss_weight
         return {**super().loss_weights, "flex_moe.load_balance": w, "flex_moe.router_ce": w}
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
@@ -75,7 +83,7 @@ class FlexMoE(BaselineClassifier):
         losses = self.fusion.layer_losses(routed)
         # every token of an incomplete sample should prefer expert (its combination code - 1)
         token_incomplete = (~observed.all(dim=1)).repeat_interleave(self.n_modalities)
-        if self.options["router_loss_weight"] > 0 and bool(token_incomplete.any()):
+        if self.options.router_loss_weight > 0 and bool(token_incomplete.any()):
             token_target = (codes - 1).repeat_interleave(self.n_modalities)[token_incomplete]
             losses["flex_moe.router_ce"] = torch.stack([
                 F.cross_entropy(out.routes[0].logits[token_incomplete], token_target) for out in routed]).sum()
@@ -85,7 +93,3 @@ class FlexMoE(BaselineClassifier):
     def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return upgrade_moe_fusion_keys(state)
 
-
-@register_method("flex_moe")
-def _build(cfg, modalities, n_classes):
-    return FlexMoE(modalities, n_classes, cfg.model)

@@ -9,19 +9,28 @@ balance loss, so there is no auxiliary loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
-from ..config import ModelConfig
+from ..config import ModelConfig, bounded
 from ..methods import register_method
 from ..models.experts import FFNExperts
 from ..models.fusion import SMoEFusion, sparse_fusion
 from ..models.router import LaplaceRouter
 from ..models.smoe import SparseMoE
-from .common import BaselineClassifier, check_positive, method_options, upgrade_moe_fusion_keys
-
-DEFAULTS = {"experts": 3, "top_k": 2, "layers": 1, "noisy_gating": True}
+from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
 
 
+@dataclass
+class FuseMoEOptions:
+    experts: int = bounded(3, min=1)
+    top_k: int = bounded(2, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
+
+
+@register_method("fusemoe")
 class FuseMoE(BaselineClassifier):
     """Zero-filled missing embeddings (BaselineClassifier's ``fill``) and its own fusion."""
 
@@ -29,22 +38,17 @@ class FuseMoE(BaselineClassifier):
 
     def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
         # its own fusion: sparse Transformer layers with the Laplace router, no auxiliary loss
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
-        d, n = cfg.hidden, opt["experts"]
+        opt = self.options = method_options(cfg, self.method, FuseMoEOptions)
+        d, n = cfg.hidden, opt.experts
 
         def make_moe() -> SparseMoE:
-            router = LaplaceRouter(d, n, min(opt["top_k"], n), opt["noisy_gating"])
+            router = LaplaceRouter(d, n, min(opt.top_k, n), opt.noisy_gating)
             return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
                              dispatch=cfg.fusion.moe.dispatch)
 
-        return sparse_fusion(self.n_modalities, d, cfg.fusion.heads, cfg.dropout, opt["layers"],
+        return sparse_fusion(self.n_modalities, d, cfg.fusion.heads, cfg.dropout, opt.layers,
                              make_moe, loss_prefix=self.method)
 
     def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return upgrade_moe_fusion_keys(state)
 
-
-@register_method("fusemoe")
-def _build(cfg, modalities, n_classes):
-    return FuseMoE(modalities, n_classes, cfg.model)

@@ -7,19 +7,30 @@ metric (``train.select_metric``), like the epoch of the deep methods; the test s
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from ..config import bounded
 from ..data.dataset import MultimodalDataset
 from ..methods import register_method
 from ..training.metrics import classification_metrics
 from ..training.trainer import FitResult
 from .common import DirectMethod, method_options
 
-DEFAULTS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 10,
-            "l2_regularization": 0.0}
+
+@dataclass
+class HistGBTOptions:
+    """Keyword arguments of ``HistGradientBoostingClassifier``."""
+
+    max_iter: int = bounded(200, min=1)
+    learning_rate: float = bounded(0.05, min=0)
+    max_leaf_nodes: int = bounded(15, min=2)
+    min_samples_leaf: int = bounded(10, min=1)
+    l2_regularization: float = bounded(0.0, min=0)
 
 
 def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
@@ -32,19 +43,20 @@ def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+@register_method("hist_gbt")
 class HistGBT(DirectMethod):
     method = "hist_gbt"
 
-    def __init__(self, modalities, n_classes, options: dict) -> None:
-        super().__init__(modalities, n_classes)
-        self.options = options
-        self.best_iter = options["max_iter"]
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        self.options = method_options(cfg, self.method, HistGBTOptions)
+        self.best_iter = self.options.max_iter
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
         # without early stopping or feature subsampling the fit is deterministic
         self.model = HistGradientBoostingClassifier(early_stopping=False, random_state=0,
-                                                    **self.options)
+                                                    **dataclasses.asdict(self.options))
         self.model.fit(concatenated_features(train), train.labels.numpy())
         history, best, best_val = [], -np.inf, {}
         y_val = val.labels.numpy()
@@ -68,8 +80,3 @@ class HistGBT(DirectMethod):
             if it == self.best_iter:
                 return self._full(probs)
         raise RuntimeError(f"hist_gbt: boosting stopped before iteration {self.best_iter}")
-
-
-@register_method("hist_gbt")
-def _build(cfg, modalities, n_classes):
-    return HistGBT(modalities, n_classes, method_options(cfg.model, "hist_gbt", DEFAULTS))

@@ -13,6 +13,7 @@ from ..methods import register_method
 from .common import BaselineClassifier
 
 
+@register_method("late_fusion")
 class LateFusion(BaselineClassifier):
     method = "late_fusion"
 
@@ -42,7 +43,3 @@ class LateFusion(BaselineClassifier):
         fused = (emb * w).sum(1) / w.sum(1)
         return ModelOutput(logits, {}, emb, fused)
 
-
-@register_method("late_fusion")
-def _build(cfg, modalities, n_classes):
-    return LateFusion(modalities, n_classes, cfg.model)

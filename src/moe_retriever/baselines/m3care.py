@@ -17,20 +17,22 @@ patients share a batch: evaluation uses the fixed ``train.eval_batch_size``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.fusion import build_fusion
-from .common import BaselineClassifier, check_choice, check_positive, method_options
+from .common import BaselineClassifier, method_options
 
-DEFAULTS = {"imputation": "neighbours", "threshold": 0.3, "fusion_layers": 2}
 
 
 def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:
@@ -39,6 +41,14 @@ def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:
     return nn.Parameter(w)
 
 
+@dataclass
+class M3CareOptions:
+    imputation: Literal["neighbours", "constant"] = "neighbours"
+    threshold: float = 0.3
+    fusion_layers: int = bounded(2, min=1)
+
+
+@register_method("m3care")
 class M3Care(BaselineClassifier):
     method = "m3care"
 
@@ -53,10 +63,9 @@ class M3Care(BaselineClassifier):
         self.missing_token = nn.Parameter(torch.randn(m, d) * 0.02)
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module:
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_choice(opt, self.method, "imputation", ("neighbours", "constant"))
+        opt = self.options = method_options(cfg, self.method, M3CareOptions)
         check_positive(opt, self.method, "fusion_layers")
-        return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt["fusion_layers"]),
+        return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt.fusion_layers),
                             self.n_modalities, cfg.hidden, cfg.dropout)
 
     def similarity_graph(self, x: Tensor, observed: Tensor) -> Tensor:
@@ -67,7 +76,7 @@ class M3Care(BaselineClassifier):
         both = (observed.unsqueeze(2) & observed.unsqueeze(1)).to(x.dtype)
         shared = both.sum(0)
         sim = (kernel * both).sum(0) / shared.clamp(min=1)
-        return sim * (sim > self.options["threshold"])
+        return sim * (sim > self.options.threshold)
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -75,7 +84,7 @@ class M3Care(BaselineClassifier):
         obs = batch.observed
         x, obs_m = emb.transpose(0, 1), obs.t()  # (M, B, d), (M, B)
         missing_token = self.missing_token.unsqueeze(1).expand_as(x)
-        if self.options["imputation"] == "neighbours":
+        if self.options.imputation == "neighbours":
             graph = self.similarity_graph(x, obs_m)
             adj = graph.unsqueeze(0) * obs_m.unsqueeze(1).to(x.dtype)  # neighbours observing m
             degree = adj.sum(-1, keepdim=True)
@@ -92,7 +101,3 @@ class M3Care(BaselineClassifier):
         fused, losses = self.fusion(out)
         return ModelOutput(self.head(fused), losses, out, fused)
 
-
-@register_method("m3care")
-def _build(cfg, modalities, n_classes):
-    return M3Care(modalities, n_classes, cfg.model)

@@ -10,18 +10,19 @@ to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, check_positive, check_probability, drop_observed,
+from .common import (BaselineClassifier, drop_observed,
                      method_options)
 
-DEFAULTS = {"tokens": 4, "inter_layers": 1, "train_drop_p": 0.3, "aux_weight": 1.0}
 
 
 def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:
@@ -29,15 +30,23 @@ def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.T
                                       batch_first=True, norm_first=True)
 
 
+@dataclass
+class MMFormerOptions:
+    tokens: int = bounded(4, min=1)
+    inter_layers: int = bounded(1, min=1)
+    train_drop_p: float = bounded(0.3, min=0, below=1)
+    aux_weight: float = bounded(1.0, min=0)
+
+
+@register_method("mmformer")
 class MMFormer(BaselineClassifier):
     method = "mmformer"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "tokens", "inter_layers")
+        opt = self.options = method_options(cfg, self.method, MMFormerOptions)
         check_probability(opt, self.method, "train_drop_p")
-        m, d, t = self.n_modalities, cfg.hidden, opt["tokens"]
+        m, d, t = self.n_modalities, cfg.hidden, opt.tokens
         f = cfg.fusion
         self.to_tokens = nn.Parameter(torch.empty(m, d, t * d))
         nn.init.uniform_(self.to_tokens, -d ** -0.5, d ** -0.5)
@@ -45,7 +54,7 @@ class MMFormer(BaselineClassifier):
         self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout)
                                    for _ in range(m))
         self.inter = nn.TransformerEncoder(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
-                                           opt["inter_layers"], enable_nested_tensor=False)
+                                           opt.inter_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
 
     def make_fusion(self, cfg: ModelConfig) -> None:
@@ -53,30 +62,26 @@ class MMFormer(BaselineClassifier):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "mmformer.unimodal_ce": self.options["aux_weight"]}
+        return {**super().loss_weights, "mmformer.unimodal_ce": self.options.aux_weight}
 
     def training_mask(self, batch: Batch, generator: torch.Generator | None) -> Tensor:
         # the method trains on random modality subsets
-        return drop_observed(batch.observed, self.options["train_drop_p"], generator)
+        return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         b, m, d = emb.shape
-        t = self.options["tokens"]
+        t = self.options.tokens
         tokens = torch.einsum("bmd,mde->bme", emb, self.to_tokens).reshape(b, m, t, d)
         tokens = tokens + self.token_position
         intra = torch.stack([layer(tokens[:, i]) for i, layer in enumerate(self.intra)], dim=1)
         intra = intra * observed[:, :, None, None].to(intra.dtype)  # missing modalities -> zeros
         fused = self.norm(self.inter(intra.reshape(b, m * t, d))).mean(dim=1)
         losses = {}
-        if self.training and self.options["aux_weight"] > 0:
+        if self.training and self.options.aux_weight > 0:
             rows, mods = observed.nonzero(as_tuple=True)
             own = intra[rows, mods].mean(dim=1)  # (n_observed, d) per-modality features
             losses["mmformer.unimodal_ce"] = F.cross_entropy(self.head(own), batch.labels[rows])
         return ModelOutput(self.head(fused), losses, emb, fused)
 
-
-@register_method("mmformer")
-def _build(cfg, modalities, n_classes):
-    return MMFormer(modalities, n_classes, cfg.model)

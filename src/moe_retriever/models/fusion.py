@@ -11,6 +11,7 @@ terms, unweighted and by name.
 
 from __future__ import annotations
 
+import typing
 from typing import Callable
 
 import torch
@@ -110,4 +111,4 @@ def build_fusion(cfg: FusionConfig, n_modalities: int, dim: int, dropout: float)
     if cfg.kind == "smoe":
         return sparse_fusion(n_modalities, dim, cfg.heads, dropout, cfg.layers,
                              lambda: build_sparse_moe(dim, cfg.moe, n_pools=1))
-    raise ValueError(f"unknown fusion kind {cfg.kind!r}")
+    typing.assert_never(cfg.kind)  # the config loader admits FusionKind values only

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import RouterSoftmax
+
 
 @dataclass
 class RouterOutput:
@@ -26,10 +28,8 @@ class RouterOutput:
 
 class TopKRouter(nn.Module):
     def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False,
-                 softmax: str = "before_topk") -> None:
+                 softmax: RouterSoftmax = "before_topk") -> None:
         super().__init__()
-        if softmax not in ("before_topk", "after_topk"):
-            raise ValueError(f"router softmax must be before_topk or after_topk, got {softmax!r}")
         self.gate = nn.Linear(dim, n_experts, bias=False)
         self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
         self.top_k = top_k

@@ -16,9 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable or does not match the model it is loaded into."""
+from ..errors import CheckpointError as CheckpointError  # re-exported
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:

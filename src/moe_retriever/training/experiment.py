@@ -27,6 +27,7 @@ from ..data.dataset import ModalitySpec, MultimodalDataset
 from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..data.splits import stratified_split
+from ..errors import CheckpointError, InputNotFoundError
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
@@ -156,7 +157,7 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     tensors, meta = load_tensors(path)
     for key in ("config", "seed", "modalities", "class_names", "bank_ids"):
         if key not in meta:
-            raise ValueError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
+            raise CheckpointError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
     cfg = from_dict(ExperimentConfig, meta["config"]).validate()
     specs = [_spec_from_json(d) for d in meta["modalities"]]
     bank = MultimodalDataset(
@@ -387,7 +388,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
     run = Path(run_dir)
     seed_dirs = sorted(run.glob("seed_*/" + CHECKPOINT))
     if not seed_dirs:
-        raise FileNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory?")
+        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory?")
     dev = resolve_device(device)
     per_seed = []
     dataset = None

@@ -27,7 +27,6 @@ from .checkpoint import atomic_write_text
 
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
-LOGGERS = ("tensorboard", "mlflow")
 
 
 def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -106,9 +105,6 @@ class ExperimentLogger:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | None, enabled: bool = True) -> None:
         # under torchrun only rank 0 logs (enabled=False elsewhere)
         self.kinds = list(cfg.train.log) if enabled else []
-        unknown = [k for k in self.kinds if k not in LOGGERS]
-        if unknown:
-            raise ConfigError(f"train.log: unknown logger(s) {unknown}; available: {list(LOGGERS)}")
         self.run_dir = run_dir
         self._writers: dict[str, Any] = {}
         self._client: Any = None

@@ -19,21 +19,19 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
+from ..errors import ConfigError
+from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .checkpoint import CheckpointError, atomic_write
 from .losses import weighted_sum
 from .metrics import classification_metrics
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was requested but CUDA is not available")
+        raise ConfigError(f"train.device: {name!r} was requested but CUDA is not available")
     return torch.device(name)
 
 
