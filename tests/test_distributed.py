@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from conftest import TINY_MODEL
+from safetensors.torch import load_file
 
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank

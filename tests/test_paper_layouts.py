@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from conftest import TINY_MODEL
+from PIL import Image
 
 from moe_retriever.config import DataConfig, load_config
 from moe_retriever.data.dataset import DataValidationError

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
     "--config", str(ROOT / "configs" / "synthetic.yaml"), "--seeds", "0", "1", "--no-progress",

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from conftest import TINY_MODEL
+from safetensors.torch import load_file
 
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
