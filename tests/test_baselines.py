@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
@@ -26,10 +27,7 @@ from moe_retriever.training.losses import weighted_sum
 
 SMALL = [
     "data.options={n_samples: 240, n_modalities: 3, n_classes: 3, class_separation: 2.0}",
-    "model.hidden=16", "model.encoder.hidden=16", "model.retriever.heads=2", "model.fusion.heads=2",
-    "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
-    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
-    "model.fusion.moe.expert_hidden=16",
+    *TINY_MODEL, "model.fusion.moe.expert_hidden=16",
     "model.method_options={flex_moe: {experts: 8}, hist_gbt: {max_iter: 40}}",
     "train.epochs=6", "train.warmup_epochs=1", "train.seeds=[0]", "train.progress=false",
 ]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
 from moe_retriever.cli import main
@@ -16,10 +17,7 @@ from moe_retriever.training.experiment import prepare_seed, run_experiment
 from moe_retriever.training.trainer import Trainer
 
 TINY = [
-    "data.options={n_samples: 240, n_modalities: 3, n_classes: 2}",
-    "model.hidden=16", "model.encoder.hidden=16", "model.retriever.heads=2",
-    "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
-    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16", "model.fusion.heads=2",
+    "data.options={n_samples: 240, n_modalities: 3, n_classes: 2}", *TINY_MODEL,
     "train.epochs=3", "train.warmup_epochs=1", "train.seeds=[0, 1]", "train.progress=false",
 ]
 

@@ -34,10 +34,12 @@ from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
+from .models.retriever import TokenKind
 from .training.experiment import CHECKPOINT, LoadedModel, SeedData, load_seed_checkpoint, prepare_seed
 from .training.trainer import Trainer, resolve_device
 
-INTRA, INTER = "intra", "inter"
+# TokenRouting.kind of each TokenKind: the fallback stands in for an intra-modal token
+KIND_NAMES = {TokenKind.INTRA: "intra", TokenKind.INTRA_FALLBACK: "intra", TokenKind.INTER: "inter"}
 
 
 class SchemaMismatchError(DataValidationError):
@@ -186,22 +188,6 @@ class Retrieval:
                 for p, i in enumerate(self.sample_ids) if i == sample_id}
 
 
-class _RecordingIndex:
-    """Wraps a SupportingGroupIndex and keeps the draws of its latest ``sample`` call, so the
-    intra-modal tokens of a forward pass can be traced back to the bank samples they came from."""
-
-    def __init__(self, index: Any) -> None:
-        self._index = index
-        self.last: tuple[Tensor, Tensor] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._index, name)
-
-    def sample(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        self.last = self._index.sample(*args, **kwargs)
-        return self.last
-
-
 # --------------------------------------------------------------------------- the trained run
 
 class TrainedRun:
@@ -212,8 +198,6 @@ class TrainedRun:
         self.run_dir = run_dir
         self.device = resolve_device(device)
         self.bank = RetrievalBank(loaded.bank, self.device)
-        self._index = _RecordingIndex(self.bank.index)
-        self.bank.index = self._index
         cfg = loaded.cfg
         self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device, loaded.seed,
                                cfg.model.retriever.eval_draws)
@@ -349,9 +333,12 @@ class TrainedRun:
             embeddings.append(out.embeddings[out.pair_samples, out.pair_targets].float().cpu())
             r = out.retrieval
             if r is not None and r.token_pairs is not None:
-                tok = self._trace_tokens(r, batch.observed[rows_p], pair_t, rows_p, codes, bank_codes)
-                tok["pair"] += n_pairs
-                traced.append(tok)
+                pair = r.token_pairs.cpu()
+                traced.append({"pair": pair + n_pairs, "sample_row": rows_p[pair],
+                               "kind": r.token_kinds.cpu(), "modality": r.token_modalities.cpu(),
+                               "bank_row": r.token_bank_rows.cpu(),
+                               "experts": r.expert_indices.cpu(),
+                               "weights": r.expert_weights.float().cpu()})
             n_pairs += int(rows_p.numel())
         d = int(self.cfg.model.hidden)
         rows_all = torch.cat(pair_rows) if pair_rows else torch.zeros(0, dtype=torch.long)
@@ -361,11 +348,15 @@ class TrainedRun:
             tok = {k: torch.cat([t[k] for t in traced]) for k in traced[0]}
             weights = _mean_expert_weights(tok["pair"], tok["experts"], tok["weights"], n_pairs,
                                            len(names))
-            source_id = [self.bank.ids[row] if kind == 1 else dataset.ids[row] if kind == 0 else ""
-                         for row, kind in zip(tok["source_row"].tolist(), tok["source_kind"].tolist())]
+            kind, bank_row, sample_row = tok["kind"], tok["bank_row"], tok["sample_row"]
+            code = torch.where(kind == TokenKind.INTRA, bank_codes[bank_row.clamp(min=0)],
+                               torch.where(kind == TokenKind.INTER, codes[sample_row], -1))
+            source_id = [self.bank.ids[b] if k == TokenKind.INTRA
+                         else dataset.ids[s] if k == TokenKind.INTER else ""
+                         for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist())]
             tokens = TokenRouting(
-                tok["pair"].numpy(), np.where(tok["source_kind"].numpy() == 0, INTER, INTRA),
-                tok["modality"].numpy(), tok["code"].numpy(), source_id,
+                tok["pair"].numpy(), np.array([KIND_NAMES[k] for k in kind.tolist()], dtype=str),
+                tok["modality"].numpy(), code.numpy(), source_id,
                 tok["experts"].numpy(), tok["weights"].numpy())
         return Retrieval(
             [dataset.ids[i] for i in rows_all.tolist()], rows_all.numpy(),
@@ -373,40 +364,6 @@ class TrainedRun:
             self.modality_names,
             (torch.cat(embeddings) if embeddings else torch.zeros(0, d)).numpy(),
             names, weights, tokens)
-
-    def _trace_tokens(self, r: Any, inter_valid: Tensor, targets: Tensor, pair_rows: Tensor,
-                      codes: Tensor, bank_codes: Tensor) -> dict[str, Tensor]:
-        """Rebuild (pair, slot) of every routed token in the retriever's order (per pair: the
-        valid intra slots, i.e. the supporting samples or the fallback token when the group is
-        empty, then the inter slots of the observed modalities) and name each token's source.
-
-        ``source_kind``: 0 the sample itself (inter), 1 a bank sample (intra), 2 the fallback.
-        """
-        rcfg = self.cfg.model.retriever
-        drawn, drawn_valid = (t.cpu() for t in self._index.last)
-        k = drawn.shape[1]
-        intra_valid = drawn_valid.clone() if rcfg.intra else torch.zeros_like(drawn_valid)
-        if rcfg.intra and k > 0:
-            intra_valid[:, 0] |= ~drawn_valid.any(dim=1)
-        if not rcfg.inter:
-            inter_valid = torch.zeros_like(inter_valid)
-        pair, slot = torch.cat([intra_valid, inter_valid], dim=1).nonzero(as_tuple=True)
-        if not torch.equal(pair, r.token_pairs.cpu()):
-            raise RuntimeError("retriever token layout changed: cannot trace tokens to their sources")
-        is_intra = slot < k
-        # pad one column so that inter slots index something; their values are never used
-        drawn_pad = torch.cat([drawn, drawn.new_zeros(drawn.shape[0], 1)], dim=1)
-        valid_pad = torch.cat([drawn_valid, drawn_valid.new_zeros(drawn.shape[0], 1)], dim=1)
-        intra_slot = torch.where(is_intra, slot, k)
-        from_bank = valid_pad[pair, intra_slot]
-        bank_row = drawn_pad[pair, intra_slot]
-        kind = torch.where(is_intra, torch.where(from_bank, 1, 2), 0)
-        source_row = torch.where(kind == 1, bank_row, torch.where(kind == 0, pair_rows[pair], -1))
-        code = torch.where(kind == 1, bank_codes[bank_row],
-                           torch.where(kind == 0, codes[pair_rows[pair]], -1))
-        return {"pair": pair.clone(), "source_kind": kind, "source_row": source_row, "code": code,
-                "modality": torch.where(is_intra, targets[pair], slot - k),
-                "experts": r.expert_indices.cpu(), "weights": r.expert_weights.float().cpu()}
 
 
 def _mean_expert_weights(pair: Tensor, experts: Tensor, weights: Tensor, n_pairs: int,

@@ -64,7 +64,6 @@ class M3Care(BaselineClassifier):
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module:
         opt = self.options = method_options(cfg, self.method, M3CareOptions)
-        check_positive(opt, self.method, "fusion_layers")
         return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt.fusion_layers),
                             self.n_modalities, cfg.hidden, cfg.dropout)
 

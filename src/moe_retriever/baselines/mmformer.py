@@ -45,7 +45,6 @@ class MMFormer(BaselineClassifier):
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
         opt = self.options = method_options(cfg, self.method, MMFormerOptions)
-        check_probability(opt, self.method, "train_drop_p")
         m, d, t = self.n_modalities, cfg.hidden, opt.tokens
         f = cfg.fusion
         self.to_tokens = nn.Parameter(torch.empty(m, d, t * d))

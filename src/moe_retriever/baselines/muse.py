@@ -95,7 +95,6 @@ class MUSE(BaselineClassifier):
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
         opt = self.options = method_options(cfg, self.method, MUSEOptions)
-        check_probability(opt, self.method, "edge_drop_p")
         d = cfg.hidden
         self.modality_nodes = nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
         self.layers = nn.ModuleList(BipartiteLayer(d, cfg.dropout) for _ in range(opt.layers))

@@ -45,7 +45,6 @@ class ShaSpec(BaselineClassifier):
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
         opt = self.options = method_options(cfg, self.method, ShaSpecOptions)
-        check_probability(opt, self.method, "train_drop_p")
         m, d = self.n_modalities, cfg.hidden
         self.shared = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         # specific encoders, one per modality, stored stacked: (M, d, d)

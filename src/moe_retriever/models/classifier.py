@@ -96,8 +96,9 @@ class MultimodalClassifier(nn.Module):
 
     def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
                       generator: torch.Generator | None, exclude: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor]:
-        """Sample and encode the intra-modal context of P pairs: (P, K, d) and validity (P, K).
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample and encode the intra-modal context of P pairs: (P, K, d), validity (P, K) and
+        the bank row of each draw (P, K), -1 where invalid.
 
         ``exclude`` (P,) drops draws of that bank position (a bank sample whose own modality is
         hidden must not see itself). Each distinct (modality, bank sample) of the call is encoded
@@ -123,7 +124,7 @@ class MultimodalClassifier(nn.Module):
             x, lengths = bank.rows(t, unique[start:start + n] - t * n_bank)
             table.append(self.encode_modality(t, x, lengths))
             start += n
-        return torch.cat(table)[inverse], valid
+        return torch.cat(table)[inverse], valid, torch.where(valid, idx, -1)
 
     def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
                  generator: torch.Generator | None, draws: int = 1, bank_rows: Tensor | None = None
@@ -144,10 +145,10 @@ class MultimodalClassifier(nn.Module):
         inter_valid = observed[pair_b]
         retrieved, out = None, None
         for _ in range(draws):
-            intra, intra_valid = self.intra_context(
+            intra, intra_valid, intra_rows = self.intra_context(
                 bank, codes, pair_t, n_intra, generator,
                 bank_rows[pair_b] if bank_rows is not None else None)
-            out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t)
+            out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
         emb = emb.index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
