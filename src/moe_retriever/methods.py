@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig
 from .data.dataset import ModalitySpec
 from .models.classifier import MultimodalClassifier
 
@@ -50,7 +50,13 @@ def _official(cfg, modalities, n_classes):
 def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> nn.Module:
     if cfg.method not in METHODS:
         raise ValueError(f"method: unknown method {cfg.method!r}; available: {sorted(METHODS)}")
-    return METHODS[cfg.method](cfg, list(modalities), n_classes)
+    model = METHODS[cfg.method](cfg, list(modalities), n_classes)
+    if cfg.model.missing_indicators and not getattr(model, "supports_missing_indicators", False):
+        raise ConfigError(
+            f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "
+            "takes no missingness indicators; they apply to the methods that fill missing "
+            "embeddings before our fusion (see docs/method.md)")
+    return model
 
 
 # the comparison methods (baselines/) register themselves on import; this runs after

@@ -117,7 +117,7 @@ class BaselineClassifier(MultimodalClassifier):
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         emb = self.fill(emb, observed)
-        fused, aux = self.fusion(emb)
+        fused, aux = self.fuse(emb, observed)
         return ModelOutput(self.head(fused), aux, emb, fused)
 
 
@@ -130,6 +130,7 @@ class DirectMethod:
 
     fit_direct = True
     retriever = None
+    supports_missing_indicators = False
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int) -> None:
         self.modalities = list(modalities)

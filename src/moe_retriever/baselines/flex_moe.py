@@ -33,6 +33,7 @@ DEFAULTS = {"experts": 16, "top_k": 4, "layers": 1, "noisy_gating": True,
 
 class FlexMoE(BaselineClassifier):
     method = "flex_moe"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

@@ -42,6 +42,7 @@ class LaplaceRouter(nn.Module):
 
 class FuseMoE(BaselineClassifier):
     method = "fusemoe"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

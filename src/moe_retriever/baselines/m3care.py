@@ -86,7 +86,7 @@ class M3Care(BaselineClassifier):
         else:
             own, imputed = x, missing_token
         out = torch.where(obs_m.unsqueeze(-1), own, imputed).transpose(0, 1)
-        fused, aux = self.fusion(out)
+        fused, aux = self.fuse(out, obs)
         return ModelOutput(self.head(fused), aux, out, fused)
 
 

@@ -30,6 +30,7 @@ def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.T
 
 class MMFormer(BaselineClassifier):
     method = "mmformer"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

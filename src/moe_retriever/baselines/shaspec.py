@@ -64,7 +64,7 @@ class ShaSpec(BaselineClassifier):
             w = obs.to(shared.dtype)
             fill = (shared * w).sum(1) / w.sum(1)
         features = torch.where(obs, own, fill.unsqueeze(1))
-        fused, aux = self.fusion(features)
+        fused, aux = self.fuse(features, observed)
         if self.training:
             aux = aux + self.auxiliary_loss(shared, specific, observed)
         return ModelOutput(self.head(fused), aux, features, fused)

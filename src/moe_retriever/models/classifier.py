@@ -46,6 +46,9 @@ class ModelOutput:
 class MultimodalClassifier(nn.Module):
     """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
 
+    # whether ``model.missing_indicators`` reaches this model's fusion (through :meth:`fuse`)
+    supports_missing_indicators = True
+
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -58,6 +61,9 @@ class MultimodalClassifier(nn.Module):
                           if cfg.retriever.mode in ("moe", "mean") else None)
         self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
+        # created last, so every other parameter starts as it does without indicators
+        self.missing_embedding = (nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
+                                  if cfg.missing_indicators else None)
 
     # ------------------------------------------------------------------ pieces
     def encode_modality(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -141,6 +147,14 @@ class MultimodalClassifier(nn.Module):
         hidden[torch.arange(observed.shape[0], device=observed.device), pick] = True
         return hidden & (observed.sum(dim=1, keepdim=True) >= 2)
 
+    def fuse(self, emb: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+        """Fuse (B, M, d) embeddings; with ``missing_indicators`` the token of every missing
+        modality first gets that modality's learned "missing" embedding, so fusion can tell a
+        filled-in embedding (zero, mean, retrieved) from an observed one."""
+        if self.missing_embedding is not None:
+            emb = emb + (~observed).unsqueeze(-1).to(emb.dtype) * self.missing_embedding
+        return self.fusion(emb)
+
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -168,5 +182,5 @@ class MultimodalClassifier(nn.Module):
                 emb, retrieval, pair_b, pair_t = self.retrieve(emb, observed, bank, generator, draws)
             if retrieval is not None:
                 aux = aux + retrieval.aux_loss
-        fused, fusion_aux = self.fusion(emb)
+        fused, fusion_aux = self.fuse(emb, batch.observed)
         return ModelOutput(self.head(fused), aux + fusion_aux, emb, fused, retrieval, pair_b, pair_t)
