@@ -50,10 +50,12 @@ class RetrievalValue:
 
 
 def _embed_all(model: torch.nn.Module, batch: Batch, size: int) -> Tensor:
-    return torch.cat([model.encode(batch.select(torch.arange(s, min(s + size, len(batch)),
-                                                             device=batch.observed.device)))
-                      for s in range(0, len(batch), size)]) if len(batch) else \
-        torch.zeros(0, model.n_modalities, model.cfg.hidden, device=batch.observed.device)
+    """(N, M, d) encoder embeddings of a batch, in chunks of ``size``; zeros where unobserved."""
+    device = batch.observed.device
+    parts = [model.encode(batch.select(torch.arange(s, min(s + size, len(batch)), device=device)))
+             for s in range(0, len(batch), size)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.n_modalities, model.cfg.hidden,
+                                                      device=device)
 
 
 @torch.no_grad()
