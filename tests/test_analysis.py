@@ -28,7 +28,7 @@ from moe_retriever.training.comparison import run_comparison
 from moe_retriever.training.trainer import Trainer
 
 FIGURES = ["combinations.png", "expert_usage_by_combination.png", "expert_usage_by_expert.png",
-           "efficiency.png", "gradient_conflict.png", "tsne.png"]
+           "efficiency.png", "gradient_conflict.png", "tsne.png", "retrieval_value.png"]
 
 
 # training these runs takes ~20 s: the tests that use them are marked slow
@@ -229,3 +229,82 @@ def test_costs_of_a_compare_output_include_methods_without_checkpoints(runs, tmp
     assert costs["zero"].parameters == sum(p.numel() for p in run.model.parameters())
     assert costs["zero"].flops_per_sample > 0 and len(costs["zero"].epoch_seconds) == 3
     assert costs["majority"].parameters is None and costs["majority"].flops_per_sample is None
+
+
+# --------------------------------------------------------------------------- value of retrieval
+
+
+def test_value_of_retrieval_true_fill_is_the_unmasked_model(runs, record):
+    from moe_retriever.analysis.retrieval_value import (
+        fill_probabilities,
+        masked_complete,
+        true_embeddings,
+    )
+
+    run = load_run(runs[0], device="cpu")
+    test = run.seed_data().test
+    masked = masked_complete(test)
+    complete = test.observed.all(1)
+    m = test.n_modalities
+    assert len(masked) == int(complete.sum()) * m
+    assert (masked.observed.sum(1) == m - 1).all()
+    true = fill_probabilities(run, masked, "true", true_emb=true_embeddings(run, test))
+    unmasked = run.predict_proba(test.subset(complete.nonzero().squeeze(1)), standardized=True)
+    np.testing.assert_allclose(true, np.repeat(unmasked, m, axis=0), atol=1e-5)
+    # zeros: the model's own zero-filled path (retrieval off)
+    zeros = fill_probabilities(run, masked, "zeros")
+    np.testing.assert_allclose(zeros, run.trainer.predict_proba(masked, retrieve=False), atol=1e-5)
+    # retrieved: what evaluation reports
+    retrieved = record["retrieval_value"]["metrics"]["test"]["retrieved"]
+    metrics = json.loads((runs[0] / "seed_0" / "metrics.json").read_text())["test"]
+    for key in ("accuracy", "macro_f1", "auroc"):
+        assert retrieved[key] == pytest.approx(metrics[key], abs=1e-9)
+    for variants in record["retrieval_value"]["metrics"].values():
+        for values in variants.values():
+            lo, hi = values["macro_f1_ci"]
+            assert lo <= values["macro_f1"] + 1e-9 and values["macro_f1"] - 1e-9 <= hi
+
+
+def test_value_of_retrieval_fills_against_direct_references(runs):
+    from moe_retriever.analysis.retrieval_value import _fill, train_mean_embeddings
+
+    run = load_run(runs[0], device="cpu")
+    model, bank = run.model, run.loaded.bank
+    model.eval()
+    with torch.no_grad():
+        mean = train_mean_embeddings(run)
+        for t, spec in enumerate(bank.modalities):
+            rows = bank.observed[:, t]
+            direct = model.encode_modality(t, bank.features[spec.name][rows]).mean(0)
+            torch.testing.assert_close(mean[t], direct, atol=1e-5, rtol=1e-5)
+        test = run.seed_data().test
+        batch = run.to_batch(test, standardized=True)
+        emb = model.encode(batch)
+        filled = _fill(run, emb, batch.observed, "random_member", mean, torch.Generator().manual_seed(3))
+        codes, bank_codes = observed_to_codes(batch.observed), observed_to_codes(bank.observed)
+        for b, t in (~batch.observed).nonzero().tolist():
+            need = int(codes[b]) | (1 << t)
+            members = ((bank_codes & need) == need).nonzero().squeeze(1)  # G(T | mc), Eq. 2
+            if members.numel() == 0:  # relaxed: any bank sample with T
+                members = bank.observed[:, t].nonzero().squeeze(1)
+            name = bank.modalities[t].name
+            candidates = model.encode_modality(t, bank.features[name][members])
+            assert (candidates - filled[b, t]).abs().amax(1).min() < 1e-5
+
+
+def test_bootstrap_intervals_match_sklearn_on_the_same_resamples():
+    from sklearn.metrics import f1_score
+
+    from moe_retriever.analysis.retrieval_value import BOOTSTRAP, _with_ci
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 80)
+    probs = rng.random((80, 3))
+    pred = probs.argmax(1)
+    got = _with_ci(probs, labels, 3, seed=5)
+    draws = np.random.default_rng(5).integers(0, 80, (BOOTSTRAP, 80))
+    f1 = [f1_score(labels[i], pred[i], average="macro", labels=[0, 1, 2], zero_division=0)
+          for i in draws]
+    acc = [np.mean(labels[i] == pred[i]) for i in draws]
+    np.testing.assert_allclose(got["macro_f1_ci"], np.percentile(f1, [2.5, 97.5]))
+    np.testing.assert_allclose(got["accuracy_ci"], np.percentile(acc, [2.5, 97.5]))

@@ -219,7 +219,6 @@ def test_method_options_default_and_override():
 
 
 def test_ablation_presets_change_only_their_own_setting():
-    base = to_dict(load_config("configs/synthetic.yaml"))
     expected = {"no_intra": ("model.retriever.intra", False),
                 "no_inter": ("model.retriever.inter", False),
                 "no_routing": ("model.retriever.mode", "mean"),
@@ -227,10 +226,12 @@ def test_ablation_presets_change_only_their_own_setting():
                 "shared_1": ("model.retriever.moe.shared_experts", 1),
                 "routers_4": ("model.retriever.moe.num_routers", 4),
                 "top_k_1": ("model.retriever.moe.top_k", 1),
-                "smoe_fusion": ("model.fusion.kind", "smoe")}
+                "smoe_fusion": ("model.fusion.kind", "smoe"),
+                "zero_indicators": ("model.missing_indicators", True)}
     for name, preset in ABLATIONS.items():
         cfg = to_dict(load_config("configs/synthetic.yaml", preset.apply([])))
-        diff = {k: v for k, v in _flatten(cfg).items() if _flatten(base)[k] != v}
+        own = to_dict(load_config("configs/synthetic.yaml", [f"method={preset.method}"]))
+        diff = {k: v for k, v in _flatten(cfg).items() if _flatten(own)[k] != v}
         if name in expected:
             key, value = expected[name]
             assert diff == {key: value}, name

@@ -36,7 +36,8 @@ def test_bad_config_is_named(data, needle):
     ({"model": {"retriever": {"moe": {"router_softmax": 1}}}}, "model.retriever.moe.router_softmax",
      ["before_topk", "after_topk"]),
     ({"train": {"select_metric": "f1"}}, "train.select_metric", ["macro_f1", "accuracy", "auroc", "auprc"]),
-    ({"data": {"missing": {"kind": "mar"}}}, "data.missing.kind", ["natural", "none", "drop", "patterns"]),
+    ({"data": {"missing": {"kind": "mcar"}}}, "data.missing.kind",
+     ["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"]),
 ])
 def test_a_bad_choice_names_the_key_and_the_choices(data, key, choices):
     with pytest.raises(ConfigError) as err:

@@ -309,5 +309,5 @@ def test_train_command_runs_on_a_folder(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "seed_0" / "metrics.json").read_text())
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (40, 10, 10)
-    combos = json.loads((out / "combinations.json").read_text())
+    combos = json.loads((out / "combinations.json").read_text())["combinations"]
     assert combos == {"AB": 32, "A": 20, "B": 8}  # a: s000-s051, b: s020-s059

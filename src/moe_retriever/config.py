@@ -7,6 +7,7 @@ typo in a config file never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ T = typing.TypeVar("T")
 
 # The allowed strings of every choice, defined once: from_dict rejects any other value naming the
 # key and the choices, and code that branches on a choice imports its alias.
-MissingKind = Literal["natural", "none", "drop", "patterns"]
+MissingKind = Literal["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"]
 RouterSoftmax = Literal["before_topk", "after_topk"]
 Dispatch = Literal["auto", "bmm", "split", "loop"]
 RetrieverMode = Literal["moe", "mean", "zero"]
@@ -50,14 +51,30 @@ class MissingnessConfig:
     """How modalities go missing.
 
     kind: ``natural`` keeps the dataset's own missingness (``none`` is an alias); ``drop`` removes
-    each observed modality independently with probability ``p`` (the paper's protocol);
-    ``patterns`` assigns every sample one allowed combination drawn with the given probabilities.
+    each observed modality independently with probability ``p`` (the paper's protocol, MCAR);
+    ``mar`` makes the chance that a modality is missing depend on the values of the ``driver``
+    modality, ``mnar`` on the modality's own values, ``label`` on the class (logistically, with
+    slope ``strength``); ``monotone`` orders the modalities by cost (``order``) and a sample that
+    misses one misses all later ones; ``patterns`` assigns every sample one allowed combination
+    drawn with the given probabilities.
+
+    ``p`` is the marginal missing rate of every modality (among the samples that have it), not a
+    per-sample probability: for ``mar`` every modality but the driver, which is never hidden; for
+    ``monotone`` the mean over the modalities after the first in ``order``, which is never hidden.
+    See ``data/missingness.py`` and docs/data.md for the exact definitions.
     Simulated missingness is drawn from the run seed, so every method sees the same masks, and
     every sample keeps at least one modality.
     """
 
     kind: MissingKind = "natural"
     p: float = 0.3
+    # mar / mnar / label: logistic slope per standard deviation of the score (label: from the
+    # first class, score -1, to the last, +1); > 0 means high scores / late classes miss more
+    strength: float = 2.0
+    # mar: the modality whose values drive the others' missingness (default: the first modality)
+    driver: str | None = None
+    # monotone: every modality, cheapest (always kept) first; default: the dataset's order
+    order: list[str] = field(default_factory=list)
     # for kind == "patterns"
     patterns: list[MissingPattern] = field(default_factory=list)
 
@@ -73,6 +90,9 @@ class DataConfig:
     # keyword arguments of the dataset's loader (e.g. synthetic sizes)
     options: dict[str, Any] = field(default_factory=dict)
     missing: MissingnessConfig = field(default_factory=MissingnessConfig)
+    # missingness of the validation and test samples when it differs from training (a shift);
+    # None: ``missing`` everywhere. Masks are drawn on the whole dataset, so the split is unchanged.
+    missing_test: MissingnessConfig | None = None
     # train / validation / test fractions of a stratified split drawn from the run seed
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     # z-score tabular features with training-split statistics
@@ -158,6 +178,9 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # give fusion the observed mask: a learned per-modality "missing" embedding is added to the
+    # token of every missing modality (methods with their own fusion reject it)
+    missing_indicators: bool = False
     # options of comparison methods, keyed by method then option name, e.g.
     # {"shaspec": {"missing_fill": "mean"}}; each method parses its own entry into its options
     # dataclass (see baselines/)
@@ -202,8 +225,9 @@ class ExperimentConfig:
         _check(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
         _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
                "train.device", "must be auto, cpu or cuda[:N]")
-        mis = d.missing
-        _check(0.0 <= mis.p < 1.0, "data.missing.p", f"must be in [0, 1), got {mis.p}")
+        _validate_missing(d.missing, "data.missing")
+        if d.missing_test is not None:
+            _validate_missing(d.missing_test, "data.missing_test")
         _check(len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
                "data.split", "must be three positive fractions summing to 1")
         _check(m.hidden >= 1, "model.hidden", "must be >= 1")
@@ -225,6 +249,13 @@ class ExperimentConfig:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+
+
+def _validate_missing(mis: MissingnessConfig, key: str) -> None:
+    _check(0.0 <= mis.p < 1.0, f"{key}.p", f"must be in [0, 1), got {mis.p}")
+    _check(math.isfinite(mis.strength), f"{key}.strength", f"must be finite, got {mis.strength}")
 
 
 def _validate_moe(moe: MoEConfig, key: str) -> None:

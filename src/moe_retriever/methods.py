@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from .config import ExperimentConfig, ModelConfig, RetrieverMode
+from .config import ConfigError, ExperimentConfig, ModelConfig, RetrieverMode
 from .data.dataset import ModalitySpec
 from .models.classifier import MultimodalClassifier
 from .registry import Registry
@@ -44,7 +44,13 @@ def _official(modalities, n_classes, cfg):
 
 
 def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> nn.Module:
-    return METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    if cfg.model.missing_indicators and not getattr(model, "supports_missing_indicators", False):
+        raise ConfigError(
+            f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "
+            "takes no missingness indicators; they apply to the methods that fill missing "
+            "embeddings before our fusion (see docs/method.md)")
+    return model
 
 
 # the comparison methods (baselines/) register themselves on import; this runs after

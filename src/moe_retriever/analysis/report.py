@@ -16,16 +16,16 @@ from typing import Any
 from ..api import TrainedRun, load_run, seed_checkpoints
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
-from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..training.checkpoint import atomic_write_text
-from ..training.experiment import SeedData, standardize
+from ..training.experiment import SeedData, masked_split, standardize
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
 from .expert_usage import expert_usage, plot_by_combination, plot_by_expert
 from .gradient_conflict import gradient_conflict, plot_gradient_conflict
+from .retrieval_value import plot_retrieval_value, value_of_retrieval
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -70,7 +70,7 @@ def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) ->
         raise UsageError(f"split must be one of {list(SPLITS)}, got {split!r}")
     data = run.seed_data(dataset)
     if split == "all":
-        return standardize(apply_missingness(dataset, run.cfg.data.missing, run.seed), data.stats)
+        return standardize(masked_split(run.cfg, dataset, run.seed)[0], data.stats)
     return {"train": data.train, "val": data.val, "test": data.test}[split]
 
 
@@ -94,7 +94,8 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: "
         f"{len(inputs.samples)})")
     sections = [combinations_section(inputs), expert_usage_section(inputs), efficiency_section(inputs),
-                gradient_conflict_section(inputs), tsne_section(inputs, tsne_combination)]
+                gradient_conflict_section(inputs), tsne_section(inputs, tsne_combination),
+                retrieval_value_section(inputs)]
     present = [s for s in sections if s is not None]
     record: dict[str, Any] = {"run": str(run_dir), "method": run.method, "seed": run.seed,
                               "dataset": dataset.name, "split": split}
@@ -210,6 +211,33 @@ def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section |
         data={"tsne": emb.to_json()})
 
 
+def retrieval_value_section(a: AnalysisInputs) -> Section:
+    """The value of retrieval: test metrics with the retrieved embeddings replaced by zeros, the
+    training mean, one random supporting-group member or (for samples masked on purpose) the
+    true embedding."""
+    run, title = a.run, "Value of retrieval"
+    if getattr(run.model, "retriever", None) is None:
+        return Section(title, f"Not available: method {run.method!r} does not retrieve missing "
+                              f"embeddings.")
+    value = value_of_retrieval(run, a.data.test)
+    path = plot_retrieval_value(value, a.out_dir / "retrieval_value.png")
+    n_modalities = len(run.modality_names)
+    masked = (f": the {value.samples['masked'] // n_modalities} complete test samples, each once "
+              "per modality with that modality hidden, where `true` puts the hidden modality's "
+              "own embedding back (the unmasked model)." if "masked" in value.samples else
+              ": not available, the test split has no complete sample.")
+    cosine = ", ".join(f"{k} {v:.3f}" for k, v in value.cosine_to_true.items()) or "n/a"
+    return Section(
+        title,
+        "Test macro-F1 (95% bootstrap interval over samples) when the retrieved embedding of "
+        "every missing (sample, modality) pair is replaced by zeros, by the training-mean "
+        "embedding of that modality, or by the embedding of one random member of its "
+        "supporting group; everything else is the trained model. Left: the test samples "
+        f"with their own missingness. Right{masked} Mean cosine similarity to the true "
+        f"embedding: {cosine}.",
+        [path], _value_table(value), data={"retrieval_value": value.to_json()})
+
+
 def _samples_text(split: str) -> str:
     return "all samples" if split == "all" else f"the {split} split"
 
@@ -222,8 +250,10 @@ def _letters_text(names: list[str]) -> str:
 
 
 def _missing_text(run: TrainedRun) -> str:
-    mis = run.cfg.data.missing
-    return f"drop, p = {mis.p}" if mis.kind == "drop" else mis.kind
+    def text(mis) -> str:
+        return f"{mis.kind}, p = {mis.p}" if mis.kind not in ("natural", "none", "patterns") else mis.kind
+    shift = run.cfg.data.missing_test
+    return text(run.cfg.data.missing) + (f"; validation and test: {text(shift)}" if shift else "")
 
 
 def _combination_code(text: str, names: list[str]) -> int:
@@ -240,6 +270,19 @@ def _usage_table(usage) -> list[list[str]]:
         rows.append([s["combination"], f"{s['tokens']} ({s['intra_tokens']})",
                      ", ".join(f"{e} {100 * r:.1f}%" for e, r in s["top_experts"]),
                      ", ".join(f"{g} {100 * r:.0f}%" for g, r in s["group_share"].items() if r > 0)])
+    return rows
+
+
+def _value_table(value) -> list[list[str]]:
+    rows = [["samples", "fill", "accuracy", "macro-F1", "AUROC", "AUPRC"]]
+    for name, variants in value.metrics.items():
+        for v, m in variants.items():
+            ci = {k: f" [{100 * m[k + '_ci'][0]:.1f}, {100 * m[k + '_ci'][1]:.1f}]"
+                  for k in ("accuracy", "macro_f1")}
+            rows.append([f"{name} (n = {value.samples[name]})", v,
+                         f"{100 * m['accuracy']:.2f}{ci['accuracy']}",
+                         f"{100 * m['macro_f1']:.2f}{ci['macro_f1']}",
+                         f"{100 * m['auroc']:.2f}", f"{100 * m['auprc']:.2f}"])
     return rows
 
 

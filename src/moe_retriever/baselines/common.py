@@ -85,7 +85,7 @@ class BaselineClassifier(MultimodalClassifier):
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         emb = self.fill(emb, observed)
-        fused, losses = self.fusion(emb)
+        fused, losses = self.fuse(emb, observed)
         return ModelOutput(self.head(fused), losses, emb, fused)
 
 
@@ -114,6 +114,7 @@ class DirectMethod:
 
     fit_direct = True
     retriever = None
+    supports_missing_indicators = False
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         self.modalities = list(modalities)

@@ -46,6 +46,7 @@ class FlexMoEOptions:
 class FlexMoE(BaselineClassifier):
     method = "flex_moe"
     fusion: SMoEFusion
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

@@ -35,6 +35,7 @@ class FuseMoE(BaselineClassifier):
     """Zero-filled missing embeddings (BaselineClassifier's ``fill``) and its own fusion."""
 
     method = "fusemoe"
+    supports_missing_indicators = False  # its own fusion
 
     def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
         # its own fusion: sparse Transformer layers with the Laplace router, no auxiliary loss

@@ -16,6 +16,7 @@ from .common import BaselineClassifier
 @register_method("late_fusion")
 class LateFusion(BaselineClassifier):
     method = "late_fusion"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

@@ -97,6 +97,6 @@ class M3Care(BaselineClassifier):
         else:
             own, imputed = x, missing_token
         out = torch.where(obs_m.unsqueeze(-1), own, imputed).transpose(0, 1)
-        fused, losses = self.fusion(out)
+        fused, losses = self.fuse(out, obs)
         return ModelOutput(self.head(fused), losses, out, fused)
 

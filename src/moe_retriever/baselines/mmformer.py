@@ -41,6 +41,7 @@ class MMFormerOptions:
 @register_method("mmformer")
 class MMFormer(BaselineClassifier):
     method = "mmformer"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

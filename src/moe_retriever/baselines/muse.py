@@ -91,6 +91,7 @@ def supervised_contrastive(z: Tensor, labels: Tensor, temperature: float) -> Ten
 @register_method("muse")
 class MUSE(BaselineClassifier):
     method = "muse"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

@@ -72,7 +72,7 @@ class ShaSpec(BaselineClassifier):
             w = obs.to(shared.dtype)
             fill = (shared * w).sum(1) / w.sum(1)
         features = torch.where(obs, own, fill.unsqueeze(1))
-        fused, losses = self.fusion(features)
+        fused, losses = self.fuse(features, observed)
         if self.training:
             losses.update(self.auxiliary_losses(shared, specific, observed))
         return ModelOutput(self.head(fused), losses, features, fused)

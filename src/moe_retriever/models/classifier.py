@@ -48,6 +48,8 @@ class MultimodalClassifier(nn.Module):
     """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
 
     fusion: nn.Module  # absent when make_fusion gives None
+    # whether ``model.missing_indicators`` reaches this model's fusion (through :meth:`fuse`)
+    supports_missing_indicators = True
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -63,6 +65,9 @@ class MultimodalClassifier(nn.Module):
         if fusion is not None:
             self.fusion = fusion
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
+        # created last, so every other parameter starts as it does without indicators
+        self.missing_embedding = (nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
+                                  if cfg.missing_indicators else None)
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module | None:
         """The fusion module (``cfg.fusion``); methods with their own fusion override this, and
@@ -161,6 +166,14 @@ class MultimodalClassifier(nn.Module):
         hidden[torch.arange(observed.shape[0], device=observed.device), pick] = True
         return hidden & (observed.sum(dim=1, keepdim=True) >= 2)
 
+    def fuse(self, emb: Tensor, observed: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Fuse (B, M, d) embeddings; with ``missing_indicators`` the token of every missing
+        modality first gets that modality's learned "missing" embedding, so fusion can tell a
+        filled-in embedding (zero, mean, retrieved) from an observed one."""
+        if self.missing_embedding is not None:
+            emb = emb + (~observed).unsqueeze(-1).to(emb.dtype) * self.missing_embedding
+        return self.fusion(emb)
+
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -188,6 +201,6 @@ class MultimodalClassifier(nn.Module):
                 emb, retrieval, pair_b, pair_t = self.retrieve(emb, observed, bank, generator, draws)
             if retrieval is not None:
                 losses.update({f"retriever.{name}": term for name, term in retrieval.losses.items()})
-        fused, fusion_losses = self.fusion(emb)
+        fused, fusion_losses = self.fuse(emb, batch.observed)
         losses.update(fusion_losses)
         return ModelOutput(self.head(fused), losses, emb, fused, retrieval, pair_b, pair_t)

@@ -31,11 +31,10 @@ import torch
 from ..ablations import ABLATIONS
 from ..config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
-from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..methods import METHODS
 from .checkpoint import atomic_write_text
-from .experiment import fmt, markdown_table, prepare_seed, train_seed
+from .experiment import fmt, markdown_table, masked_split, prepare_seed, train_seed
 from .metrics import METRICS, aggregate, classification_metrics
 from .trainer import resolve_device
 
@@ -246,8 +245,10 @@ class Comparison:
     def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
         dataset = self.dataset(cfg)
         refs = {s: self.reference(cfg, s) for s in self.cmp.seeds}
-        masked = apply_missingness(dataset, cfg.data.missing, self.cmp.seeds[0])
+        masked, _ = masked_split(cfg, dataset, self.cmp.seeds[0])
+        shift = cfg.data.missing_test
         return {"label": label, "dataset": dataset.describe(), "missingness": to_dict(cfg.data.missing),
+                "missingness_test": to_dict(shift) if shift is not None else None,
                 "combinations": masked.combination_counts(), "references": refs,
                 "epochs": cfg.train.epochs, "eval_batch_size": cfg.train.eval_batch_size,
                 "select_metric": cfg.train.select_metric}
@@ -300,6 +301,11 @@ _SUMMARY_NOTE = (
     "ΔF1].")
 
 
+def missingness_text(mis: dict[str, Any]) -> str:
+    """``drop, p = 0.3``; the kinds without a rate by name alone."""
+    return mis["kind"] + (f", p = {mis['p']}" if mis["kind"] not in ("natural", "none", "patterns") else "")
+
+
 def comparison_markdown(results: dict[str, Any], command: str) -> str:
     """The comparison as a markdown document: one table per (study, dataset), then a summary of
     MoE-Retriever against the best other method of each table."""
@@ -340,8 +346,9 @@ def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
     refs = table["references"]
     ref_acc = np.mean([r["accuracy"] for r in refs.values()])
     ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
-    mis = table["missingness"]
-    mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
+    mis_text = missingness_text(table["missingness"])
+    if table.get("missingness_test"):
+        mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
     return (f"{table['dataset']}. Missingness used here: {mis_text}; combinations (seed "
             f"{seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
             f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "

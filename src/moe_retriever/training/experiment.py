@@ -24,7 +24,7 @@ from torch import Tensor
 from ..config import ExperimentConfig, from_dict, save_config, to_dict
 from ..data.bank import RetrievalBank
 from ..data.dataset import ModalitySpec, MultimodalDataset
-from ..data.missingness import apply_missingness
+from ..data.missingness import apply_missingness, missingness_summary, simulated_mask
 from ..data.sources import load_dataset
 from ..data.splits import stratified_split
 from ..errors import CheckpointError, InputNotFoundError
@@ -82,15 +82,32 @@ class SeedData:
     stats: dict[str, tuple[Tensor, Tensor]]
 
 
+def masked_split(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
+                 ) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+    """The dataset under the seed's missingness, and the positions of its train / val / test
+    samples (the dataset's own split when it ships one).
+
+    With ``data.missing_test`` the validation and test samples take their mask from that config;
+    both masks are drawn on the whole dataset, so neither the split nor the training masks change.
+    """
+    if dataset.splits is not None:
+        parts = {k: dataset.splits[k] for k in ("train", "val", "test")}
+    else:
+        parts = dict(zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed)))
+    shift = cfg.data.missing_test
+    if shift is None:
+        return apply_missingness(dataset, cfg.data.missing, seed), parts
+    observed = simulated_mask(dataset, cfg.data.missing, seed)
+    held_out = torch.cat([parts["val"], parts["test"]])
+    observed[held_out] = simulated_mask(dataset, shift, seed, "data.missing_test")[held_out]
+    return dataset.with_observed(observed), parts
+
+
 def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
     """Apply the seed's missingness and split (the dataset's own split when it ships one);
     standardise with training statistics."""
-    ds = apply_missingness(dataset, cfg.data.missing, seed)
-    if dataset.splits is not None:
-        tr, va, te = (dataset.splits[k] for k in ("train", "val", "test"))
-    else:
-        tr, va, te = stratified_split(ds.labels, cfg.data.split, seed)
-    return split_data(cfg, ds, tr, va, te)
+    ds, parts = masked_split(cfg, dataset, seed)
+    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
 
 
 def split_data(cfg: ExperimentConfig, ds: MultimodalDataset, train_index: Sequence[int] | Tensor,
@@ -332,11 +349,14 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     log(dataset.describe())
-    combos = apply_missingness(dataset, cfg.data.missing, cfg.train.seeds[0]).combination_counts()
+    first, parts = masked_split(cfg, dataset, cfg.train.seeds[0])
+    combos = first.combination_counts()
     log(f"modality combinations (seed {cfg.train.seeds[0]}): "
         + ", ".join(f"{k}={v}" for k, v in combos.items()))
     if out is not None:
-        atomic_write_text(out / "combinations.json", json.dumps(combos, indent=2))
+        summary = missingness_summary(first, parts)
+        atomic_write_text(out / "combinations.json",
+                          json.dumps({"seed": cfg.train.seeds[0], **summary}, indent=2))
     runs = []
     t0 = time.perf_counter()
     logger = ExperimentLogger(cfg, out, enabled=dist_ctx.is_main)
