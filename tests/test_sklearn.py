@@ -198,6 +198,29 @@ def test_the_keyword_table_matches_the_constructor_and_the_config():
     assert from_dict(ExperimentConfig, {"train": {"epochs": 2}}).train.epochs == 2
 
 
+def test_the_documented_keyword_table_is_the_one_in_the_code():
+    from pathlib import Path
+    text = (Path(__file__).parents[1] / "docs" / "sklearn.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`") and cells[1].startswith("`"):
+            rows[cells[0].strip("`")] = tuple(k.strip().strip("`") for k in cells[1].split(","))
+    assert rows == KEYWORDS
+
+
+def test_rows_observing_every_modality_ignore_their_neighbours(frame):
+    """Prediction order matters only through the retrieval draws of missing modalities."""
+    X, y = frame
+    clf = MoERetrieverClassifier(modalities=MODALITIES, random_state=0, **TINY).fit(X, y)
+    perm = np.random.default_rng(0).permutation(len(X))
+    shuffled = clf.predict_proba(X.iloc[perm])[np.argsort(perm)]
+    complete = X.notna().all(axis=1).to_numpy()
+    np.testing.assert_allclose(shuffled[complete], clf.predict_proba(X)[complete], atol=1e-6)
+    one = clf.predict_proba(X[complete].iloc[[3]])
+    np.testing.assert_allclose(one, clf.predict_proba(X[complete])[[3]], atol=1e-6)
+
+
 def test_random_state_fixes_the_fit(frame):
     X, y = frame
     a = MoERetrieverClassifier(modalities=MODALITIES, random_state=0, **TINY).fit(X, y)
