@@ -173,7 +173,7 @@ def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: 
             cols = [j for c, j in position.items() if isinstance(c, str) and c.startswith(spec)]
             if not cols:
                 raise ConfigError(f"modalities.{name}: no column starts with {spec!r}")
-        elif isinstance(spec, (Sequence, np.ndarray)) and len(spec) > 0:
+        elif isinstance(spec, (Sequence, np.ndarray, pd.Index)) and len(spec) > 0:
             cols = []
             for item in spec:
                 if position is not None:
