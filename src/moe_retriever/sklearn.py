@@ -49,17 +49,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import ConfigError, ExperimentConfig, from_dict, to_dict
+from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
-from .training.experiment import (fit_model, fit_standardizer, load_seed_checkpoint,
-                                  save_seed_checkpoint, standardize)
+from .training.experiment import (
+    fit_model,
+    fit_standardizer,
+    load_seed_checkpoint,
+    save_seed_checkpoint,
+    standardize,
+)
 from .training.trainer import Trainer, resolve_device
 
 # keyword -> the dotted config key(s) it sets; the single place that maps the two
@@ -238,7 +242,7 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.
     train, val = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(max(int(round(fraction * len(idx))), 1), len(idx) - 1)
+        n_val = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
         val += idx[:n_val].tolist()
         train += idx[n_val:].tolist()
     if not val:
@@ -352,19 +356,15 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
 
     # ------------------------------------------------------------------ configuration
-    def resolved_config(self, seed: int = 0) -> ExperimentConfig:
-        """The experiment config ``fit`` trains with: file < ``config`` < keywords."""
+    def resolved_config(self, seed: int | None = None) -> ExperimentConfig:
+        """The experiment config ``fit`` trains with: file < ``config`` < keywords. ``seed``
+        (``train.seeds``) defaults to an integer ``random_state``, else 0."""
         from .methods import METHODS
 
-        data: dict[str, Any] = {}
-        if self.config_path is not None:
-            path = Path(self.config_path)
-            if not path.is_file():
-                raise ConfigError(f"config_path: file not found: {path}")
-            loaded = yaml.safe_load(path.read_text())
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: the top level must be a mapping")
-            data = loaded or {}
+        if seed is None:
+            seed = self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+        # the file is read (and checked) as `moe-retriever train --config` reads it
+        data = to_dict(load_config(self.config_path)) if self.config_path is not None else {}
         if self.config is not None:
             if not isinstance(self.config, Mapping):
                 raise ConfigError(f"config: expected a dict of config values, got {self.config!r}")
@@ -387,7 +387,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: Any, y: Any) -> "MoERetrieverClassifier":
+    def fit(self, X: Any, y: Any) -> MoERetrieverClassifier:
         """Train on ``X`` (rows with any observed modalities) and labels ``y``."""
         if not isinstance(self.validation_fraction, numbers.Real) or \
                 not 0 < self.validation_fraction < 1:
@@ -497,7 +497,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
                              self.bank_, self.stats_, {_CHECKPOINT_KEY: meta})
 
     @classmethod
-    def load(cls, path: str | Path) -> "MoERetrieverClassifier":
+    def load(cls, path: str | Path) -> MoERetrieverClassifier:
         """A fitted estimator from a checkpoint written by :meth:`save` (nothing is unpickled)."""
         loaded = load_seed_checkpoint(path)
         meta = loaded.meta.get(_CHECKPOINT_KEY)
