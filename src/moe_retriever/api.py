@@ -5,6 +5,8 @@
     >>> labels = run.predict(new_data)              # class names
     >>> r = run.retrieve(new_data)                  # retrieved embeddings + experts per missing pair
     >>> r.experts(0)                                # [("I_3", 0.31), ("Shared_2", 0.22), ...]
+    >>> ens = load_run("runs/ad_data", ensemble=True)  # every seed (or fold) of the run
+    >>> ens.predict_proba(new_data)                 # the mean of their probabilities
 
 New data may observe any subset of the training modalities per sample (one is enough) and may
 lack a training modality altogether; its features are standardised with the training statistics
@@ -296,17 +298,12 @@ class TrainedRun:
 
     def predict(self, dataset: MultimodalDataset, standardized: bool = False) -> np.ndarray:
         """(N,) predicted class names."""
-        probs = self.predict_proba(dataset, standardized)
-        return np.asarray(self.class_names, dtype=object)[probs.argmax(axis=1)]
+        return predicted_names(self.class_names, self.predict_proba(dataset, standardized))
 
     def prediction_table(self, dataset: MultimodalDataset, standardized: bool = False) -> pd.DataFrame:
         """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
-        probs = self.predict_proba(dataset, standardized)
-        table = pd.DataFrame({"id": dataset.ids,
-                              "predicted": np.asarray(self.class_names, dtype=object)[probs.argmax(1)]})
-        for c, name in enumerate(self.class_names):
-            table[f"prob_{name}"] = probs[:, c]
-        return table
+        return probability_table(dataset.ids, self.class_names,
+                                 self.predict_proba(dataset, standardized))
 
     @torch.no_grad()
     def retrieve(self, dataset: MultimodalDataset, standardized: bool = False) -> Retrieval:
@@ -375,13 +372,95 @@ def _mean_expert_weights(pair: Tensor, experts: Tensor, weights: Tensor, n_pairs
     return (total / counts.unsqueeze(1)).numpy()
 
 
-def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto") -> TrainedRun:
-    """Load one seed of a run directory written by ``moe-retriever train``.
+def predicted_names(class_names: list[str], probs: np.ndarray) -> np.ndarray:
+    """(N,) the class name of each row's largest probability."""
+    return np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
+
+
+def probability_table(ids: list[str], class_names: list[str], probs: np.ndarray) -> pd.DataFrame:
+    """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+    table = pd.DataFrame({"id": ids, "predicted": predicted_names(class_names, probs)})
+    for c, name in enumerate(class_names):
+        table[f"prob_{name}"] = probs[:, c]
+    return table
+
+
+class RunEnsemble:
+    """Every model of a run (all seeds, or folds), predicting the mean of their class
+    probabilities (see :func:`load_run` with ``ensemble=True``).
+
+    Each member standardises the data with its own training statistics and retrieves from its
+    own bank, exactly as it does alone; ``members`` maps each checkpoint's directory in the run
+    (``seed_0``, ...) to its :class:`TrainedRun`.
+    """
+
+    def __init__(self, members: dict[str, TrainedRun], run_dir: Path | None = None) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = members
+        self.run_dir = run_dir
+        first_name, first = next(iter(members.items()))
+        for name, member in members.items():
+            if member.class_names != first.class_names:
+                raise SchemaMismatchError(
+                    f"{name}: classes {member.class_names} differ from {first_name}'s "
+                    f"{first.class_names}; these models do not form one ensemble")
+            diffs = schema_differences(member.modalities, first.modalities)
+            if diffs or len(member.modalities) != len(first.modalities):
+                raise SchemaMismatchError(f"{name}: modalities differ from {first_name}'s: "
+                                          + "; ".join(diffs or ["another modality count"]))
+
+    @property
+    def class_names(self) -> list[str]:
+        return next(iter(self.members.values())).class_names
+
+    @property
+    def modalities(self) -> list[ModalitySpec]:
+        return next(iter(self.members.values())).modalities
+
+    @property
+    def method(self) -> str:
+        return next(iter(self.members.values())).method
+
+    def predict_proba(self, dataset: MultimodalDataset) -> np.ndarray:
+        """(N, C) mean of the members' class probabilities, columns in :attr:`class_names` order."""
+        return np.mean([m.predict_proba(dataset) for m in self.members.values()], axis=0)
+
+    def predict(self, dataset: MultimodalDataset) -> np.ndarray:
+        """(N,) class names of the largest mean probability."""
+        return predicted_names(self.class_names, self.predict_proba(dataset))
+
+    def prediction_table(self, dataset: MultimodalDataset) -> pd.DataFrame:
+        """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+        return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
+
+
+def run_checkpoints(run_dir: str | Path) -> dict[str, Path]:
+    """Every model checkpoint in a run directory, keyed by its directory relative to the run
+    (``seed_0``, ``seed_1``, ..., or deeper layouts such as per-fold directories), sorted."""
+    run = Path(run_dir)
+    found = {path.parent.relative_to(run).as_posix(): path
+             for path in sorted(run.rglob(CHECKPOINT))}
+    if not found:
+        raise FileNotFoundError(f"{run}: no {CHECKPOINT} found; is this a run directory written "
+                                f"by `moe-retriever train`?")
+    return found
+
+
+def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
+             ensemble: bool = False) -> TrainedRun | RunEnsemble:
+    """Load one seed of a run directory written by ``moe-retriever train``, or with
+    ``ensemble`` every model of it (:func:`run_checkpoints`) as a :class:`RunEnsemble`.
 
     ``seed`` defaults to :func:`best_seed` (best validation score). The checkpoint carries the
     config, the modality specs, the standardisation statistics and the retrieval bank.
     """
     run = Path(run_dir)
+    if ensemble:
+        if seed is not None:
+            raise ValueError("load_run: give a seed or ensemble=True, not both")
+        return RunEnsemble({name: TrainedRun(load_seed_checkpoint(path), run, device)
+                            for name, path in run_checkpoints(run).items()}, run)
     checkpoints = seed_checkpoints(run)
     chosen = best_seed(run) if seed is None else int(seed)
     if chosen not in checkpoints:

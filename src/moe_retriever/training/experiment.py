@@ -35,7 +35,7 @@ from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
 from .metrics import METRICS, aggregate, classification_metrics
 from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
-from .trainer import Trainer, resolve_device
+from .trainer import FitResult, Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
 SEED_METRICS = "metrics.json"
@@ -133,11 +133,13 @@ def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
 
 
 def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: dict[str, Tensor],
-                         data: SeedData, extra: dict[str, Any] | None = None) -> None:
+                         bank: MultimodalDataset, stats: dict[str, tuple[Tensor, Tensor]],
+                         extra: dict[str, Any] | None = None) -> None:
+    """Write a model's weights with its retrieval ``bank`` (the standardised training split),
+    the standardisation ``stats`` and the metadata :func:`load_seed_checkpoint` needs."""
     tensors = {f"model.{k}": v for k, v in state.items()}
-    for name, (mean, std) in data.stats.items():
+    for name, (mean, std) in stats.items():
         tensors[f"stats.{name}.mean"], tensors[f"stats.{name}.std"] = mean, std
-    bank = data.train
     for name, x in bank.features.items():
         tensors[f"bank.features.{name}"] = x
     for name, x in bank.lengths.items():
@@ -192,6 +194,35 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 
 # --------------------------------------------------------------------------- runs
 
+def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDataset,
+              n_classes: int, seed: int, device: torch.device,
+              dist_ctx: DistContext = SINGLE_PROCESS, on_best=None,
+              state_path: Path | None = None) -> tuple[Any, FitResult, Trainer | None]:
+    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
+
+    Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
+    ``train``; the Trainer is None for methods fitted without it (``fit_direct``). ``on_best``
+    and ``state_path`` are passed to :meth:`Trainer.fit`.
+    """
+    seed_everything(seed)
+    model = build_model(cfg, train.modalities, n_classes)
+    decorrelate_dropout(seed, dist_ctx)
+    if getattr(model, "fit_direct", False):
+        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
+        return model, model.fit(train, val, cfg.train.select_metric), None
+    bank = RetrievalBank(train, device)
+    weights = None
+    if cfg.train.class_weights:
+        counts = torch.bincount(train.labels, minlength=n_classes).float()
+        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
+                      dist_ctx)
+    if state_path is not None and dist_ctx.is_main:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+    fit = trainer.fit(train, val, on_best=on_best, state_path=state_path)
+    return model, fit, trainer
+
+
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
                state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
@@ -216,6 +247,35 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
     return record
 
 
+def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDataset,
+              n_classes: int, seed: int, device: torch.device,
+              dist_ctx: DistContext = SINGLE_PROCESS, on_best=None,
+              state_path: Path | None = None, on_epoch=None) -> tuple[Any, FitResult, Trainer | None]:
+    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
+
+    Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
+    ``train``; the Trainer is None for methods fitted without it (``fit_direct``). ``on_best``,
+    ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`.
+    """
+    seed_everything(seed)
+    model = build_model(cfg, train.modalities, n_classes)
+    decorrelate_dropout(seed, dist_ctx)
+    if getattr(model, "fit_direct", False):
+        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
+        return model, model.fit(train, val, cfg.train.select_metric), None
+    bank = RetrievalBank(train, device)
+    weights = None
+    if cfg.train.class_weights:
+        counts = torch.bincount(train.labels, minlength=n_classes).float()
+        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
+                      dist_ctx)
+    if state_path is not None and dist_ctx.is_main:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+    fit = trainer.fit(train, val, on_best=on_best, state_path=state_path, on_epoch=on_epoch)
+    return model, fit, trainer
+
+
 def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
                  dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
                  state_path: Path | None = None, on_epoch=None) -> dict[str, Any]:
@@ -227,40 +287,26 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
     ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
     history entry."""
     n_classes = data.train.n_classes
-    seed_everything(seed)
-    model = build_model(cfg, data.train.modalities, n_classes)
-    decorrelate_dropout(seed, dist_ctx)
-    if getattr(model, "fit_direct", False):
-        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
-        fit = model.fit(data.train, data.val, cfg.train.select_metric)
+    log_dir = checkpoint.parent if checkpoint is not None else None
+    history: list[dict[str, Any]] = []
+
+    def on_best(state, result):
+        if checkpoint is not None:
+            save_seed_checkpoint(checkpoint, cfg, seed, state, data.train, data.stats,
+                                 {"best_epoch": result.best_epoch})
+
+    def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
+        history.append(entry)
+        if log_dir is not None:
+            write_history(log_dir, history)
+        if on_epoch is not None:
+            on_epoch(epoch, entry)
+
+    model, fit, trainer = fit_model(cfg, data.train, data.val, n_classes, seed, device, dist_ctx,
+                                    on_best, state_path, epoch_done)
+    if trainer is None:
         test = classification_metrics(model.predict_proba(data.test), data.test.labels.numpy(), n_classes)
     else:
-        bank = RetrievalBank(data.train, device)
-        weights = None
-        if cfg.train.class_weights:
-            counts = torch.bincount(data.train.labels, minlength=n_classes).float()
-            weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-        trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
-                          dist_ctx)
-
-        def on_best(state, result):
-            if checkpoint is not None:
-                save_seed_checkpoint(checkpoint, cfg, seed, state, data, {"best_epoch": result.best_epoch})
-
-        if state_path is not None and dist_ctx.is_main:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-        log_dir = checkpoint.parent if checkpoint is not None else None
-        history: list[dict[str, Any]] = []
-
-        def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
-            history.append(entry)
-            if log_dir is not None:
-                write_history(log_dir, history)
-            if on_epoch is not None:
-                on_epoch(epoch, entry)
-
-        fit = trainer.fit(data.train, data.val, on_best=on_best, state_path=state_path,
-                          on_epoch=epoch_done)
         if log_dir is not None:
             # a resumed fit's history also holds the epochs before the interruption
             write_history(log_dir, fit.history)
