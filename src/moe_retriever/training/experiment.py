@@ -194,35 +194,6 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 
 # --------------------------------------------------------------------------- runs
 
-def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDataset,
-              n_classes: int, seed: int, device: torch.device,
-              dist_ctx: DistContext = SINGLE_PROCESS, on_best=None,
-              state_path: Path | None = None) -> tuple[Any, FitResult, Trainer | None]:
-    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
-
-    Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
-    ``train``; the Trainer is None for methods fitted without it (``fit_direct``). ``on_best``
-    and ``state_path`` are passed to :meth:`Trainer.fit`.
-    """
-    seed_everything(seed)
-    model = build_model(cfg, train.modalities, n_classes)
-    decorrelate_dropout(seed, dist_ctx)
-    if getattr(model, "fit_direct", False):
-        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
-        return model, model.fit(train, val, cfg.train.select_metric), None
-    bank = RetrievalBank(train, device)
-    weights = None
-    if cfg.train.class_weights:
-        counts = torch.bincount(train.labels, minlength=n_classes).float()
-        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
-                      dist_ctx)
-    if state_path is not None and dist_ctx.is_main:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-    fit = trainer.fit(train, val, on_best=on_best, state_path=state_path)
-    return model, fit, trainer
-
-
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
                state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
