@@ -20,6 +20,7 @@ probabilities (and the seed's test split gives the metrics ``evaluate`` reports)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from .data.bank import RetrievalBank
 from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
-from .training.experiment import CHECKPOINT, LoadedModel, SeedData, load_seed_checkpoint, prepare_seed
+from .training.experiment import (CHECKPOINT, LoadedModel, Partition, SeedData, load_seed_checkpoint,
+                                  partition_from_meta, prepare_partition)
 from .training.trainer import Trainer, resolve_device
 
 INTRA, INTER = "intra", "inter"
@@ -44,6 +46,57 @@ class SchemaMismatchError(DataValidationError):
 
 
 # --------------------------------------------------------------------------- run directories
+
+def fold_checkpoints(run_dir: str | Path) -> dict[tuple[int, int], Path]:
+    """``{(seed, fold): path}`` of every ``fold_s<seed>_k<fold>/model.safetensors`` of a
+    cross-validation run directory (empty for a holdout run)."""
+    found = {}
+    for path in sorted(Path(run_dir).glob(f"fold_s*_k*/{CHECKPOINT}")):
+        match = re.fullmatch(r"fold_s(-?\d+)_k(\d+)", path.parent.name)
+        if match:
+            found[(int(match[1]), int(match[2]))] = path
+    return found
+
+
+def run_seeds(run_dir: str | Path) -> set[int]:
+    """The seeds with a saved model in a run directory (holdout seeds or cv repeat seeds)."""
+    folds = fold_checkpoints(run_dir)
+    return {s for s, _ in folds} if folds else set(seed_checkpoints(run_dir))
+
+
+def best_fold(run_dir: str | Path, seed: int | None = None) -> tuple[int, int]:
+    """The (seed, fold) of a cross-validation run whose model scored best on its own validation
+    split (the run's ``select_metric``); only the folds of repeat seed ``seed`` when given. Ties
+    and folds without metrics go to the lowest (seed, fold); test folds never take part."""
+    run = Path(run_dir)
+    folds = sorted(fold_checkpoints(run))
+    if seed is not None:
+        folds = [f for f in folds if f[0] == int(seed)]
+    if not folds:
+        raise FileNotFoundError(f"{run}: no fold_s{'*' if seed is None else seed}_k*/{CHECKPOINT} "
+                                "found; is this a cross-validation run directory?")
+    scores = _validation_scores(run, {f: f"fold_s{f[0]}_k{f[1]}" for f in folds})
+    if not scores:
+        return folds[0]
+    return max(scores, key=lambda f: (scores[f], -f[0], -f[1]))
+
+
+def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
+    metric = "macro_f1"
+    config = run / "config.yaml"
+    if config.is_file():
+        import yaml
+        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
+            "select_metric", metric)
+    scores = {}
+    for key, name in dirs.items():
+        path = run / name / "metrics.json"
+        if path.is_file():
+            value = json.loads(path.read_text()).get("val", {}).get(metric)
+            if value is not None and not np.isnan(value):
+                scores[key] = float(value)
+    return scores
+
 
 def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
     """``{seed: path}`` of every ``seed_<s>/model.safetensors`` in a run directory."""
@@ -62,22 +115,13 @@ def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 def best_seed(run_dir: str | Path) -> int:
     """The seed whose model scored best on its validation split (the run's ``select_metric``,
     read from ``seed_<s>/metrics.json``); ties and seeds without metrics go to the lowest seed.
-    The test split never takes part in the choice."""
+    The test split never takes part in the choice. For a cross-validation run: the seed of
+    :func:`best_fold`."""
     run = Path(run_dir)
+    if fold_checkpoints(run):
+        return best_fold(run)[0]
     seeds = sorted(seed_checkpoints(run))
-    metric = "macro_f1"
-    config = run / "config.yaml"
-    if config.is_file():
-        import yaml
-        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
-            "select_metric", metric)
-    scores = {}
-    for s in seeds:
-        path = run / f"seed_{s}" / "metrics.json"
-        if path.is_file():
-            value = json.loads(path.read_text()).get("val", {}).get(metric)
-            if value is not None and not np.isnan(value):
-                scores[s] = float(value)
+    scores = _validation_scores(run, {s: f"seed_{s}" for s in seeds})
     if not scores:
         return seeds[0]
     return max(scores, key=lambda s: (scores[s], -s))
@@ -214,14 +258,19 @@ class TrainedRun:
         self._index = _RecordingIndex(self.bank.index)
         self.bank.index = self._index
         cfg = loaded.cfg
-        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device, loaded.seed,
-                               cfg.model.retriever.eval_draws)
+        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device,
+                               self.partition.rng_seed, cfg.model.retriever.eval_draws)
         self._seed_data: SeedData | None = None
 
     # ------------------------------------------------------------------ metadata
     @property
     def seed(self) -> int:
         return self.loaded.seed
+
+    @property
+    def partition(self) -> Partition:
+        """The split the model was trained on: its holdout seed, or its cross-validation fold."""
+        return partition_from_meta({**self.loaded.meta, "seed": self.loaded.seed})
 
     @property
     def cfg(self):
@@ -264,7 +313,7 @@ class TrainedRun:
         (from ``dataset`` when given: the run's dataset already loaded)."""
         if self._seed_data is None or dataset is not None:
             source = dataset if dataset is not None else load_dataset(self.cfg.data)
-            self._seed_data = prepare_seed(self.cfg, source, self.seed)
+            self._seed_data = prepare_partition(self.cfg, source, self.partition)
         return self._seed_data
 
     def to_batch(self, dataset: MultimodalDataset, standardized: bool = False) -> Batch:
@@ -422,8 +471,13 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto")
 
     ``seed`` defaults to :func:`best_seed` (best validation score). The checkpoint carries the
     config, the modality specs, the standardisation statistics and the retrieval bank.
+    A cross-validation run loads the fold model with the best validation score
+    (:func:`best_fold`; among the folds of repeat seed ``seed`` when given).
     """
     run = Path(run_dir)
+    if fold_checkpoints(run):
+        s, k = best_fold(run, seed)
+        return TrainedRun(load_seed_checkpoint(fold_checkpoints(run)[(s, k)]), run, device)
     checkpoints = seed_checkpoints(run)
     chosen = best_seed(run) if seed is None else int(seed)
     if chosen not in checkpoints:

@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -157,12 +157,32 @@ class TrainConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """How samples are split into training, validation and test data (docs/results.md).
+
+    ``holdout``: one stratified train / validation / test split (``data.split``) per seed.
+    ``cv``: stratified ``folds``-fold cross-validation repeated ``repeats`` times; repeat r uses
+    seed ``train.seeds[r]`` (its fold assignment and its missingness mask, shared by every method
+    and fold), so ``train.seeds`` must list at least ``repeats`` seeds (the first ``repeats`` are
+    used). In each fold the training part is split again, stratified, into train and validation
+    in the proportions of ``data.split`` (0.70 : 0.15 by default, i.e. 17.6 % validation), and
+    every sample is tested exactly once per repeat. A split shipped with the dataset is ignored
+    by ``cv``: all its samples are pooled.
+    """
+
+    kind: Literal["holdout", "cv"] = "holdout"
+    folds: int = 5
+    repeats: int = 3
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     method: str = "moe_retriever"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def validate(self) -> "ExperimentConfig":
         """Check values that no type annotation can express; raise ConfigError naming the key."""
@@ -182,6 +202,7 @@ class ExperimentConfig:
         _check(0.0 <= mis.p < 1.0, "data.missing.p", f"must be in [0, 1), got {mis.p}")
         _check(len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
                "data.split", "must be three positive fractions summing to 1")
+        _validate_protocol(self.protocol, t.seeds)
         _check(m.hidden >= 1, "model.hidden", "must be >= 1")
         _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         r = m.retriever
@@ -203,6 +224,16 @@ class ExperimentConfig:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
+    _check(p.kind in ("holdout", "cv"), "protocol.kind", f"must be holdout or cv, got {p.kind!r}")
+    if p.kind == "cv":
+        _check(p.folds >= 2, "protocol.folds", f"must be >= 2, got {p.folds}")
+        _check(p.repeats >= 1, "protocol.repeats", f"must be >= 1, got {p.repeats}")
+        _check(len(seeds) >= p.repeats, "protocol.repeats",
+               f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
+               f"{seeds}; list more seeds or use fewer repeats")
 
 
 def _validate_moe(moe: MoEConfig, key: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..api import TrainedRun, load_run, seed_checkpoints
+from ..api import TrainedRun, load_run, run_seeds
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.missingness import apply_missingness
@@ -128,10 +128,11 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     # (d) gradient conflict
     conflicts, notes = [], []
     for source in [run_dir] + [Path(p) for p in compare or []]:
-        if not (source / "config.yaml").is_file() or not any(source.glob("seed_*")):
+        if not (source / "config.yaml").is_file() or not (any(source.glob("seed_*"))
+                                                            or any(source.glob("fold_s*"))):
             continue  # compare outputs keep no trained weights
         other = run if source == run_dir else load_run(
-            source, run.seed if run.seed in seed_checkpoints(source) else None, device)
+            source, run.seed if run.seed in run_seeds(source) else None, device)
         label = other.method if source == run_dir or other.method != run.method else source.name
         try:
             conflicts.append(gradient_conflict(other, other.seed_data(dataset).test, label))
@@ -277,5 +278,5 @@ def render_html(run: TrainedRun, sections: list[Section], record: dict[str, Any]
 def _seed_metrics(run: TrainedRun) -> dict[str, float]:
     if run.run_dir is None:
         return {}
-    path = run.run_dir / f"seed_{run.seed}" / "metrics.json"
+    path = run.run_dir / run.partition.name / "metrics.json"
     return json.loads(path.read_text()).get("test", {}) if path.is_file() else {}

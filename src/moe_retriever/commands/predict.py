@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", help="data layout (default: auto-detected)")
     p.add_argument("--out", required=True, help="CSV to write: id, predicted, prob_<class>...")
     p.add_argument("--seed", type=int,
-                   help="which seed's model to use (default: the best by validation score)")
+                   help="which seed's model to use (default: the best by validation score); for "
+                        "a cross-validation run: the fold model with the best validation score "
+                        "(among the folds of that seed's repeat when --seed is given)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow pickle-based data files (they can run code: only for files you trust)")
