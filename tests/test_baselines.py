@@ -241,6 +241,7 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
     overrides[0] = "data.options={n_samples: 90, n_modalities: 3, n_classes: 2}"
     config.write_text(json.dumps({
         "name": "tiny", "seeds": [0, 1], "overrides": overrides + ["train.epochs=1"],
+        "protocol": {"kind": "holdout"},
         "studies": [{"title": "Tiny", "methods": ["majority", "zero", "no_inter"],
                      "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}]}]}))
     out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
