@@ -152,7 +152,7 @@ def test_tsne_uses_the_most_frequent_incomplete_combination(runs, record):
 def test_costs_of_a_compare_output_include_methods_without_checkpoints(runs, tmp_path):
     """`compare` keeps no weights: its deep methods are measured on a fresh model of their config,
     methods fitted without the trainer get no FLOP or parameter count."""
-    spec = {"name": "tiny", "seeds": [0], "overrides": TINY,
+    spec = {"name": "tiny", "seeds": [0], "overrides": TINY, "protocol": {"kind": "holdout"},
             "studies": [{"title": "t", "datasets": [{"config": str(runs[0] / "config.yaml")}],
                          "methods": ["zero", "majority"]}]}
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(spec))

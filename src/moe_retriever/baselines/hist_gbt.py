@@ -3,8 +3,9 @@ raw features, with NaN for every feature of a missing modality (the trees route 
 
 Settings are chosen by stratified inner cross-validation (``inner_folds``, default 3) on the
 whole training part, i.e. the run's train and validation splits together: every combination of
-``GRID`` (learning rate, leaves per tree, L2 penalty) at every ``max_iter / STAGES``-th number of
-boosting iterations up to ``max_iter`` is scored by the run's selection metric
+``GRID`` (scikit-learn's default learning rate 0.1; 7 or 31 leaves per tree; L2 penalty 0 or 1)
+at every ``max_iter / STAGES``-th number of boosting iterations up to ``max_iter`` (5, 10, ...,
+100) is scored by the run's selection metric
 (``train.select_metric``) on the pooled out-of-fold predictions, and the best is refitted on the
 whole training part. The test split is never used. With ``search: false`` the grid is skipped and
 the configured ``learning_rate`` / ``max_leaf_nodes`` / ``l2_regularization`` are used (only the
@@ -28,10 +29,10 @@ from ..training.metrics import classification_metrics
 from ..training.trainer import FitResult
 from .common import DirectMethod, method_options
 
-DEFAULTS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 10,
+DEFAULTS = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10,
             "l2_regularization": 0.0, "inner_folds": 3, "search": True}
 # searched when ``search`` is true (then these keys may not be set in method_options)
-GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
+GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
 # iteration counts scored per setting: every max_iter / STAGES iterations
 STAGES = 20
 
