@@ -165,7 +165,7 @@ def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset,
     return _standardized_split(cfg, ds, tr, va, test)
 
 
-def test_predictions(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
+def prediction_record(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
     """Per-sample test record: ids, true and predicted labels, combination codes (for the
     per-combination results pooled over folds)."""
     return {"ids": list(test.ids), "label": test.labels.tolist(),
@@ -291,7 +291,7 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
            "best_epoch": fit.best_epoch,
            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
            "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
-           "n_test": len(data.test), "test_predictions": test_predictions(data.test, probs)}
+           "n_test": len(data.test), "test_predictions": prediction_record(data.test, probs)}
     if out_dir is not None:
         atomic_write_text(out_dir / unit / SEED_METRICS, json.dumps(out, indent=2))
         (out_dir / unit / TRAINING_STATE).unlink(missing_ok=True)
