@@ -439,11 +439,11 @@ def combination_results(records: list[dict[str, Any]], modality_names: list[str]
     combos = {combination_name(int(c), modality_names): _subset_scores(y[code == c], pred[code == c])
               for c in sorted(np.unique(code), key=lambda c: (-int(np.sum(code == c)), int(c)))}
     candidates = {k: v for k, v in combos.items() if v["n"] >= 10} or combos
-    out = {"combinations": combos,
-           "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
-           "complete": _subset_scores(y[code == full], pred[code == full]) if np.any(code == full) else None,
-           "incomplete": _subset_scores(y[code != full], pred[code != full]) if np.any(code != full) else None}
-    return out
+    complete = code == full
+    return {"combinations": combos,
+            "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
+            "complete": _subset_scores(y[complete], pred[complete]) if complete.any() else None,
+            "incomplete": _subset_scores(y[~complete], pred[~complete]) if (~complete).any() else None}
 
 
 # --------------------------------------------------------------------------- across datasets
@@ -523,8 +523,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         "the encoders, the trainer and the model-selection rule (best "
         "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
         "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
-        "*= majority*: seeds on which the method's test accuracy and macro-F1 both equal those "
-        "of predicting the training split's majority class.", "",
+        "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
+        "both equal those of predicting the training split's majority class.", "",
         "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
         "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
         "(the authors' released code); every other method is one module of "
