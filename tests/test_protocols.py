@@ -57,6 +57,22 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     assert any(not torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():
+    from moe_retriever.data.missingness import simulated_mask
+    cfg = _cfg(*CV, "data.missing_test={kind: label, p: 0.6}")
+    dataset = load_dataset(cfg.data)
+    position = {i: k for k, i in enumerate(dataset.ids)}
+    for p in protocol_partitions(cfg)[:3]:
+        train_mask = simulated_mask(dataset, cfg.data.missing, p.seed)
+        shifted = simulated_mask(dataset, cfg.data.missing_test, p.seed)
+        data = prepare_partition(cfg, dataset, p)
+        rows = {name: [position[i] for i in split.ids]
+                for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+        assert torch.equal(data.train.observed, train_mask[rows["train"]])
+        assert torch.equal(data.val.observed, shifted[rows["val"]])
+        assert torch.equal(data.test.observed, shifted[rows["test"]])
+
+
 def test_every_method_sees_the_same_folds_and_masks():
     cfg_a = _cfg(*CV, "method=majority")
     cfg_b = _cfg(*CV, "method=mean", "train.epochs=1", "train.warmup_epochs=0")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from ..training.checkpoint import atomic_write  # noqa: E402
 
 DPI = 110
 
@@ -52,7 +54,9 @@ def heatmap(ax: Axes, matrix: np.ndarray, row_labels: Sequence[str], col_labels:
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    # the temporary file's name does not end in the format, so it is passed explicitly
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI,
+                                               facecolor="white"))
     plt.close(fig)
     return path
 

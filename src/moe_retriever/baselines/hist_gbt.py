@@ -17,24 +17,39 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from ..config import ConfigError
+from ..config import bounded
 from ..data.dataset import MultimodalDataset
+from ..errors import ConfigError
 from ..methods import register_method
 from ..training.metrics import classification_metrics
 from ..training.trainer import FitResult
 from .common import DirectMethod, method_options
 
-DEFAULTS = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10,
-            "l2_regularization": 0.0, "inner_folds": 3, "search": True}
 # searched when ``search`` is true (then these keys may not be set in method_options)
 GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
 # iteration counts scored per setting: every max_iter / STAGES iterations
 STAGES = 20
+
+
+@dataclass
+class HistGBTOptions:
+    """Keyword arguments of ``HistGradientBoostingClassifier`` and the inner cross-validation
+    that chooses them (``learning_rate``, ``max_leaf_nodes`` and ``l2_regularization`` apply
+    only with ``search: false``)."""
+
+    max_iter: int = bounded(100, min=1)
+    learning_rate: float = bounded(0.1, min=0)
+    max_leaf_nodes: int = bounded(15, min=2)
+    min_samples_leaf: int = bounded(10, min=1)
+    l2_regularization: float = bounded(0.0, min=0)
+    inner_folds: int = bounded(3, min=2)
+    search: bool = True
 
 
 def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
@@ -47,34 +62,39 @@ def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+@register_method("hist_gbt")
 class HistGBT(DirectMethod):
     method = "hist_gbt"
 
-    def __init__(self, modalities, n_classes, options: dict) -> None:
-        super().__init__(modalities, n_classes)
-        self.options = options
-        self.best_iter = options["max_iter"]
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        self.options = method_options(cfg, self.method, HistGBTOptions)
+        fixed = sorted(set(cfg.method_options.get(self.method) or {}) & set(GRID))
+        if self.options.search and fixed:
+            raise ConfigError(f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
+                              "inner cross-validation; set search: false to fix them")
+        self.best_iter = self.options.max_iter
         self.best_params: dict = {}
 
     def candidates(self) -> list[dict]:
-        if not self.options["search"]:
-            return [{k: self.options[k] for k in GRID}]
+        if not self.options.search:
+            return [{k: getattr(self.options, k) for k in GRID}]
         return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
 
     def _classifier(self, params: dict, max_iter: int) -> HistGradientBoostingClassifier:
         # without early stopping or feature subsampling the fit is deterministic
         return HistGradientBoostingClassifier(
             early_stopping=False, random_state=0, max_iter=max_iter,
-            min_samples_leaf=self.options["min_samples_leaf"], **params)
+            min_samples_leaf=self.options.min_samples_leaf, **params)
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
         x = np.concatenate([concatenated_features(train), concatenated_features(val)])
         y = np.concatenate([train.labels.numpy(), val.labels.numpy()])
-        max_iter = self.options["max_iter"]
+        max_iter = self.options.max_iter
         stages = sorted({*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)),
                          max_iter})
-        splitter = StratifiedKFold(n_splits=self.options["inner_folds"], shuffle=True, random_state=0)
+        splitter = StratifiedKFold(n_splits=self.options.inner_folds, shuffle=True, random_state=0)
         with warnings.catch_warnings():
             # it warns (and still splits) when a class is smaller than the fold count
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -111,17 +131,3 @@ class HistGBT(DirectMethod):
 
     def predict_proba(self, dataset) -> np.ndarray:
         return self._full(self.model, self.model.predict_proba(concatenated_features(dataset)))
-
-
-@register_method("hist_gbt")
-def _build(cfg, modalities, n_classes):
-    options = method_options(cfg.model, "hist_gbt", DEFAULTS)
-    given = cfg.model.method_options.get("hist_gbt") or {}
-    fixed = sorted(set(given) & set(GRID))
-    if options["search"] and fixed:
-        raise ConfigError(f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
-                          "inner cross-validation; set search: false to fix them")
-    if options["inner_folds"] < 2 or options["max_iter"] < 1:
-        raise ConfigError("model.method_options.hist_gbt: inner_folds must be >= 2 and "
-                          "max_iter >= 1")
-    return HistGBT(modalities, n_classes, options)

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 def documented_command(args: argparse.Namespace) -> str:
     """The command line that regenerates the results (without --cached-only)."""
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {a.name}: {a.description} ({a.method} with {', '.join(a.overrides)})")
         return 0
     if not args.config:
-        raise ValueError("--config is required (a comparison YAML, see configs/compare/)")
+        raise UsageError("--config is required (a comparison YAML, see configs/compare/)")
     import torch
 
     from ..training.comparison import run_comparison

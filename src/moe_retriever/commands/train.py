@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import load_config
+from ..errors import InputNotFoundError, UsageError
 from .common import add_config_options, config_overrides
 
 
@@ -16,10 +17,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.resume)
         if args.config or args.out:
-            raise ValueError("--resume continues a run with its saved config.yaml; "
+            raise UsageError("--resume continues a run with its saved config.yaml; "
                              "--config and --out do not apply")
         if not (out / "config.yaml").is_file():
-            raise FileNotFoundError(f"--resume {out}: no config.yaml there; is it a run directory?")
+            raise InputNotFoundError(f"--resume {out}: no config.yaml there; is it a run directory?")
         cfg = load_config(out / "config.yaml", config_overrides(args))
     else:
         cfg = load_config(args.config, config_overrides(args))

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import DataValidationError
+
 
 def stratified_split(labels: Tensor, fractions: list[float], seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """Split sample positions per class in the given fractions; every part gets every class
@@ -29,7 +31,7 @@ def stratified_split(labels: Tensor, fractions: list[float], seed: int) -> tuple
     out = []
     for name, part in zip(("train", "validation", "test"), parts):
         if not part:
-            raise ValueError(f"the {name} split is empty: the dataset has too few samples ({len(y)})")
+            raise DataValidationError(f"the {name} split is empty: the dataset has too few samples ({len(y)})")
         out.append(torch.tensor(sorted(rng.permutation(part).tolist()), dtype=torch.long))
     return out[0], out[1], out[2]
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..config import EncoderConfig
 from ..data.dataset import ModalitySpec
+from ..registry import Registry
 
 
 class ModalityEncoder(nn.Module):
@@ -25,21 +26,12 @@ class ModalityEncoder(nn.Module):
 
 
 EncoderFactory = Callable[[ModalitySpec, EncoderConfig, int], ModalityEncoder]
-ENCODERS: dict[str, EncoderFactory] = {}
-
-
-def register_encoder(kind: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    def deco(factory: EncoderFactory) -> EncoderFactory:
-        ENCODERS[kind] = factory
-        return factory
-    return deco
+ENCODERS: Registry[EncoderFactory] = Registry("encoder kind", key="model.encoder.kind")
+register_encoder = ENCODERS.register
 
 
 def build_encoder(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> ModalityEncoder:
-    if cfg.kind not in ENCODERS:
-        raise ValueError(f"modality {spec.name!r}: unknown encoder kind {cfg.kind!r}; "
-                         f"available: {sorted(ENCODERS)}")
-    return ENCODERS[cfg.kind](spec, cfg, out_dim)
+    return ENCODERS.get(cfg.kind, where=f"modality {spec.name!r}")(spec, cfg, out_dim)
 
 
 class MLPEncoder(ModalityEncoder):

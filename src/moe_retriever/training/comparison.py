@@ -49,13 +49,14 @@ from ..config import (
 )
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
-from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..methods import METHODS
 from .checkpoint import atomic_write_text
 from .experiment import (
     Partition,
     fmt_interval,
+    markdown_table,
+    partition_split,
     prepare_partition,
     protocol_partitions,
     protocol_text,
@@ -327,9 +328,12 @@ class Comparison:
 
     def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
         dataset = self.dataset(cfg)
-        refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in protocol_partitions(cfg)}
-        masked = apply_missingness(dataset, cfg.data.missing, self.cmp.seeds[0])
+        partitions = protocol_partitions(cfg)
+        refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in partitions}
+        masked, _ = partition_split(cfg, dataset, partitions[0])
+        shift = cfg.data.missing_test
         return {"label": label, "dataset": dataset.describe(), "missingness": to_dict(cfg.data.missing),
+                "missingness_test": to_dict(shift) if shift is not None else None,
                 "combinations": masked.combination_counts(), "references": refs,
                 "epochs": cfg.train.epochs, "eval_batch_size": cfg.train.eval_batch_size,
                 "select_metric": cfg.train.select_metric, "protocol": to_dict(cfg.protocol),
@@ -502,12 +506,46 @@ def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
 
 # --------------------------------------------------------------------------- report
 
-def _cell(metric: dict[str, Any] | None, best: bool) -> str:
-    text = fmt_interval(metric) if metric is not None else "n/a"
-    return f"**{text}**" if best and text != "n/a" else text
+METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
+SUMMARY_TABLE_HEADER = ("table", "MoE-Retriever F1", "MoE-Retriever acc", "best other (F1)",
+                        "ΔF1 vs it", "ΔF1 vs zero", "ΔF1 vs official_retriever", "F1 rank")
+
+_CELL_NOTE = (
+    "Every cell: test metric in %, mean [95 % interval] over the table's runs: the folds of "
+    "repeated stratified cross-validation (interval: Nadeau-Bengio corrected resampled t, "
+    "which accounts for the overlap of the folds' training data) or, for holdout, the seeds "
+    "{seeds} (t interval over seeds); each table states its protocol. All methods "
+    "of a table share every run's split and missingness mask (drawn once per seed or repeat), "
+    "the encoders, the trainer and the model-selection rule (best "
+    "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
+    "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
+    "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
+    "both equal those of predicting the training split's majority class.")
+_METHODS_NOTE = (
+    "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
+    "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
+    "(the authors' released code); every other method is one module of "
+    "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
+    "uses. `hist_gbt` selects its settings by inner cross-validation on the training part; "
+    "`majority` predicts the training class frequencies.")
+_SUMMARY_NOTE = (
+    "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
+    "best other method by mean macro-F1, and paired differences of macro-F1 in "
+    "points (MoE-Retriever minus the other, on the same runs) against it, against "
+    "the same model with zero-filled missing embeddings (`zero`) and against "
+    "retrieval without routing (`official_retriever`): mean [95 % interval] and "
+    "the verdict at {alpha} after Holm's adjustment within the table (better / "
+    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion).")
+
+
+def missingness_text(mis: dict[str, Any]) -> str:
+    """``drop, p = 0.3``; the kinds without a rate by name alone."""
+    return mis["kind"] + (f", p = {mis['p']}" if mis["kind"] not in ("natural", "none", "patterns") else "")
 
 
 def comparison_markdown(results: dict[str, Any], command: str) -> str:
+    """The comparison as a markdown document: one table per (study, dataset), then a summary of
+    MoE-Retriever against the best other method of each table."""
     m = results["machine"]
     lines = [
         f"# Results: {results['name']}", "",
@@ -515,22 +553,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.", "",
-        "Every cell: test metric in %, mean [95 % interval] over the table's runs: the folds of "
-        "repeated stratified cross-validation (interval: Nadeau-Bengio corrected resampled t, "
-        "which accounts for the overlap of the folds' training data) or, for holdout, the seeds "
-        f"{results['seeds']} (t interval over seeds); each table states its protocol. All methods "
-        "of a table share every run's split and missingness mask (drawn once per seed or repeat), "
-        "the encoders, the trainer and the model-selection rule (best "
-        "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
-        "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
-        "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
-        "both equal those of predicting the training split's majority class.", "",
-        "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
-        "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
-        "(the authors' released code); every other method is one module of "
-        "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
-        "uses. `hist_gbt` selects its settings by inner cross-validation on the training part; "
-        "`majority` predicts the training class frequencies.", "",
+        _CELL_NOTE.format(seeds=results["seeds"]), "",
+        _METHODS_NOTE, "",
     ]
     summary = []
     for study in results["studies"]:
@@ -538,66 +562,71 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         if study["note"]:
             lines += [study["note"], ""]
         for table in study["tables"]:
-            combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
-            if len(table["combinations"]) > 8:
-                combos += f" and {len(table['combinations']) - 8} smaller ones"
-            refs = table["references"]
-            ref_acc = np.mean([r["accuracy"] for r in refs.values()])
-            ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
-            mis = table["missingness"]
-            mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
-            lines += [
-                f"### {table['label']}", "",
-                f"{table['dataset']}. Protocol: "
-                f"{protocol_text(table.get('protocol'), table.get('protocol_seeds', results['seeds']))}"
-                f". Missingness used here: {mis_text}; combinations (seed "
-                f"{results['seeds'][0]}): {combos}. {table['epochs']} epochs, selection by "
-                f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
-                f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-                f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + ".", "",
-                "| method | accuracy | macro-F1 | AUROC | AUPRC | CPU s | = majority |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            rows = [r for r in table["rows"] if "test" in r]
-            best = {k: max((r["test"][k]["mean"] for r in rows
-                            if not math.isnan(r["test"][k]["mean"])), default=math.nan)
-                    for k in METRICS}
-            for r in table["rows"]:
-                name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
-                if r["same_run_as"]:
-                    name += f" [same run as {r['same_run_as']}]"
-                name = name.replace("|", "\\|")  # a bare pipe would split the table cell
-                if "test" not in r:
-                    lines.append(f"| {name} | not run | | | | | |")
-                    continue
-                n = len(r["partitions"])
-                partial = (f" ({n} of {len(refs)} runs)" if n < len(refs) else "")
-                cells = [_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS]
-                ties = sum(r["ties_majority"])
-                tie = f"{ties}/{n}" if ties else ""
-                lines.append(f"| {name}{partial} | " + " | ".join(cells)
-                             + f" | {r['cpu_seconds']['mean']:.1f} | {tie} |")
-            lines.append("")
+            lines += [f"### {table['label']}", "", _table_caption(table, results["seeds"]), "",
+                      *markdown_table(METHOD_TABLE_HEADER,
+                                      _method_rows(table["rows"], len(table["references"]))),
+                      ""]
             lines += paired_markdown(table) + combination_markdown(table)
             summary.append(_summary_row(table))
         lines += ranks_markdown(study)
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
-    summary = [s for s in summary if s]
-    if summary:
+    summary_rows = [s for s in summary if s]
+    if summary_rows:
         lines += ["## MoE-Retriever against the best other method", "",
-                  "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
-                  "best other method by mean macro-F1, and paired differences of macro-F1 in "
-                  "points (MoE-Retriever minus the other, on the same runs) against it, against "
-                  "the same model with zero-filled missing embeddings (`zero`) and against "
-                  "retrieval without routing (`official_retriever`): mean [95 % interval] and "
-                  f"the verdict at {ALPHA} after Holm's adjustment within the table (better / "
-                  "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion).",
-                  "",
-                  "| table | MoE-Retriever F1 | MoE-Retriever acc | best other (F1) | ΔF1 vs it "
-                  "| ΔF1 vs zero | ΔF1 vs official_retriever | F1 rank |",
-                  "|---|---|---|---|---|---|---|---|", *summary, ""]
+                  _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)), "",
+                  *markdown_table(SUMMARY_TABLE_HEADER, summary_rows), ""]
     return "\n".join(lines)
+
+
+def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
+    """The dataset, protocol, missingness, training settings and majority-class reference of one
+    table."""
+    combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
+    if len(table["combinations"]) > 8:
+        combos += f" and {len(table['combinations']) - 8} smaller ones"
+    refs = table["references"]
+    ref_acc = np.mean([r["accuracy"] for r in refs.values()])
+    ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+    mis_text = missingness_text(table["missingness"])
+    if table.get("missingness_test"):
+        mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
+    protocol = protocol_text(table.get("protocol"), table.get("protocol_seeds", seeds))
+    return (f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
+            f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
+            f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
+            f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
+            f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + ".")
+
+
+def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
+    """The cells of a table's method rows; the best mean of each metric column in bold; a row
+    with fewer than the table's ``n_runs`` runs says how many it has."""
+    ran = [r for r in rows if "test" in r]
+    best = {k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])),
+                   default=math.nan)
+            for k in METRICS}
+    out = []
+    for r in rows:
+        name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
+        if r["same_run_as"]:
+            name += f" [same run as {r['same_run_as']}]"
+        name = name.replace("|", "\\|")  # a bare pipe would split the table cell
+        if "test" not in r:
+            out.append([name, "not run"])
+            continue
+        n = len(r.get("partitions", r["seeds"]))  # results stored before protocols: seeds
+        partial = f" ({n} of {n_runs} runs)" if n < n_runs else ""
+        ties = sum(r["ties_majority"])
+        out.append([f"{name}{partial}",
+                    *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                    f"{r['cpu_seconds']['mean']:.1f}", f"{ties}/{n}" if ties else ""])
+    return out
+
+
+def _cell(metric: dict[str, Any] | None, best: bool) -> str:
+    text = fmt_interval(metric) if metric is not None else "n/a"
+    return f"**{text}**" if best and text != "n/a" else text
 
 
 def _versus(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
@@ -611,7 +640,8 @@ def _versus(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
     return f"{_pct(-cell['mean_diff'], True)}{interval} {verdict}"
 
 
-def _summary_row(table: dict[str, Any]) -> str | None:
+def _summary_row(table: dict[str, Any]) -> list[str] | None:
+    """A table's cells in the summary table; None without a MoE-Retriever row or another method."""
     rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
     ours = [r for r in rows if r["entry"] == "moe_retriever"]
     if not ours:
@@ -625,14 +655,15 @@ def _summary_row(table: dict[str, Any]) -> str | None:
     best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return (f"| {table['label']} | {fmt_interval(o['macro_f1'])} | {fmt_interval(o['accuracy'])} "
-            f"| {best['entry']} ({fmt_interval(best['test']['macro_f1'])}) | {_versus(ours[0], best)} "
-            f"| {_versus(ours[0], by_name.get('zero'))} "
-            f"| {_versus(ours[0], by_name.get('official_retriever'))} | {rank} of {len(others) + 1} |")
+    return [table["label"], fmt_interval(o["macro_f1"]), fmt_interval(o["accuracy"]),
+            f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})", _versus(ours[0], best),
+            _versus(ours[0], by_name.get("zero")), _versus(ours[0], by_name.get("official_retriever")),
+            f"{rank} of {len(others) + 1}"]
 
 
 def _fingerprints(refs: dict[Any, dict[str, Any]]) -> str:
-    if all(isinstance(k, int) for k in refs):
+    # holdout references are keyed by seed (a string once read back from results.json)
+    if not any(str(k).startswith("fold_") for k in refs):
         return "Test fingerprints: " + ", ".join(f"seed {s}: `{r['test_fingerprint']}`"
                                                  for s, r in refs.items())
     digest = hashlib.sha1(" ".join(r["test_fingerprint"] for r in refs.values()).encode())
