@@ -218,7 +218,7 @@ def brute_force_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 def test_costs_of_a_compare_output_include_methods_without_checkpoints(runs, tmp_path):
     """`compare` keeps no weights: its deep methods are measured on a fresh model of their config,
     methods fitted without the trainer get no FLOP or parameter count."""
-    spec = {"name": "tiny", "seeds": [0], "overrides": TINY,
+    spec = {"name": "tiny", "seeds": [0], "overrides": TINY, "protocol": {"kind": "holdout"},
             "studies": [{"title": "t", "datasets": [{"config": str(runs[0] / "config.yaml")}],
                          "methods": ["zero", "majority"]}]}
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(spec))

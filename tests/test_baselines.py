@@ -213,7 +213,7 @@ def test_method_options_default_and_override():
     model = build_model(small_cfg("shaspec", "model.method_options={shaspec: {missing_fill: mean}}"),
                         dataset.modalities, 3)
     assert model.options.missing_fill == "mean" and model.options.train_drop_p == 0.3
-    gbt = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 1}}"),
+    gbt = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, learning_rate: 1}}"),
                       dataset.modalities, 3)
     assert isinstance(gbt.options.learning_rate, float) and gbt.options.learning_rate == 1.0
 
@@ -257,6 +257,7 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
     overrides[0] = "data.options={n_samples: 90, n_modalities: 3, n_classes: 2}"
     config.write_text(json.dumps({
         "name": "tiny", "seeds": [0, 1], "overrides": overrides + ["train.epochs=1"],
+        "protocol": {"kind": "holdout"},
         "studies": [{"title": "Tiny", "methods": ["majority", "zero", "no_inter"],
                      "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}]}]}))
     out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
@@ -293,6 +294,42 @@ def test_run_key_ignores_retriever_settings_only_for_methods_that_do_not_retriev
         assert (a != b) is changes, method
         assert a != run_key(small_cfg(method, "model.hidden=8"))
     assert run_key(small_cfg("zero", "name=x", "train.seeds=[5]")) == run_key(small_cfg("zero"))
+
+
+def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
+    """The chosen setting and iteration count maximise the pooled out-of-fold score of a
+    brute-force refit of every candidate on train + validation (the test split takes no part)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from moe_retriever.baselines.hist_gbt import GRID
+    from moe_retriever.training.metrics import classification_metrics
+
+    cfg = small_cfg("hist_gbt", "model.method_options={hist_gbt: {max_iter: 4}}")
+    data = prepare_seed(cfg, dataset, 0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    fit = model.fit(data.train, data.val, "macro_f1")
+    x = np.concatenate([concatenated_features(data.train), concatenated_features(data.val)])
+    y = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = {}
+    for values in itertools.product(*GRID.values()):
+        params = dict(zip(GRID, values))
+        for it in range(1, 5):
+            clf = HistGradientBoostingClassifier(early_stopping=False, random_state=0, max_iter=it,
+                                                 min_samples_leaf=10, **params)
+            probs = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")
+            scores[(values, it)] = classification_metrics(probs, y, N_CLASSES)["macro_f1"]
+    best = max(scores.values())
+    assert fit.best_val["macro_f1"] == pytest.approx(best)
+    assert scores[(tuple(model.best_params.values()), model.best_iter)] == pytest.approx(best)
+    with pytest.raises(ConfigError, match="search: false"):
+        build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 0.2}}"),
+                    dataset.modalities, N_CLASSES)
+    fixed = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, "
+                                  "learning_rate: 0.2, max_iter: 4}}"), dataset.modalities, N_CLASSES)
+    fixed.fit(data.train, data.val)
+    assert fixed.best_params == {"learning_rate": 0.2, "max_leaf_nodes": 15, "l2_regularization": 0.0}
 
 
 def test_flex_moe_router_ce_matches_a_hand_computation(dataset):

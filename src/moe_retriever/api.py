@@ -37,7 +37,9 @@ from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDa
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
 from .models.retriever import TokenKind
-from .training.experiment import CHECKPOINT, LoadedModel, SeedData, load_seed_checkpoint, prepare_seed
+from .training.experiment import (CHECKPOINT, LoadedModel, Partition, SeedData, load_seed_checkpoint,
+                                  partition_checkpoints, partition_from_meta, prepare_partition,
+                                  run_checkpoints)
 from .training.trainer import Trainer, resolve_device
 
 # TokenRouting.kind of each TokenKind: the fallback stands in for an intra-modal token
@@ -50,14 +52,55 @@ class SchemaMismatchError(DataValidationError):
 
 # --------------------------------------------------------------------------- run directories
 
+def fold_checkpoints(run_dir: str | Path) -> dict[tuple[int, int], Path]:
+    """``{(seed, fold): path}`` of every ``fold_s<seed>_k<fold>/model.safetensors`` of a
+    cross-validation run directory (empty for a holdout run)."""
+    return {(s, k): path for (s, k), path in partition_checkpoints(run_dir).items() if k is not None}
+
+
+def trained_seeds(run_dir: str | Path) -> set[int]:
+    """The seeds with a saved model in a run directory (holdout seeds or cv repeat seeds)."""
+    return {s for s, _ in partition_checkpoints(run_dir)}
+
+
+def best_fold(run_dir: str | Path, seed: int | None = None) -> tuple[int, int]:
+    """The (seed, fold) of a cross-validation run whose model scored best on its own validation
+    split (the run's ``select_metric``); only the folds of repeat seed ``seed`` when given. Ties
+    and folds without metrics go to the lowest (seed, fold); test folds never take part."""
+    run = Path(run_dir)
+    folds = sorted(fold_checkpoints(run))
+    if seed is not None:
+        folds = [f for f in folds if f[0] == int(seed)]
+    if not folds:
+        raise InputNotFoundError(f"{run}: no fold_s{'*' if seed is None else seed}_k*/{CHECKPOINT} "
+                                "found; is this a cross-validation run directory?")
+    scores = _validation_scores(run, {f: f"fold_s{f[0]}_k{f[1]}" for f in folds})
+    if not scores:
+        return folds[0]
+    return max(scores, key=lambda f: (scores[f], -f[0], -f[1]))
+
+
+def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
+    metric = "macro_f1"
+    config = run / "config.yaml"
+    if config.is_file():
+        import yaml
+        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
+            "select_metric", metric)
+    scores = {}
+    for key, name in dirs.items():
+        path = run / name / "metrics.json"
+        if path.is_file():
+            value = json.loads(path.read_text()).get("val", {}).get(metric)
+            if value is not None and not np.isnan(value):
+                scores[key] = float(value)
+    return scores
+
+
 def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
     """``{seed: path}`` of every ``seed_<s>/model.safetensors`` in a run directory."""
     run = Path(run_dir)
-    found = {}
-    for path in sorted(run.glob(f"seed_*/{CHECKPOINT}")):
-        suffix = path.parent.name.split("_", 1)[1]
-        if suffix.lstrip("-").isdigit():
-            found[int(suffix)] = path
+    found = {s: path for (s, k), path in partition_checkpoints(run).items() if k is None}
     if not found:
         raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
                                  f"written by `moe-retriever train`?")
@@ -67,22 +110,13 @@ def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 def best_seed(run_dir: str | Path) -> int:
     """The seed whose model scored best on its validation split (the run's ``select_metric``,
     read from ``seed_<s>/metrics.json``); ties and seeds without metrics go to the lowest seed.
-    The test split never takes part in the choice."""
+    The test split never takes part in the choice. For a cross-validation run: the seed of
+    :func:`best_fold`."""
     run = Path(run_dir)
+    if fold_checkpoints(run):
+        return best_fold(run)[0]
     seeds = sorted(seed_checkpoints(run))
-    metric = "macro_f1"
-    config = run / "config.yaml"
-    if config.is_file():
-        import yaml
-        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
-            "select_metric", metric)
-    scores = {}
-    for s in seeds:
-        path = run / f"seed_{s}" / "metrics.json"
-        if path.is_file():
-            value = json.loads(path.read_text()).get("val", {}).get(metric)
-            if value is not None and not np.isnan(value):
-                scores[s] = float(value)
+    scores = _validation_scores(run, {s: f"seed_{s}" for s in seeds})
     if not scores:
         return seeds[0]
     return max(scores, key=lambda s: (scores[s], -s))
@@ -201,14 +235,19 @@ class TrainedRun:
         self.device = resolve_device(device)
         self.bank = RetrievalBank(loaded.bank, self.device)
         cfg = loaded.cfg
-        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device, loaded.seed,
-                               cfg.model.retriever.eval_draws)
+        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device,
+                               self.partition.rng_seed, cfg.model.retriever.eval_draws)
         self._seed_data: SeedData | None = None
 
     # ------------------------------------------------------------------ metadata
     @property
     def seed(self) -> int:
         return self.loaded.seed
+
+    @property
+    def partition(self) -> Partition:
+        """The split the model was trained on: its holdout seed, or its cross-validation fold."""
+        return partition_from_meta({**self.loaded.meta, "seed": self.loaded.seed})
 
     @property
     def cfg(self):
@@ -251,7 +290,7 @@ class TrainedRun:
         (from ``dataset`` when given: the run's dataset already loaded)."""
         if self._seed_data is None or dataset is not None:
             source = dataset if dataset is not None else load_dataset(self.cfg.data)
-            self._seed_data = prepare_seed(self.cfg, source, self.seed)
+            self._seed_data = prepare_partition(self.cfg, source, self.partition)
         return self._seed_data
 
     def to_batch(self, dataset: MultimodalDataset, standardized: bool = False) -> Batch:
@@ -435,18 +474,6 @@ class RunEnsemble:
         return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
 
 
-def run_checkpoints(run_dir: str | Path) -> dict[str, Path]:
-    """Every model checkpoint in a run directory, keyed by its directory relative to the run
-    (``seed_0``, ``seed_1``, ..., or deeper layouts such as per-fold directories), sorted."""
-    run = Path(run_dir)
-    found = {path.parent.relative_to(run).as_posix(): path
-             for path in sorted(run.rglob(CHECKPOINT))}
-    if not found:
-        raise FileNotFoundError(f"{run}: no {CHECKPOINT} found; is this a run directory written "
-                                f"by `moe-retriever train`?")
-    return found
-
-
 def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
              ensemble: bool = False) -> TrainedRun | RunEnsemble:
     """Load one seed of a run directory written by ``moe-retriever train``, or with
@@ -454,6 +481,8 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
 
     ``seed`` defaults to :func:`best_seed` (best validation score). The checkpoint carries the
     config, the modality specs, the standardisation statistics and the retrieval bank.
+    A cross-validation run loads the fold model with the best validation score
+    (:func:`best_fold`; among the folds of repeat seed ``seed`` when given).
     """
     run = Path(run_dir)
     if ensemble:
@@ -461,6 +490,9 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
             raise ValueError("load_run: give a seed or ensemble=True, not both")
         return RunEnsemble({name: TrainedRun(load_seed_checkpoint(path), run, device)
                             for name, path in run_checkpoints(run).items()}, run)
+    if fold_checkpoints(run):
+        s, k = best_fold(run, seed)
+        return TrainedRun(load_seed_checkpoint(fold_checkpoints(run)[(s, k)]), run, device)
     checkpoints = seed_checkpoints(run)
     chosen = best_seed(run) if seed is None else int(seed)
     if chosen not in checkpoints:

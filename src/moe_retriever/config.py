@@ -31,6 +31,7 @@ RetrieverMode = Literal["moe", "mean", "zero"]
 FusionKind = Literal["transformer", "smoe"]
 SelectMetric = Literal["macro_f1", "accuracy", "auroc", "auprc"]
 LoggerName = Literal["tensorboard", "mlflow"]
+ProtocolKind = Literal["holdout", "cv"]
 
 
 def bounded(default: Any, *, min: float | None = None, below: float | None = None) -> Any:
@@ -208,12 +209,32 @@ class TrainConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """How samples are split into training, validation and test data (docs/results.md).
+
+    ``holdout``: one stratified train / validation / test split (``data.split``) per seed.
+    ``cv``: stratified ``folds``-fold cross-validation repeated ``repeats`` times; repeat r uses
+    seed ``train.seeds[r]`` (its fold assignment and its missingness mask, shared by every method
+    and fold), so ``train.seeds`` must list at least ``repeats`` seeds (the first ``repeats`` are
+    used). In each fold the training part is split again, stratified, into train and validation
+    in the proportions of ``data.split`` (0.70 : 0.15 by default, i.e. 17.6 % validation), and
+    every sample is tested exactly once per repeat. A split shipped with the dataset is ignored
+    by ``cv``: all its samples are pooled.
+    """
+
+    kind: ProtocolKind = "holdout"
+    folds: int = bounded(5, min=2)
+    repeats: int = bounded(3, min=1)
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     method: str = "moe_retriever"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def validate(self) -> "ExperimentConfig":
         """Check values that no type annotation can express; raise ConfigError naming the key."""
@@ -230,6 +251,7 @@ class ExperimentConfig:
             _validate_missing(d.missing_test, "data.missing_test")
         _check(len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
                "data.split", "must be three positive fractions summing to 1")
+        _validate_protocol(self.protocol, t.seeds)
         _check(m.hidden >= 1, "model.hidden", "must be >= 1")
         _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         r = m.retriever
@@ -251,6 +273,11 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
+    if p.kind == "cv":
+        _check(len(seeds) >= p.repeats, "protocol.repeats",
+               f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
+               f"{seeds}; list more seeds or use fewer repeats")
 
 
 def _validate_missing(mis: MissingnessConfig, key: str) -> None:

@@ -80,8 +80,9 @@ METHOD_SPACES: dict[str, SpaceSpec] = {
         f"{_OPT}.muse.contrastive_weight": {"type": "float", "low": 0.1, "high": 1.0, "log": True},
         f"{_OPT}.muse.edge_drop_p": {"type": "float", "low": 0.1, "high": 0.5},
     },
-    # fitted directly (no epochs, no width): only its own settings
+    # fitted directly (no epochs, no width): only its own settings, in place of its inner grid search
     "hist_gbt": {
+        f"{_OPT}.hist_gbt.search": {"type": "categorical", "choices": [False]},
         f"{_OPT}.hist_gbt.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
         f"{_OPT}.hist_gbt.max_leaf_nodes": {"type": "categorical", "choices": [7, 15, 31, 63]},
         f"{_OPT}.hist_gbt.min_samples_leaf": {"type": "categorical", "choices": [5, 10, 20, 40]},

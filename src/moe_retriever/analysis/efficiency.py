@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..api import TrainedRun, best_seed, load_run, seed_checkpoints
+from ..api import TrainedRun, best_seed, load_run, trained_seeds
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
@@ -81,7 +81,7 @@ def train_run_source(run_dir: Path, seed: int | None = None) -> CostSource:
     """A ``moe-retriever train`` run directory."""
     cfg = load_config(run_dir / "config.yaml")
     epochs: list[float] = []
-    for path in sorted(run_dir.glob("seed_*/metrics.json")):
+    for path in sorted(run_dir.glob("seed_*/metrics.json")) + sorted(run_dir.glob("fold_s*/metrics.json")):
         epochs += [float(s) for s in json.loads(path.read_text()).get("epoch_seconds", [])]
     chosen = best_seed(run_dir) if seed is None else seed
     return CostSource(cfg.method, cfg, chosen, epochs, run_dir)
@@ -96,8 +96,8 @@ def comparison_sources(compare_dir: Path, like: ExperimentConfig | None = None) 
     for table in tables:
         sources = []
         for row in table.get("rows", []):
-            records = [compare_dir / "runs" / row["config_key"] / f"seed_{s}.json"
-                       for s in row.get("seeds", [])]
+            names = row.get("partitions") or [f"seed_{s}" for s in row.get("seeds", [])]
+            records = [compare_dir / "runs" / row["config_key"] / f"{n}.json" for n in names]
             records = [json.loads(p.read_text()) for p in records if p.is_file()]
             if not records:
                 continue
@@ -125,7 +125,7 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
     out: list[CostSource] = []
     for path in paths:
         results = path / "results.json"
-        if (path / "config.yaml").is_file() and any(path.glob("seed_*")):
+        if (path / "config.yaml").is_file() and (any(path.glob("seed_*")) or any(path.glob("fold_s*"))):
             out.append(train_run_source(path, seed))
         elif results.is_file() and "studies" in json.loads(results.read_text()):
             out.extend(comparison_sources(path, like))
@@ -170,7 +170,7 @@ def measure(src: CostSource, datasets: dict[str, MultimodalDataset], device: str
     key = json.dumps(to_dict(src.cfg.data), sort_keys=True)
     if key not in datasets:
         datasets[key] = load_dataset(src.cfg.data)
-    trained = src.run_dir is not None and src.seed in seed_checkpoints(src.run_dir)
+    trained = src.run_dir is not None and src.seed in trained_seeds(src.run_dir)
     run = load_run(src.run_dir, src.seed, device) if trained else _fresh_run(src, datasets[key], device)
     if run is None:
         cost.note = "fitted without the trainer: no FLOP or parameter count"

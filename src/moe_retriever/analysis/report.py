@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..api import TrainedRun, load_run, seed_checkpoints
+from ..api import TrainedRun, load_run, trained_seeds
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..training.checkpoint import atomic_write_text
-from ..training.experiment import SeedData, masked_split, standardize
+from ..training.experiment import SeedData, partition_split, standardize
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
@@ -70,7 +70,7 @@ def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) ->
         raise UsageError(f"split must be one of {list(SPLITS)}, got {split!r}")
     data = run.seed_data(dataset)
     if split == "all":
-        return standardize(masked_split(run.cfg, dataset, run.seed)[0], data.stats)
+        return standardize(partition_split(run.cfg, dataset, run.partition)[0], data.stats)
     return {"train": data.train, "val": data.val, "test": data.test}[split]
 
 
@@ -166,10 +166,11 @@ def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
     run = a.run
     conflicts, notes = [], []
     for source in a.sources:
-        if not (source / "config.yaml").is_file() or not any(source.glob("seed_*")):
+        if not (source / "config.yaml").is_file() or not (any(source.glob("seed_*"))
+                                                            or any(source.glob("fold_s*"))):
             continue  # compare outputs keep no trained weights
         other = run if source == a.run_dir else load_run(
-            source, run.seed if run.seed in seed_checkpoints(source) else None, a.device)
+            source, run.seed if run.seed in trained_seeds(source) else None, a.device)
         label = other.method if source == a.run_dir or other.method != run.method else source.name
         try:
             conflicts.append(gradient_conflict(other, other.seed_data(a.dataset).test, label))
@@ -355,5 +356,5 @@ def render_html(run: TrainedRun, sections: list[Section], record: dict[str, Any]
 def _seed_metrics(run: TrainedRun) -> dict[str, float]:
     if run.run_dir is None:
         return {}
-    path = run.run_dir / f"seed_{run.seed}" / "metrics.json"
+    path = run.run_dir / run.partition.name / "metrics.json"
     return json.loads(path.read_text()).get("test", {}) if path.is_file() else {}

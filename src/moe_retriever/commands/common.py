@@ -36,6 +36,12 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"train.epochs={args.epochs}")
     if getattr(args, "device", None):
         out.append(f"train.device={args.device}")
+    if getattr(args, "protocol", None):
+        out.append(f"protocol.kind={args.protocol}")
+    if getattr(args, "folds", None) is not None:
+        out.append(f"protocol.folds={args.folds}")
+    if getattr(args, "repeats", None) is not None:
+        out.append(f"protocol.repeats={args.repeats}")
     if getattr(args, "no_progress", False):
         out.append("train.progress=false")
     if getattr(args, "log", None):

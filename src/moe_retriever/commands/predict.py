@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="CSV to write: id, predicted, prob_<class>...")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--seed", type=int,
-                       help="which seed's model to use (default: the best by validation score)")
+                       help="which seed's model to use (default: the best by validation score); for "
+                            "a cross-validation run: the fold model with the best validation score "
+                            "(among the folds of that seed's repeat when --seed is given)")
     which.add_argument("--ensemble", action="store_true",
                        help="average the class probabilities of every model of the run "
                             "(all seeds, or folds)")

@@ -37,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and test a method over several seeds")
     add_config_options(p)
+    p.add_argument("--protocol", choices=["holdout", "cv"],
+                   help="holdout: one train/val/test split per seed; cv: stratified K-fold "
+                        "cross-validation repeated R times, repeat r on seed r of --seeds, a "
+                        "validation split inside each fold's training part (default: the "
+                        "config's protocol.kind, holdout)")
+    p.add_argument("--folds", type=int, metavar="K", help="cv folds (protocol.folds, default 5)")
+    p.add_argument("--repeats", type=int, metavar="R",
+                   help="cv repeats (protocol.repeats, default 3); needs R seeds in --seeds")
     p.add_argument("--out", help="run directory (default runs/<name>)")
     p.add_argument("--resume", metavar="RUN",
                    help="continue an interrupted run: finished seeds are kept, an unfinished one "

@@ -3,7 +3,8 @@
 A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json`` and,
 per seed, ``seed_<s>/model.safetensors``: the best model's weights together with everything needed
 to use it again (config, modality specs, class names, standardisation statistics and the retrieval
-bank, i.e. the training split).
+bank, i.e. the training split). Under ``protocol: {kind: cv}`` the same contents are written per
+fold instead, in ``fold_s<seed>_k<fold>/`` (fold ``fold`` of the repeat whose seed is ``seed``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ from torch import Tensor
 
 from ..config import ExperimentConfig, from_dict, save_config, to_dict
 from ..data.bank import RetrievalBank
+from ..data.combinations import observed_to_codes
 from ..data.dataset import ModalitySpec, MultimodalDataset
 from ..data.missingness import apply_missingness, missingness_summary, simulated_mask
 from ..data.sources import load_dataset
-from ..data.splits import stratified_split
+from ..data.splits import stratified_folds, stratified_holdout, stratified_split
 from ..errors import CheckpointError, InputNotFoundError
 from ..methods import build_model
 from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
@@ -35,6 +38,7 @@ from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
 from .metrics import METRICS, aggregate, classification_metrics
 from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
+from .statistics import corrected_resampled_t, t_interval
 from .trainer import FitResult, Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
@@ -94,13 +98,20 @@ def masked_split(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
         parts = {k: dataset.splits[k] for k in ("train", "val", "test")}
     else:
         parts = dict(zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed)))
+    return _masked(cfg, dataset, seed, parts), parts
+
+
+def _masked(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int,
+            parts: dict[str, Tensor]) -> MultimodalDataset:
+    """``dataset`` under the seed's missingness; ``data.missing_test`` masks the val and test
+    positions of ``parts``."""
     shift = cfg.data.missing_test
     if shift is None:
-        return apply_missingness(dataset, cfg.data.missing, seed), parts
+        return apply_missingness(dataset, cfg.data.missing, seed)
     observed = simulated_mask(dataset, cfg.data.missing, seed)
     held_out = torch.cat([parts["val"], parts["test"]])
     observed[held_out] = simulated_mask(dataset, shift, seed, "data.missing_test")[held_out]
-    return dataset.with_observed(observed), parts
+    return dataset.with_observed(observed)
 
 
 def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
@@ -118,6 +129,84 @@ def split_data(cfg: ExperimentConfig, ds: MultimodalDataset, train_index: Sequen
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(standardize(train, stats), standardize(ds.subset(val_index), stats),
                     standardize(ds.subset(test_index), stats), stats)
+
+
+# --------------------------------------------------------------------------- protocols
+
+@dataclass(frozen=True)
+class Partition:
+    """One train / validation / test split of the evaluation protocol: the holdout split of
+    ``seed``, or (``fold`` set) fold ``fold`` of the cross-validation repeat ``repeat`` whose
+    seed is ``seed``."""
+
+    seed: int
+    fold: int | None = None
+    repeat: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The run directory entry: ``seed_<s>`` or ``fold_s<seed>_k<fold>``."""
+        return f"seed_{self.seed}" if self.fold is None else f"fold_s{self.seed}_k{self.fold}"
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.fold is None else \
+            f"repeat {self.repeat} (seed {self.seed}) fold {self.fold}"
+
+    @property
+    def rng_seed(self) -> int:
+        """Seed of the model's initialisation and training randomness (distinct per fold)."""
+        return self.seed if self.fold is None else 1000 * self.seed + self.fold
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"seed": self.seed, "fold": self.fold, "repeat": self.repeat}
+
+
+def protocol_partitions(cfg: ExperimentConfig) -> list[Partition]:
+    """Every split the config's protocol trains and tests on, in order."""
+    p = cfg.protocol
+    if p.kind == "holdout":
+        return [Partition(s) for s in cfg.train.seeds]
+    return [Partition(s, k, r) for r, s in enumerate(cfg.train.seeds[:p.repeats])
+            for k in range(p.folds)]
+
+
+def partition_from_meta(meta: dict[str, Any]) -> Partition:
+    """The partition a checkpoint or a run record was trained on (holdout when not recorded)."""
+    d = meta.get("partition") or {}
+    return Partition(int(meta["seed"]), d.get("fold"), d.get("repeat"))
+
+
+def partition_split(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition
+                    ) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+    """:func:`masked_split` for one partition of the protocol. Cross-validation: the repeat
+    seed's missingness mask (shared by its folds) and stratified folds; the other folds are
+    split again, stratified, into train and validation in the proportions of ``data.split``."""
+    if part.fold is None:
+        return masked_split(cfg, dataset, part.seed)
+    folds = stratified_folds(dataset.labels, cfg.protocol.folds, part.seed)
+    if not 0 <= part.fold < len(folds):
+        raise ValueError(f"fold {part.fold} does not exist: protocol.folds = {cfg.protocol.folds}")
+    rest = torch.cat([f for k, f in enumerate(folds) if k != part.fold]).sort().values
+    val_fraction = cfg.data.split[1] / (cfg.data.split[0] + cfg.data.split[1])
+    tr, va = stratified_holdout(dataset.labels, rest, val_fraction, part.rng_seed)
+    parts = {"train": tr, "val": va, "test": folds[part.fold]}
+    return _masked(cfg, dataset, part.seed, parts), parts
+
+
+def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset,
+                      part: Partition) -> SeedData:
+    """The standardised train / val / test data of one partition (:func:`partition_split`)."""
+    ds, parts = partition_split(cfg, dataset, part)
+    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
+
+
+def prediction_record(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
+    """Per-sample test record: ids, true and predicted labels, combination codes (for the
+    per-combination results pooled over folds)."""
+    return {"ids": list(test.ids), "label": test.labels.tolist(),
+            "pred": np.asarray(probs).argmax(axis=1).tolist(),
+            "code": observed_to_codes(test.observed).tolist()}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -196,25 +285,29 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
 
 def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
                device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
-               state_dir: Path | None = None, on_epoch=None) -> dict[str, Any]:
-    """Train and test one seed on its split and missingness (``prepare_seed``).
+               state_dir: Path | None = None, on_epoch=None,
+               partition: Partition | None = None) -> dict[str, Any]:
+    """Train and test one seed on its split and missingness (``prepare_seed``), or one
+    ``partition`` of the protocol (``seed`` is then ignored; :func:`prepare_partition`).
 
     With ``out_dir`` (the run directory; given on the writing rank only) the best model goes to
-    ``seed_<s>/model.safetensors`` and the returned record to ``seed_<s>/metrics.json``.
-    ``state_dir`` (the seed's directory, known to every rank) holds the per-epoch training state
-    that ``--resume`` continues from; it is removed once the seed's metrics are written.
-    ``on_epoch`` is passed to :func:`fit_and_test`."""
-    data = prepare_seed(cfg, dataset, seed)
-    seed_dir = out_dir / f"seed_{seed}" if out_dir is not None else None
-    if seed_dir is not None:
-        seed_dir.mkdir(parents=True, exist_ok=True)
+    ``<unit>/model.safetensors`` and the returned record to ``<unit>/metrics.json``, where the
+    unit is the partition's name (``seed_<s>`` or ``fold_s<s>_k<k>``). ``state_dir`` (the unit's
+    directory, known to every rank) holds the per-epoch training state that ``--resume``
+    continues from; it is removed once the metrics are written. ``on_epoch`` is passed to
+    :func:`fit_and_test`."""
+    part = partition if partition is not None else Partition(seed)
+    data = prepare_partition(cfg, dataset, part)
+    unit_dir = out_dir / part.name if out_dir is not None else None
+    if unit_dir is not None:
+        unit_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
-    record = fit_and_test(cfg, data, seed, device, dist_ctx,
-                          seed_dir / CHECKPOINT if seed_dir is not None else None, state_path,
-                          on_epoch)
-    if seed_dir is not None:
-        atomic_write_text(seed_dir / SEED_METRICS, json.dumps(record, indent=2))
-        (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
+    record = fit_and_test(cfg, data, part.rng_seed, device, dist_ctx,
+                          unit_dir / CHECKPOINT if unit_dir is not None else None, state_path,
+                          on_epoch, part)
+    if unit_dir is not None:
+        atomic_write_text(unit_dir / SEED_METRICS, json.dumps(record, indent=2))
+        (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
     return record
 
 
@@ -249,22 +342,25 @@ def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDa
 
 def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
                  dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
-                 state_path: Path | None = None, on_epoch=None) -> dict[str, Any]:
+                 state_path: Path | None = None, on_epoch=None,
+                 partition: Partition | None = None) -> dict[str, Any]:
     """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
     ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
-    dropout and retrieval draws. The best model is saved to ``checkpoint`` and the per-epoch
+    dropout and retrieval draws. ``partition`` is the protocol's split that ``data`` is (default:
+    the holdout split of ``seed``); the checkpoint and the record carry its seed and fold. The best model is saved to ``checkpoint`` and the per-epoch
     training state to ``state_path`` when given (methods fitted without the Trainer keep
     neither); with ``checkpoint`` the training log ``history.csv`` (rewritten every epoch) and
     ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
     history entry."""
+    part = partition if partition is not None else Partition(seed)
     n_classes = data.train.n_classes
     log_dir = checkpoint.parent if checkpoint is not None else None
     history: list[dict[str, Any]] = []
 
     def on_best(state, result):
         if checkpoint is not None:
-            save_seed_checkpoint(checkpoint, cfg, seed, state, data.train, data.stats,
-                                 {"best_epoch": result.best_epoch})
+            save_seed_checkpoint(checkpoint, cfg, part.seed, state, data.train, data.stats,
+                                 {"best_epoch": result.best_epoch, "partition": part.as_dict()})
 
     def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
         history.append(entry)
@@ -276,26 +372,52 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
     model, fit, trainer = fit_model(cfg, data.train, data.val, n_classes, seed, device, dist_ctx,
                                     on_best, state_path, epoch_done)
     if trainer is None:
-        test = classification_metrics(model.predict_proba(data.test), data.test.labels.numpy(), n_classes)
+        probs = model.predict_proba(data.test)
     else:
         if log_dir is not None:
             # a resumed fit's history also holds the epochs before the interruption
             write_history(log_dir, fit.history)
-            plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, seed {seed}")
-        test = trainer.evaluate(data.test)
-    return {"seed": seed, "test": test, "val": fit.best_val, "best_epoch": fit.best_epoch,
-            "train_seconds": fit.train_seconds, "epoch_seconds": fit.epoch_seconds,
-            "history": fit.history, "n_train": len(data.train), "n_val": len(data.val),
-            "n_test": len(data.test)}
+            plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
+        probs = trainer.predict_proba(data.test)
+    test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
+    return {"seed": part.seed, "partition": part.as_dict(), "test": test, "val": fit.best_val,
+            "best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
+            "epoch_seconds": fit.epoch_seconds, "history": fit.history, "n_train": len(data.train),
+            "n_val": len(data.val), "n_test": len(data.test),
+            "test_predictions": prediction_record(data.test, probs)}
+
+
+def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]],
+                   cv: bool) -> dict[str, dict]:
+    """``aggregate`` of per-run metrics plus, for every metric, ``per_fold`` (one value per run:
+    per fold, or per seed for holdout) and ``ci95`` {mean, lo, hi, method, ...}: the
+    Nadeau-Bengio corrected t interval over the folds of cross-validation (``n_train``: samples a
+    fold's model learns from, train + validation), a t interval over holdout seeds. ``per_seed``
+    is kept for holdout runs only."""
+    out = aggregate(per_run)
+    for metric in out.values():
+        metric["per_fold"] = list(metric["per_seed"])
+        if cv:
+            del metric["per_seed"]
+            n_train = float(np.mean([r["n_train"] + r["n_val"] for r in runs]))
+            n_test = float(np.mean([r["n_test"] for r in runs]))
+            est = corrected_resampled_t(metric["per_fold"], n_train, n_test)
+        else:
+            est = t_interval(metric["per_fold"])
+        metric["ci95"] = {"lo": est.lo, "hi": est.hi, "method": est.method, "n": est.n}
+    return out
 
 
 def summarize(cfg: ExperimentConfig, dataset_name: str, runs: list[dict[str, Any]],
               combinations: dict[str, int]) -> dict[str, Any]:
+    cv = cfg.protocol.kind == "cv"
     return {
         "method": cfg.method,
         "dataset": dataset_name,
-        "seeds": [r["seed"] for r in runs],
-        "test": aggregate([r["test"] for r in runs]),
+        "seeds": sorted({r["seed"] for r in runs}) if cv else [r["seed"] for r in runs],
+        "protocol": to_dict(cfg.protocol),
+        "partitions": [partition_from_meta(r).name for r in runs],
+        "test": with_intervals([r["test"] for r in runs], runs, cv),
         "val": aggregate([r["val"] for r in runs]),
         "train_seconds": float(sum(r["train_seconds"] for r in runs)),
         "epoch_seconds_median": float(np.median([s for r in runs for s in r["epoch_seconds"]])),
@@ -312,6 +434,25 @@ def fmt(metric: dict[str, Any]) -> str:
     return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
 
 
+def fmt_interval(metric: dict[str, Any] | None) -> str:
+    """``mean [lo, hi]`` in % (the 95 % interval of ``with_intervals``); ``mean`` alone when the
+    interval cannot be estimated."""
+    if metric is None or math.isnan(metric["mean"]):
+        return "n/a"
+    ci = metric.get("ci95") or {}
+    lo, hi = ci.get("lo", math.nan), ci.get("hi", math.nan)
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{100 * metric['mean']:.2f}"
+    return f"{100 * metric['mean']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def protocol_text(protocol: dict[str, Any] | None, seeds: list[int]) -> str:
+    if protocol and protocol.get("kind") == "cv":
+        return (f"{protocol['folds']}-fold stratified cross-validation repeated "
+                f"{protocol['repeats']} times (repeat seeds {seeds})")
+    return f"holdout, seeds {seeds}"
+
+
 def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     """The lines of a markdown table; a row shorter than the header leaves its last cells blank."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -321,9 +462,13 @@ def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    rows = [[split, *(fmt(results[split].get(k)) for k in METRICS)] for split in ("test", "val")]
+    test = results["test"]
+    method = next((m["ci95"]["method"] for m in test.values() if "ci95" in m), "t over seeds")
+    rows = [["test", *(fmt_interval(test.get(k)) for k in METRICS)],
+            ["val", *(fmt(results["val"].get(k)) for k in METRICS)]]
     lines = [f"# {results['method']} on {results['dataset']}", "",
-             f"Seeds {results['seeds']}; mean ± population std over seeds, in %. "
+             f"{protocol_text(results.get('protocol'), results['seeds'])}. Test: mean [95 % "
+             f"interval: {method}], in %; validation: mean ± population std. "
              f"Training time {results['train_seconds']:.1f} s in all.", "",
              *markdown_table(("split", *METRICS), rows)]
     return "\n".join(lines) + "\n"
@@ -332,11 +477,12 @@ def results_markdown(results: dict[str, Any]) -> str:
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
                    dataset: MultimodalDataset | None = None, log=print,
                    resume: bool = False, on_epoch=None) -> dict[str, Any]:
-    """Train and test ``cfg.method`` over ``cfg.train.seeds``; write the run directory.
+    """Train and test ``cfg.method`` over ``cfg.train.seeds`` (every partition of
+    ``cfg.protocol``: one split per seed, or the folds of each repeat); write the run directory.
 
     Training state is saved after every epoch; with ``resume`` the seeds whose metrics exist are
     read back and an interrupted seed continues from its last finished epoch.
-    ``on_epoch(i, epoch, entry)`` follows every training epoch of the ``i``-th seed.
+    ``on_epoch(i, epoch, entry)`` follows every training epoch of the ``i``-th seed (partition).
 
     Under torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel (see
     ``training/distributed.py``) and only rank 0 logs and writes.
@@ -358,15 +504,17 @@ def _silent(*args: Any, **kwargs: Any) -> None:
 def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path | None,
               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS, log=print,
               resume: bool = False, on_epoch=None) -> dict[str, Any]:
-    """``train_seed`` for every seed of ``cfg.train.seeds`` (reading back the finished ones when
-    ``resume``), then the summary over seeds. Every rank trains; only the main rank writes
+    """``train_seed`` for every partition of the protocol (:func:`protocol_partitions`: the seeds
+    of ``cfg.train.seeds``, or the folds of each cross-validation repeat), reading back the
+    finished ones when ``resume``, then the summary over them. Every rank trains; only the main rank writes
     ``run_dir``."""
     out = run_dir if dist_ctx.is_main else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     log(dataset.describe())
-    first, parts = masked_split(cfg, dataset, cfg.train.seeds[0])
+    partitions = protocol_partitions(cfg)
+    first, parts = partition_split(cfg, dataset, partitions[0])
     combos = first.combination_counts()
     log(f"modality combinations (seed {cfg.train.seeds[0]}): "
         + ", ".join(f"{k}={v}" for k, v in combos.items()))
@@ -378,8 +526,8 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
     t0 = time.perf_counter()
     logger = ExperimentLogger(cfg, out, enabled=dist_ctx.is_main)
     try:
-        for i, seed in enumerate(cfg.train.seeds):
-            runs.append(_seed_record(cfg, dataset, seed, i, run_dir, out, device, dist_ctx, log,
+        for i, part in enumerate(partitions):
+            runs.append(_seed_record(cfg, dataset, part, i, run_dir, out, device, dist_ctx, log,
                                      resume, on_epoch, logger))
     except BaseException:
         logger.close()
@@ -395,48 +543,87 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
     return results
 
 
-def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, i: int,
+def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition, i: int,
                  run_dir: Path | None, out: Path | None, device: torch.device, dist_ctx: DistContext,
                  log, resume: bool, on_epoch, logger: ExperimentLogger) -> dict[str, Any]:
-    """The ``i``-th seed's record: read back when it finished earlier, else trained now."""
-    seed_dir = run_dir / f"seed_{seed}" if run_dir is not None else None
-    finished = seed_dir / SEED_METRICS if seed_dir is not None else None
+    """The ``i``-th partition's record: read back when it finished earlier, else trained now."""
+    unit_dir = run_dir / part.name if run_dir is not None else None
+    finished = unit_dir / SEED_METRICS if unit_dir is not None else None
     if resume and finished is not None and finished.is_file():
-        log(f"seed {seed}: finished earlier, results read from {finished}")
+        log(f"{part.label}: finished earlier, results read from {finished}")
         return json.loads(finished.read_text())
-    if not resume and seed_dir is not None and dist_ctx.is_main:
+    if not resume and unit_dir is not None and dist_ctx.is_main:
         # a fresh run never continues from a state left by an earlier, interrupted one
-        (seed_dir / TRAINING_STATE).unlink(missing_ok=True)
+        (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
 
-    def seed_on_epoch(epoch: int, entry: dict[str, Any]) -> None:
-        logger.epoch(f"seed_{seed}", entry)
+    def unit_on_epoch(epoch: int, entry: dict[str, Any]) -> None:
+        logger.epoch(part.name, entry)
         if on_epoch is not None:
             on_epoch(i, epoch, entry)
 
-    r = train_seed(cfg, dataset, seed, out, device, dist_ctx, seed_dir, seed_on_epoch)
-    log(f"seed {seed}: best epoch {r['best_epoch']}, test "
+    r = train_seed(cfg, dataset, part.seed, out, device, dist_ctx, unit_dir, unit_on_epoch, part)
+    log(f"{part.label}: best epoch {r['best_epoch']}, test "
         + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
         + f" ({r['train_seconds']:.1f} s)")
     return r
 
 
-def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:
-    """Re-evaluate every seed's saved model on its test split; returns the aggregated metrics."""
+def run_checkpoints(run_dir: str | Path) -> dict[str, Path]:
+    """Every model checkpoint in a run directory, keyed by its directory relative to the run
+    (``seed_0``, ``fold_s0_k1``, ..., or deeper layouts), sorted."""
     run = Path(run_dir)
-    seed_dirs = sorted(run.glob("seed_*/" + CHECKPOINT))
-    if not seed_dirs:
-        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory?")
+    found = _checkpoint_dirs(run)
+    if not found:
+        raise InputNotFoundError(f"{run}: no {CHECKPOINT} found; is this a run directory written "
+                                 f"by `moe-retriever train`?")
+    return found
+
+
+def _checkpoint_dirs(run: Path) -> dict[str, Path]:
+    return {path.parent.relative_to(run).as_posix(): path for path in sorted(run.rglob(CHECKPOINT))}
+
+
+_UNIT_NAME = re.compile(r"seed_(-?\d+)|fold_s(-?\d+)_k(\d+)")
+
+
+def partition_checkpoints(run_dir: str | Path) -> dict[tuple[int, int | None], Path]:
+    """``{(seed, fold): path}`` of the protocol's checkpoints in a run directory (those of
+    :func:`run_checkpoints` directly in ``seed_<s>/``, fold None, or ``fold_s<s>_k<k>/``);
+    empty when there is none."""
+    found = {}
+    for name, path in _checkpoint_dirs(Path(run_dir)).items():
+        match = _UNIT_NAME.fullmatch(name)
+        if match and match[1] is not None:
+            found[(int(match[1]), None)] = path
+        elif match:
+            found[(int(match[2]), int(match[3]))] = path
+    return found
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:
+    """Re-evaluate every seed's (or fold's) saved model on its test split; returns the
+    aggregated metrics."""
+    run = Path(run_dir)
+    paths = list(partition_checkpoints(run).values())
+    if not paths:
+        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} or fold_s*_k*/{CHECKPOINT} found; "
+                                 "is this a run directory?")
     dev = resolve_device(device)
-    per_seed = []
+    per_seed, parts = [], []
     dataset = None
-    for path in seed_dirs:
+    for path in paths:
         loaded = load_seed_checkpoint(path)
         cfg = loaded.cfg
+        part = partition_from_meta(loaded.meta)
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
-        data = prepare_seed(cfg, dataset, loaded.seed)
+        data = prepare_partition(cfg, dataset, part)
         bank = RetrievalBank(data.train, dev)
-        trainer = Trainer(loaded.model, cfg.train, bank, dev, loaded.seed, cfg.model.retriever.eval_draws)
+        trainer = Trainer(loaded.model, cfg.train, bank, dev, part.rng_seed,
+                          cfg.model.retriever.eval_draws)
         metrics = trainer.evaluate(data.test)
-        log(f"seed {loaded.seed}: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items()))
+        log(f"{part.label}: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items()))
         per_seed.append(metrics)
-    return {"test": aggregate(per_seed), "seeds": [int(p.parent.name.split("_")[1]) for p in seed_dirs]}
+        parts.append(part)
+    out = {"test": aggregate(per_seed), "partitions": [p.name for p in parts]}
+    out["seeds"] = sorted({p.seed for p in parts}) if parts[0].fold is not None else [p.seed for p in parts]
+    return out
