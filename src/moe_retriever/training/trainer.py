@@ -109,7 +109,10 @@ class Trainer:
         starts = range(0, n, self.cfg.batch_size)
         # per-step (loss, aux) kept on the device and read once per epoch: no sync inside a step
         step_losses = torch.zeros(len(starts), 2, device=self.device)
+        before_step = getattr(self.model, "before_train_step", None) if retrieve else None
         for step, start in enumerate(starts):
+            if before_step is not None:
+                before_step(self.bank, step)
             global_index = order[start:start + self.cfg.batch_size]
             batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None

@@ -1,0 +1,215 @@
+"""Wide modalities: the low-rank MLP input layer and the bank-embedding cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from moe_retriever.config import ConfigError, EncoderConfig, ModelConfig, MoEConfig, RetrieverConfig
+from moe_retriever.data.bank import RetrievalBank
+from moe_retriever.data.dataset import ModalitySpec
+from moe_retriever.data.missingness import drop_mask
+from moe_retriever.data.synthetic import make_synthetic
+from moe_retriever.models import build_encoder
+from moe_retriever.models.classifier import MultimodalClassifier
+from moe_retriever.models.encoders import LOWRANK_FROM_WIDTH
+
+
+# --------------------------------------------------------------------------- low-rank encoder
+
+def mlp(width: int, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = EncoderConfig(kind="mlp", hidden=24, layers=2, dropout=0.0, options=options)
+    return build_encoder(ModalitySpec("snps", (width,), "tabular"), cfg, 16)
+
+
+def test_lowrank_first_layer_shapes_parameters_and_reference():
+    enc = mlp(500, first_layer="lowrank", rank=8)
+    proj, first = enc.net[0], enc.net[1]
+    assert proj.weight.shape == (8, 500) and proj.bias is None and first.weight.shape == (24, 8)
+    dense = mlp(500, first_layer="dense")
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(dense) - n(enc) == 500 * 24 + 24 - (500 * 8 + 8 * 24 + 24)
+    x = torch.randn(5, 500)
+    out = enc(x)
+    assert out.shape == (5, 16) and enc(x[:0]).shape == (0, 16)
+    # reference: the dense MLP whose first weight is the product of the two factors
+    with torch.no_grad():
+        dense.net[0].weight.copy_(first.weight @ proj.weight)
+        dense.net[0].bias.copy_(first.bias)
+        for a, b in zip(dense.net[1:], enc.net[2:]):
+            for pa, pb in zip(a.parameters(), b.parameters()):
+                pa.copy_(pb)
+    torch.testing.assert_close(out, dense(x), rtol=1e-4, atol=1e-5)
+
+
+def test_lowrank_gradients_reach_both_factors_and_only_touched_columns():
+    enc = mlp(300, first_layer="lowrank", rank=4).double()
+    x = torch.zeros(3, 300, dtype=torch.double)
+    x[:, :10] = torch.randn(3, 10, dtype=torch.double)
+    enc(x).pow(2).sum().backward()
+    g = enc.net[0].weight.grad
+    assert g.abs()[:, :10].sum() > 0 and torch.all(g[:, 10:] == 0)
+    assert enc.net[1].weight.grad.abs().sum() > 0
+    # central finite differences on one weight of the projection
+    w, eps = enc.net[0].weight, 1e-6
+    with torch.no_grad():
+        w[1, 3] += eps
+        up = enc(x).pow(2).sum()
+        w[1, 3] -= 2 * eps
+        down = enc(x).pow(2).sum()
+        w[1, 3] += eps
+    assert float((up - down) / (2 * eps)) == pytest.approx(float(g[1, 3]), rel=1e-4, abs=1e-8)
+
+
+def test_auto_first_layer_is_lowrank_only_for_wide_input():
+    assert isinstance(mlp(LOWRANK_FROM_WIDTH - 1).net[1], torch.nn.GELU)  # dense: Linear, GELU
+    wide = mlp(LOWRANK_FROM_WIDTH)
+    assert wide.net[0].weight.shape == (32, LOWRANK_FROM_WIDTH) and wide.net[0].bias is None
+
+
+@pytest.mark.parametrize("options,key", [({"first_layer": "patch"}, "first_layer"),
+                                         ({"rank": 0}, "rank"), ({"ranks": 3}, "ranks")])
+def test_bad_mlp_options_name_the_key(options, key):
+    with pytest.raises(ConfigError, match=f"model.encoders.snps.options.*{key}"):
+        mlp(50, **options)
+
+
+# --------------------------------------------------------------------------- bank cache
+
+@pytest.fixture(scope="module")
+def data():
+    ds = make_synthetic(n_samples=150, n_modalities=4, seed=1)
+    return ds.with_observed(drop_mask(ds.observed, 0.4, torch.Generator().manual_seed(2)))
+
+
+def model_for(data, bank_cache: str, dropout: float = 0.0) -> MultimodalClassifier:
+    torch.manual_seed(0)
+    moe = MoEConfig(experts_per_modality=3, shared_experts=2, top_k=2, expert_hidden=16)
+    cfg = ModelConfig(hidden=16, dropout=dropout,
+                      encoder=EncoderConfig(hidden=16, dropout=dropout),
+                      retriever=RetrieverConfig(heads=2, moe=moe, bank_cache=bank_cache))
+    return MultimodalClassifier(data.modalities, data.n_classes, cfg)
+
+
+def intra_of(model, data, bank, seed=0):
+    """The intra context of every missing pair of ``data`` (a fixed draw)."""
+    obs = data.observed
+    pair_b, pair_t = (~obs).nonzero(as_tuple=True)
+    from moe_retriever.data.combinations import observed_to_codes
+    codes = observed_to_codes(obs)[pair_b]
+    n = obs.sum(1)[pair_b]
+    return model.intra_context(bank, codes, pair_t, n, torch.Generator().manual_seed(seed))
+
+
+def test_config_rejects_bad_schedules():
+    from moe_retriever.config import load_config
+    for bad in ("steps:0", "steps", "sometimes", "steps:x"):
+        with pytest.raises(ConfigError, match="model.retriever.bank_cache"):
+            load_config(None, [f"model.retriever.bank_cache={bad}"])
+    assert load_config(None, ["model.retriever.bank_cache=steps:5"]).model.retriever.bank_cache == "steps:5"
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cached_intra_context_equals_encoding_right_after_a_refresh(data, training):
+    bank = RetrievalBank(data)
+    cached, plain = model_for(data, "epoch"), model_for(data, "none")
+    plain.load_state_dict(cached.state_dict())
+    cached.train(training), plain.train(training)
+    cached.before_train_step(bank, 0)  # the refresh at the start of an epoch
+    a, va = intra_of(cached, data, bank)
+    b, vb = intra_of(plain, data, bank)
+    assert torch.equal(va, vb) and va.any()
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # and the whole forward pass retrieves the same embeddings
+    cached.eval(), plain.eval()
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    torch.testing.assert_close(cached(data.full_batch(), bank, generator=g()).embeddings,
+                               plain(data.full_batch(), bank, generator=g()).embeddings,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_table_refreshes_on_schedule_and_is_bounded(data):
+    bank = RetrievalBank(data)
+    model = model_for(data, "steps:3")
+    model.train()
+    opt = torch.optim.SGD(model.encoders.parameters(), lr=0.01)
+    direction = torch.randn(len(data), 4, model.cfg.hidden)
+    refreshed = []
+    for step in range(7):
+        before = model.bank_table
+        model.before_train_step(bank, step)
+        refreshed.append(model.bank_table is not before)
+        # the table holds the embeddings of the weights at the last refresh
+        enc = model.bank_table.table.view(-1)[:-model.cfg.hidden].view(4, len(bank), -1)
+        m = 0
+        rows = data.observed[:, m].nonzero().squeeze(1)
+        model.eval()
+        with torch.no_grad():
+            now = model.encode_modality(m, bank.features[data.modality_names[m]][rows])
+        model.train()
+        assert torch.allclose(enc[m, rows], now, atol=1e-6) == (refreshed[-1] or step % 3 == 0)
+        assert torch.all(enc[m][~data.observed[:, m]] == 0)
+        loss = (model.encode(data.full_batch()) * direction).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert refreshed == [True, False, False, True, False, False, True]
+    # memory: N x d floats per modality plus one zero row
+    assert model.bank_table.table.shape == (4 * len(bank) + 1, model.cfg.hidden)
+
+
+def test_epoch_schedule_refreshes_at_step_zero_only(data):
+    bank = RetrievalBank(data)
+    model = model_for(data, "epoch")
+    opt = torch.optim.SGD(model.encoders.parameters(), lr=0.1)
+    tables = []
+    for step in (0, 1, 2, 0):
+        model.before_train_step(bank, step)
+        tables.append(model.bank_table)
+        opt.zero_grad()
+        model.encode(data.full_batch()).sum().backward()
+        opt.step()
+    assert tables[0] is tables[1] is tables[2] and tables[3] is not tables[0]
+
+
+def test_no_encoder_gradient_through_cached_entries(data):
+    bank = RetrievalBank(data)
+    for cache, expect in (("epoch", False), ("none", True)):
+        model = model_for(data, cache)
+        model.train()
+        model.before_train_step(bank, 0)
+        intra, valid = intra_of(model, data, bank)
+        assert intra.requires_grad == expect
+        out = model.retriever(intra, valid, torch.zeros(intra.shape[0], 4, 16),
+                              torch.zeros(intra.shape[0], 4, dtype=torch.bool),
+                              (~data.observed).nonzero()[:, 1])
+        out.embeddings.pow(2).sum().backward()
+        enc_grads = [p.grad for p in model.encoders.parameters() if p.grad is not None]
+        assert bool(enc_grads) == expect
+        assert model.retriever.attn.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_evaluation_rebuilds_a_stale_table(data):
+    bank = RetrievalBank(data)
+    model = model_for(data, "epoch")
+    model.train()
+    model.before_train_step(bank, 0)
+    with torch.no_grad():
+        for p in model.encoders.parameters():
+            p.add_(0.05)
+    stale = model.bank_table
+    model.eval()
+    plain = model_for(data, "none")
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    a, _ = intra_of(model, data, bank)
+    b, _ = intra_of(plain, data, bank)
+    assert model.bank_table is not stale
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the same weights and bank: the table is reused
+    table = model.bank_table
+    intra_of(model, data, bank)
+    assert model.bank_table is table
