@@ -99,8 +99,9 @@ def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC) -> Pa
     return root
 
 
-def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) -> Setup:
-    """The benchmark's model on the set under ``root``, ready to train (one warm-up epoch)."""
+def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) -> tuple[Setup, object]:
+    """The benchmark's model on the set under ``root``, ready to train (one warm-up epoch), and
+    the loaded data set."""
     from moe_retriever.config import load_config
     from moe_retriever.data.bank import RetrievalBank
     from moe_retriever.data.sources import load_dataset
@@ -116,7 +117,7 @@ def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) ->
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
     bank = RetrievalBank(data.train, "cpu")
     trainer = Trainer(model, cfg.train, bank, torch.device("cpu"), seed)
-    return Setup(cfg, data, bank, model, trainer)
+    return Setup(cfg, data, bank, model, trainer), dataset
 
 
 # --------------------------------------------------------------------------- profile
@@ -215,6 +216,17 @@ def epoch_flops(setup: Setup, epoch: int) -> float:
     return float(counter.get_total_flops())
 
 
+def matmul_rate(shape: tuple[int, ...], repeats: int = 20) -> float:
+    """Achieved GFLOP/s (process CPU time) of ``(b, m, k) @ (b, k, n)`` on this machine now."""
+    b, m, k, n = shape
+    x, w = torch.randn(b, m, k), torch.randn(b, k, n)
+    torch.bmm(x, w)
+    c0 = time.process_time()
+    for _ in range(repeats):
+        torch.bmm(x, w)
+    return 2 * b * m * k * n * repeats / (time.process_time() - c0) / 1e9
+
+
 # --------------------------------------------------------------------------- measurement
 
 def timed(fn) -> tuple[float, float]:
@@ -223,8 +235,35 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
+def checkpoint_writes(setup: Setup, dataset) -> dict[str, tuple[float, float]]:
+    """(MB, wall s) of one seed checkpoint write: bank embedded, and referring to the run's bank
+    file (written once beforehand, not timed here: it is written once per run)."""
+    import inspect
+
+    from moe_retriever.training import experiment as ex
+
+    state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench_wide_ckpt_") as tmp:
+        run = Path(tmp)
+        (run / "seed_0").mkdir()
+        path = run / "seed_0" / "model.safetensors"
+        t0 = time.perf_counter()
+        ex.save_seed_checkpoint(path, setup.cfg, 0, state, setup.data)
+        out["bank embedded"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
+        if "bank_file" in inspect.signature(ex.save_seed_checkpoint).parameters:
+            t0 = time.perf_counter()
+            digest = ex.run_bank_digest(run / ex.BANK_FILE, dataset)
+            out["run bank file (once per run)"] = ((run / ex.BANK_FILE).stat().st_size / 2**20,
+                                                   time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ex.save_seed_checkpoint(path, setup.cfg, 0, state, setup.data, {}, run / ex.BANK_FILE, digest)
+            out["bank file reference"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
+    return out
+
+
 def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bool = True) -> dict:
-    setup = wide_setup(root, overrides)
+    setup, dataset = wide_setup(root, overrides)
     trainer, data = setup.trainer, setup.data.train.full_batch()
     gc.collect()
     reset_peak_rss()
@@ -237,9 +276,14 @@ def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bo
         gc.collect()
         out["rss"].append(rss_mb())
     out["peak"] = peak_rss_mb()
+    out["checkpoint"] = checkpoint_writes(setup, dataset)
     if profile:
         out["scopes"] = profile_epoch(setup, first + retrieval_epochs)
         out["flops"] = epoch_flops(setup, first + retrieval_epochs + 1)
+        # the same arithmetic at its best here: one large matmul, and the experts' batched
+        # matmul at a step's typical load (28 experts x 16 tokens, d 128, expert hidden 256)
+        out["gflops_large"] = matmul_rate((1, 1024, 1024, 1024), 5)
+        out["gflops_experts"] = matmul_rate((28, 16, 128, 256), 200)
     out["n_train"], out["steps"] = len(setup.data.train), -(-len(setup.data.train) // 16)
     out["parameters"] = sum(p.numel() for p in setup.model.parameters())
     out["bank_mb"] = sum(x.numel() * x.element_size() for x in setup.bank.features.values()) / 2**20
@@ -254,6 +298,7 @@ def main() -> None:
                         help="config override on top of the benchmark's model (repeatable)")
     parser.add_argument("--keep", type=Path, help="write the data set here and keep it")
     parser.add_argument("--json", type=Path, help="also write the raw measurements as JSON")
+    parser.add_argument("--no-profile", action="store_true", help="timings only (no profile, no FLOPs)")
     args = parser.parse_args()
     start(args)
     epochs = 1 if args.quick else args.retrieval_epochs
@@ -264,9 +309,12 @@ def main() -> None:
             write_adni_like(root)
         written = f"written by `write_adni_like` in {time.perf_counter() - t0:.1f} s" if args.keep is None \
             else f"written by `write_adni_like` to {root}"
-        m = measure(root, args.set, epochs)
+        m = measure(root, args.set, epochs, profile=not args.no_profile)
     if args.json is not None:
         args.json.write_text(json.dumps(m, indent=2))
+    if args.no_profile:
+        print(json.dumps(m))
+        return
     wall = float(np.median([w for w, _ in m["retrieval"]]))
     cpu = float(np.median([c for _, c in m["retrieval"]]))
     growth = max(m["rss"][1:], default=m["rss"][0]) - m["rss"][0]
@@ -294,11 +342,22 @@ def main() -> None:
         f"Memory: peak RSS {m['peak']:.0f} MB (from {m['rss_start']:.0f} MB before training); "
         f"RSS growth over retrieval epochs 2-{epochs}: {growth:+.1f} MB"
         + (" (one retrieval epoch: no growth figure)" if epochs < 2 else "") + ".\n\n"
+        f"Checkpoint of one seed (written at every validation improvement): "
+        + "; ".join(f"{k}: {mb:.1f} MB in {sec:.2f} s" for k, (mb, sec) in m["checkpoint"].items())
+        + f" (the training split's features: {m['bank_mb']:.0f} MB).\n\n"
         f"One profiled retrieval epoch ({total:.2f} CPU s under the profiler), "
         f"{m['flops'] / 1e9:.2f} GFLOPs per epoch (FlopCounterMode), i.e. "
         f"{m['flops'] / 1e9 / cpu:.1f} GFLOP/s at the timed CPU seconds:\n\n"
         + table(["part", "CPU s", "share"],
-                [[k, v, f"{100 * v / total:.0f} %"] for k, v in m["scopes"].items()]) + "\n")
+                [[k, v, f"{100 * v / total:.0f} %"] for k, v in m["scopes"].items()])
+        + f"\n\nArithmetic floor: one 1024³ matmul runs at {m['gflops_large']:.1f} GFLOP/s here "
+        f"and the experts' batched matmul (28 x 16 x 128 x 256) at {m['gflops_experts']:.1f} "
+        f"GFLOP/s (CPU time, now); the epoch's {m['flops'] / 1e9:.1f} GFLOPs therefore need at "
+        f"least {m['flops'] / 1e9 / m['gflops_large']:.2f} CPU s at the large-matmul rate, "
+        f"{m['flops'] / 1e9 / m['gflops_experts']:.2f} s at the experts' rate, before any "
+        f"memory-bound work (the optimiser reads and writes every weight and both AdamW moments "
+        f"every step: {m['parameters'] / 1e6:.2f}M parameters x 28 bytes x {m['steps']} steps = "
+        f"{m['parameters'] * 28 * m['steps'] / 1e9:.1f} GB per epoch).\n")
     finish(args, "(g) Wide modalities: ADNI-shaped set vs the released code", body)
 
 

@@ -213,3 +213,116 @@ def test_evaluation_rebuilds_a_stale_table(data):
     table = model.bank_table
     intra_of(model, data, bank)
     assert model.bank_table is table
+
+
+# --------------------------------------------------------------------------- checkpoint layout
+
+def _equal_datasets(a, b) -> None:
+    assert a.ids == b.ids and a.class_names == b.class_names
+    assert torch.equal(a.observed, b.observed) and torch.equal(a.labels, b.labels)
+    for name in a.modality_names:
+        assert torch.equal(a.features[name], b.features[name]), name
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from _tiny_run import train_tiny_run
+    return train_tiny_run(tmp_path_factory.mktemp("layout") / "run", seeds=(0, 1))
+
+
+def test_run_stores_the_bank_once_and_checkpoints_select_it(tiny_run):
+    from moe_retriever.config import load_config
+    from moe_retriever.data.sources import load_dataset
+    from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint, prepare_seed
+    from moe_retriever.training.checkpoint import load_tensors
+
+    assert (tiny_run / BANK_FILE).is_file()
+    cfg = load_config(tiny_run / "config.yaml")
+    dataset = load_dataset(cfg.data)
+    for seed in (0, 1):
+        path = tiny_run / f"seed_{seed}" / "model.safetensors"
+        tensors, meta = load_tensors(path)
+        assert meta["bank_file"] == f"../{BANK_FILE}" and len(meta["bank_sha256"]) == 64
+        assert not any(k.startswith("bank.features") for k in tensors)
+        # the reconstructed bank is the seed's standardised training split, bit for bit
+        _equal_datasets(load_seed_checkpoint(path).bank, prepare_seed(cfg, dataset, seed).train)
+
+
+def test_modified_bank_file_is_named_in_the_error(tiny_run, tmp_path):
+    import shutil
+    from moe_retriever.training.checkpoint import CheckpointError
+    from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy)
+    data = bytearray((copy / BANK_FILE).read_bytes())
+    data[-1] ^= 1  # one bit of the last feature value
+    (copy / BANK_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{BANK_FILE}.*replaced or modified"):
+        load_seed_checkpoint(copy / "seed_0" / "model.safetensors")
+    (copy / BANK_FILE).unlink()
+    with pytest.raises(CheckpointError, match=f"{BANK_FILE} is missing"):
+        load_seed_checkpoint(copy / "seed_0" / "model.safetensors")
+
+
+def test_old_layout_checkpoints_still_load_and_predict_the_same(tiny_run, tmp_path):
+    """A run directory of earlier versions: the bank inside each seed's model.safetensors."""
+    import shutil
+
+    import numpy as np
+    from moe_retriever import load_run
+    from moe_retriever.training.checkpoint import load_tensors, save_tensors
+    from moe_retriever.training.experiment import BANK_FILE, evaluate_run, load_seed_checkpoint
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    (old / BANK_FILE).unlink()
+    for seed in (0, 1):
+        path = old / f"seed_{seed}" / "model.safetensors"
+        loaded = load_seed_checkpoint(tiny_run / f"seed_{seed}" / "model.safetensors")
+        tensors, meta = load_tensors(tiny_run / f"seed_{seed}" / "model.safetensors")
+        # written field by field as earlier versions did (not through today's writer)
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("bank.")}
+        bank = loaded.bank
+        tensors.update({f"bank.features.{k}": v for k, v in bank.features.items()})
+        tensors["bank.observed"], tensors["bank.labels"] = bank.observed.to(torch.uint8), bank.labels
+        meta = {k: v for k, v in meta.items() if k not in ("bank_file", "bank_sha256")}
+        meta["bank_ids"] = bank.ids
+        save_tensors(path, tensors, meta)
+        _equal_datasets(load_seed_checkpoint(path).bank, bank)
+    new_eval = evaluate_run(tiny_run, "cpu", log=lambda _: None)["test"]
+    old_eval = evaluate_run(old, "cpu", log=lambda _: None)["test"]
+    assert new_eval == old_eval
+    a, b = load_run(tiny_run, seed=0, device="cpu"), load_run(old, seed=0, device="cpu")
+    test = a.seed_data().test
+    np.testing.assert_array_equal(a.trainer.predict_proba(test), b.trainer.predict_proba(test))
+
+
+def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
+    from moe_retriever.config import load_config
+    from moe_retriever.data.synthetic import make_synthetic as synth
+    from moe_retriever.methods import build_model
+    from moe_retriever.training.experiment import (BANK_FILE, load_seed_checkpoint, prepare_seed,
+                                                   run_bank_digest, save_seed_checkpoint)
+
+    dataset = synth(n_samples=1000, n_modalities=2, widths=[5000, 40], n_classes=3, seed=0)
+    cfg = load_config(None, ["model.hidden=32", "model.encoder.hidden=64", "model.retriever.heads=2",
+                             "model.fusion.heads=2", "model.retriever.moe.expert_hidden=32"])
+    data = prepare_seed(cfg, dataset, 0)
+    model = build_model(cfg, data.train.modalities, dataset.n_classes)
+    state = model.state_dict()
+    bank_bytes = sum(x.numel() * x.element_size() for x in data.train.features.values())
+    run = tmp_path / "run"
+    (run / "seed_0").mkdir(parents=True)
+    digest = run_bank_digest(run / BANK_FILE, dataset)
+    ckpt = run / "seed_0" / "model.safetensors"
+    save_seed_checkpoint(ckpt, cfg, 0, state, data, {}, run / BANK_FILE, digest)
+    assert ckpt.stat().st_size < 0.1 * bank_bytes, (ckpt.stat().st_size, bank_bytes)
+    embedded = tmp_path / "embedded.safetensors"
+    save_seed_checkpoint(embedded, cfg, 0, state, data)
+    assert embedded.stat().st_size > bank_bytes
+    # the bank file is written once: a second seed's checkpoint reuses it unchanged
+    stamp = (run / BANK_FILE).stat().st_mtime_ns
+    assert run_bank_digest(run / BANK_FILE, dataset) == digest
+    assert (run / BANK_FILE).stat().st_mtime_ns == stamp
+    _equal_datasets(load_seed_checkpoint(ckpt).bank, load_seed_checkpoint(embedded).bank)

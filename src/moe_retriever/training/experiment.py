@@ -1,15 +1,20 @@
 """Multi-seed experiments: split, simulate missingness, train, test, write the run directory.
 
-A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json`` and,
-per seed, ``seed_<s>/model.safetensors``: the best model's weights together with everything needed
-to use it again (config, modality specs, class names, standardisation statistics and the retrieval
-bank, i.e. the training split).
+A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json``,
+``bank.safetensors`` (the raw features of every sample, written once per run) and, per seed,
+``seed_<s>/model.safetensors``: the best model's weights together with everything needed to use it
+again (config, modality specs, class names, standardisation statistics, and the positions and
+observed masks that select the seed's retrieval bank, i.e. its training split, from
+``bank.safetensors``, whose hash it records). A checkpoint written with ``bank_file=None``
+carries the bank itself (the layout of earlier versions, which still loads).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +32,7 @@ from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..data.splits import stratified_split
 from ..methods import build_model
-from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
+from .checkpoint import CheckpointError, atomic_write_text, load_state_into, load_tensors, save_tensors
 from .metrics import METRICS, aggregate, classification_metrics
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
@@ -35,6 +40,8 @@ from .distributed import teardown as teardown_distributed
 from .trainer import Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
+# the raw features of every sample of a run, shared by its seeds' checkpoints
+BANK_FILE = "bank.safetensors"
 SEED_METRICS = "metrics.json"
 # model, optimizer, RNG streams and best-so-far after the last finished epoch (torch.save of
 # tensors and plain values only, read back with weights_only=True)
@@ -77,6 +84,8 @@ class SeedData:
     val: MultimodalDataset
     test: MultimodalDataset
     stats: dict[str, tuple[Tensor, Tensor]]
+    # positions of the training split in the loaded data set (what a shared bank file holds)
+    train_index: Tensor | None = None
 
 
 def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
@@ -90,7 +99,7 @@ def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -
     train = ds.subset(tr)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(standardize(train, stats), standardize(ds.subset(va), stats),
-                    standardize(ds.subset(te), stats), stats)
+                    standardize(ds.subset(te), stats), stats, torch.as_tensor(tr, dtype=torch.long))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -105,22 +114,115 @@ def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
                         tuple(d["columns"]) if d.get("columns") is not None else None)
 
 
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# digests of the bank files this process wrote, so later checkpoints need not re-read them
+_BANK_DIGESTS: dict[Path, str] = {}
+
+
+def write_run_bank(path: Path, dataset: MultimodalDataset) -> str:
+    """Write the raw (unstandardised) features, masks and labels of every sample of ``dataset``
+    to ``path`` once; returns the file's SHA-256, which every checkpoint using it records."""
+    path = Path(path)
+    tensors = {f"features.{k}": v for k, v in dataset.features.items()}
+    tensors.update({f"lengths.{k}": v for k, v in dataset.lengths.items()})
+    tensors["observed"] = dataset.observed.to(torch.uint8)
+    tensors["labels"] = dataset.labels
+    save_tensors(path, tensors, {"ids": dataset.ids, "dataset": dataset.name,
+                                 "natural_missingness": dataset.natural_missingness})
+    digest = _sha256(path.read_bytes())
+    _BANK_DIGESTS[path.resolve()] = digest
+    return digest
+
+
+def run_bank_digest(path: Path, dataset: MultimodalDataset) -> str:
+    """The digest of the run's bank file, writing the file first when it does not exist."""
+    path = Path(path)
+    known = _BANK_DIGESTS.get(path.resolve())
+    if known is not None and path.is_file():
+        return known
+    if not path.is_file():
+        return write_run_bank(path, dataset)
+    digest = _BANK_DIGESTS[path.resolve()] = _sha256(path.read_bytes())
+    return digest
+
+
 def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: dict[str, Tensor],
-                         data: SeedData, extra: dict[str, Any] | None = None) -> None:
+                         data: SeedData, extra: dict[str, Any] | None = None,
+                         bank_file: Path | None = None, bank_digest: str | None = None) -> None:
+    """Write one seed's checkpoint. With ``bank_file`` (the run's :data:`BANK_FILE`, whose
+    digest is ``bank_digest``) the checkpoint holds the weights and what selects and scales the
+    seed's bank from that file: its size is the model's. Without, it embeds the bank (a
+    self-contained file, the layout of earlier versions)."""
     tensors = {f"model.{k}": v for k, v in state.items()}
     for name, (mean, std) in data.stats.items():
         tensors[f"stats.{name}.mean"], tensors[f"stats.{name}.std"] = mean, std
     bank = data.train
-    for name, x in bank.features.items():
-        tensors[f"bank.features.{name}"] = x
-    for name, x in bank.lengths.items():
-        tensors[f"bank.lengths.{name}"] = x
-    tensors["bank.observed"] = bank.observed.to(torch.uint8)
-    tensors["bank.labels"] = bank.labels
     meta = {"config": to_dict(cfg), "seed": seed, "dataset": bank.name,
             "modalities": [_spec_json(s) for s in bank.modalities],
-            "class_names": bank.class_names, "bank_ids": bank.ids, **(extra or {})}
+            "class_names": bank.class_names, **(extra or {})}
+    if bank_file is not None:
+        if data.train_index is None or bank_digest is None:
+            raise ValueError("a checkpoint that refers to a bank file needs the training split's "
+                             "positions (SeedData.train_index) and the file's digest")
+        tensors["bank.index"] = data.train_index
+        tensors["bank.observed"] = bank.observed.to(torch.uint8)
+        rel = os.path.relpath(Path(bank_file).resolve(), Path(path).resolve().parent)
+        meta.update({"bank_file": rel, "bank_sha256": bank_digest})
+    else:
+        for name, x in bank.features.items():
+            tensors[f"bank.features.{name}"] = x
+        for name, x in bank.lengths.items():
+            tensors[f"bank.lengths.{name}"] = x
+        tensors["bank.observed"] = bank.observed.to(torch.uint8)
+        tensors["bank.labels"] = bank.labels
+        meta["bank_ids"] = bank.ids
     save_tensors(path, tensors, meta)
+
+
+def _read_run_bank(checkpoint: Path, meta: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The bank file a checkpoint refers to, checked against the digest it was written with."""
+    from safetensors.torch import load as load_bytes
+
+    bank_path = (checkpoint.parent / meta["bank_file"]).resolve()
+    if not bank_path.is_file():
+        raise CheckpointError(f"{checkpoint}: its retrieval bank {bank_path} is missing (the run "
+                              f"directory's {BANK_FILE} must stay next to the seed directories)")
+    data = bank_path.read_bytes()
+    digest = _sha256(data)
+    if digest != meta["bank_sha256"]:
+        raise CheckpointError(f"{bank_path}: SHA-256 {digest[:16]}... differs from "
+                              f"{meta['bank_sha256'][:16]}... recorded in {checkpoint}: the bank "
+                              f"file was replaced or modified since the checkpoint was written")
+    try:
+        tensors = load_bytes(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        bank_meta = json.loads(header.get("__metadata__", {}).get("meta", "{}"))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{bank_path}: not a readable bank file ({exc})") from exc
+    return tensors, bank_meta
+
+
+def _bank_from_file(checkpoint: Path, meta: dict[str, Any], tensors: dict[str, Tensor],
+                    specs: list[ModalitySpec], stats: dict[str, tuple[Tensor, Tensor]]
+                    ) -> MultimodalDataset:
+    """The seed's bank: its rows of the run's bank file, its masks, standardised as in training."""
+    raw, bank_meta = _read_run_bank(checkpoint, meta)
+    idx = tensors["bank.index"].long()
+    n = int(raw["labels"].shape[0])
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise CheckpointError(f"{checkpoint}: bank positions outside the {n} samples of "
+                              f"{checkpoint.parent / meta['bank_file']}")
+    ids = bank_meta.get("ids", [str(i) for i in range(n)])
+    train = MultimodalDataset(
+        specs, {s.name: raw[f"features.{s.name}"][idx] for s in specs},
+        tensors["bank.observed"].bool(), raw["labels"][idx], [ids[i] for i in idx.tolist()],
+        meta["class_names"], meta.get("dataset", "bank"),
+        {s.name: raw[f"lengths.{s.name}"][idx] for s in specs if f"lengths.{s.name}" in raw},
+        bank_meta.get("natural_missingness"), require_every_modality=False)
+    return standardize(train, stats)
 
 
 @dataclass
@@ -144,19 +246,26 @@ class LoadedModel:
 
 
 def load_seed_checkpoint(path: str | Path) -> LoadedModel:
+    path = Path(path)
     tensors, meta = load_tensors(path)
-    for key in ("config", "seed", "modalities", "class_names", "bank_ids"):
+    shared = "bank_file" in meta
+    for key in ("config", "seed", "modalities", "class_names") + (
+            ("bank_sha256",) if shared else ("bank_ids",)):
         if key not in meta:
             raise ValueError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
     cfg = from_dict(ExperimentConfig, meta["config"]).validate()
     specs = [_spec_from_json(d) for d in meta["modalities"]]
-    bank = MultimodalDataset(
-        specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
-        tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"], meta["class_names"],
-        meta.get("dataset", "bank"),
-        {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs if f"bank.lengths.{s.name}" in tensors})
     stats = {s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
              for s in specs if f"stats.{s.name}.mean" in tensors}
+    if shared:
+        bank = _bank_from_file(path, meta, tensors, specs, stats)
+    else:
+        bank = MultimodalDataset(
+            specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
+            tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"],
+            meta["class_names"], meta.get("dataset", "bank"),
+            {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs
+             if f"bank.lengths.{s.name}" in tensors})
     model = build_model(cfg, specs, len(meta["class_names"]))
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
@@ -194,9 +303,13 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
 
+        bank_file = out_dir / BANK_FILE if out_dir is not None else None
+        bank_digest = run_bank_digest(bank_file, dataset) if bank_file is not None else None
+
         def on_best(state, result):
             if ckpt is not None:
-                save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch})
+                save_seed_checkpoint(ckpt, cfg, seed, state, data, {"best_epoch": result.best_epoch},
+                                     bank_file, bank_digest)
 
         state_path = state_dir / TRAINING_STATE if state_dir is not None else None
         if state_path is not None and dist_ctx.is_main:
@@ -300,6 +413,10 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None,
         if not resume and state_dir is not None and dist_ctx.is_main:
             # a fresh run never continues from a state left by an earlier, interrupted one
             (state_dir / TRAINING_STATE).unlink(missing_ok=True)
+            if seed == cfg.train.seeds[0]:
+                # nor refers to the bank file of an earlier run in the same directory
+                (run_dir / BANK_FILE).unlink(missing_ok=True)
+                _BANK_DIGESTS.pop((run_dir / BANK_FILE).resolve(), None)
         r = train_seed(cfg, dataset, seed, out, device, dist_ctx, state_dir)
         log(f"seed {seed}: best epoch {r['best_epoch']}, test "
             + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
