@@ -257,6 +257,10 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     specs = [_spec_from_json(d) for d in meta["modalities"]]
     stats = {s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
              for s in specs if f"stats.{s.name}.mean" in tensors}
+    # the weights first: a checkpoint of another config fails before the bank file is read
+    model = build_model(cfg, specs, len(meta["class_names"]))
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    load_state_into(model, state, str(path))
     if shared:
         bank = _bank_from_file(path, meta, tensors, specs, stats)
     else:
@@ -266,9 +270,6 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
             meta["class_names"], meta.get("dataset", "bank"),
             {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs
              if f"bank.lengths.{s.name}" in tensors})
-    model = build_model(cfg, specs, len(meta["class_names"]))
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    load_state_into(model, state, str(path))
     return LoadedModel(cfg, int(meta["seed"]), model, bank, stats, meta)
 
 
