@@ -326,3 +326,33 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     assert run_bank_digest(run / BANK_FILE, dataset) == digest
     assert (run / BANK_FILE).stat().st_mtime_ns == stamp
     _equal_datasets(load_seed_checkpoint(ckpt).bank, load_seed_checkpoint(embedded).bank)
+
+
+def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
+    import numpy as np
+    from _tiny_run import TINY
+    from moe_retriever import load_run
+    from moe_retriever.config import load_config
+    from moe_retriever.data.missingness import apply_missingness
+    from moe_retriever.data.sources import load_dataset
+    from moe_retriever.data.splits import stratified_split
+    from moe_retriever.training.experiment import evaluate_run, run_experiment
+    from moe_retriever.training.metrics import classification_metrics
+
+    cfg = load_config(None, TINY + ["model.retriever.bank_cache=steps:2", "model.dropout=0.1",
+                                    "model.encoder.dropout=0.1", "train.seeds=[0]"])
+    run_experiment(cfg, tmp_path / "run", log=lambda _: None)
+    run = load_run(tmp_path / "run", device="cpu")
+    assert run.model.bank_cache_period == 2
+    # the user's raw test split, predicted through the public API (standardised by the run)
+    ds = apply_missingness(load_dataset(cfg.data), cfg.data.missing, 0)
+    test = ds.subset(stratified_split(ds.labels, cfg.data.split, 0)[2])
+    probs = run.predict_proba(test)
+    ours = classification_metrics(probs, test.labels.numpy(), 2)
+    reference = evaluate_run(tmp_path / "run", "cpu", log=lambda _: None)["test"]
+    for key, value in ours.items():
+        assert value == pytest.approx(reference[key]["per_seed"][0], abs=1e-9), key
+    # and the table-based retrieval gives what encoding the drawn samples gives
+    plain = load_run(tmp_path / "run", device="cpu")
+    plain.model.bank_cache_period = None
+    np.testing.assert_allclose(plain.predict_proba(test), probs, rtol=1e-5, atol=1e-6)
