@@ -340,7 +340,7 @@ def main() -> None:
         f"{RELEASED_RETRIEVAL_EPOCH_S / wall:.1f}x wall, {RELEASED_RETRIEVAL_EPOCH_S / cpu:.1f}x "
         f"CPU (target ≤ {TARGET_RETRIEVAL_EPOCH_S} s, 20x).\n\n"
         f"Memory: peak RSS {m['peak']:.0f} MB (from {m['rss_start']:.0f} MB before training); "
-        f"RSS growth over retrieval epochs 2-{epochs}: {growth:+.1f} MB"
+        f"largest RSS after retrieval epochs 2-{epochs} minus RSS after the first: {growth:+.1f} MB"
         + (" (one retrieval epoch: no growth figure)" if epochs < 2 else "") + ".\n\n"
         f"Checkpoint of one seed (written at every validation improvement): "
         + "; ".join(f"{k}: {mb:.1f} MB in {sec:.2f} s" for k, (mb, sec) in m["checkpoint"].items())
