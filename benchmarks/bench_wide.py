@@ -29,8 +29,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Setup, base_parser, finish, peak_rss_mb, reset_peak_rss, rss_mb,  # noqa: E402
-                    start, table)
+from common import (
+    Setup,
+    base_parser,
+    finish,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    start,
+    table,
+)
 
 # the released code's retrieval epoch on this set (issue 12, median of 3 alternating rounds, wall)
 RELEASED_RETRIEVAL_EPOCH_S = 9.7
@@ -271,7 +279,7 @@ def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bo
     out["warmup"] = timed(lambda: trainer.train_epoch(data, 0))
     first = setup.cfg.train.warmup_epochs
     for e in range(retrieval_epochs):
-        out["retrieval"].append(timed(lambda: trainer.train_epoch(data, first + e)))
+        out["retrieval"].append(timed(lambda e=e: trainer.train_epoch(data, first + e)))
         out["validation"] = timed(lambda: trainer.evaluate(setup.data.val))
         gc.collect()
         out["rss"].append(rss_mb())
@@ -342,7 +350,7 @@ def main() -> None:
         f"Memory: peak RSS {m['peak']:.0f} MB (from {m['rss_start']:.0f} MB before training); "
         f"largest RSS after retrieval epochs 2-{epochs} minus RSS after the first: {growth:+.1f} MB"
         + (" (one retrieval epoch: no growth figure)" if epochs < 2 else "") + ".\n\n"
-        f"Checkpoint of one seed (written at every validation improvement): "
+        "Checkpoint of one seed (written at every validation improvement): "
         + "; ".join(f"{k}: {mb:.1f} MB in {sec:.2f} s" for k, (mb, sec) in m["checkpoint"].items())
         + f" (the training split's features: {m['bank_mb']:.0f} MB).\n\n"
         f"One profiled retrieval epoch ({total:.2f} CPU s under the profiler), "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from moe_retriever.config import ConfigError, EncoderConfig, ModelConfig, MoEConfig, RetrieverConfig
+from moe_retriever.config import (
+    ConfigError,
+    EncoderConfig,
+    ModelConfig,
+    MoEConfig,
+    RetrieverConfig,
+)
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.dataset import ModalitySpec
 from moe_retriever.data.missingness import drop_mask
@@ -15,7 +19,6 @@ from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.models import build_encoder
 from moe_retriever.models.classifier import MultimodalClassifier
 from moe_retriever.models.encoders import LOWRANK_FROM_WIDTH
-
 
 # --------------------------------------------------------------------------- low-rank encoder
 
@@ -30,7 +33,7 @@ def test_lowrank_first_layer_shapes_parameters_and_reference():
     proj, first = enc.net[0], enc.net[1]
     assert proj.weight.shape == (8, 500) and proj.bias is None and first.weight.shape == (24, 8)
     dense = mlp(500, first_layer="dense")
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters())
     assert n(dense) - n(enc) == 500 * 24 + 24 - (500 * 8 + 8 * 24 + 24)
     x = torch.randn(5, 500)
     out = enc(x)
@@ -125,7 +128,7 @@ def test_cached_intra_context_equals_encoding_right_after_a_refresh(data, traini
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # and the whole forward pass retrieves the same embeddings
     cached.eval(), plain.eval()
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(3)
     torch.testing.assert_close(cached(data.full_batch(), bank, generator=g()).embeddings,
                                plain(data.full_batch(), bank, generator=g()).embeddings,
                                rtol=1e-5, atol=1e-6)
@@ -233,8 +236,12 @@ def tiny_run(tmp_path_factory):
 def test_run_stores_the_bank_once_and_checkpoints_select_it(tiny_run):
     from moe_retriever.config import load_config
     from moe_retriever.data.sources import load_dataset
-    from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint, prepare_seed
     from moe_retriever.training.checkpoint import load_tensors
+    from moe_retriever.training.experiment import (
+        BANK_FILE,
+        load_seed_checkpoint,
+        prepare_seed,
+    )
 
     assert (tiny_run / BANK_FILE).is_file()
     cfg = load_config(tiny_run / "config.yaml")
@@ -250,6 +257,7 @@ def test_run_stores_the_bank_once_and_checkpoints_select_it(tiny_run):
 
 def test_modified_bank_file_is_named_in_the_error(tiny_run, tmp_path):
     import shutil
+
     from moe_retriever.training.checkpoint import CheckpointError
     from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint
 
@@ -270,9 +278,14 @@ def test_old_layout_checkpoints_still_load_and_predict_the_same(tiny_run, tmp_pa
     import shutil
 
     import numpy as np
+
     from moe_retriever import load_run
     from moe_retriever.training.checkpoint import load_tensors, save_tensors
-    from moe_retriever.training.experiment import BANK_FILE, evaluate_run, load_seed_checkpoint
+    from moe_retriever.training.experiment import (
+        BANK_FILE,
+        evaluate_run,
+        load_seed_checkpoint,
+    )
 
     old = tmp_path / "old"
     shutil.copytree(tiny_run, old)
@@ -302,8 +315,13 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     from moe_retriever.config import load_config
     from moe_retriever.data.synthetic import make_synthetic as synth
     from moe_retriever.methods import build_model
-    from moe_retriever.training.experiment import (BANK_FILE, load_seed_checkpoint, prepare_seed,
-                                                   run_bank_digest, save_seed_checkpoint)
+    from moe_retriever.training.experiment import (
+        BANK_FILE,
+        load_seed_checkpoint,
+        prepare_seed,
+        run_bank_digest,
+        save_seed_checkpoint,
+    )
 
     dataset = synth(n_samples=1000, n_modalities=2, widths=[5000, 40], n_classes=3, seed=0)
     cfg = load_config(None, ["model.hidden=32", "model.encoder.hidden=64", "model.retriever.heads=2",
@@ -331,6 +349,7 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
 def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
     import numpy as np
     from _tiny_run import TINY
+
     from moe_retriever import load_run
     from moe_retriever.config import load_config
     from moe_retriever.data.missingness import apply_missingness
