@@ -246,27 +246,27 @@ def timed(fn) -> tuple[float, float]:
 def checkpoint_writes(setup: Setup, dataset) -> dict[str, tuple[float, float]]:
     """(MB, wall s) of one seed checkpoint write: bank embedded, and referring to the run's bank
     file (written once beforehand, not timed here: it is written once per run)."""
-    import inspect
-
     from moe_retriever.training import experiment as ex
 
     state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+    data = setup.data
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench_wide_ckpt_") as tmp:
         run = Path(tmp)
         (run / "seed_0").mkdir()
         path = run / "seed_0" / "model.safetensors"
         t0 = time.perf_counter()
-        ex.save_seed_checkpoint(path, setup.cfg, 0, state, setup.data)
+        ex.save_seed_checkpoint(path, setup.cfg, 0, state, data.train, data.stats)
         out["bank embedded"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
-        if "bank_file" in inspect.signature(ex.save_seed_checkpoint).parameters:
-            t0 = time.perf_counter()
-            digest = ex.run_bank_digest(run / ex.BANK_FILE, dataset)
-            out["run bank file (once per run)"] = ((run / ex.BANK_FILE).stat().st_size / 2**20,
-                                                   time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ex.save_seed_checkpoint(path, setup.cfg, 0, state, setup.data, {}, run / ex.BANK_FILE, digest)
-            out["bank file reference"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        digest = ex.run_bank_digest(run / ex.BANK_FILE, dataset)
+        out["run bank file (once per run)"] = ((run / ex.BANK_FILE).stat().st_size / 2**20,
+                                               time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ex.save_seed_checkpoint(path, setup.cfg, 0, state, data.train, data.stats, {},
+                                bank_file=run / ex.BANK_FILE, bank_index=data.train_index,
+                                bank_digest=digest)
+        out["bank file reference"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
     return out
 
 

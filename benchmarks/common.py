@@ -13,9 +13,9 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -64,8 +64,10 @@ def finish(args: argparse.Namespace, title: str, body: str) -> str:
     text = f"### {title}\n\nMachine: {machine_line()}.\n\n{body.rstrip()}\n"
     print(text)
     if args.out is not None:
+        from moe_retriever.training.checkpoint import atomic_write_text
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        atomic_write_text(args.out, text)
     return text
 
 

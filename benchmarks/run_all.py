@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from moe_retriever.training.checkpoint import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -40,7 +42,7 @@ def write_doc(sections: list[str], seconds: float, command: str) -> None:
         raise SystemExit(f"{DOC}: the markers {BEGIN} and {END} are missing")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    DOC.write_text(head + generated + tail)
+    atomic_write_text(DOC, head + generated + tail)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from conftest import TINY_MODEL
 
 from moe_retriever.config import load_config
 from moe_retriever.data.dataset import MultimodalDataset
@@ -16,11 +17,8 @@ TINY = [
     "data.options={n_samples: 240, n_modalities: 3, widths: [6, 5, 4], n_classes: 2, "
     "latent_dim: 4, class_separation: 1.5}",
     "data.missing={kind: drop, p: 0.4}",
-    "model.hidden=16", "model.dropout=0.0",
-    "model.encoder={kind: mlp, hidden: 16, layers: 2, dropout: 0.0}",
-    "model.retriever.heads=2",
-    "model.retriever.moe={experts_per_modality: 2, shared_experts: 2, top_k: 2, expert_hidden: 16}",
-    "model.fusion.heads=2",
+    *TINY_MODEL, "model.dropout=0.0", "model.encoder.dropout=0.0",
+    "model.retriever.moe.shared_experts=2",
     "train.epochs=3", "train.warmup_epochs=1", "train.batch_size=32", "train.progress=false",
     "train.device=cpu",
 ]

@@ -30,7 +30,7 @@ from moe_retriever.training.experiment import CHECKPOINT, TRAINING_STATE, load_s
 from moe_retriever.training.trainer import Trainer, load_training_state, save_training_state
 
 # TINY without the data source: the folder cases pass their own --data
-TINY_MODEL = [s for s in TINY if not s.startswith(("data.name=", "data.options="))]
+TINY_WITHOUT_DATA = [s for s in TINY if not s.startswith(("data.name=", "data.options="))]
 TINY_DATA = [s for s in TINY if s.startswith(("data.name=", "data.options="))]
 
 
@@ -83,7 +83,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def train_folder_error(capsys, data: Path, out: Path, *fragments: str) -> str:
-    err = cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_MODEL)],
+    err = cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
                     *fragments)
     assert_no_results(out)
     return err
@@ -112,78 +112,6 @@ def edit_line(path: Path, line: int, edit) -> str:
 
 # --------------------------------------------------------------------------- folder data (train)
 
-def test_nan_among_filled_cells_names_file_line_id_and_column(capsys, folder, tmp_path):
-    sample = edit_line(folder / "genetic.csv", 3, lambda f: [f[0], "nan", *f[2:]])
-    column = csv_lines(folder / "genetic.csv")[0].split(",")[1]
-    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", "line 3", repr(sample),
-                       repr(column), "the cell is empty while others in the row are not")
-
-
-def test_infinite_feature_names_file_line_id_and_column(capsys, folder, tmp_path):
-    sample = edit_line(folder / "clinical.csv", 4, lambda f: [*f[:-1], "-inf"])
-    column = csv_lines(folder / "clinical.csv")[0].split(",")[-1]
-    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv", "line 4", repr(sample),
-                       repr(column), "'-inf' is not a finite number")
-
-
-def test_non_numeric_cell_names_file_line_and_column(capsys, folder, tmp_path):
-    edit_line(folder / "image.csv", 5, lambda f: [f[0], "12abc", *f[2:]])
-    column = csv_lines(folder / "image.csv")[0].split(",")[1]
-    train_folder_error(capsys, folder, tmp_path / "out", "image.csv", "line 5", repr(column),
-                       "'12abc' is not a finite number")
-
-
-def test_ragged_row_names_file_and_line(capsys, folder, tmp_path):
-    edit_line(folder / "genetic.csv", 6, lambda f: f[:-1])
-    width = len(csv_lines(folder / "genetic.csv")[0].split(","))
-    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", "line 6",
-                       f"has {width - 1} fields but the header (line 1) has {width}")
-
-
-def test_modality_file_without_rows(capsys, folder, tmp_path):
-    (folder / "clinical.csv").write_text(csv_lines(folder / "clinical.csv")[0] + "\n")
-    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv",
-                       "the file has a header but no data rows")
-
-
-def test_empty_modality_file(capsys, folder, tmp_path):
-    (folder / "clinical.csv").write_text("")
-    train_folder_error(capsys, folder, tmp_path / "out", "clinical.csv", "the file is empty")
-
-
-def test_modality_whose_rows_are_all_empty(capsys, folder, tmp_path):
-    frame = pd.read_csv(folder / "image.csv", dtype=str)
-    frame.loc[:, frame.columns[1:]] = ""
-    frame.to_csv(folder / "image.csv", index=False)
-    train_folder_error(capsys, folder, tmp_path / "out", "image.csv",
-                       "modality 'image' would be observed by no sample")
-
-
-def test_sample_with_no_modality_names_the_id(capsys, tiny_data, folder, tmp_path):
-    # a labelled id that appears in no modality file
-    with (folder / "labels.csv").open("a") as fh:
-        fh.write(f"ghost,{tiny_data.class_names[0]}\n")
-    line = len(csv_lines(folder / "labels.csv"))
-    train_folder_error(capsys, folder, tmp_path / "out", "labels.csv", f"line {line}", "'ghost'",
-                       "has a label but no data in any modality")
-
-
-def test_duplicate_id_names_both_lines(capsys, folder, tmp_path):
-    lines = csv_lines(folder / "genetic.csv")
-    sample = lines[2].split(",")[0]
-    (folder / "genetic.csv").write_text("\n".join(lines + [lines[2]]) + "\n")
-    train_folder_error(capsys, folder, tmp_path / "out", "genetic.csv", f"line {len(lines) + 1}",
-                       f"duplicate id {sample!r}", "first at line 3")
-
-
-def test_ids_without_labels(capsys, folder, tmp_path):
-    lines = csv_lines(folder / "labels.csv")
-    dropped = lines[1].split(",")[0]  # the first labelled sample loses its label
-    (folder / "labels.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
-    train_folder_error(capsys, folder, tmp_path / "out", f"id {dropped!r} has no label",
-                       "labels.csv", "labels are missing for these ids")
-
-
 def test_dataset_yaml_with_unknown_keys(capsys, folder, tmp_path):
     spec = yaml.safe_load((folder / "dataset.yaml").read_text())
     spec["colour"] = "blue"
@@ -195,10 +123,85 @@ def test_dataset_yaml_with_unknown_keys(capsys, folder, tmp_path):
     train_folder_error(capsys, folder, tmp_path / "out", "modalities[1]", "unknown key(s) ['unit']")
 
 
-def test_dataset_yaml_naming_a_missing_file(capsys, folder, tmp_path):
+# Each breaks a private copy of a valid folder dataset and returns the fragments the error must hold.
+
+def nan_among_filled_cells(folder: Path) -> tuple[str, ...]:
+    sample = edit_line(folder / "genetic.csv", 3, lambda f: [f[0], "nan", *f[2:]])
+    column = csv_lines(folder / "genetic.csv")[0].split(",")[1]
+    return ("genetic.csv", "line 3", repr(sample), repr(column),
+            "the cell is empty while others in the row are not")
+
+
+def infinite_feature(folder: Path) -> tuple[str, ...]:
+    sample = edit_line(folder / "clinical.csv", 4, lambda f: [*f[:-1], "-inf"])
+    column = csv_lines(folder / "clinical.csv")[0].split(",")[-1]
+    return ("clinical.csv", "line 4", repr(sample), repr(column), "'-inf' is not a finite number")
+
+
+def non_numeric_cell(folder: Path) -> tuple[str, ...]:
+    edit_line(folder / "image.csv", 5, lambda f: [f[0], "12abc", *f[2:]])
+    column = csv_lines(folder / "image.csv")[0].split(",")[1]
+    return ("image.csv", "line 5", repr(column), "'12abc' is not a finite number")
+
+
+def ragged_row(folder: Path) -> tuple[str, ...]:
+    edit_line(folder / "genetic.csv", 6, lambda f: f[:-1])
+    width = len(csv_lines(folder / "genetic.csv")[0].split(","))
+    return ("genetic.csv", "line 6", f"has {width - 1} fields but the header (line 1) has {width}")
+
+
+def modality_file_without_rows(folder: Path) -> tuple[str, ...]:
+    (folder / "clinical.csv").write_text(csv_lines(folder / "clinical.csv")[0] + "\n")
+    return ("clinical.csv", "the file has a header but no data rows")
+
+
+def empty_modality_file(folder: Path) -> tuple[str, ...]:
+    (folder / "clinical.csv").write_text("")
+    return ("clinical.csv", "the file is empty")
+
+
+def modality_whose_rows_are_all_empty(folder: Path) -> tuple[str, ...]:
+    frame = pd.read_csv(folder / "image.csv", dtype=str)
+    frame.loc[:, frame.columns[1:]] = ""
+    frame.to_csv(folder / "image.csv", index=False)
+    return ("image.csv", "modality 'image' would be observed by no sample")
+
+
+def sample_with_no_modality(folder: Path) -> tuple[str, ...]:
+    # a labelled id that appears in no modality file
+    label = csv_lines(folder / "labels.csv")[1].split(",")[1]
+    with (folder / "labels.csv").open("a") as fh:
+        fh.write(f"ghost,{label}\n")
+    line = len(csv_lines(folder / "labels.csv"))
+    return ("labels.csv", f"line {line}", "'ghost'", "has a label but no data in any modality")
+
+
+def duplicate_id(folder: Path) -> tuple[str, ...]:
+    lines = csv_lines(folder / "genetic.csv")
+    sample = lines[2].split(",")[0]
+    (folder / "genetic.csv").write_text("\n".join(lines + [lines[2]]) + "\n")
+    return ("genetic.csv", f"line {len(lines) + 1}", f"duplicate id {sample!r}", "first at line 3")
+
+
+def ids_without_labels(folder: Path) -> tuple[str, ...]:
+    lines = csv_lines(folder / "labels.csv")
+    dropped = lines[1].split(",")[0]  # the first labelled sample loses its label
+    (folder / "labels.csv").write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    return (f"id {dropped!r} has no label", "labels.csv", "labels are missing for these ids")
+
+
+def dataset_yaml_naming_a_missing_file(folder: Path) -> tuple[str, ...]:
     (folder / "genetic.csv").unlink()
-    train_folder_error(capsys, folder, tmp_path / "out", "modalities[1].file",
-                       f"file {folder / 'genetic.csv'} does not exist")
+    return ("modalities[1].file", f"file {folder / 'genetic.csv'} does not exist")
+
+
+@pytest.mark.parametrize("break_folder", [
+    nan_among_filled_cells, infinite_feature, non_numeric_cell, ragged_row,
+    modality_file_without_rows, empty_modality_file, modality_whose_rows_are_all_empty,
+    sample_with_no_modality, duplicate_id, ids_without_labels, dataset_yaml_naming_a_missing_file,
+], ids=lambda f: f.__name__)
+def test_malformed_folder_stops_training_naming_what_is_wrong(capsys, folder, tmp_path, break_folder):
+    train_folder_error(capsys, folder, tmp_path / "out", *break_folder(folder))
 
 
 def test_pickle_layout_is_refused_without_trust_pickle(capsys, tmp_path):
@@ -214,7 +217,7 @@ def test_pickle_layout_is_refused_without_trust_pickle(capsys, tmp_path):
     data.mkdir()
     (data / "mosi_data.pkl").write_bytes(pickle.dumps(CreatesFile()))
     out = tmp_path / "out"
-    cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_MODEL)],
+    cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
               "mosi_data.pkl: this is a Python pickle", "--trust-pickle")
     assert not marker.exists()
     assert_no_results(out)
@@ -277,10 +280,10 @@ def test_unknown_method_dataset_encoder_and_format(capsys, tmp_path, good_folder
                        "modality 'image': unknown encoder kind 'nope'")
     out = tmp_path / "f"
     cli_error(capsys, ["train", "--data", str(good_folder), "--format", "nope", "--out", str(out),
-                       *sets(TINY_MODEL)], "data.format: unknown format 'nope'", "'folder'")
+                       *sets(TINY_WITHOUT_DATA)], "data.format: unknown format 'nope'", "'folder'")
     assert_no_results(out)
     cli_error(capsys, ["train", "--data", str(tmp_path / "absent"), "--out", str(out),
-                       *sets(TINY_MODEL)], f"data.path: {tmp_path / 'absent'} does not exist")
+                       *sets(TINY_WITHOUT_DATA)], f"data.path: {tmp_path / 'absent'} does not exist")
 
 
 def test_config_files_that_are_not_a_yaml_mapping(capsys, tmp_path):
@@ -433,8 +436,8 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
         return train_epoch(self, data, epoch, bar)
 
     def poisoned_loss(self, *args, **kwargs):
-        total, aux = loss(self, *args, **kwargs)
-        return (total * float("inf") if epoch_now["epoch"] >= 2 else total), aux
+        total, *parts = loss(self, *args, **kwargs)
+        return (total * float("inf") if epoch_now["epoch"] >= 2 else total), *parts
 
     monkeypatch.setattr(Trainer, "train_epoch", tracked_epoch)
     monkeypatch.setattr(Trainer, "loss", poisoned_loss)

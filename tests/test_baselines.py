@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
@@ -22,13 +23,11 @@ from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.methods import METHODS, build_model
 from moe_retriever.training.comparison import majority_reference, ties_majority
 from moe_retriever.training.experiment import prepare_seed, train_seed
+from moe_retriever.training.losses import weighted_sum
 
 SMALL = [
     "data.options={n_samples: 240, n_modalities: 3, n_classes: 3, class_separation: 2.0}",
-    "model.hidden=16", "model.encoder.hidden=16", "model.retriever.heads=2", "model.fusion.heads=2",
-    "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
-    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
-    "model.fusion.moe.expert_hidden=16",
+    *TINY_MODEL, "model.fusion.moe.expert_hidden=16",
     "model.method_options={flex_moe: {experts: 8}, hist_gbt: {max_iter: 40}}",
     "train.epochs=6", "train.warmup_epochs=1", "train.seeds=[0]", "train.progress=false",
 ]
@@ -83,8 +82,9 @@ def test_forward_shapes_on_every_combination(method, dataset):
     assert out.logits.shape == (b, N_CLASSES)
     assert out.embeddings.shape == (b, N_MODALITIES, d)
     assert out.fused.shape == (b, d)
-    assert out.aux_loss.dim() == 0 and torch.isfinite(out.aux_loss)
-    (torch.nn.functional.cross_entropy(out.logits, batch.labels) + out.aux_loss).backward()
+    assert all(term.dim() == 0 and torch.isfinite(term) for term in out.losses.values())
+    aux = weighted_sum(out.losses, model.loss_weights)  # every term has a weight
+    (torch.nn.functional.cross_entropy(out.logits, batch.labels) + (0 if aux is None else aux)).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
@@ -190,21 +190,35 @@ def test_drop_observed_only_hides_and_keeps_every_sample_non_empty():
     assert torch.equal(drop_observed(observed, 0.0, g), observed)
 
 
-def test_method_options_are_checked():
+@pytest.mark.parametrize("method,options,message", [
+    ("shaspec", "{fill: mean}", r"model.method_options.shaspec: unknown key\(s\) \['fill'\]"),
+    ("m3care", "{imputation: zeros}",
+     r"model.method_options.m3care.imputation: must be one of \['neighbours', 'constant'\], got 'zeros'"),
+    ("mmformer", "{train_drop_p: 1.5}", r"model.method_options.mmformer.train_drop_p: must be in \[0, 1\), got 1.5"),
+    ("flex_moe", "{experts: 0}", r"model.method_options.flex_moe.experts: must be >= 1, got 0"),
+    ("flex_moe", "{experts: many}", r"model.method_options.flex_moe.experts: expected an integer, got 'many'"),
+    ("fusemoe", "{noisy_gating: 1}", r"model.method_options.fusemoe.noisy_gating: expected true/false"),
+    ("hist_gbt", "{max_iter: 0}", r"model.method_options.hist_gbt.max_iter: must be >= 1"),
+    ("muse", "[1, 2]", r"model.method_options.muse: expected a mapping"),
+])
+def test_method_options_are_checked(method, options, message):
     dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
-    with pytest.raises(ConfigError, match=r"model.method_options.shaspec: unknown option\(s\) \['fill'\]"):
-        build_model(small_cfg("shaspec", "model.method_options={shaspec: {fill: mean}}"),
+    with pytest.raises(ConfigError, match=message):
+        build_model(small_cfg(method, f"model.method_options={{{method}: {options}}}"),
                     dataset.modalities, 3)
-    with pytest.raises(ConfigError, match="model.method_options.m3care.imputation"):
-        build_model(small_cfg("m3care", "model.method_options={m3care: {imputation: zeros}}"),
-                    dataset.modalities, 3)
-    with pytest.raises(ConfigError, match="model.method_options.mmformer.train_drop_p"):
-        build_model(small_cfg("mmformer", "model.method_options={mmformer: {train_drop_p: 1.5}}"),
-                    dataset.modalities, 3)
+
+
+def test_method_options_default_and_override():
+    dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
+    model = build_model(small_cfg("shaspec", "model.method_options={shaspec: {missing_fill: mean}}"),
+                        dataset.modalities, 3)
+    assert model.options.missing_fill == "mean" and model.options.train_drop_p == 0.3
+    gbt = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, learning_rate: 1}}"),
+                      dataset.modalities, 3)
+    assert isinstance(gbt.options.learning_rate, float) and gbt.options.learning_rate == 1.0
 
 
 def test_ablation_presets_change_only_their_own_setting():
-    base = to_dict(load_config("configs/synthetic.yaml"))
     expected = {"no_intra": ("model.retriever.intra", False),
                 "no_inter": ("model.retriever.inter", False),
                 "no_routing": ("model.retriever.mode", "mean"),
@@ -212,10 +226,12 @@ def test_ablation_presets_change_only_their_own_setting():
                 "shared_1": ("model.retriever.moe.shared_experts", 1),
                 "routers_4": ("model.retriever.moe.num_routers", 4),
                 "top_k_1": ("model.retriever.moe.top_k", 1),
-                "smoe_fusion": ("model.fusion.kind", "smoe")}
+                "smoe_fusion": ("model.fusion.kind", "smoe"),
+                "zero_indicators": ("model.missing_indicators", True)}
     for name, preset in ABLATIONS.items():
         cfg = to_dict(load_config("configs/synthetic.yaml", preset.apply([])))
-        diff = {k: v for k, v in _flatten(cfg).items() if _flatten(base)[k] != v}
+        own = to_dict(load_config("configs/synthetic.yaml", [f"method={preset.method}"]))
+        diff = {k: v for k, v in _flatten(cfg).items() if _flatten(own)[k] != v}
         if name in expected:
             key, value = expected[name]
             assert diff == {key: value}, name
@@ -241,6 +257,7 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
     overrides[0] = "data.options={n_samples: 90, n_modalities: 3, n_classes: 2}"
     config.write_text(json.dumps({
         "name": "tiny", "seeds": [0, 1], "overrides": overrides + ["train.epochs=1"],
+        "protocol": {"kind": "holdout"},
         "studies": [{"title": "Tiny", "methods": ["majority", "zero", "no_inter"],
                      "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}]}]}))
     out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
@@ -277,3 +294,98 @@ def test_run_key_ignores_retriever_settings_only_for_methods_that_do_not_retriev
         assert (a != b) is changes, method
         assert a != run_key(small_cfg(method, "model.hidden=8"))
     assert run_key(small_cfg("zero", "name=x", "train.seeds=[5]")) == run_key(small_cfg("zero"))
+
+
+def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
+    """The chosen setting and iteration count maximise the pooled out-of-fold score of a
+    brute-force refit of every candidate on train + validation (the test split takes no part)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from moe_retriever.baselines.hist_gbt import GRID
+    from moe_retriever.training.metrics import classification_metrics
+
+    cfg = small_cfg("hist_gbt", "model.method_options={hist_gbt: {max_iter: 4}}")
+    data = prepare_seed(cfg, dataset, 0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    fit = model.fit(data.train, data.val, "macro_f1")
+    x = np.concatenate([concatenated_features(data.train), concatenated_features(data.val)])
+    y = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = {}
+    for values in itertools.product(*GRID.values()):
+        params = dict(zip(GRID, values))
+        for it in range(1, 5):
+            clf = HistGradientBoostingClassifier(early_stopping=False, random_state=0, max_iter=it,
+                                                 min_samples_leaf=10, **params)
+            probs = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")
+            scores[(values, it)] = classification_metrics(probs, y, N_CLASSES)["macro_f1"]
+    best = max(scores.values())
+    assert fit.best_val["macro_f1"] == pytest.approx(best)
+    assert scores[(tuple(model.best_params.values()), model.best_iter)] == pytest.approx(best)
+    with pytest.raises(ConfigError, match="search: false"):
+        build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 0.2}}"),
+                    dataset.modalities, N_CLASSES)
+    fixed = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, "
+                                  "learning_rate: 0.2, max_iter: 4}}"), dataset.modalities, N_CLASSES)
+    fixed.fit(data.train, data.val)
+    assert fixed.best_params == {"learning_rate": 0.2, "max_leaf_nodes": 15, "l2_regularization": 0.0}
+
+
+def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
+    cfg = small_cfg("flex_moe", "model.method_options={flex_moe: {experts: 8, layers: 2}}")
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    model.eval()  # the router's clean logits; the term is computed in both modes
+    batch = every_combination_batch(dataset)
+    tokens = []
+    hooks = [layer.moe.routers[0].register_forward_hook(lambda mod, args, out: tokens.append(args[0]))
+             for layer in model.fusion.layers]
+    out = model(batch)
+    for hook in hooks:
+        hook.remove()
+    # tokens of incomplete samples should pick expert (combination code - 1), code = sum 2^m
+    codes = (batch.observed.long() * 2 ** torch.arange(N_MODALITIES)).sum(1)
+    incomplete = ~batch.observed.all(1)
+    expected = 0.0
+    for layer, x in zip(model.fusion.layers, tokens):
+        logits = (x @ layer.moe.routers[0].gate.weight.t()).view(len(codes), N_MODALITIES, -1)
+        log_p = torch.log_softmax(logits[incomplete], -1)  # (samples, M, E)
+        target = (codes[incomplete] - 1).view(-1, 1, 1).expand(-1, N_MODALITIES, 1)
+        expected = expected - log_p.gather(-1, target).mean()
+    torch.testing.assert_close(out.losses["flex_moe.router_ce"], expected)
+    assert set(out.losses) == {"flex_moe.router_ce", "flex_moe.load_balance"}
+    assert model.loss_weights["flex_moe.router_ce"] == model.loss_weights["flex_moe.load_balance"] == 1e-2
+    off = build_model(small_cfg("flex_moe", "model.method_options={flex_moe: {router_loss_weight: 0.0}}"),
+                      dataset.modalities, N_CLASSES)
+    assert off(batch).losses == {}  # weight 0: neither term is computed
+
+
+@pytest.mark.parametrize("method", ["flex_moe", "fusemoe"])
+def test_checkpoints_of_the_old_moe_fusion_layout_still_load(method, dataset, tmp_path):
+    from moe_retriever.training.checkpoint import load_state_into, load_tensors, save_tensors
+    cfg = small_cfg(method, f"model.method_options={{{method}: {{layers: 2}}}}")
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    router = "gate.weight" if method == "flex_moe" else "keys"
+    # the key names these models had when the fusion layers sat at the top level
+    old_names = {"modality_embedding": "fusion.modality_embedding",
+                 "norm.weight": "fusion.norm.weight", "norm.bias": "fusion.norm.bias"}
+    for i in range(2):
+        old_names[f"layers.{i}.router.{router}"] = f"fusion.layers.{i}.moe.routers.0.{router}"
+        old_names[f"layers.{i}.router.noise.weight"] = f"fusion.layers.{i}.moe.routers.0.noise.weight"
+        for p in ("w1", "b1", "w2", "b2"):
+            old_names[f"layers.{i}.experts.{p}"] = f"fusion.layers.{i}.moe.experts.{p}"
+        for p in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.in_proj_weight",
+                  "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias"):
+            old_names[f"layers.{i}.{p}"] = f"fusion.layers.{i}.{p}"
+    state = model.state_dict()
+    assert set(old_names.values()) == {k for k in state if not k.startswith(("encoders.", "head.", "missing_bank"))}
+    old_state = {old: state[new].clone() for old, new in old_names.items()}
+    old_state.update({k: v.clone() for k, v in state.items() if k not in old_names.values()})
+    save_tensors(tmp_path / "old.safetensors", old_state)
+    torch.manual_seed(1)
+    fresh = build_model(cfg, dataset.modalities, N_CLASSES)
+    load_state_into(fresh, load_tensors(tmp_path / "old.safetensors")[0], "old.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key

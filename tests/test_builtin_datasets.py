@@ -102,6 +102,7 @@ def miniacc_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.slow  # loading the miniACC cache takes ~10 s
 def test_miniacc_has_natural_missingness(miniacc_cache):
     ds = DATASETS["miniacc"](cache_dir=str(miniacc_cache))
     assert len(ds) == 92 and ds.class_names == ["alive", "dead"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moe_retriever.config import ConfigError, ExperimentConfig, from_dict, load_config
+from moe_retriever.config import ConfigError, ExperimentConfig, MissingPattern, from_dict, load_config
 from moe_retriever.data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from moe_retriever.data.missingness import drop_mask, pattern_mask
 from moe_retriever.data.splits import stratified_split
@@ -28,6 +28,40 @@ def test_yaml_config_and_overrides(tmp_path):
 def test_bad_config_is_named(data, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
         from_dict(ExperimentConfig, data).validate()
+
+
+@pytest.mark.parametrize("data,key,choices", [
+    ({"model": {"retriever": {"mode": "magic"}}}, "model.retriever.mode", ["moe", "mean", "zero"]),
+    ({"model": {"fusion": {"kind": "rnn"}}}, "model.fusion.kind", ["transformer", "smoe"]),
+    ({"model": {"retriever": {"moe": {"router_softmax": 1}}}}, "model.retriever.moe.router_softmax",
+     ["before_topk", "after_topk"]),
+    ({"train": {"select_metric": "f1"}}, "train.select_metric", ["macro_f1", "accuracy", "auroc", "auprc"]),
+    ({"data": {"missing": {"kind": "mcar"}}}, "data.missing.kind",
+     ["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"]),
+])
+def test_a_bad_choice_names_the_key_and_the_choices(data, key, choices):
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExperimentConfig, data)
+    assert str(err.value).startswith(f"{key}: must be one of {choices}, got ")
+
+
+@pytest.mark.parametrize("patterns,message", [
+    ([{"modalities": ["a"]}, {"modalities": ["b"], "prob": -0.5}],
+     "data.missing.patterns[1].prob: must be >= 0, got -0.5"),
+    ([{"modalities": ["a"]}, {"prob": 0.5}], "data.missing.patterns[1]: missing required key(s) ['modalities']"),
+    ([{"modalities": ["a"], "p": 0.5}], "data.missing.patterns[0]: unknown key(s) ['p']"),
+    ([{"modalities": "a"}], "data.missing.patterns[0].modalities: expected a list"),
+])
+def test_a_bad_missingness_pattern_names_its_index(patterns, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExperimentConfig, {"data": {"missing": {"kind": "patterns", "patterns": patterns}}})
+    assert str(err.value).startswith(message)
+
+
+def test_patterns_parse_into_dataclasses_with_a_default_probability():
+    cfg = from_dict(ExperimentConfig, {"data": {"missing": {"kind": "patterns", "patterns": [
+        {"modalities": ["a", "b"]}, {"modalities": ["c"], "prob": 3}]}}})
+    assert cfg.data.missing.patterns == [MissingPattern(["a", "b"], 1.0), MissingPattern(["c"], 3.0)]
 
 
 def make(features=None, observed=None, labels=None, ids=None, class_names=None):
@@ -100,12 +134,12 @@ def test_drop_mask_keeps_one_modality_and_only_hides():
 
 def test_pattern_mask_uses_only_allowed_combinations():
     obs = torch.ones(500, 3, dtype=torch.bool)
-    pats = [{"modalities": ["a", "b"], "prob": 0.5}, {"modalities": ["c"], "prob": 0.5}]
+    pats = [MissingPattern(["a", "b"], 0.5), MissingPattern(["c"], 0.5)]
     new = pattern_mask(obs, pats, ["a", "b", "c"], torch.Generator().manual_seed(0))
     rows = {tuple(r) for r in new.int().tolist()}
     assert rows == {(1, 1, 0), (0, 0, 1)}
-    with pytest.raises(DataValidationError, match="unknown modalities"):
-        pattern_mask(obs, [{"modalities": ["z"]}], ["a", "b", "c"], torch.Generator())
+    with pytest.raises(DataValidationError, match=r"data.missing.patterns\[0\].modalities: unknown modalities"):
+        pattern_mask(obs, [MissingPattern(["z"])], ["a", "b", "c"], torch.Generator())
 
 
 def test_stratified_split_is_disjoint_complete_and_stratified():

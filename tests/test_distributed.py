@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
 from moe_retriever.config import load_config
@@ -37,19 +38,21 @@ from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
 from moe_retriever.training.experiment import prepare_seed, run_experiment, seed_everything
+from moe_retriever.training.losses import weighted_sum
 from moe_retriever.training.trainer import retrieval_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
     "data.options={n_samples: 240, n_modalities: 3, n_classes: 3}",
-    "model.hidden=16", "model.encoder.hidden=16", "model.dropout=0.0", "model.encoder.dropout=0.0",
-    "model.retriever.heads=2", "model.fusion.heads=2",
+    *TINY_MODEL, "model.dropout=0.0", "model.encoder.dropout=0.0",
     "model.retriever.moe.experts_per_modality=3", "model.retriever.moe.shared_experts=2",
-    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
     "train.epochs=2", "train.warmup_epochs=1", "train.batch_size=31", "train.seeds=[0]",
     "train.device=cpu", "train.progress=false",
 ]
 SEED = 0
+
+# every test here reads one two-process training run (~35 s)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +121,8 @@ def replay_two_ranks(cfg) -> dict[str, torch.Tensor]:
                 batch = data.train.batch(part)
                 out = model(batch, bank, retrieve=retrieve, generator=rank_streams[rank])
                 ce = F.cross_entropy(out.logits, batch.labels, reduction="sum") / len(global_index)
-                ((2 * ce + out.aux_loss) / 2).backward()  # DDP averages the two ranks' gradients
+                aux = weighted_sum(out.losses, model.loss_weights)
+                ((2 * ce + (0 if aux is None else aux)) / 2).backward()  # DDP averages the ranks' gradients
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
     return {k: v.detach() for k, v in model.state_dict().items()}

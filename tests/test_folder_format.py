@@ -177,81 +177,49 @@ def test_splits_file_fixes_the_split_used_for_training(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 
-def test_duplicate_ids_name_both_lines(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "clinical.csv", "id,age,mmse\np1,1,2\np2,3,4\np1,5,6\n")
-    raises(root, "clinical.csv: line 4, column 'id': duplicate id 'p1' (first at line 2)")
-
-
-def test_duplicate_ids_in_label_file(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "labels.csv", "id,diagnosis\np1,AD\np1,CN\n")
-    raises(root, "labels.csv: line 3, column 'id': duplicate id 'p1'")
-
-
-def test_id_with_a_label_but_no_modality(tmp_path):
-    root = make_folder(tmp_path / "d")
+# (file, the text it is overwritten with, fragments the error must hold)
+BAD_FILES = {
+    "duplicate_id": ("clinical.csv", "id,age,mmse\np1,1,2\np2,3,4\np1,5,6\n",
+                     ["clinical.csv: line 4, column 'id': duplicate id 'p1' (first at line 2)"]),
+    "duplicate_id_in_label_file": ("labels.csv", "id,diagnosis\np1,AD\np1,CN\n",
+                                   ["labels.csv: line 3, column 'id': duplicate id 'p1'"]),
     # without its genetic row, p3 (label file line 4) has only an all-empty clinical row
-    write(root / "genetic.csv", "id,g1,g2,g3\np8,0.5,1,2\n")
-    raises(root, "labels.csv: line 4, column 'id': id 'p3' has a label but no data in any modality")
+    "label_but_no_modality": ("genetic.csv", "id,g1,g2,g3\np8,0.5,1,2\n", [
+        "labels.csv: line 4, column 'id': id 'p3' has a label but no data in any modality"]),
+    "non_numeric_cell": ("clinical.csv", "id,age,mmse\np1,71,24\np2,sixty,30\n", [
+        "clinical.csv: line 3 (id 'p2'), column 'age': 'sixty' is not a finite number"]),
+    "infinite_cell": ("genetic.csv", "id,g1\np2,inf\n",
+                      ["genetic.csv: line 2 (id 'p2'), column 'g1': 'inf' is not a finite number"]),
+    "short_row": ("genetic.csv", "id,g1,g2\np2,1,2\np4,1\n",
+                  ["genetic.csv: line 3 has 2 fields but the header (line 1) has 3"]),
+    "long_row": ("genetic.csv", "id,g1,g2\np2,1,2,3\n",
+                 ["genetic.csv: line 2 has 4 fields but the header (line 1) has 3"]),
+    "id_without_a_label": ("genetic.csv", "id,g1\np2,1\nzz,2\n", [
+        "genetic.csv: line 3, column 'id': id 'zz' has no label in", "labels.csv",
+        "labels are missing"]),
+    "empty_label_cell": ("labels.csv", "id,diagnosis\np1,AD\np2, \np4,NA\n", [
+        "labels.csv: line 3 (id 'p2'), column 'diagnosis': the label is missing"]),
+    "empty_modality_file": ("genetic.csv", "", ["genetic.csv: the file is empty"]),
+    "header_only": ("genetic.csv", "id,g1\n",
+                    ["genetic.csv: the file has a header but no data rows"]),
+    "empty_label_file": ("labels.csv", "\n", ["labels.csv: the file is empty"]),
+    "partly_empty_row": ("clinical.csv", "id,age,mmse\np1,71,\n",
+                         ["clinical.csv: line 2 (id 'p1'), column 'mmse': the cell is empty"]),
+    "no_id_column": ("genetic.csv", "ID,g1\np2,1\n", ["genetic.csv: no id column 'id'"]),
+    "no_label_column": ("labels.csv", "id,dx\np1,AD\n",
+                        ["labels.csv: no label column 'diagnosis'"]),
+    "too_few_npy_ids": ("image.npy.ids.txt", "p1\np5\n",
+                        ["image.npy.ids.txt: 2 ids for the 3 rows of", "image.npy"]),
+    "duplicate_npy_id": ("image.npy.ids.txt", "p1\np5\np1\n",
+                         ["image.npy.ids.txt: line 3: duplicate id 'p1' (first at line 1)"]),
+}
 
 
-def test_non_numeric_cell_names_line_and_column(tmp_path):
+@pytest.mark.parametrize("file, text, fragments", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_file_names_file_line_and_column(tmp_path, file, text, fragments):
     root = make_folder(tmp_path / "d")
-    write(root / "clinical.csv", "id,age,mmse\np1,71,24\np2,sixty,30\n")
-    raises(root, "clinical.csv: line 3 (id 'p2'), column 'age': 'sixty' is not a finite number")
-
-
-def test_infinite_cell_is_rejected(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "genetic.csv", "id,g1\np2,inf\n")
-    raises(root, "genetic.csv: line 2 (id 'p2'), column 'g1': 'inf' is not a finite number")
-
-
-def test_ragged_row_widths(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "genetic.csv", "id,g1,g2\np2,1,2\np4,1\n")
-    raises(root, "genetic.csv: line 3 has 2 fields but the header (line 1) has 3")
-    write(root / "genetic.csv", "id,g1,g2\np2,1,2,3\n")
-    raises(root, "genetic.csv: line 2 has 4 fields but the header (line 1) has 3")
-
-
-def test_ids_without_a_label(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "genetic.csv", "id,g1\np2,1\nzz,2\n")
-    raises(root, "genetic.csv: line 3, column 'id': id 'zz' has no label in",
-           "labels.csv", "labels are missing")
-
-
-def test_empty_label_cell(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "labels.csv", "id,diagnosis\np1,AD\np2, \np4,NA\n")
-    raises(root, "labels.csv: line 3 (id 'p2'), column 'diagnosis': the label is missing")
-
-
-def test_empty_files(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "genetic.csv", "")
-    raises(root, "genetic.csv: the file is empty")
-    write(root / "genetic.csv", "id,g1\n")
-    raises(root, "genetic.csv: the file has a header but no data rows")
-    write(root / "labels.csv", "\n")
-    raises(root, "labels.csv: the file is empty")
-
-
-def test_partly_empty_row_is_an_error(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "clinical.csv", "id,age,mmse\np1,71,\n")
-    raises(root, "clinical.csv: line 2 (id 'p1'), column 'mmse': the cell is empty")
-
-
-def test_missing_id_and_label_columns(tmp_path):
-    root = make_folder(tmp_path / "d")
-    write(root / "genetic.csv", "ID,g1\np2,1\n")
-    raises(root, "genetic.csv: no id column 'id'")
-    root = make_folder(tmp_path / "e")
-    write(root / "labels.csv", "id,dx\np1,AD\n")
-    raises(root, "labels.csv: no label column 'diagnosis'")
+    write(root / file, text)
+    raises(root, *fragments)
 
 
 def test_unknown_keys_in_dataset_yaml(tmp_path):
@@ -268,16 +236,15 @@ def test_unknown_keys_in_dataset_yaml(tmp_path):
     raises(root, "dataset.yaml: label: unknown key(s) ['columns']")
 
 
-def test_missing_files(tmp_path):
+@pytest.mark.parametrize("file, fragments", [
+    ("genetic.csv", ["modalities[1].file", "genetic.csv does not exist"]),
+    ("image.npy.ids.txt", ["modalities[2]", "image.npy.ids.txt does not exist"]),
+    ("dataset.yaml", ["dataset.yaml: not found"]),
+])
+def test_missing_files(tmp_path, file, fragments):
     root = make_folder(tmp_path / "d")
-    (root / "genetic.csv").unlink()
-    raises(root, "modalities[1].file", "genetic.csv does not exist", exc=FileNotFoundError)
-    root = make_folder(tmp_path / "e")
-    (root / "image.npy.ids.txt").unlink()
-    raises(root, "modalities[2]", "image.npy.ids.txt does not exist", exc=FileNotFoundError)
-    root = make_folder(tmp_path / "f")
-    (root / "dataset.yaml").unlink()
-    raises(root, "dataset.yaml: not found", exc=FileNotFoundError)
+    (root / file).unlink()
+    raises(root, *fragments, exc=FileNotFoundError)
 
 
 def test_parquet_non_numeric_cell(tmp_path):
@@ -291,32 +258,30 @@ def test_parquet_non_numeric_cell(tmp_path):
     raises(root, "lab.parquet: row 1 (id 'p3'), column 'a': 'high' is not a finite number")
 
 
-def test_npy_problems(tmp_path):
+@pytest.mark.parametrize("image, fragment", [
+    (np.where(np.arange(18).reshape(3, 2, 3) == 16, np.nan, 1.0),
+     "image.npy: row 2 (id 'p7'), column '4': the cell is empty"),
+    (np.array([{"a": 1}] * 3, dtype=object), "image.npy: not a numeric array"),
+], ids=["nan_among_filled_cells", "object_array"])
+def test_bad_npy_array(tmp_path, image, fragment):
     root = make_folder(tmp_path / "d")
-    write(root / "image.npy.ids.txt", "p1\np5\n")
-    raises(root, "image.npy.ids.txt: 2 ids for the 3 rows of", "image.npy")
-    write(root / "image.npy.ids.txt", "p1\np5\np1\n")
-    raises(root, "image.npy.ids.txt: line 3: duplicate id 'p1' (first at line 1)")
-    write(root / "image.npy.ids.txt", "p1\np5\np7\n")
-    image = np.ones((3, 2, 3))
-    image[2, 1, 1] = np.nan
     np.save(root / "image.npy", image)
-    raises(root, "image.npy: row 2 (id 'p7'), column '4': the cell is empty")
-    np.save(root / "image.npy", np.array([{"a": 1}] * 3, dtype=object))
-    raises(root, "image.npy: not a numeric array")
+    raises(root, fragment)
 
 
-def test_bad_splits(tmp_path):
+GOOD_SPLITS = {"train": IDS[:5], "val": IDS[5:7], "test": IDS[7:]}
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"valid": []}, ["splits.json: unknown key(s) ['valid']"]),
+    ({"test": ["p8", "p99"]}, ["splits.json: test: id 'p99' has no label"]),
+    ({"test": ["p8", "p1"]}, ["splits.json: id 'p1' is in both 'train' and 'test'"]),
+    ({"val": ["p6"]}, ["splits.json: 1 labelled sample(s) are in no split", "p7"]),
+], ids=["unknown_key", "unlabelled_id", "id_in_two_splits", "sample_in_no_split"])
+def test_bad_splits(tmp_path, change, fragments):
     root = make_folder(tmp_path / "d", {"splits": "splits.json"})
-    good = {"train": IDS[:5], "val": IDS[5:7], "test": IDS[7:]}
-    write(root / "splits.json", json.dumps({**good, "valid": []}))
-    raises(root, "splits.json: unknown key(s) ['valid']")
-    write(root / "splits.json", json.dumps({**good, "test": ["p8", "p99"]}))
-    raises(root, "splits.json: test: id 'p99' has no label")
-    write(root / "splits.json", json.dumps({**good, "test": ["p8", "p1"]}))
-    raises(root, "splits.json: id 'p1' is in both 'train' and 'test'")
-    write(root / "splits.json", json.dumps({**good, "val": ["p6"]}))
-    raises(root, "splits.json: 1 labelled sample(s) are in no split", "p7")
+    write(root / "splits.json", json.dumps({**GOOD_SPLITS, **change}))
+    raises(root, *fragments)
 
 
 def test_train_command_runs_on_a_folder(tmp_path, capsys):
@@ -344,5 +309,5 @@ def test_train_command_runs_on_a_folder(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "seed_0" / "metrics.json").read_text())
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (40, 10, 10)
-    combos = json.loads((out / "combinations.json").read_text())
+    combos = json.loads((out / "combinations.json").read_text())["combinations"]
     assert combos == {"AB": 32, "A": 20, "B": 8}  # a: s000-s051, b: s020-s059

@@ -1,10 +1,13 @@
 """MoE-Retriever learns the synthetic task, where missing modalities are recoverable from context,
 better than the same model with retrieval switched off (zero-filled missing embeddings)."""
 
+import pytest
+
 from moe_retriever.config import load_config
 from moe_retriever.training.experiment import run_experiment
 
 
+@pytest.mark.slow
 def test_moe_retriever_beats_zero_filling_on_the_synthetic_task():
     scores = {}
     for method in ("moe_retriever", "zero"):

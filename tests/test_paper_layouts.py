@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_MODEL
 from PIL import Image
 
 from moe_retriever.config import DataConfig, load_config
@@ -373,10 +374,7 @@ def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path):
     make_mosi(tmp_path / "mosi_data.pkl")
     cfg = load_config(overrides=[
         f"data.path={tmp_path}", "data.trust_pickle=true", "data.missing.kind=drop", "data.missing.p=0.3",
-        "model.hidden=16", "model.retriever.heads=2", "model.fusion.heads=2",
-        "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
-        "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
-        "model.encoder.hidden=16", "model.encoders={text: {kind: lstm, hidden: 8, layers: 1}}",
+        *TINY_MODEL, "model.encoders={text: {kind: lstm, hidden: 8, layers: 1}}",
         "train.seeds=[0]", "train.epochs=2", "train.warmup_epochs=1", "train.batch_size=8",
         "train.progress=false"])
     ds = load_dataset(cfg.data)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -25,6 +26,7 @@ def train(*extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     full, again, killed = tmp_path / "full", tmp_path / "again", tmp_path / "killed"
     proc = train(*ARGS, "--out", str(killed))

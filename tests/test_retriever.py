@@ -2,14 +2,17 @@
 
 import pytest
 import torch
+from torch import nn
 
 from moe_retriever.config import ModelConfig, MoEConfig, RetrieverConfig
 from moe_retriever.data.bank import RetrievalBank
+from moe_retriever.data.combinations import observed_to_codes
 from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.supporting_group import SupportingGroupIndex
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.models.classifier import MultimodalClassifier
-from moe_retriever.models.retriever import MoERetriever, masked_mean
+from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean, padded_self_attention
+from moe_retriever.training.losses import weighted_sum
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,8 @@ def test_retriever_parameters_receive_gradients_in_the_full_model(data):
     model.train()
     bank = RetrievalBank(data)
     out = model(data.full_batch(), bank, generator=torch.Generator().manual_seed(0))
-    loss = torch.nn.functional.cross_entropy(out.logits, data.labels) + out.aux_loss
+    loss = torch.nn.functional.cross_entropy(out.logits, data.labels) + weighted_sum(
+        out.losses, model.loss_weights)
     loss.backward()
     r = model.retriever
     assert r.moe.routers[0].gate.weight.grad.abs().sum() > 0
@@ -86,6 +90,36 @@ def test_evaluation_is_deterministic_for_a_seed_and_uses_the_bank_only(data):
     _, c = retrieved(model, data, seed=6)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
+    # bank only: with the bank built from other samples, replacing the features of every
+    # evaluated sample but one leaves that sample's retrieval as it was, while replacing the
+    # bank's features changes it
+    bank = RetrievalBank(data.subset(range(60)))
+    evaluated = data.subset(range(60, 120))
+    keep = int((~evaluated.observed).any(1).nonzero()[0])
+    names = evaluated.modality_names
+
+    def replace(ds, rows):
+        def fn(spec, x):
+            obs = ds.observed[:, names.index(spec.name)].view(-1, *[1] * (x.ndim - 1))
+            new = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)) * obs
+            return torch.where(rows.view(-1, *[1] * (x.ndim - 1)), new, x)
+        return ds.map_features(fn)
+
+    others = torch.arange(len(evaluated)) != keep
+    changed = replace(evaluated, others)
+
+    def retrieval_of(ds, bank):
+        out = model(ds.full_batch(), bank, generator=torch.Generator().manual_seed(5))
+        return out.embeddings[~ds.observed], out.pair_samples
+
+    base, pair_samples = retrieval_of(evaluated, bank)
+    after, _ = retrieval_of(changed, bank)
+    mine = pair_samples == keep
+    assert mine.any() and (~mine).any()
+    torch.testing.assert_close(after[mine], base[mine], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(after[~mine], base[~mine]), "the replaced samples' own context changed"
+    other_bank = RetrievalBank(replace(data.subset(range(60)), torch.ones(60, dtype=torch.bool)))
+    assert not torch.allclose(retrieval_of(evaluated, other_bank)[0][mine], base[mine])
 
 
 @pytest.mark.parametrize("switch", [{"intra": False}, {"inter": False}, {"n_intra": 5}])
@@ -116,23 +150,37 @@ def test_inter_only_retrieval_does_not_read_the_bank(data):
 
 def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     torch.manual_seed(0)
-    model = MultimodalClassifier(data.modalities, data.n_classes, small_cfg(n_intra=8))
+    model = MultimodalClassifier(data.modalities, data.n_classes,
+                                 small_cfg(n_intra=8, reconstruction_weight=0.0))
+    model.train()
     bank = RetrievalBank(data)
-    rows_seen = {}
+    encoded = {}
 
     def hook(name):
         def fn(module, inputs, output):
-            rows_seen.setdefault(name, []).append(inputs[0].shape[0])
+            encoded.setdefault(name, []).append(inputs[0].detach().clone())
         return fn
     for name, enc in model.encoders.items():
         enc.register_forward_hook(hook(name))
     batch = data.batch(torch.arange(40))
     model(batch, bank, generator=torch.Generator().manual_seed(0))
+    # the step's draws, repeated from a generator in the same state
+    pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
+    idx, valid = bank.index.sample(observed_to_codes(batch.observed)[pair_b], pair_t, 8,
+                                   torch.Generator().manual_seed(0))
+    draws = [(int(t), int(j)) for t, row, ok in zip(pair_t, idx, valid) for j in row[ok]]
+    distinct = set(draws)
+    assert len(draws) > len(distinct), "the check needs samples drawn more than once"
     for m, name in enumerate(data.modality_names):
-        calls = rows_seen[name]
-        assert calls[0] == int(batch.observed[:, m].sum())  # the batch's own rows
-        if len(calls) > 1:  # bank rows: at most one call, with distinct samples only
-            assert len(calls) == 2 and calls[1] <= len(bank)
+        calls = encoded[name]
+        assert torch.equal(calls[0], batch.features[name][batch.observed[:, m]])  # own rows
+        expected = sorted(j for t, j in distinct if t == m)
+        assert len(calls) == 1 + bool(expected)  # the bank rows of a modality: one call
+        if expected:
+            # which bank row each encoded input is (bank features of observed rows are distinct)
+            same = (calls[1].unsqueeze(1) == bank.features[name].unsqueeze(0)).all(-1)
+            assert same.sum(1).tolist() == [1] * len(calls[1])
+            assert sorted(same.float().argmax(1).tolist()) == expected  # each exactly once
 
 
 def test_fallback_token_when_the_bank_lacks_the_target(data):
@@ -174,7 +222,7 @@ def test_masked_modality_objective_adds_a_loss_and_keeps_observed_embeddings(dat
     model.train()
     batch = data.full_batch()
     out = model(batch, bank, generator=torch.Generator().manual_seed(0))
-    assert float(out.aux_loss.detach()) > 0  # the reconstruction term alone
+    assert list(out.losses) == ["reconstruction"] and float(out.losses["reconstruction"].detach()) > 0
     # the hidden modalities are restored: observed embeddings enter fusion unchanged
     encoded = model.encode(batch)
     assert torch.allclose(out.embeddings[data.observed], encoded[data.observed])
@@ -184,7 +232,7 @@ def test_masked_modality_objective_adds_a_loss_and_keeps_observed_embeddings(dat
     plain = MultimodalClassifier(data.modalities, data.n_classes, cfg0)
     plain.load_state_dict(model.state_dict())
     plain.train()
-    assert float(plain(batch, bank, generator=torch.Generator().manual_seed(0)).aux_loss) == 0.0
+    assert plain(batch, bank, generator=torch.Generator().manual_seed(0)).losses == {}
 
 
 def test_a_bank_sample_never_retrieves_from_itself(data):
@@ -196,7 +244,57 @@ def test_a_bank_sample_never_retrieves_from_itself(data):
     own = torch.arange(len(data))
     idx, valid = bank.index.sample(codes, targets, 50, torch.Generator().manual_seed(0))
     assert (valid & (idx == own.unsqueeze(1))).any(), "without exclusion a sample can draw itself"
-    _, valid_ex = model.intra_context(bank, codes, targets, torch.full_like(codes, 50),
-                                      torch.Generator().manual_seed(0), exclude=own)
+    _, valid_ex, rows_ex = model.intra_context(bank, codes, targets, torch.full_like(codes, 50),
+                                               torch.Generator().manual_seed(0), exclude=own)
     assert not (valid_ex & (idx == own.unsqueeze(1))).any()
     assert (valid_ex == (valid & (idx != own.unsqueeze(1)))).all()
+    assert torch.equal(rows_ex, torch.where(valid_ex, idx, -1))
+
+
+def test_the_retriever_reports_where_each_context_token_comes_from(data):
+    torch.manual_seed(0)
+    model = MultimodalClassifier(data.modalities, data.n_classes, small_cfg())
+    model.eval()
+    bank = RetrievalBank(data.subset(range(60)))
+    # no bank sample observes modality 0: pairs targeting it get the fallback token
+    bank_codes = observed_to_codes(bank.observed) & ~1
+    bank.index = SupportingGroupIndex(bank_codes, 4)
+    batch = data.subset(range(60, 120)).full_batch()
+    r = model(batch, bank, generator=torch.Generator().manual_seed(3)).retrieval
+    # the draws, repeated from a generator in the same state
+    pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
+    idx, valid = bank.index.sample(observed_to_codes(batch.observed)[pair_b], pair_t,
+                                   batch.observed.sum(1)[pair_b], torch.Generator().manual_seed(3))
+    expected = []  # (pair, kind, modality, bank row) in the order the tokens are routed
+    for p, (b, t) in enumerate(zip(pair_b.tolist(), pair_t.tolist())):
+        if not any(c >> t & 1 for c in bank_codes.tolist()):  # no supporting sample at all
+            expected.append((p, TokenKind.INTRA_FALLBACK, t, -1))
+        else:
+            expected += [(p, TokenKind.INTRA, t, j) for j in idx[p][valid[p]].tolist()]
+        expected += [(p, TokenKind.INTER, m, -1) for m in range(4) if batch.observed[b, m]]
+    got = list(zip(r.token_pairs.tolist(), r.token_kinds.tolist(), r.token_modalities.tolist(),
+                   r.token_bank_rows.tolist()))
+    assert got == expected
+    assert {k for _, k, _, _ in got} == set(TokenKind)
+    assert r.expert_indices.shape[0] == len(got)
+
+
+@pytest.mark.parametrize("p, length, dim, heads", [(1, 1, 4, 1), (6, 3, 8, 2), (9, 7, 12, 3)])
+def test_padded_self_attention_equals_multihead_attention(p, length, dim, heads):
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(dim, heads, dropout=0.3, batch_first=True).eval()
+    with torch.no_grad():  # the default biases start at zero
+        attn.in_proj_bias.normal_()
+        attn.out_proj.bias.normal_()
+    x = torch.randn(p, length, dim)
+    # ragged rows, padding anywhere (not only at the end), the first row with one valid token
+    count = torch.randint(1, length + 1, (p,))
+    count[0] = 1
+    valid = torch.arange(length) < count.unsqueeze(1)
+    valid = valid.gather(1, torch.rand(p, length).argsort(1))
+    got = padded_self_attention(attn, x, valid)
+    want, _ = attn(x, x, x, key_padding_mask=~valid, need_weights=False)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # nn.MultiheadAttention's fused inference path
+        fused, _ = attn(x, x, x, key_padding_mask=~valid, need_weights=False)
+    torch.testing.assert_close(got, fused, rtol=1e-5, atol=1e-6)

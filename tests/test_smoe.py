@@ -1,4 +1,5 @@
-"""Sparse MoE: dispatch vs a dense reference, pool restriction, gradients, auxiliary losses."""
+"""Sparse MoE: dispatch vs a dense reference, pool restriction, gradients, auxiliary losses, and
+the sparse Transformer block with each router."""
 
 import pytest
 import torch
@@ -6,8 +7,9 @@ import torch.nn.functional as F
 
 from moe_retriever.config import MoEConfig
 from moe_retriever.models.experts import FFNExperts
-from moe_retriever.models.router import TopKRouter
-from moe_retriever.models.smoe import SparseMoE, load_balancing_loss
+from moe_retriever.models.fusion import SparseTransformerLayer
+from moe_retriever.models.router import LaplaceRouter, TopKRouter
+from moe_retriever.models.smoe import SparseMoE, build_sparse_moe, load_balancing_loss, router_z_loss
 
 
 def dense_reference(experts: FFNExperts, x, indices, weights):
@@ -40,7 +42,7 @@ def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
 def test_experts_outside_the_target_pool_are_never_selected():
     torch.manual_seed(1)
     cfg = MoEConfig(experts_per_modality=3, shared_experts=2, top_k=4, expert_hidden=8)
-    moe = SparseMoE(8, cfg, n_pools=4)
+    moe = build_sparse_moe(8, cfg, n_pools=4)
     assert moe.n_experts == 14
     pools = torch.randint(0, 4, (500,))
     out = moe(torch.randn(500, 8), pools)
@@ -55,10 +57,10 @@ def test_experts_outside_the_target_pool_are_never_selected():
 def test_router_and_every_selected_expert_receive_gradients():
     torch.manual_seed(2)
     cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8)
-    moe = SparseMoE(8, cfg, n_pools=2)
+    moe = build_sparse_moe(8, cfg, n_pools=2)
     pools = torch.randint(0, 2, (64,))
     out = moe(torch.randn(64, 8), pools)
-    (out.hidden.pow(2).sum() + out.aux_loss).backward()
+    (out.hidden.pow(2).sum() + out.losses["load_balance"]).backward()
     assert moe.routers[0].gate.weight.grad.abs().sum() > 0
     selected = out.indices.unique()
     for e in selected.tolist():
@@ -98,26 +100,32 @@ def test_load_balancing_loss_matches_switch_formula():
                           torch.tensor(1.0))
 
 
-def test_aux_loss_is_finite_weighted_and_does_not_accumulate():
+def test_aux_terms_are_unweighted_recomputed_and_skipped_at_weight_zero():
     torch.manual_seed(5)
     cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8,
                     aux_loss_weight=0.5, z_loss_weight=0.1)
-    moe = SparseMoE(8, cfg, n_pools=3)
+    moe = build_sparse_moe(8, cfg, n_pools=3)
     x, pools = torch.randn(30, 8), torch.randint(0, 3, (30,))
-    first = moe(x, pools).aux_loss
-    second = moe(x, pools).aux_loss
-    assert torch.isfinite(first) and first > 0
-    assert torch.allclose(first, second), "the aux loss must be recomputed, not accumulated"
-    assert first.requires_grad
-    zero = SparseMoE(8, MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8,
-                                  aux_loss_weight=0.0), n_pools=3)
-    assert float(zero(x, pools).aux_loss) == 0.0
+    first = moe(x, pools).losses
+    second = moe(x, pools).losses
+    assert sorted(first) == ["load_balance", "z_loss"]
+    # unweighted: the plain functions of the router's output (one router)
+    route = moe.routers[0](x, moe.allowed[pools])
+    torch.testing.assert_close(first["load_balance"],
+                               load_balancing_loss(route.probs, route.indices, pools, moe.allowed))
+    torch.testing.assert_close(first["z_loss"], router_z_loss(route.logits))
+    for name in first:
+        assert torch.equal(first[name], second[name]), "terms are recomputed, not accumulated"
+        assert first[name].requires_grad
+    zero = build_sparse_moe(8, MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2,
+                                         expert_hidden=8, aux_loss_weight=0.0), n_pools=3)
+    assert zero.loss_terms == () and zero(x, pools).losses == {}
 
 
 def test_multiple_routers_average_their_mixtures():
     torch.manual_seed(6)
     cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8, num_routers=3)
-    moe = SparseMoE(8, cfg, n_pools=2)
+    moe = build_sparse_moe(8, cfg, n_pools=2)
     x, pools = torch.randn(20, 8), torch.randint(0, 2, (20,))
     out = moe(x, pools)
     assert out.indices.shape == (20, 6)
@@ -138,3 +146,51 @@ def test_noisy_gating_only_perturbs_training():
     torch.manual_seed(1)
     b = router(x).indices
     assert not torch.equal(a, b)
+
+
+def _reference_router(router, x):
+    """(T, E) dense mixing weights of a router, from its parameters by hand (eval mode)."""
+    if isinstance(router, TopKRouter):  # after_topk: softmax over the k largest logits
+        logits = x @ router.gate.weight.t()
+    else:  # Laplace: negative Euclidean distances to the expert keys
+        logits = -((x.unsqueeze(1) - router.keys.unsqueeze(0)) ** 2).sum(-1).sqrt()
+    top, idx = logits.topk(router.top_k, dim=-1)
+    return torch.zeros_like(logits).scatter(1, idx, torch.softmax(top, -1))
+
+
+@pytest.mark.parametrize("kind", ["topk", "laplace"])
+def test_sparse_transformer_layer_matches_dense_mixing_with_each_router(kind):
+    torch.manual_seed(8)
+    dim, n_experts, k = 8, 5, 2
+    router = (TopKRouter(dim, n_experts, k, noisy=True, softmax="after_topk") if kind == "topk"
+              else LaplaceRouter(dim, n_experts, k, noisy=True))
+    experts = FFNExperts(n_experts, dim, 16)
+    layer = SparseTransformerLayer(torch.nn.MultiheadAttention(dim, 2, batch_first=True),
+                                   SparseMoE([router], experts, loss_terms=("load_balance",)), 0.0)
+    layer.eval()  # no exploration noise
+    x = torch.randn(6, 3, dim)
+    out, moe_out = layer(x)
+    # reference: pre-LN attention residual, then every expert on every token, densely mixed
+    h = layer.norm1(x)
+    x1 = x + layer.attn(h, h, h, need_weights=False)[0]
+    tokens = layer.norm2(x1).reshape(-1, dim)
+    dense = _reference_router(router, tokens)
+    ref = x1 + dense_reference(experts, tokens, torch.arange(n_experts).expand(len(tokens), -1),
+                               dense).reshape(6, 3, dim)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert set(moe_out.losses) == {"load_balance"}
+    (out.pow(2).sum() + moe_out.losses["load_balance"]).backward()
+    router_weight = router.gate.weight if kind == "topk" else router.keys
+    assert router_weight.grad.abs().sum() > 0
+    for e in moe_out.indices.unique().tolist():
+        assert experts.w1.grad[e].abs().sum() > 0
+
+
+def test_laplace_router_respects_the_allowed_mask():
+    torch.manual_seed(9)
+    router = LaplaceRouter(8, 6, 2)
+    allowed = torch.zeros(40, 6, dtype=torch.bool)
+    allowed[:, 2:5] = True
+    out = router(torch.randn(40, 8), allowed)
+    assert ((out.indices >= 2) & (out.indices < 5)).all()
+    assert torch.allclose(out.weights.sum(-1), torch.ones(40))

@@ -42,7 +42,7 @@ def test_members_equal_brute_force_eq2(m):
             assert int(index.group_size[r]) == len(expected)
 
 
-@pytest.mark.parametrize("m", [3, 6])
+@pytest.mark.parametrize("m", [3, pytest.param(6, marks=pytest.mark.slow)])
 def test_sampled_indices_are_group_members_and_distinct(m):
     bank = random_bank(300, m, seed=10 + m)
     index = SupportingGroupIndex(observed_to_codes(bank), m)

@@ -122,9 +122,11 @@ def test_cached_intra_context_equals_encoding_right_after_a_refresh(data, traini
     plain.load_state_dict(cached.state_dict())
     cached.train(training), plain.train(training)
     cached.before_train_step(bank, 0)  # the refresh at the start of an epoch
-    a, va = intra_of(cached, data, bank)
-    b, vb = intra_of(plain, data, bank)
+    a, va, ra = intra_of(cached, data, bank)
+    b, vb, rb = intra_of(plain, data, bank)
     assert torch.equal(va, vb) and va.any()
+    # the same bank rows (token provenance): the drawn positions, -1 where invalid
+    assert torch.equal(ra, rb) and torch.all((ra >= 0) == va)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # and the whole forward pass retrieves the same embeddings
     cached.eval(), plain.eval()
@@ -184,7 +186,7 @@ def test_no_encoder_gradient_through_cached_entries(data):
         model = model_for(data, cache)
         model.train()
         model.before_train_step(bank, 0)
-        intra, valid = intra_of(model, data, bank)
+        intra, valid, _ = intra_of(model, data, bank)
         assert intra.requires_grad == expect
         out = model.retriever(intra, valid, torch.zeros(intra.shape[0], 4, 16),
                               torch.zeros(intra.shape[0], 4, dtype=torch.bool),
@@ -208,8 +210,8 @@ def test_evaluation_rebuilds_a_stale_table(data):
     plain = model_for(data, "none")
     plain.load_state_dict(model.state_dict())
     plain.eval()
-    a, _ = intra_of(model, data, bank)
-    b, _ = intra_of(plain, data, bank)
+    a, _, _ = intra_of(model, data, bank)
+    b, _, _ = intra_of(plain, data, bank)
     assert model.bank_table is not stale
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # the same weights and bank: the table is reused
@@ -253,6 +255,51 @@ def test_run_stores_the_bank_once_and_checkpoints_select_it(tiny_run):
         assert not any(k.startswith("bank.features") for k in tensors)
         # the reconstructed bank is the seed's standardised training split, bit for bit
         _equal_datasets(load_seed_checkpoint(path).bank, prepare_seed(cfg, dataset, seed).train)
+
+
+def test_cross_validation_folds_share_one_bank_file(tmp_path):
+    """Under ``protocol: cv`` the run's bank file is written once and every fold's checkpoint
+    selects its own training positions from it."""
+    import json
+
+    from _tiny_run import TINY
+    from moe_retriever.config import load_config
+    from moe_retriever.data.sources import load_dataset
+    from moe_retriever.training.checkpoint import load_tensors
+    from moe_retriever.training.experiment import (
+        BANK_FILE,
+        evaluate_run,
+        load_seed_checkpoint,
+        partition_checkpoints,
+        partition_from_meta,
+        prepare_partition,
+        run_experiment,
+    )
+
+    cfg = load_config(None, TINY + ["train.seeds=[0]", "train.epochs=2",
+                                    "protocol={kind: cv, folds: 3, repeats: 1}"])
+    run = tmp_path / "run"
+    results = run_experiment(cfg, run, log=lambda _: None)
+    assert sorted(p.name for p in run.glob("*.safetensors")) == [BANK_FILE]
+    found = partition_checkpoints(run)
+    assert sorted(found) == [(0, 0), (0, 1), (0, 2)]
+    dataset = load_dataset(cfg.data)
+    indices = []
+    for path in found.values():
+        tensors, meta = load_tensors(path)
+        assert meta["bank_file"] == f"../{BANK_FILE}" and not any(
+            k.startswith("bank.features") for k in tensors)
+        indices.append(set(tensors["bank.index"].tolist()))
+        loaded = load_seed_checkpoint(path)
+        _equal_datasets(loaded.bank,
+                        prepare_partition(cfg, dataset, partition_from_meta(loaded.meta)).train)
+    assert len({frozenset(i) for i in indices}) == 3  # each fold its own training positions
+    # re-evaluating the saved folds reproduces the run's test metrics
+    again = evaluate_run(run, "cpu", log=lambda _: None)
+    recorded = json.loads((run / "results.json").read_text())["test"]
+    assert recorded == results["test"]
+    for key, value in again["test"].items():
+        assert value["mean"] == pytest.approx(recorded[key]["mean"], abs=1e-9), key
 
 
 def test_modified_bank_file_is_named_in_the_error(tiny_run, tmp_path):
@@ -334,10 +381,11 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     (run / "seed_0").mkdir(parents=True)
     digest = run_bank_digest(run / BANK_FILE, dataset)
     ckpt = run / "seed_0" / "model.safetensors"
-    save_seed_checkpoint(ckpt, cfg, 0, state, data, {}, run / BANK_FILE, digest)
+    save_seed_checkpoint(ckpt, cfg, 0, state, data.train, data.stats, {},
+                         bank_file=run / BANK_FILE, bank_index=data.train_index, bank_digest=digest)
     assert ckpt.stat().st_size < 0.1 * bank_bytes, (ckpt.stat().st_size, bank_bytes)
     embedded = tmp_path / "embedded.safetensors"
-    save_seed_checkpoint(embedded, cfg, 0, state, data)
+    save_seed_checkpoint(embedded, cfg, 0, state, data.train, data.stats)
     assert embedded.stat().st_size > bank_bytes
     # the bank file is written once: a second seed's checkpoint reuses it unchanged
     stamp = (run / BANK_FILE).stat().st_mtime_ns

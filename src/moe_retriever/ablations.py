@@ -53,6 +53,10 @@ def _presets() -> dict[str, Ablation]:
         Ablation("smoe_fusion", "sparse-MoE fusion layer instead of the Transformer",
                  overrides=("model.fusion.kind=smoe",)),
     ]
+    # not in the paper: the observed mask as an extra input to fusion (model.missing_indicators)
+    out += [Ablation(f"{m}_indicators", f"{m} with missingness indicators in fusion", method=m,
+                     overrides=("model.missing_indicators=true",))
+            for m in ("moe_retriever", "zero", "mean", "learned_token", "modality_dropout")]
     return {a.name: a for a in out}
 
 

@@ -5,6 +5,8 @@
     >>> labels = run.predict(new_data)              # class names
     >>> r = run.retrieve(new_data)                  # retrieved embeddings + experts per missing pair
     >>> r.experts(0)                                # [("I_3", 0.31), ("Shared_2", 0.22), ...]
+    >>> ens = load_run("runs/ad_data", ensemble=True)  # every seed (or fold) of the run
+    >>> ens.predict_proba(new_data)                 # the mean of their probabilities
 
 New data may observe any subset of the training modalities per sample (one is enough) and may
 lack a training modality altogether; its features are standardised with the training statistics
@@ -33,10 +35,15 @@ from .data.bank import RetrievalBank
 from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
-from .training.experiment import CHECKPOINT, LoadedModel, SeedData, load_seed_checkpoint, prepare_seed
+from .errors import InputNotFoundError, UsageError
+from .models.retriever import TokenKind
+from .training.experiment import (CHECKPOINT, LoadedModel, Partition, SeedData, load_seed_checkpoint,
+                                  partition_checkpoints, partition_from_meta, prepare_partition,
+                                  run_checkpoints)
 from .training.trainer import Trainer, resolve_device
 
-INTRA, INTER = "intra", "inter"
+# TokenRouting.kind of each TokenKind: the fallback stands in for an intra-modal token
+KIND_NAMES = {TokenKind.INTRA: "intra", TokenKind.INTRA_FALLBACK: "intra", TokenKind.INTER: "inter"}
 
 
 class SchemaMismatchError(DataValidationError):
@@ -45,26 +52,35 @@ class SchemaMismatchError(DataValidationError):
 
 # --------------------------------------------------------------------------- run directories
 
-def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
-    """``{seed: path}`` of every ``seed_<s>/model.safetensors`` in a run directory."""
-    run = Path(run_dir)
-    found = {}
-    for path in sorted(run.glob(f"seed_*/{CHECKPOINT}")):
-        suffix = path.parent.name.split("_", 1)[1]
-        if suffix.lstrip("-").isdigit():
-            found[int(suffix)] = path
-    if not found:
-        raise FileNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
-                                f"written by `moe-retriever train`?")
-    return found
+def fold_checkpoints(run_dir: str | Path) -> dict[tuple[int, int], Path]:
+    """``{(seed, fold): path}`` of every ``fold_s<seed>_k<fold>/model.safetensors`` of a
+    cross-validation run directory (empty for a holdout run)."""
+    return {(s, k): path for (s, k), path in partition_checkpoints(run_dir).items() if k is not None}
 
 
-def best_seed(run_dir: str | Path) -> int:
-    """The seed whose model scored best on its validation split (the run's ``select_metric``,
-    read from ``seed_<s>/metrics.json``); ties and seeds without metrics go to the lowest seed.
-    The test split never takes part in the choice."""
+def trained_seeds(run_dir: str | Path) -> set[int]:
+    """The seeds with a saved model in a run directory (holdout seeds or cv repeat seeds)."""
+    return {s for s, _ in partition_checkpoints(run_dir)}
+
+
+def best_fold(run_dir: str | Path, seed: int | None = None) -> tuple[int, int]:
+    """The (seed, fold) of a cross-validation run whose model scored best on its own validation
+    split (the run's ``select_metric``); only the folds of repeat seed ``seed`` when given. Ties
+    and folds without metrics go to the lowest (seed, fold); test folds never take part."""
     run = Path(run_dir)
-    seeds = sorted(seed_checkpoints(run))
+    folds = sorted(fold_checkpoints(run))
+    if seed is not None:
+        folds = [f for f in folds if f[0] == int(seed)]
+    if not folds:
+        raise InputNotFoundError(f"{run}: no fold_s{'*' if seed is None else seed}_k*/{CHECKPOINT} "
+                                "found; is this a cross-validation run directory?")
+    scores = _validation_scores(run, {f: f"fold_s{f[0]}_k{f[1]}" for f in folds})
+    if not scores:
+        return folds[0]
+    return max(scores, key=lambda f: (scores[f], -f[0], -f[1]))
+
+
+def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
     metric = "macro_f1"
     config = run / "config.yaml"
     if config.is_file():
@@ -72,12 +88,35 @@ def best_seed(run_dir: str | Path) -> int:
         metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
             "select_metric", metric)
     scores = {}
-    for s in seeds:
-        path = run / f"seed_{s}" / "metrics.json"
+    for key, name in dirs.items():
+        path = run / name / "metrics.json"
         if path.is_file():
             value = json.loads(path.read_text()).get("val", {}).get(metric)
             if value is not None and not np.isnan(value):
-                scores[s] = float(value)
+                scores[key] = float(value)
+    return scores
+
+
+def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
+    """``{seed: path}`` of every ``seed_<s>/model.safetensors`` in a run directory."""
+    run = Path(run_dir)
+    found = {s: path for (s, k), path in partition_checkpoints(run).items() if k is None}
+    if not found:
+        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
+                                 f"written by `moe-retriever train`?")
+    return found
+
+
+def best_seed(run_dir: str | Path) -> int:
+    """The seed whose model scored best on its validation split (the run's ``select_metric``,
+    read from ``seed_<s>/metrics.json``); ties and seeds without metrics go to the lowest seed.
+    The test split never takes part in the choice. For a cross-validation run: the seed of
+    :func:`best_fold`."""
+    run = Path(run_dir)
+    if fold_checkpoints(run):
+        return best_fold(run)[0]
+    seeds = sorted(seed_checkpoints(run))
+    scores = _validation_scores(run, {s: f"seed_{s}" for s in seeds})
     if not scores:
         return seeds[0]
     return max(scores, key=lambda s: (scores[s], -s))
@@ -185,22 +224,6 @@ class Retrieval:
                 for p, i in enumerate(self.sample_ids) if i == sample_id}
 
 
-class _RecordingIndex:
-    """Wraps a SupportingGroupIndex and keeps the draws of its latest ``sample`` call, so the
-    intra-modal tokens of a forward pass can be traced back to the bank samples they came from."""
-
-    def __init__(self, index: Any) -> None:
-        self._index = index
-        self.last: tuple[Tensor, Tensor] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._index, name)
-
-    def sample(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        self.last = self._index.sample(*args, **kwargs)
-        return self.last
-
-
 # --------------------------------------------------------------------------- the trained run
 
 class TrainedRun:
@@ -211,17 +234,20 @@ class TrainedRun:
         self.run_dir = run_dir
         self.device = resolve_device(device)
         self.bank = RetrievalBank(loaded.bank, self.device)
-        self._index = _RecordingIndex(self.bank.index)
-        self.bank.index = self._index
         cfg = loaded.cfg
-        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device, loaded.seed,
-                               cfg.model.retriever.eval_draws)
+        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device,
+                               self.partition.rng_seed, cfg.model.retriever.eval_draws)
         self._seed_data: SeedData | None = None
 
     # ------------------------------------------------------------------ metadata
     @property
     def seed(self) -> int:
         return self.loaded.seed
+
+    @property
+    def partition(self) -> Partition:
+        """The split the model was trained on: its holdout seed, or its cross-validation fold."""
+        return partition_from_meta({**self.loaded.meta, "seed": self.loaded.seed})
 
     @property
     def cfg(self):
@@ -264,7 +290,7 @@ class TrainedRun:
         (from ``dataset`` when given: the run's dataset already loaded)."""
         if self._seed_data is None or dataset is not None:
             source = dataset if dataset is not None else load_dataset(self.cfg.data)
-            self._seed_data = prepare_seed(self.cfg, source, self.seed)
+            self._seed_data = prepare_partition(self.cfg, source, self.partition)
         return self._seed_data
 
     def to_batch(self, dataset: MultimodalDataset, standardized: bool = False) -> Batch:
@@ -311,17 +337,12 @@ class TrainedRun:
 
     def predict(self, dataset: MultimodalDataset, standardized: bool = False) -> np.ndarray:
         """(N,) predicted class names."""
-        probs = self.predict_proba(dataset, standardized)
-        return np.asarray(self.class_names, dtype=object)[probs.argmax(axis=1)]
+        return predicted_names(self.class_names, self.predict_proba(dataset, standardized))
 
     def prediction_table(self, dataset: MultimodalDataset, standardized: bool = False) -> pd.DataFrame:
         """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
-        probs = self.predict_proba(dataset, standardized)
-        table = pd.DataFrame({"id": dataset.ids,
-                              "predicted": np.asarray(self.class_names, dtype=object)[probs.argmax(1)]})
-        for c, name in enumerate(self.class_names):
-            table[f"prob_{name}"] = probs[:, c]
-        return table
+        return probability_table(dataset.ids, self.class_names,
+                                 self.predict_proba(dataset, standardized))
 
     @torch.no_grad()
     def retrieve(self, dataset: MultimodalDataset, standardized: bool = False) -> Retrieval:
@@ -332,7 +353,7 @@ class TrainedRun:
         that of the last draw.
         """
         if getattr(self.model, "retriever", None) is None:
-            raise ValueError(f"method {self.method!r} does not retrieve missing embeddings")
+            raise UsageError(f"method {self.method!r} does not retrieve missing embeddings")
         batch = self.to_batch(dataset, standardized)
         codes = observed_to_codes(batch.observed)
         bank_codes = observed_to_codes(self.bank.observed).cpu()
@@ -348,9 +369,12 @@ class TrainedRun:
             embeddings.append(out.embeddings[out.pair_samples, out.pair_targets].float().cpu())
             r = out.retrieval
             if r is not None and r.token_pairs is not None:
-                tok = self._trace_tokens(r, batch.observed[rows_p], pair_t, rows_p, codes, bank_codes)
-                tok["pair"] += n_pairs
-                traced.append(tok)
+                pair = r.token_pairs.cpu()
+                traced.append({"pair": pair + n_pairs, "sample_row": rows_p[pair],
+                               "kind": r.token_kinds.cpu(), "modality": r.token_modalities.cpu(),
+                               "bank_row": r.token_bank_rows.cpu(),
+                               "experts": r.expert_indices.cpu(),
+                               "weights": r.expert_weights.float().cpu()})
             n_pairs += int(rows_p.numel())
         d = int(self.cfg.model.hidden)
         rows_all = torch.cat(pair_rows) if pair_rows else torch.zeros(0, dtype=torch.long)
@@ -360,11 +384,15 @@ class TrainedRun:
             tok = {k: torch.cat([t[k] for t in traced]) for k in traced[0]}
             weights = _mean_expert_weights(tok["pair"], tok["experts"], tok["weights"], n_pairs,
                                            len(names))
-            source_id = [self.bank.ids[row] if kind == 1 else dataset.ids[row] if kind == 0 else ""
-                         for row, kind in zip(tok["source_row"].tolist(), tok["source_kind"].tolist())]
+            kind, bank_row, sample_row = tok["kind"], tok["bank_row"], tok["sample_row"]
+            code = torch.where(kind == TokenKind.INTRA, bank_codes[bank_row.clamp(min=0)],
+                               torch.where(kind == TokenKind.INTER, codes[sample_row], -1))
+            source_id = [self.bank.ids[b] if k == TokenKind.INTRA
+                         else dataset.ids[s] if k == TokenKind.INTER else ""
+                         for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist())]
             tokens = TokenRouting(
-                tok["pair"].numpy(), np.where(tok["source_kind"].numpy() == 0, INTER, INTRA),
-                tok["modality"].numpy(), tok["code"].numpy(), source_id,
+                tok["pair"].numpy(), np.array([KIND_NAMES[k] for k in kind.tolist()], dtype=str),
+                tok["modality"].numpy(), code.numpy(), source_id,
                 tok["experts"].numpy(), tok["weights"].numpy())
         return Retrieval(
             [dataset.ids[i] for i in rows_all.tolist()], rows_all.numpy(),
@@ -372,40 +400,6 @@ class TrainedRun:
             self.modality_names,
             (torch.cat(embeddings) if embeddings else torch.zeros(0, d)).numpy(),
             names, weights, tokens)
-
-    def _trace_tokens(self, r: Any, inter_valid: Tensor, targets: Tensor, pair_rows: Tensor,
-                      codes: Tensor, bank_codes: Tensor) -> dict[str, Tensor]:
-        """Rebuild (pair, slot) of every routed token in the retriever's order (per pair: the
-        valid intra slots, i.e. the supporting samples or the fallback token when the group is
-        empty, then the inter slots of the observed modalities) and name each token's source.
-
-        ``source_kind``: 0 the sample itself (inter), 1 a bank sample (intra), 2 the fallback.
-        """
-        rcfg = self.cfg.model.retriever
-        drawn, drawn_valid = (t.cpu() for t in self._index.last)
-        k = drawn.shape[1]
-        intra_valid = drawn_valid.clone() if rcfg.intra else torch.zeros_like(drawn_valid)
-        if rcfg.intra and k > 0:
-            intra_valid[:, 0] |= ~drawn_valid.any(dim=1)
-        if not rcfg.inter:
-            inter_valid = torch.zeros_like(inter_valid)
-        pair, slot = torch.cat([intra_valid, inter_valid], dim=1).nonzero(as_tuple=True)
-        if not torch.equal(pair, r.token_pairs.cpu()):
-            raise RuntimeError("retriever token layout changed: cannot trace tokens to their sources")
-        is_intra = slot < k
-        # pad one column so that inter slots index something; their values are never used
-        drawn_pad = torch.cat([drawn, drawn.new_zeros(drawn.shape[0], 1)], dim=1)
-        valid_pad = torch.cat([drawn_valid, drawn_valid.new_zeros(drawn.shape[0], 1)], dim=1)
-        intra_slot = torch.where(is_intra, slot, k)
-        from_bank = valid_pad[pair, intra_slot]
-        bank_row = drawn_pad[pair, intra_slot]
-        kind = torch.where(is_intra, torch.where(from_bank, 1, 2), 0)
-        source_row = torch.where(kind == 1, bank_row, torch.where(kind == 0, pair_rows[pair], -1))
-        code = torch.where(kind == 1, bank_codes[bank_row],
-                           torch.where(kind == 0, codes[pair_rows[pair]], -1))
-        return {"pair": pair.clone(), "source_kind": kind, "source_row": source_row, "code": code,
-                "modality": torch.where(is_intra, targets[pair], slot - k),
-                "experts": r.expert_indices.cpu(), "weights": r.expert_weights.float().cpu()}
 
 
 def _mean_expert_weights(pair: Tensor, experts: Tensor, weights: Tensor, n_pairs: int,
@@ -417,17 +411,92 @@ def _mean_expert_weights(pair: Tensor, experts: Tensor, weights: Tensor, n_pairs
     return (total / counts.unsqueeze(1)).numpy()
 
 
-def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto") -> TrainedRun:
-    """Load one seed of a run directory written by ``moe-retriever train``.
+def predicted_names(class_names: list[str], probs: np.ndarray) -> np.ndarray:
+    """(N,) the class name of each row's largest probability."""
+    return np.asarray(class_names, dtype=object)[probs.argmax(axis=1)]
+
+
+def probability_table(ids: list[str], class_names: list[str], probs: np.ndarray) -> pd.DataFrame:
+    """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+    table = pd.DataFrame({"id": ids, "predicted": predicted_names(class_names, probs)})
+    for c, name in enumerate(class_names):
+        table[f"prob_{name}"] = probs[:, c]
+    return table
+
+
+class RunEnsemble:
+    """Every model of a run (all seeds, or folds), predicting the mean of their class
+    probabilities (see :func:`load_run` with ``ensemble=True``).
+
+    Each member standardises the data with its own training statistics and retrieves from its
+    own bank, exactly as it does alone; ``members`` maps each checkpoint's directory in the run
+    (``seed_0``, ...) to its :class:`TrainedRun`.
+    """
+
+    def __init__(self, members: dict[str, TrainedRun], run_dir: Path | None = None) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = members
+        self.run_dir = run_dir
+        first_name, first = next(iter(members.items()))
+        for name, member in members.items():
+            if member.class_names != first.class_names:
+                raise SchemaMismatchError(
+                    f"{name}: classes {member.class_names} differ from {first_name}'s "
+                    f"{first.class_names}; these models do not form one ensemble")
+            diffs = schema_differences(member.modalities, first.modalities)
+            if diffs or len(member.modalities) != len(first.modalities):
+                raise SchemaMismatchError(f"{name}: modalities differ from {first_name}'s: "
+                                          + "; ".join(diffs or ["another modality count"]))
+
+    @property
+    def class_names(self) -> list[str]:
+        return next(iter(self.members.values())).class_names
+
+    @property
+    def modalities(self) -> list[ModalitySpec]:
+        return next(iter(self.members.values())).modalities
+
+    @property
+    def method(self) -> str:
+        return next(iter(self.members.values())).method
+
+    def predict_proba(self, dataset: MultimodalDataset) -> np.ndarray:
+        """(N, C) mean of the members' class probabilities, columns in :attr:`class_names` order."""
+        return np.mean([m.predict_proba(dataset) for m in self.members.values()], axis=0)
+
+    def predict(self, dataset: MultimodalDataset) -> np.ndarray:
+        """(N,) class names of the largest mean probability."""
+        return predicted_names(self.class_names, self.predict_proba(dataset))
+
+    def prediction_table(self, dataset: MultimodalDataset) -> pd.DataFrame:
+        """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+        return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
+
+
+def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
+             ensemble: bool = False) -> TrainedRun | RunEnsemble:
+    """Load one seed of a run directory written by ``moe-retriever train``, or with
+    ``ensemble`` every model of it (:func:`run_checkpoints`) as a :class:`RunEnsemble`.
 
     ``seed`` defaults to :func:`best_seed` (best validation score). The checkpoint carries the
     config, the modality specs, the standardisation statistics and the retrieval bank.
+    A cross-validation run loads the fold model with the best validation score
+    (:func:`best_fold`; among the folds of repeat seed ``seed`` when given).
     """
     run = Path(run_dir)
+    if ensemble:
+        if seed is not None:
+            raise ValueError("load_run: give a seed or ensemble=True, not both")
+        return RunEnsemble({name: TrainedRun(load_seed_checkpoint(path), run, device)
+                            for name, path in run_checkpoints(run).items()}, run)
+    if fold_checkpoints(run):
+        s, k = best_fold(run, seed)
+        return TrainedRun(load_seed_checkpoint(fold_checkpoints(run)[(s, k)]), run, device)
     checkpoints = seed_checkpoints(run)
     chosen = best_seed(run) if seed is None else int(seed)
     if chosen not in checkpoints:
-        raise FileNotFoundError(f"{run}: no checkpoint for seed {chosen}; seeds: {sorted(checkpoints)}")
+        raise InputNotFoundError(f"{run}: no checkpoint for seed {chosen}; seeds: {sorted(checkpoints)}")
     return TrainedRun(load_seed_checkpoint(checkpoints[chosen]), run, device)
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import analyze, compare, datasets, evaluate, predict, train
-from .config import ConfigError
-from .data.dataset import DataValidationError
-from .training.checkpoint import CheckpointError
-from .training.trainer import TrainingDivergedError
+from .commands import analyze, compare, datasets, evaluate, predict, train, tune
+from .errors import MoERetrieverError
 
-COMMANDS = [train, evaluate, compare, datasets, predict, analyze]
+COMMANDS = [train, evaluate, compare, datasets, predict, analyze, tune]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataValidationError, CheckpointError, TrainingDivergedError,
-            FileNotFoundError, ValueError) as exc:
+    except MoERetrieverError as exc:
+        # a user error: one line; any other exception is a bug and keeps its traceback
         print(f"moe-retriever: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,17 +7,44 @@ typo in a config file never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from .errors import ConfigError as ConfigError  # re-exported
+from .training.checkpoint import atomic_write_text
 
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the dotted key."""
+
+T = typing.TypeVar("T")
+
+# The allowed strings of every choice, defined once: from_dict rejects any other value naming the
+# key and the choices, and code that branches on a choice imports its alias.
+MissingKind = Literal["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"]
+RouterSoftmax = Literal["before_topk", "after_topk"]
+Dispatch = Literal["auto", "bmm", "split", "loop"]
+RetrieverMode = Literal["moe", "mean", "zero"]
+FusionKind = Literal["transformer", "smoe"]
+SelectMetric = Literal["macro_f1", "accuracy", "auroc", "auprc"]
+LoggerName = Literal["tensorboard", "mlflow"]
+ProtocolKind = Literal["holdout", "cv"]
+
+
+def bounded(default: Any, *, min: float | None = None, below: float | None = None) -> Any:
+    """A dataclass field whose value from_dict checks: ``min <= value`` and ``value < below``."""
+    return field(default=default, metadata={"min": min, "below": below})
+
+
+@dataclass
+class MissingPattern:
+    """One allowed combination of modalities and its (unnormalised) probability."""
+
+    modalities: list[str]
+    prob: float = bounded(1.0, min=0)
 
 
 @dataclass
@@ -25,16 +52,32 @@ class MissingnessConfig:
     """How modalities go missing.
 
     kind: ``natural`` keeps the dataset's own missingness (``none`` is an alias); ``drop`` removes
-    each observed modality independently with probability ``p`` (the paper's protocol);
-    ``patterns`` assigns every sample one allowed combination drawn with the given probabilities.
+    each observed modality independently with probability ``p`` (the paper's protocol, MCAR);
+    ``mar`` makes the chance that a modality is missing depend on the values of the ``driver``
+    modality, ``mnar`` on the modality's own values, ``label`` on the class (logistically, with
+    slope ``strength``); ``monotone`` orders the modalities by cost (``order``) and a sample that
+    misses one misses all later ones; ``patterns`` assigns every sample one allowed combination
+    drawn with the given probabilities.
+
+    ``p`` is the marginal missing rate of every modality (among the samples that have it), not a
+    per-sample probability: for ``mar`` every modality but the driver, which is never hidden; for
+    ``monotone`` the mean over the modalities after the first in ``order``, which is never hidden.
+    See ``data/missingness.py`` and docs/data.md for the exact definitions.
     Simulated missingness is drawn from the run seed, so every method sees the same masks, and
     every sample keeps at least one modality.
     """
 
-    kind: str = "natural"
+    kind: MissingKind = "natural"
     p: float = 0.3
-    # [{"modalities": [names], "prob": float}, ...] for kind == "patterns"
-    patterns: list[dict[str, Any]] = field(default_factory=list)
+    # mar / mnar / label: logistic slope per standard deviation of the score (label: from the
+    # first class, score -1, to the last, +1); > 0 means high scores / late classes miss more
+    strength: float = 2.0
+    # mar: the modality whose values drive the others' missingness (default: the first modality)
+    driver: str | None = None
+    # monotone: every modality, cheapest (always kept) first; default: the dataset's order
+    order: list[str] = field(default_factory=list)
+    # for kind == "patterns"
+    patterns: list[MissingPattern] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +91,9 @@ class DataConfig:
     # keyword arguments of the dataset's loader (e.g. synthetic sizes)
     options: dict[str, Any] = field(default_factory=dict)
     missing: MissingnessConfig = field(default_factory=MissingnessConfig)
+    # missingness of the validation and test samples when it differs from training (a shift);
+    # None: ``missing`` everywhere. Masks are drawn on the whole dataset, so the split is unchanged.
+    missing_test: MissingnessConfig | None = None
     # train / validation / test fractions of a stratified split drawn from the run seed
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     # z-score tabular features with training-split statistics
@@ -76,12 +122,12 @@ class MoEConfig:
     expert_hidden: int = 256
     noisy_gating: bool = False
     # Eq. 1 of the paper applies softmax before top-k; the released code applies it after.
-    router_softmax: str = "before_topk"
+    router_softmax: RouterSoftmax = "before_topk"
     num_routers: int = 1  # the paper's |R|: independent routers whose mixtures are averaged
     aux_loss_weight: float = 1e-2  # Switch load-balancing loss
     z_loss_weight: float = 0.0  # ST-MoE router z-loss (1e-3 is the usual value when enabled)
     # "auto" picks padded bmm for small token counts and sort+split for large ones
-    dispatch: str = "auto"
+    dispatch: Dispatch = "auto"
 
 
 @dataclass
@@ -93,7 +139,7 @@ class RetrieverConfig:
     missing embeddings (retrieval switched off).
     """
 
-    mode: str = "moe"
+    mode: RetrieverMode = "moe"
     intra: bool = True
     inter: bool = True
     # intra-modal samples per missing pair; None means |mc| of the sample (the paper's choice)
@@ -123,7 +169,7 @@ class RetrieverConfig:
 class FusionConfig:
     """Fusion of the M modality embeddings: a pre-LN Transformer encoder or its SMoE variant."""
 
-    kind: str = "transformer"
+    kind: FusionKind = "transformer"
     layers: int = 1
     heads: int = 4
     ff_mult: int = 2
@@ -141,8 +187,12 @@ class ModelConfig:
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # give fusion the observed mask: a learned per-modality "missing" embedding is added to the
+    # token of every missing modality (methods with their own fusion reject it)
+    missing_indicators: bool = False
     # options of comparison methods, keyed by method then option name, e.g.
-    # {"shaspec": {"missing_fill": "mean"}}; each method validates its own (see baselines/)
+    # {"shaspec": {"missing_fill": "mean"}}; each method parses its own entry into its options
+    # dataclass (see baselines/)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -157,11 +207,32 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     class_weights: bool = False
-    # validation metric that selects the checkpoint: macro_f1 | accuracy | auroc | auprc
-    select_metric: str = "macro_f1"
+    # validation metric that selects the checkpoint
+    select_metric: SelectMetric = "macro_f1"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     device: str = "auto"
     progress: bool = True
+    # where per-epoch scalars go besides history.csv: tensorboard and/or mlflow (optional extras)
+    log: list[LoggerName] = field(default_factory=list)
+
+
+@dataclass
+class ProtocolConfig:
+    """How samples are split into training, validation and test data (docs/results.md).
+
+    ``holdout``: one stratified train / validation / test split (``data.split``) per seed.
+    ``cv``: stratified ``folds``-fold cross-validation repeated ``repeats`` times; repeat r uses
+    seed ``train.seeds[r]`` (its fold assignment and its missingness mask, shared by every method
+    and fold), so ``train.seeds`` must list at least ``repeats`` seeds (the first ``repeats`` are
+    used). In each fold the training part is split again, stratified, into train and validation
+    in the proportions of ``data.split`` (0.70 : 0.15 by default, i.e. 17.6 % validation), and
+    every sample is tested exactly once per repeat. A split shipped with the dataset is ignored
+    by ``cv``: all its samples are pooled.
+    """
+
+    kind: ProtocolKind = "holdout"
+    folds: int = bounded(5, min=2)
+    repeats: int = bounded(3, min=1)
 
 
 @dataclass
@@ -171,6 +242,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def validate(self) -> "ExperimentConfig":
         """Check values that no type annotation can express; raise ConfigError naming the key."""
@@ -182,18 +254,15 @@ class ExperimentConfig:
         _check(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
         _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
                "train.device", "must be auto, cpu or cuda[:N]")
-        _check(t.select_metric in ("macro_f1", "accuracy", "auroc", "auprc"),
-               "train.select_metric", "must be macro_f1, accuracy, auroc or auprc")
-        mis = d.missing
-        _check(mis.kind in ("natural", "none", "drop", "patterns"), "data.missing.kind",
-               "must be natural, none, drop or patterns")
-        _check(0.0 <= mis.p < 1.0, "data.missing.p", f"must be in [0, 1), got {mis.p}")
+        _validate_missing(d.missing, "data.missing")
+        if d.missing_test is not None:
+            _validate_missing(d.missing_test, "data.missing_test")
         _check(len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
                "data.split", "must be three positive fractions summing to 1")
+        _validate_protocol(self.protocol, t.seeds)
         _check(m.hidden >= 1, "model.hidden", "must be >= 1")
         _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
         r = m.retriever
-        _check(r.mode in ("moe", "mean", "zero"), "model.retriever.mode", "must be moe, mean or zero")
         _check(r.intra or r.inter, "model.retriever", "needs intra or inter context (or both)")
         _check(r.n_intra is None or r.n_intra >= 1, "model.retriever.n_intra", "must be >= 1")
         _check(m.hidden % r.heads == 0, "model.retriever.heads", "must divide model.hidden")
@@ -202,7 +271,6 @@ class ExperimentConfig:
         bank_cache_period(r.bank_cache)
         _validate_moe(r.moe, "model.retriever.moe")
         f = m.fusion
-        _check(f.kind in ("transformer", "smoe"), "model.fusion.kind", "must be transformer or smoe")
         _check(m.hidden % f.heads == 0, "model.fusion.heads", "must divide model.hidden")
         if f.kind == "smoe":
             _validate_moe(f.moe, "model.fusion.moe")
@@ -228,6 +296,18 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
+    if p.kind == "cv":
+        _check(len(seeds) >= p.repeats, "protocol.repeats",
+               f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
+               f"{seeds}; list more seeds or use fewer repeats")
+
+
+def _validate_missing(mis: MissingnessConfig, key: str) -> None:
+    _check(0.0 <= mis.p < 1.0, f"{key}.p", f"must be in [0, 1), got {mis.p}")
+    _check(math.isfinite(mis.strength), f"{key}.strength", f"must be finite, got {mis.strength}")
+
+
 def _validate_moe(moe: MoEConfig, key: str) -> None:
     pool = moe.experts_per_modality + moe.shared_experts
     _check(moe.experts_per_modality >= 0 and moe.shared_experts >= 0, key,
@@ -235,37 +315,54 @@ def _validate_moe(moe: MoEConfig, key: str) -> None:
     _check(pool >= 1, key, "needs at least one expert in each pool")
     _check(1 <= moe.top_k <= pool, f"{key}.top_k",
            f"must be in [1, experts_per_modality + shared_experts = {pool}], got {moe.top_k}")
-    _check(moe.router_softmax in ("before_topk", "after_topk"), f"{key}.router_softmax",
-           "must be before_topk or after_topk")
     _check(moe.num_routers >= 1, f"{key}.num_routers", "must be >= 1")
-    _check(moe.dispatch in ("auto", "bmm", "split", "loop"), f"{key}.dispatch",
-           "must be auto, bmm, split or loop")
     _check(moe.aux_loss_weight >= 0 and moe.z_loss_weight >= 0, key, "loss weights must be >= 0")
 
 
 # --------------------------------------------------------------------------- (de)serialisation
 
-def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown or missing keys, wrong types,
+    values outside a Literal's choices and values outside a :func:`bounded` field's range."""
     if data is None:
         data = {}
+    where = path or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        where = path or "config"
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and name not in data]
+    if required:
+        raise ConfigError(f"{where}: missing required key(s) {required}")
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value, f"{path}.{key}" if path else key)
+        key_path = f"{path}.{key}" if path else key
+        kwargs[key] = _coerce(hints[key], value, key_path)
+        _check_bounds(fields[key], kwargs[key], key_path)
     return cls(**kwargs)
+
+
+def _check_bounds(f: dataclasses.Field, value: Any, path: str) -> None:
+    low, below = f.metadata.get("min"), f.metadata.get("below")
+    if low is not None and below is not None:
+        _check(low <= value < below, path, f"must be in [{low:g}, {below:g}), got {value!r}")
+    elif low is not None:
+        _check(low <= value, path, f"must be >= {low:g}, got {value!r}")
+    elif below is not None:
+        _check(value < below, path, f"must be < {below:g}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -278,7 +375,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -352,4 +449,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -12,45 +12,45 @@ from typing import Callable
 
 from torch import nn
 
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig, ModelConfig, RetrieverMode
 from .data.dataset import ModalitySpec
 from .models.classifier import MultimodalClassifier
+from .registry import Registry
 
-MethodFactory = Callable[[ExperimentConfig, list[ModalitySpec], int], nn.Module]
-METHODS: dict[str, MethodFactory] = {}
-
-
-def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
-    def deco(fn: MethodFactory) -> MethodFactory:
-        METHODS[name] = fn
-        return fn
-    return deco
+# a model class, or a function, called with (modalities, n_classes, model config); the methods
+# fitted without the Trainer (baselines.common.DirectMethod) register the same way
+MethodFactory = Callable[[list[ModalitySpec], int, ModelConfig], nn.Module]
+METHODS: Registry[MethodFactory] = Registry("method", key="method")
+register_method = METHODS.register
 
 
-def _with_retrieval(cfg: ExperimentConfig, mode: str):
-    retr = dataclasses.replace(cfg.model.retriever, mode=mode)
-    return dataclasses.replace(cfg.model, retriever=retr)
+def _with_retrieval(cfg: ModelConfig, mode: RetrieverMode) -> ModelConfig:
+    return dataclasses.replace(cfg, retriever=dataclasses.replace(cfg.retriever, mode=mode))
 
 
 @register_method("moe_retriever")
-def _moe_retriever(cfg, modalities, n_classes):
-    return MultimodalClassifier(modalities, n_classes, cfg.model)
+def _moe_retriever(modalities, n_classes, cfg):
+    return MultimodalClassifier(modalities, n_classes, cfg)
 
 
 @register_method("zero")
-def _zero(cfg, modalities, n_classes):
+def _zero(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "zero"))
 
 
 @register_method("official_retriever")
-def _official(cfg, modalities, n_classes):
+def _official(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "mean"))
 
 
 def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> nn.Module:
-    if cfg.method not in METHODS:
-        raise ValueError(f"method: unknown method {cfg.method!r}; available: {sorted(METHODS)}")
-    return METHODS[cfg.method](cfg, list(modalities), n_classes)
+    model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    if cfg.model.missing_indicators and not getattr(model, "supports_missing_indicators", False):
+        raise ConfigError(
+            f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "
+            "takes no missingness indicators; they apply to the methods that fill missing "
+            "embeddings before our fusion (see docs/method.md)")
+    return model
 
 
 # the comparison methods (baselines/) register themselves on import; this runs after

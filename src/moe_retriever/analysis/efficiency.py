@@ -21,7 +21,6 @@ Methods fitted without the trainer (e.g. boosted trees) have no FLOP or paramete
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,10 +31,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..api import TrainedRun, best_seed, load_run, seed_checkpoints
+from ..api import TrainedRun, best_seed, load_run, trained_seeds
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
+from ..errors import InputNotFoundError
 from ..methods import build_model
 from ..models.smoe import SparseMoE
 from ..training.experiment import LoadedModel, prepare_seed, seed_everything
@@ -81,7 +81,7 @@ def train_run_source(run_dir: Path, seed: int | None = None) -> CostSource:
     """A ``moe-retriever train`` run directory."""
     cfg = load_config(run_dir / "config.yaml")
     epochs: list[float] = []
-    for path in sorted(run_dir.glob("seed_*/metrics.json")):
+    for path in sorted(run_dir.glob("seed_*/metrics.json")) + sorted(run_dir.glob("fold_s*/metrics.json")):
         epochs += [float(s) for s in json.loads(path.read_text()).get("epoch_seconds", [])]
     chosen = best_seed(run_dir) if seed is None else seed
     return CostSource(cfg.method, cfg, chosen, epochs, run_dir)
@@ -96,8 +96,8 @@ def comparison_sources(compare_dir: Path, like: ExperimentConfig | None = None) 
     for table in tables:
         sources = []
         for row in table.get("rows", []):
-            records = [compare_dir / "runs" / row["config_key"] / f"seed_{s}.json"
-                       for s in row.get("seeds", [])]
+            names = row.get("partitions") or [f"seed_{s}" for s in row.get("seeds", [])]
+            records = [compare_dir / "runs" / row["config_key"] / f"{n}.json" for n in names]
             records = [json.loads(p.read_text()) for p in records if p.is_file()]
             if not records:
                 continue
@@ -107,7 +107,7 @@ def comparison_sources(compare_dir: Path, like: ExperimentConfig | None = None) 
         if sources:
             chosen.append(sources)
     if not chosen:
-        raise FileNotFoundError(f"{compare_dir}: no finished runs found in results.json")
+        raise InputNotFoundError(f"{compare_dir}: no finished runs found in results.json")
     if like is not None:
         same = [s for s in chosen if _same_data(s[0].cfg, like)]
         if same:
@@ -125,13 +125,13 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
     out: list[CostSource] = []
     for path in paths:
         results = path / "results.json"
-        if (path / "config.yaml").is_file() and any(path.glob("seed_*")):
+        if (path / "config.yaml").is_file() and (any(path.glob("seed_*")) or any(path.glob("fold_s*"))):
             out.append(train_run_source(path, seed))
         elif results.is_file() and "studies" in json.loads(results.read_text()):
             out.extend(comparison_sources(path, like))
         else:
-            raise FileNotFoundError(f"{path}: neither a `train` run directory (config.yaml, seed_*) "
-                                    f"nor a `compare` output directory (results.json with studies)")
+            raise InputNotFoundError(f"{path}: neither a `train` run directory (config.yaml, seed_*) "
+                                     f"nor a `compare` output directory (results.json with studies)")
     labels = [s.label for s in out]
     for s in out:  # the same method from two places: tell them apart by directory
         if labels.count(s.label) > 1 and s.run_dir is not None:
@@ -144,19 +144,16 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
 @contextlib.contextmanager
 def exact_dispatch(model: torch.nn.Module) -> Iterator[None]:
     """Switch every sparse-MoE layer to the ``split`` dispatch (no padded expert slots)."""
-    saved: list[tuple[torch.nn.Module, str, Any]] = []
+    saved: list[tuple[SparseMoE, str]] = []
     for module in model.modules():
         if isinstance(module, SparseMoE):
-            saved.append((module, "cfg", module.cfg))
-            module.cfg = dataclasses.replace(module.cfg, dispatch="split")
-        elif isinstance(getattr(module, "dispatch", None), str):
-            saved.append((module, "dispatch", module.dispatch))
+            saved.append((module, module.dispatch))
             module.dispatch = "split"
     try:
         yield
     finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        for module, value in saved:
+            module.dispatch = value
 
 
 def _fresh_run(src: CostSource, dataset: MultimodalDataset, device: str) -> TrainedRun | None:
@@ -173,7 +170,7 @@ def measure(src: CostSource, datasets: dict[str, MultimodalDataset], device: str
     key = json.dumps(to_dict(src.cfg.data), sort_keys=True)
     if key not in datasets:
         datasets[key] = load_dataset(src.cfg.data)
-    trained = src.run_dir is not None and src.seed in seed_checkpoints(src.run_dir)
+    trained = src.run_dir is not None and src.seed in trained_seeds(src.run_dir)
     run = load_run(src.run_dir, src.seed, device) if trained else _fresh_run(src, datasets[key], device)
     if run is None:
         cost.note = "fitted without the trainer: no FLOP or parameter count"

@@ -21,6 +21,7 @@ from sklearn.metrics import silhouette_score
 from ..api import TrainedRun
 from ..data.combinations import combination_name
 from ..data.dataset import Batch, MultimodalDataset
+from ..errors import UsageError
 from .plotting import figure, save
 
 MIN_SAMPLES = 6
@@ -75,7 +76,7 @@ def embedding_map(run: TrainedRun, dataset: MultimodalDataset, code: int) -> Emb
     """t-SNE maps of the samples of ``dataset`` (standardised) whose combination is ``code``."""
     rows = (dataset.codes == code).nonzero().flatten()
     if len(rows) < MIN_SAMPLES:
-        raise ValueError(f"combination {combination_name(code, dataset.modality_names)} has "
+        raise UsageError(f"combination {combination_name(code, dataset.modality_names)} has "
                          f"{len(rows)} samples; a t-SNE map needs at least {MIN_SAMPLES}")
     batch = run.to_batch(dataset, standardized=True).select(rows)
     before = fused_embeddings(run, batch, retrieve=False)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import INTRA, Retrieval
+from ..api import KIND_NAMES, Retrieval
 from ..data.combinations import combination_name
+from ..errors import UsageError
+from ..models.retriever import TokenKind
 from .plotting import figure, heatmap, save
 
 
@@ -75,7 +77,7 @@ def expert_usage(retrieval: Retrieval) -> ExpertUsage:
     """Count expert selections per input combination from a :meth:`TrainedRun.retrieve` result."""
     tok = retrieval.tokens
     if tok is None or not retrieval.expert_names:
-        raise ValueError("the retrieval carries no routing (the method does not route tokens)")
+        raise UsageError("the retrieval carries no routing (the method does not route tokens)")
     n_experts = len(retrieval.expert_names)
     routed = tok.source_code >= 0
     codes = tok.source_code[routed]
@@ -84,7 +86,8 @@ def expert_usage(retrieval: Retrieval) -> ExpertUsage:
     experts = tok.experts[routed]
     np.add.at(selections, (np.repeat(row, experts.shape[1]), experts.reshape(-1)), 1)
     tokens = np.bincount(row, minlength=len(present))
-    intra = np.bincount(row, weights=(tok.kind[routed] == INTRA), minlength=len(present))
+    is_intra = tok.kind[routed] == KIND_NAMES[TokenKind.INTRA]
+    intra = np.bincount(row, weights=is_intra, minlength=len(present))
     order = np.lexsort((present, -tokens))
     names = retrieval.modality_names
     return ExpertUsage([combination_name(int(c), names) for c in present[order]],

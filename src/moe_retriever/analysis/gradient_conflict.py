@@ -24,6 +24,7 @@ from torch import Tensor
 from ..api import TrainedRun
 from ..data.combinations import modality_letters
 from ..data.dataset import MultimodalDataset
+from ..errors import UsageError
 from .plotting import figure, heatmap, save
 
 
@@ -43,7 +44,7 @@ def gradient_conflict(run: TrainedRun, dataset: MultimodalDataset, label: str) -
     """Mean pairwise cosine of the per-modality embedding gradients over standardised ``dataset``."""
     fusion = getattr(run.model, "fusion", None)
     if not isinstance(fusion, torch.nn.Module):
-        raise ValueError(f"{label}: the model has no fusion layer over modality embeddings")
+        raise UsageError(f"{label}: the model has no fusion layer over modality embeddings")
     m = len(run.modalities)
     captured: list[Tensor] = []
     handle = fusion.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
@@ -56,7 +57,7 @@ def gradient_conflict(run: TrainedRun, dataset: MultimodalDataset, label: str) -
                 fused_input = captured[-1]
                 captured.clear()
                 if fused_input.dim() != 3 or fused_input.shape[1] != m or not fused_input.requires_grad:
-                    raise ValueError(f"{label}: the fusion input is not a (batch, {m}, d) tensor "
+                    raise UsageError(f"{label}: the fusion input is not a (batch, {m}, d) tensor "
                                      f"of modality embeddings")
                 labels = batch.labels[rows.cpu()].to(out.logits.device)
                 known = labels >= 0  # samples whose class training knows
@@ -70,7 +71,7 @@ def gradient_conflict(run: TrainedRun, dataset: MultimodalDataset, label: str) -
     finally:
         handle.remove()
     if count == 0:
-        raise ValueError(f"{label}: no labelled sample to compute gradients on")
+        raise UsageError(f"{label}: no labelled sample to compute gradients on")
     return GradientConflict(label, run.modality_names, (total / count).numpy(), count)
 
 

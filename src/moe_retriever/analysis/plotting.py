@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from ..training.checkpoint import atomic_write  # noqa: E402
 
 DPI = 110
 
@@ -52,6 +54,47 @@ def heatmap(ax: Axes, matrix: np.ndarray, row_labels: Sequence[str], col_labels:
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    # the temporary file's name does not end in the format, so it is passed explicitly
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI,
+                                               facecolor="white"))
     plt.close(fig)
     return path
+
+
+def critical_difference_png(avg_ranks: dict[str, float], cd: float, path: Path, title: str,
+                            cliques: Sequence[Sequence[str]] = ()) -> Path:
+    """Demšar's critical-difference diagram: methods placed on an average-rank axis (1 = best, on
+    the left), the CD as a scale bar, and a thick bar under each group of methods that cannot be
+    told apart (``cliques``: lists of method names, from ``statistics.rank_cliques``)."""
+    names = sorted(avg_ranks, key=lambda n: avg_ranks[n])
+    k = len(names)
+    lo, hi = 1, max(k, 2)
+    half = (k + 1) // 2
+    depth = 0.45 + 0.32 * max(half, k - half) + 0.18 * len(cliques)
+    fig, (ax,) = figure(7.0, 0.9 + 0.75 * depth)
+    ax.set_xlim(lo - 0.6, hi + 0.6)
+    ax.set_ylim(-depth, 1.1)
+    ax.axis("off")
+    ax.plot([lo, hi], [0, 0], color="black", lw=1)
+    for r in range(lo, hi + 1):
+        ax.plot([r, r], [0, 0.08], color="black", lw=1)
+        ax.text(r, 0.14, str(r), ha="center", va="bottom", fontsize=9)
+    ax.plot([lo, lo + cd], [0.7, 0.7], color="black", lw=1.5)
+    for x in (lo, lo + cd):
+        ax.plot([x, x], [0.64, 0.76], color="black", lw=1.5)
+    ax.text(lo + cd / 2, 0.8, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    for i, name in enumerate(names):
+        r = avg_ranks[name]
+        left = i < half
+        y = -0.25 - 0.18 * len(cliques) - 0.32 * (i if left else k - 1 - i)
+        x_text = lo - 0.5 if left else hi + 0.5
+        ax.plot([r, r, x_text], [0, y, y], color="0.25", lw=0.9)
+        ax.text(x_text, y + 0.04, f"{name} ({r:.2f})", ha="left" if left else "right",
+                va="bottom", fontsize=9)
+    for j, group in enumerate(cliques):
+        ranks = [avg_ranks[n] for n in group]
+        y = -0.12 - 0.18 * j
+        ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", lw=3.5,
+                solid_capstyle="butt")
+    ax.set_title(title, fontsize=10)
+    return save(fig, path)

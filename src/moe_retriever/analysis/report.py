@@ -8,22 +8,24 @@ import datetime
 import html
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..api import TrainedRun, load_run, seed_checkpoints
+from ..api import TrainedRun, load_run, trained_seeds
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
-from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
+from ..errors import UsageError
 from ..training.checkpoint import atomic_write_text
-from ..training.experiment import standardize
+from ..training.experiment import SeedData, partition_split, standardize
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
 from .expert_usage import expert_usage, plot_by_combination, plot_by_expert
 from .gradient_conflict import gradient_conflict, plot_gradient_conflict
+from .retrieval_value import plot_retrieval_value, value_of_retrieval
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -34,6 +36,7 @@ class Section:
     caption: str
     images: list[Path] = field(default_factory=list)
     table: list[list[str]] | None = None  # first row is the header
+    data: dict[str, Any] = field(default_factory=dict)  # its entries of analysis.json
 
 
 @dataclass
@@ -43,16 +46,31 @@ class Report:
     data: dict[str, Any]
 
 
+@dataclass
+class AnalysisInputs:
+    """What every analysis of one run reads: the run at one seed, its data and where figures go."""
+
+    run: TrainedRun
+    run_dir: Path
+    dataset: MultimodalDataset
+    data: SeedData
+    samples: MultimodalDataset  # the analysed samples (``analysed_samples``)
+    split: str
+    out_dir: Path
+    device: str
+    sources: list[Path]  # the run directory, then the ``compare`` directories
+
+
 def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) -> MultimodalDataset:
     """The standardised samples the router and t-SNE analyses look at: one of the seed's splits,
     or all samples under the seed's missingness (``all``). Retrieval always draws from the
     training bank; a training sample's supporting group never contains itself (it lacks the
     target modality)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        raise UsageError(f"split must be one of {list(SPLITS)}, got {split!r}")
     data = run.seed_data(dataset)
     if split == "all":
-        return standardize(apply_missingness(dataset, run.cfg.data.missing, run.seed), data.stats)
+        return standardize(partition_split(run.cfg, dataset, run.partition)[0], data.stats)
     return {"train": data.train, "val": data.val, "test": data.test}[split]
 
 
@@ -70,109 +88,155 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     out_dir = Path(out) if out is not None else run_dir / "analysis"
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(run.cfg.data)
-    data = run.seed_data(dataset)
-    samples = analysed_samples(run, dataset, split)
-    names = run.modality_names
-    sections: list[Section] = []
+    inputs = AnalysisInputs(run, run_dir, dataset, run.seed_data(dataset),
+                            analysed_samples(run, dataset, split), split, out_dir, device,
+                            [run_dir] + [Path(p) for p in compare or []])
+    log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: "
+        f"{len(inputs.samples)})")
+    sections = [combinations_section(inputs), expert_usage_section(inputs), efficiency_section(inputs),
+                gradient_conflict_section(inputs), tsne_section(inputs, tsne_combination),
+                retrieval_value_section(inputs)]
+    present = [s for s in sections if s is not None]
     record: dict[str, Any] = {"run": str(run_dir), "method": run.method, "seed": run.seed,
                               "dataset": dataset.name, "split": split}
-    log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: {len(samples)})")
+    for section in present:
+        record.update(section.data)
+    atomic_write_text(out_dir / "analysis.json", json.dumps(record, indent=2, default=_json_default))
+    html_path = out_dir / "report.html"
+    atomic_write_text(html_path, render_html(run, present, record))
+    log(f"report: {html_path}")
+    return Report(html_path, [p for s in present for p in s.images], record)
 
-    # (a) modality combinations
-    counts = combination_counts({"train": data.train, "val": data.val, "test": data.test})
-    path = plot_combination_counts(counts, out_dir / "combinations.png",
-                                   f"{dataset.name}: samples per observed combination (seed {run.seed})")
-    record["combinations"] = counts.to_json()
-    sections.append(Section(
+
+def combinations_section(a: AnalysisInputs) -> Section:
+    """Fig. 3a: samples per observed modality combination, stacked by split."""
+    run = a.run
+    counts = combination_counts({"train": a.data.train, "val": a.data.val, "test": a.data.test})
+    path = plot_combination_counts(counts, a.out_dir / "combinations.png",
+                                   f"{a.dataset.name}: samples per observed combination (seed {run.seed})")
+    return Section(
         "Modality combinations (Fig. 3a)",
         f"Samples per observed modality combination under seed {run.seed}'s missingness "
-        f"({_missing_text(run)}), stacked by split." + _letters_text(names), [path]))
+        f"({_missing_text(run)}), stacked by split." + _letters_text(run.modality_names), [path],
+        data={"combinations": counts.to_json()})
 
-    # (b) expert usage
-    if run.retrieves:
-        usage = expert_usage(run.retrieve(samples, standardized=True))
-        paths = [plot_by_combination(usage, out_dir / "expert_usage_by_combination.png"),
-                 plot_by_expert(usage, out_dir / "expert_usage_by_expert.png")]
-        record["expert_usage"] = usage.to_json()
-        sections.append(Section(
-            "Expert selection per input combination (Fig. 3b, 3c)",
-            f"Router selections of the retriever's context tokens over {_samples_text(split)} "
-            f"({int(usage.tokens.sum())} routed tokens, top-{run.cfg.model.retriever.moe.top_k} "
-            f"per router). A token's input combination is the observed combination of the sample "
-            f"it comes from: the sample itself for inter-modal tokens, the supporting bank sample "
-            f"for intra-modal tokens. Top: share of each combination's selections per expert "
-            f"(rows sum to 1); bottom: share of each expert's selections per combination "
-            f"(columns sum to 1). Experts <letter>_i belong to the pool of the missing modality "
-            f"being retrieved; Shared_i serve every target."
-            + (f" {usage.fallback_tokens} fallback tokens (no bank sample with the target) are "
-               f"not shown." if usage.fallback_tokens else ""),
-            paths, _usage_table(usage)))
-    else:
-        sections.append(Section("Expert selection per input combination (Fig. 3b, 3c)",
-                                f"Not available: method {run.method!r} does not route tokens "
-                                f"through the MoE retriever."))
 
-    # (c) efficiency
-    sources = cost_sources([run_dir] + [Path(p) for p in compare or []], run.cfg, run.seed)
-    costs = measure_all(sources, device)
-    path = plot_efficiency(costs, out_dir / "efficiency.png")
-    record["efficiency"] = [c.to_json() for c in costs]
-    sections.append(Section(
+def expert_usage_section(a: AnalysisInputs) -> Section:
+    """Fig. 3b, 3c: the retriever's expert selections per input combination."""
+    run = a.run
+    title = "Expert selection per input combination (Fig. 3b, 3c)"
+    if not run.retrieves:
+        return Section(title, f"Not available: method {run.method!r} does not route tokens "
+                              f"through the MoE retriever.")
+    usage = expert_usage(run.retrieve(a.samples, standardized=True))
+    paths = [plot_by_combination(usage, a.out_dir / "expert_usage_by_combination.png"),
+             plot_by_expert(usage, a.out_dir / "expert_usage_by_expert.png")]
+    return Section(
+        title,
+        f"Router selections of the retriever's context tokens over {_samples_text(a.split)} "
+        f"({int(usage.tokens.sum())} routed tokens, top-{run.cfg.model.retriever.moe.top_k} "
+        f"per router). A token's input combination is the observed combination of the sample "
+        f"it comes from: the sample itself for inter-modal tokens, the supporting bank sample "
+        f"for intra-modal tokens. Top: share of each combination's selections per expert "
+        f"(rows sum to 1); bottom: share of each expert's selections per combination "
+        f"(columns sum to 1). Experts <letter>_i belong to the pool of the missing modality "
+        f"being retrieved; Shared_i serve every target."
+        + (f" {usage.fallback_tokens} fallback tokens (no bank sample with the target) are "
+           f"not shown." if usage.fallback_tokens else ""),
+        paths, _usage_table(usage), data={"expert_usage": usage.to_json()})
+
+
+def efficiency_section(a: AnalysisInputs) -> Section:
+    """Fig. 4: training and inference time, FLOPs and parameters of the run and ``compare``."""
+    costs = measure_all(cost_sources(a.sources, a.run.cfg, a.run.seed), a.device)
+    path = plot_efficiency(costs, a.out_dir / "efficiency.png")
+    return Section(
         "Computational cost (Fig. 4)",
         "Training seconds per epoch (mean ± std over every epoch of every seed, from the run "
         "records), inference seconds per pass over the test split (mean ± std of "
-        f"{TIMING_REPEATS} timings on {run.device}), FLOPs per test sample "
+        f"{TIMING_REPEATS} timings on {a.run.device}), FLOPs per test sample "
         "(torch.utils.flop_counter; sparse layers count only the experts a token was routed to) "
-        "and parameter counts.", [path], _cost_table(costs)))
+        "and parameter counts.", [path], _cost_table(costs),
+        data={"efficiency": [c.to_json() for c in costs]})
 
-    # (d) gradient conflict
+
+def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
+    """Fig. 5: gradient conflict between modalities of every source with trained weights; None
+    when no source has them."""
+    run = a.run
     conflicts, notes = [], []
-    for source in [run_dir] + [Path(p) for p in compare or []]:
-        if not (source / "config.yaml").is_file() or not any(source.glob("seed_*")):
+    for source in a.sources:
+        if not (source / "config.yaml").is_file() or not (any(source.glob("seed_*"))
+                                                            or any(source.glob("fold_s*"))):
             continue  # compare outputs keep no trained weights
-        other = run if source == run_dir else load_run(
-            source, run.seed if run.seed in seed_checkpoints(source) else None, device)
-        label = other.method if source == run_dir or other.method != run.method else source.name
+        other = run if source == a.run_dir else load_run(
+            source, run.seed if run.seed in trained_seeds(source) else None, a.device)
+        label = other.method if source == a.run_dir or other.method != run.method else source.name
         try:
-            conflicts.append(gradient_conflict(other, other.seed_data(dataset).test, label))
-        except ValueError as exc:
+            conflicts.append(gradient_conflict(other, other.seed_data(a.dataset).test, label))
+        except UsageError as exc:
             notes.append(str(exc))
-    if conflicts:
-        path = plot_gradient_conflict(conflicts, out_dir / "gradient_conflict.png")
-        record["gradient_conflict"] = [c.to_json() for c in conflicts]
-        sections.append(Section(
-            "Gradient conflict between modalities (Fig. 5)",
-            "Mean over the test samples of cos(dL/de_m, dL/de_n), where e_m is modality m's "
-            "embedding entering fusion (observed, or retrieved when missing) and L the sample's "
-            "cross-entropy. Positive: the loss moves both modalities' representations the same "
-            "way; negative: they conflict." + (" Skipped: " + "; ".join(notes) if notes else ""),
-            [path]))
+    if not conflicts:
+        return None
+    path = plot_gradient_conflict(conflicts, a.out_dir / "gradient_conflict.png")
+    return Section(
+        "Gradient conflict between modalities (Fig. 5)",
+        "Mean over the test samples of cos(dL/de_m, dL/de_n), where e_m is modality m's "
+        "embedding entering fusion (observed, or retrieved when missing) and L the sample's "
+        "cross-entropy. Positive: the loss moves both modalities' representations the same "
+        "way; negative: they conflict." + (" Skipped: " + "; ".join(notes) if notes else ""),
+        [path], data={"gradient_conflict": [c.to_json() for c in conflicts]})
 
-    # (e) t-SNE before / after retrieval
-    if getattr(run.model, "retriever", None) is not None:
-        code = _combination_code(tsne_combination, names) if tsne_combination else choose_combination(samples)
-        if code is None:
-            sections.append(Section("Sample embeddings before and after retrieval (Fig. 6)",
-                                    "Not available: no incomplete combination has enough samples."))
-        else:
-            emb = embedding_map(run, samples, code)
-            path = plot_embedding_map(emb, out_dir / "tsne.png")
-            record["tsne"] = emb.to_json()
-            sections.append(Section(
-                "Sample embeddings before and after retrieval (Fig. 6)",
-                f"t-SNE of the fused sample embeddings of the {len(emb.labels)} samples (of "
-                f"{_samples_text(split)}) observing exactly {emb.combination}, coloured by label: "
-                f"left with the missing "
-                f"embeddings zero-filled, right with them retrieved. Silhouette of the labels in "
-                f"the embedding space: {emb.silhouette_before:.3f} before, "
-                f"{emb.silhouette_after:.3f} after (higher: tighter classes).", [path]))
 
-    images = [p for s in sections for p in s.images]
-    atomic_write_text(out_dir / "analysis.json", json.dumps(record, indent=2, default=_json_default))
-    html_path = out_dir / "report.html"
-    atomic_write_text(html_path, render_html(run, sections, record))
-    log(f"report: {html_path}")
-    return Report(html_path, images, record)
+def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section | None:
+    """Fig. 6: t-SNE of the samples of one incomplete combination (``combination``, default the
+    most frequent) before and after retrieval; None for a model without a retriever."""
+    run = a.run
+    if getattr(run.model, "retriever", None) is None:
+        return None
+    title = "Sample embeddings before and after retrieval (Fig. 6)"
+    code = (_combination_code(combination, run.modality_names) if combination
+            else choose_combination(a.samples))
+    if code is None:
+        return Section(title, "Not available: no incomplete combination has enough samples.")
+    emb = embedding_map(run, a.samples, code)
+    path = plot_embedding_map(emb, a.out_dir / "tsne.png")
+    return Section(
+        title,
+        f"t-SNE of the fused sample embeddings of the {len(emb.labels)} samples (of "
+        f"{_samples_text(a.split)}) observing exactly {emb.combination}, coloured by label: "
+        f"left with the missing "
+        f"embeddings zero-filled, right with them retrieved. Silhouette of the labels in "
+        f"the embedding space: {emb.silhouette_before:.3f} before, "
+        f"{emb.silhouette_after:.3f} after (higher: tighter classes).", [path],
+        data={"tsne": emb.to_json()})
+
+
+def retrieval_value_section(a: AnalysisInputs) -> Section:
+    """The value of retrieval: test metrics with the retrieved embeddings replaced by zeros, the
+    training mean, one random supporting-group member or (for samples masked on purpose) the
+    true embedding."""
+    run, title = a.run, "Value of retrieval"
+    if getattr(run.model, "retriever", None) is None:
+        return Section(title, f"Not available: method {run.method!r} does not retrieve missing "
+                              f"embeddings.")
+    value = value_of_retrieval(run, a.data.test)
+    path = plot_retrieval_value(value, a.out_dir / "retrieval_value.png")
+    n_modalities = len(run.modality_names)
+    masked = (f": the {value.samples['masked'] // n_modalities} complete test samples, each once "
+              "per modality with that modality hidden, where `true` puts the hidden modality's "
+              "own embedding back (the unmasked model)." if "masked" in value.samples else
+              ": not available, the test split has no complete sample.")
+    cosine = ", ".join(f"{k} {v:.3f}" for k, v in value.cosine_to_true.items()) or "n/a"
+    return Section(
+        title,
+        "Test macro-F1 (95% bootstrap interval over samples) when the retrieved embedding of "
+        "every missing (sample, modality) pair is replaced by zeros, by the training-mean "
+        "embedding of that modality, or by the embedding of one random member of its "
+        "supporting group; everything else is the trained model. Left: the test samples "
+        f"with their own missingness. Right{masked} Mean cosine similarity to the true "
+        f"embedding: {cosine}.",
+        [path], _value_table(value), data={"retrieval_value": value.to_json()})
 
 
 def _samples_text(split: str) -> str:
@@ -187,15 +251,17 @@ def _letters_text(names: list[str]) -> str:
 
 
 def _missing_text(run: TrainedRun) -> str:
-    mis = run.cfg.data.missing
-    return f"drop, p = {mis.p}" if mis.kind == "drop" else mis.kind
+    def text(mis) -> str:
+        return f"{mis.kind}, p = {mis.p}" if mis.kind not in ("natural", "none", "patterns") else mis.kind
+    shift = run.cfg.data.missing_test
+    return text(run.cfg.data.missing) + (f"; validation and test: {text(shift)}" if shift else "")
 
 
 def _combination_code(text: str, names: list[str]) -> int:
     for code in range(1, 1 << len(names)):
         if combination_name(code, names) == text:
             return code
-    raise ValueError(f"unknown combination {text!r}; e.g. "
+    raise UsageError(f"unknown combination {text!r}; e.g. "
                      f"{[combination_name(c, names) for c in range(1, min(1 << len(names), 6))]}")
 
 
@@ -205,6 +271,19 @@ def _usage_table(usage) -> list[list[str]]:
         rows.append([s["combination"], f"{s['tokens']} ({s['intra_tokens']})",
                      ", ".join(f"{e} {100 * r:.1f}%" for e, r in s["top_experts"]),
                      ", ".join(f"{g} {100 * r:.0f}%" for g, r in s["group_share"].items() if r > 0)])
+    return rows
+
+
+def _value_table(value) -> list[list[str]]:
+    rows = [["samples", "fill", "accuracy", "macro-F1", "AUROC", "AUPRC"]]
+    for name, variants in value.metrics.items():
+        for v, m in variants.items():
+            ci = {k: f" [{100 * m[k + '_ci'][0]:.1f}, {100 * m[k + '_ci'][1]:.1f}]"
+                  for k in ("accuracy", "macro_f1")}
+            rows.append([f"{name} (n = {value.samples[name]})", v,
+                         f"{100 * m['accuracy']:.2f}{ci['accuracy']}",
+                         f"{100 * m['macro_f1']:.2f}{ci['macro_f1']}",
+                         f"{100 * m['auroc']:.2f}", f"{100 * m['auprc']:.2f}"])
     return rows
 
 
@@ -277,5 +356,5 @@ def render_html(run: TrainedRun, sections: list[Section], record: dict[str, Any]
 def _seed_metrics(run: TrainedRun) -> dict[str, float]:
     if run.run_dir is None:
         return {}
-    path = run.run_dir / f"seed_{run.seed}" / "metrics.json"
+    path = run.run_dir / run.partition.name / "metrics.json"
     return json.loads(path.read_text()).get("test", {}) if path.is_file() else {}

@@ -2,69 +2,37 @@
 
 * :class:`BaselineClassifier`: our modality encoders, fusion and head (the main model with
   retrieval switched off); a method decides what a missing modality's embedding is, or replaces
-  the fusion with its own.
+  the fusion with its own (:meth:`~MultimodalClassifier.make_fusion`).
 * :class:`DirectMethod`: the interface of methods fitted without the Trainer (``fit_direct``).
-* :func:`method_options`: a method's entries of ``model.method_options``, checked against its
-  defaults so a typo is an error naming the key.
+* :func:`method_options`: a method's entries of ``model.method_options`` parsed into its options
+  dataclass (types, Literal choices and :func:`~..config.bounded` ranges checked by the config
+  loader, so a typo is an error naming the key).
 * :func:`drop_observed`: training-time random modality subsets (modality dropout).
-* :class:`MoETransformerLayer`: a Transformer block with a sparse-MoE feed-forward and a
-  pluggable router (Flex-MoE, FuseMoE).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..config import ConfigError, ModelConfig
+from ..config import ModelConfig, from_dict
 from ..data.dataset import Batch, ModalitySpec, MultimodalDataset
 from ..models.classifier import ModelOutput, MultimodalClassifier
-from ..models.experts import FFNExperts
-from ..models.router import RouterOutput
 from ..training.trainer import FitResult
 
-
-def method_options(cfg: ModelConfig, method: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``cfg.method_options[method]``; unknown keys and wrong types raise."""
-    given = cfg.method_options.get(method, {}) or {}
-    if not isinstance(given, dict):
-        raise ConfigError(f"model.method_options.{method}: expected a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"model.method_options.{method}: unknown option(s) {unknown}; "
-                          f"allowed: {sorted(defaults)}")
-    out = dict(defaults)
-    for key, value in given.items():
-        want = type(defaults[key])
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"model.method_options.{method}.{key}: expected {want.__name__}, "
-                              f"got {value!r}")
-        out[key] = value
-    return out
+Options = TypeVar("Options")
 
 
-def check_choice(options: dict[str, Any], method: str, key: str, choices: tuple[str, ...]) -> None:
-    if options[key] not in choices:
-        raise ConfigError(f"model.method_options.{method}.{key}: must be one of {list(choices)}, "
-                          f"got {options[key]!r}")
-
-
-def check_positive(options: dict[str, Any], method: str, *keys: str) -> None:
-    for key in keys:
-        if options[key] < 1:
-            raise ConfigError(f"model.method_options.{method}.{key}: must be >= 1, got {options[key]}")
-
-
-def check_probability(options: dict[str, Any], method: str, key: str) -> None:
-    if not 0.0 <= options[key] < 1.0:
-        raise ConfigError(f"model.method_options.{method}.{key}: must be in [0, 1), got {options[key]}")
+def method_options(cfg: ModelConfig, method: str, options: type[Options]) -> Options:
+    """``cfg.method_options[method]`` parsed into the dataclass ``options`` (its defaults where
+    unset); unknown keys, wrong types and out-of-range values raise a ConfigError naming
+    ``model.method_options.<method>.<key>``."""
+    return from_dict(options, cfg.method_options.get(method), f"model.method_options.{method}")
 
 
 def drop_observed(observed: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -89,8 +57,8 @@ def masked_batch(batch: Batch, observed: Tensor) -> Batch:
 class BaselineClassifier(MultimodalClassifier):
     """Our encoders, fusion and prediction head, with retrieval off (``retriever`` is None).
 
-    Subclasses override :meth:`fill` (what a missing modality's embedding is) or
-    :meth:`forward` as a whole when the method defines its own fusion.
+    Subclasses override :meth:`fill` (what a missing modality's embedding is), ``make_fusion``
+    (the fusion module to use; None when ``forward`` fuses itself) or :meth:`forward`.
     """
 
     method = "baseline"
@@ -117,8 +85,24 @@ class BaselineClassifier(MultimodalClassifier):
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         emb = self.fill(emb, observed)
-        fused, aux = self.fusion(emb)
-        return ModelOutput(self.head(fused), aux, emb, fused)
+        fused, losses = self.fuse(emb, observed)
+        return ModelOutput(self.head(fused), losses, emb, fused)
+
+
+def upgrade_moe_fusion_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Checkpoint keys of Flex-MoE and FuseMoE from before their fusion became a ``fusion``
+    module (``SMoEFusion``): ``modality_embedding``, ``norm.*`` and ``layers.<i>.{norm1, attn,
+    norm2, router, experts}.*`` at the top level move under ``fusion.`` (router and experts
+    under ``fusion.layers.<i>.moe.``)."""
+    if any(key.startswith("fusion.") for key in state):
+        return state
+    out = {}
+    for key, value in state.items():
+        new = re.sub(r"^layers\.(\d+)\.router\.", r"fusion.layers.\1.moe.routers.0.", key)
+        new = re.sub(r"^layers\.(\d+)\.experts\.", r"fusion.layers.\1.moe.experts.", new)
+        new = re.sub(r"^(layers\.\d+\.(norm1|attn|norm2)\.|modality_embedding$|norm\.)", r"fusion.\1", new)
+        out[new] = value
+    return out
 
 
 class DirectMethod:
@@ -130,8 +114,9 @@ class DirectMethod:
 
     fit_direct = True
     retriever = None
+    supports_missing_indicators = False
 
-    def __init__(self, modalities: list[ModalitySpec], n_classes: int) -> None:
+    def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         self.modalities = list(modalities)
         self.n_classes = n_classes
 
@@ -141,28 +126,3 @@ class DirectMethod:
 
     def predict_proba(self, dataset: MultimodalDataset) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
-
-
-class MoETransformerLayer(nn.Module):
-    """Pre-LN Transformer block whose feed-forward is a sparse MoE with a pluggable router:
-    ``x + MHA(LN x)``, then ``x + experts(LN x)`` token by token (residuals kept on both)."""
-
-    def __init__(self, dim: int, heads: int, dropout: float, router: nn.Module,
-                 experts: FFNExperts, dispatch: str = "auto") -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.router = router
-        self.experts = experts
-        self.dispatch = dispatch
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, RouterOutput]:
-        h = self.norm1(x)
-        x = x + self.dropout(self.attn(h, h, h, need_weights=False)[0])
-        b, m, d = x.shape
-        tokens = self.norm2(x).reshape(b * m, d)
-        route = self.router(tokens)
-        out = self.experts(tokens, route.indices, route.weights, self.dispatch)
-        return x + self.dropout(out.reshape(b, m, d)), route

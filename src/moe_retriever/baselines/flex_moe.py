@@ -5,7 +5,8 @@
 * Fusion: Transformer layer(s) whose feed-forward is a sparse MoE (noisy top-k gate).
 * Router loss: cross-entropy pushing the tokens of incomplete samples toward the expert whose
   index is their combination (so there are at least 2^M - 1 experts), plus Switch load
-  balancing; both weighted by ``router_loss_weight``.
+  balancing (``flex_moe.router_ce``, ``flex_moe.load_balance``); both weighted by
+  ``router_loss_weight``.
 
 Not reproduced: the released code's first epochs iterate samples sorted by their number of
 observed modalities; batch order belongs to the shared Trainer here. The code's attention block
@@ -14,46 +15,64 @@ drops the residual (``x = x + dropout(x)``); this block keeps it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
+from ..config import ModelConfig, bounded
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.experts import FFNExperts
+from ..models.fusion import SMoEFusion, sparse_fusion
 from ..models.router import TopKRouter
-from ..models.smoe import load_balancing_loss
-from .common import BaselineClassifier, MoETransformerLayer, check_positive, method_options
-
-DEFAULTS = {"experts": 16, "top_k": 4, "layers": 1, "noisy_gating": True,
-            "router_loss_weight": 1e-2}
+from ..models.smoe import SparseMoE
+from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
 
 
+@dataclass
+class FlexMoEOptions:
+    experts: int = bounded(16, min=1)
+    top_k: int = bounded(4, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
+    router_loss_weight: float = bounded(1e-2, min=0)
+
+
+@register_method("flex_moe")
 class FlexMoE(BaselineClassifier):
     method = "flex_moe"
+    fusion: SMoEFusion
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
+        m, d = self.n_modalities, cfg.hidden
+        self.missing_bank = nn.Parameter(torch.randn(2 ** m, m, d) * 0.02)
+
+    def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
+        # its own fusion: sparse Transformer layers with a noisy top-k router
+        opt = self.options = method_options(cfg, self.method, FlexMoEOptions)
         m, d = self.n_modalities, cfg.hidden
         n_combinations = 2 ** m - 1
-        self.n_experts = max(opt["experts"], n_combinations)
-        self.missing_bank = nn.Parameter(torch.randn(2 ** m, m, d) * 0.02)
-        self.modality_embedding = nn.Parameter(torch.randn(m, d) * 0.02)
-        del self.fusion  # its own fusion: MoE Transformer layers
-        self.layers = nn.ModuleList(
-            MoETransformerLayer(
-                d, cfg.fusion.heads, cfg.dropout,
-                TopKRouter(d, self.n_experts, min(opt["top_k"], self.n_experts),
-                           opt["noisy_gating"], softmax="after_topk"),
-                FFNExperts(self.n_experts, d, cfg.fusion.moe.expert_hidden))
-            for _ in range(opt["layers"]))
-        self.norm = nn.LayerNorm(d)
-        self.register_buffer("all_experts", torch.ones(1, self.n_experts, dtype=torch.bool),
-                             persistent=False)
+        self.n_experts = n = max(opt.experts, n_combinations)
+        terms = ("load_balance",) if opt.router_loss_weight > 0 else ()
+
+        def make_moe() -> SparseMoE:
+            router = TopKRouter(d, n, min(opt.top_k, n), opt.noisy_gating, softmax="after_topk")
+            return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
+                             dispatch=cfg.fusion.moe.dispatch, loss_terms=terms)
+
+        return sparse_fusion(m, d, cfg.fusion.heads, cfg.dropout, opt.layers, make_moe,
+                             loss_prefix=self.method)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        w = self.options.router_loss_weight
+        return {**super().loss_weights, "flex_moe.load_balance": w, "flex_moe.router_ce": w}
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -61,25 +80,17 @@ class FlexMoE(BaselineClassifier):
         codes = observed_to_codes(observed)
         emb = self.encode(batch)
         emb = torch.where(observed.unsqueeze(-1), emb, self.missing_bank[codes])
-        x = emb + self.modality_embedding
-        b, m, _ = x.shape
+        x, routed = self.fusion.mix(emb)
+        losses = self.fusion.layer_losses(routed)
         # every token of an incomplete sample should prefer expert (its combination code - 1)
-        incomplete = ~observed.all(dim=1)
-        token_target = (codes - 1).repeat_interleave(m)
-        token_incomplete = incomplete.repeat_interleave(m)
-        pools = torch.zeros(b * m, dtype=torch.long, device=x.device)
-        aux = x.new_zeros(())
-        for layer in self.layers:
-            x, route = layer(x)
-            loss = load_balancing_loss(route.probs, route.indices, pools, self.all_experts)
-            if bool(token_incomplete.any()):
-                loss = loss + F.cross_entropy(route.logits[token_incomplete],
-                                              token_target[token_incomplete])
-            aux = aux + self.options["router_loss_weight"] * loss
-        fused = self.norm(x).mean(dim=1)
-        return ModelOutput(self.head(fused), aux, emb, fused)
+        token_incomplete = (~observed.all(dim=1)).repeat_interleave(self.n_modalities)
+        if self.options.router_loss_weight > 0 and bool(token_incomplete.any()):
+            token_target = (codes - 1).repeat_interleave(self.n_modalities)[token_incomplete]
+            losses["flex_moe.router_ce"] = torch.stack([
+                F.cross_entropy(out.routes[0].logits[token_incomplete], token_target) for out in routed]).sum()
+        fused = self.fusion.pool(x)
+        return ModelOutput(self.head(fused), losses, emb, fused)
 
+    def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return upgrade_moe_fusion_keys(state)
 
-@register_method("flex_moe")
-def _build(cfg, modalities, n_classes):
-    return FlexMoE(modalities, n_classes, cfg.model)

@@ -3,71 +3,53 @@
 Missing modality embeddings are zeros (the paper says "a random embedding"; the code uses zeros).
 The fusion Transformer's feed-forward is a sparse MoE whose gate scores experts by Laplace
 distance, logit_e = -||x - w_e||_2, with noisy top-k selection and softmax over the picked
-experts. The released code never adds its balance loss, so there is no auxiliary loss.
+experts (:class:`~moe_retriever.models.router.LaplaceRouter`). The released code never adds its
+balance loss, so there is no auxiliary loss.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from dataclasses import dataclass
 
-from ..data.dataset import Batch
+from torch import Tensor
+
+from ..config import ModelConfig, bounded
 from ..methods import register_method
-from ..models.classifier import ModelOutput
 from ..models.experts import FFNExperts
-from ..models.router import RouterOutput
-from .common import BaselineClassifier, MoETransformerLayer, check_positive, method_options
-
-DEFAULTS = {"experts": 3, "top_k": 2, "layers": 1, "noisy_gating": True}
-
-
-class LaplaceRouter(nn.Module):
-    """Top-k gate on negative Euclidean distances to learned expert keys."""
-
-    def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool) -> None:
-        super().__init__()
-        self.keys = nn.Parameter(torch.randn(n_experts, dim) * dim ** -0.5)
-        self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
-        self.top_k = top_k
-
-    def forward(self, x: Tensor) -> RouterOutput:
-        logits = -torch.cdist(x, self.keys)
-        select = logits
-        if self.noise is not None and self.training:
-            select = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
-        top, indices = select.topk(self.top_k, dim=-1)
-        return RouterOutput(logits, F.softmax(logits, dim=-1), F.softmax(top, dim=-1), indices)
+from ..models.fusion import SMoEFusion, sparse_fusion
+from ..models.router import LaplaceRouter
+from ..models.smoe import SparseMoE
+from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
 
 
-class FuseMoE(BaselineClassifier):
-    method = "fusemoe"
-
-    def __init__(self, modalities, n_classes, cfg) -> None:
-        super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "experts", "top_k", "layers")
-        d = cfg.hidden
-        self.modality_embedding = nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
-        del self.fusion  # its own fusion: Laplace-gated MoE Transformer layers
-        self.layers = nn.ModuleList(
-            MoETransformerLayer(
-                d, cfg.fusion.heads, cfg.dropout,
-                LaplaceRouter(d, opt["experts"], min(opt["top_k"], opt["experts"]), opt["noisy_gating"]),
-                FFNExperts(opt["experts"], d, cfg.fusion.moe.expert_hidden))
-            for _ in range(opt["layers"]))
-        self.norm = nn.LayerNorm(d)
-
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
-        emb = self.encode(batch)  # zeros where missing
-        x = emb + self.modality_embedding
-        for layer in self.layers:
-            x, _ = layer(x)
-        fused = self.norm(x).mean(dim=1)
-        return ModelOutput(self.head(fused), emb.new_zeros(()), emb, fused)
+@dataclass
+class FuseMoEOptions:
+    experts: int = bounded(3, min=1)
+    top_k: int = bounded(2, min=1)
+    layers: int = bounded(1, min=1)
+    noisy_gating: bool = True
 
 
 @register_method("fusemoe")
-def _build(cfg, modalities, n_classes):
-    return FuseMoE(modalities, n_classes, cfg.model)
+class FuseMoE(BaselineClassifier):
+    """Zero-filled missing embeddings (BaselineClassifier's ``fill``) and its own fusion."""
+
+    method = "fusemoe"
+    supports_missing_indicators = False  # its own fusion
+
+    def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
+        # its own fusion: sparse Transformer layers with the Laplace router, no auxiliary loss
+        opt = self.options = method_options(cfg, self.method, FuseMoEOptions)
+        d, n = cfg.hidden, opt.experts
+
+        def make_moe() -> SparseMoE:
+            router = LaplaceRouter(d, n, min(opt.top_k, n), opt.noisy_gating)
+            return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
+                             dispatch=cfg.fusion.moe.dispatch)
+
+        return sparse_fusion(self.n_modalities, d, cfg.fusion.heads, cfg.dropout, opt.layers,
+                             make_moe, loss_prefix=self.method)
+
+    def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return upgrade_moe_fusion_keys(state)
+

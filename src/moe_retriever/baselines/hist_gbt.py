@@ -1,25 +1,55 @@
 """Gradient-boosted trees (scikit-learn ``HistGradientBoostingClassifier``) on the concatenated
 raw features, with NaN for every feature of a missing modality (the trees route NaN natively).
 
-The number of boosting iterations is chosen on the validation split by the run's selection
-metric (``train.select_metric``), like the epoch of the deep methods; the test split is not used.
+Settings are chosen by stratified inner cross-validation (``inner_folds``, default 3) on the
+whole training part, i.e. the run's train and validation splits together: every combination of
+``GRID`` (scikit-learn's default learning rate 0.1; 7 or 31 leaves per tree; L2 penalty 0 or 1)
+at every ``max_iter / STAGES``-th number of boosting iterations up to ``max_iter`` (5, 10, ...,
+100) is scored by the run's selection metric
+(``train.select_metric``) on the pooled out-of-fold predictions, and the best is refitted on the
+whole training part. The test split is never used. With ``search: false`` the grid is skipped and
+the configured ``learning_rate`` / ``max_leaf_nodes`` / ``l2_regularization`` are used (only the
+number of iterations is chosen by the inner cross-validation).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
 
+from ..config import bounded
 from ..data.dataset import MultimodalDataset
+from ..errors import ConfigError
 from ..methods import register_method
 from ..training.metrics import classification_metrics
 from ..training.trainer import FitResult
 from .common import DirectMethod, method_options
 
-DEFAULTS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 10,
-            "l2_regularization": 0.0}
+# searched when ``search`` is true (then these keys may not be set in method_options)
+GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
+# iteration counts scored per setting: every max_iter / STAGES iterations
+STAGES = 20
+
+
+@dataclass
+class HistGBTOptions:
+    """Keyword arguments of ``HistGradientBoostingClassifier`` and the inner cross-validation
+    that chooses them (``learning_rate``, ``max_leaf_nodes`` and ``l2_regularization`` apply
+    only with ``search: false``)."""
+
+    max_iter: int = bounded(100, min=1)
+    learning_rate: float = bounded(0.1, min=0)
+    max_leaf_nodes: int = bounded(15, min=2)
+    min_samples_leaf: int = bounded(10, min=1)
+    l2_regularization: float = bounded(0.0, min=0)
+    inner_folds: int = bounded(3, min=2)
+    search: bool = True
 
 
 def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
@@ -32,44 +62,72 @@ def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+@register_method("hist_gbt")
 class HistGBT(DirectMethod):
     method = "hist_gbt"
 
-    def __init__(self, modalities, n_classes, options: dict) -> None:
-        super().__init__(modalities, n_classes)
-        self.options = options
-        self.best_iter = options["max_iter"]
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        self.options = method_options(cfg, self.method, HistGBTOptions)
+        fixed = sorted(set(cfg.method_options.get(self.method) or {}) & set(GRID))
+        if self.options.search and fixed:
+            raise ConfigError(f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
+                              "inner cross-validation; set search: false to fix them")
+        self.best_iter = self.options.max_iter
+        self.best_params: dict = {}
+
+    def candidates(self) -> list[dict]:
+        if not self.options.search:
+            return [{k: getattr(self.options, k) for k in GRID}]
+        return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+
+    def _classifier(self, params: dict, max_iter: int) -> HistGradientBoostingClassifier:
+        # without early stopping or feature subsampling the fit is deterministic
+        return HistGradientBoostingClassifier(
+            early_stopping=False, random_state=0, max_iter=max_iter,
+            min_samples_leaf=self.options.min_samples_leaf, **params)
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
-        # without early stopping or feature subsampling the fit is deterministic
-        self.model = HistGradientBoostingClassifier(early_stopping=False, random_state=0,
-                                                    **self.options)
-        self.model.fit(concatenated_features(train), train.labels.numpy())
-        history, best, best_val = [], -np.inf, {}
-        y_val = val.labels.numpy()
-        for it, probs in enumerate(self.model.staged_predict_proba(concatenated_features(val)), 1):
-            metrics = classification_metrics(self._full(probs), y_val, self.n_classes)
-            history.append({"epoch": it, **{f"val_{k}": v for k, v in metrics.items()}})
-            score = metrics[select_metric]
-            if not np.isnan(score) and score > best:
-                best, best_val, self.best_iter = score, metrics, it
+        x = np.concatenate([concatenated_features(train), concatenated_features(val)])
+        y = np.concatenate([train.labels.numpy(), val.labels.numpy()])
+        max_iter = self.options.max_iter
+        stages = sorted({*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)),
+                         max_iter})
+        splitter = StratifiedKFold(n_splits=self.options.inner_folds, shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            # it warns (and still splits) when a class is smaller than the fold count
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            folds = list(splitter.split(x, y))
+        best = (-np.inf, None, None, None)
+        history = []
+        for params in self.candidates():
+            oof = np.zeros((len(stages), len(y), self.n_classes))
+            for tr, te in folds:
+                model = self._classifier(params, max_iter).fit(x[tr], y[tr])
+                staged = model.staged_predict_proba(x[te])
+                for j, probs in enumerate(itertools.islice(staged, max_iter)):
+                    if j + 1 in stages:
+                        oof[stages.index(j + 1), te] = self._full(model, probs)
+            for s, it in enumerate(stages):
+                metrics = classification_metrics(oof[s], y, self.n_classes)
+                history.append({"epoch": it, **params, **{f"val_{k}": v for k, v in metrics.items()}})
+                score = metrics[select_metric]
+                if not np.isnan(score) and score > best[0]:
+                    best = (score, params, it, metrics)
+        _, params, self.best_iter, best_val = best
+        if params is None:  # every score NaN (e.g. one class): the first setting, all iterations
+            params, self.best_iter, best_val = self.candidates()[0], max_iter, {}
+        self.best_params = params
+        self.model = self._classifier(params, self.best_iter).fit(x, y)
         seconds = time.perf_counter() - t0
         return FitResult(self.best_iter, best_val, history, seconds, [seconds])
 
-    def _full(self, probs: np.ndarray) -> np.ndarray:
+    def _full(self, model: HistGradientBoostingClassifier, probs: np.ndarray) -> np.ndarray:
         """Probabilities over all classes (a class absent from training gets probability 0)."""
         out = np.zeros((probs.shape[0], self.n_classes))
-        out[:, self.model.classes_] = probs
+        out[:, model.classes_] = probs
         return out
 
     def predict_proba(self, dataset) -> np.ndarray:
-        for it, probs in enumerate(self.model.staged_predict_proba(concatenated_features(dataset)), 1):
-            if it == self.best_iter:
-                return self._full(probs)
-        raise RuntimeError(f"hist_gbt: boosting stopped before iteration {self.best_iter}")
-
-
-@register_method("hist_gbt")
-def _build(cfg, modalities, n_classes):
-    return HistGBT(modalities, n_classes, method_options(cfg.model, "hist_gbt", DEFAULTS))
+        return self._full(self.model, self.model.predict_proba(concatenated_features(dataset)))

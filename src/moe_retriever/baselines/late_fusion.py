@@ -6,23 +6,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..data.dataset import Batch
 from ..models.classifier import ModelOutput
 from ..methods import register_method
 from .common import BaselineClassifier
 
 
+@register_method("late_fusion")
 class LateFusion(BaselineClassifier):
     method = "late_fusion"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        del self.fusion, self.head  # no joint fusion: per-modality heads instead
+        del self.head  # no joint head: per-modality heads instead
         d, m = cfg.hidden, self.n_modalities
         self.dropout = nn.Dropout(cfg.dropout)
         self.head_weight = nn.Parameter(torch.empty(m, d, n_classes))
         self.head_bias = nn.Parameter(torch.zeros(m, n_classes))
         nn.init.uniform_(self.head_weight, -d ** -0.5, d ** -0.5)
+
+    def make_fusion(self, cfg: ModelConfig) -> None:
+        return None  # no joint fusion
 
     def unimodal_logits(self, emb: Tensor) -> Tensor:
         """(B, M, C) logits of each modality's own head."""
@@ -36,9 +42,5 @@ class LateFusion(BaselineClassifier):
         # log of the averaged probabilities: cross-entropy on these logits is the NLL of the average
         logits = probs.clamp(min=1e-12).log()
         fused = (emb * w).sum(1) / w.sum(1)
-        return ModelOutput(logits, emb.new_zeros(()), emb, fused)
+        return ModelOutput(logits, {}, emb, fused)
 
-
-@register_method("late_fusion")
-def _build(cfg, modalities, n_classes):
-    return LateFusion(modalities, n_classes, cfg.model)

@@ -10,6 +10,7 @@ from ..methods import register_method
 from .common import BaselineClassifier
 
 
+@register_method("learned_token")
 class LearnedToken(BaselineClassifier):
     method = "learned_token"
 
@@ -20,8 +21,3 @@ class LearnedToken(BaselineClassifier):
     def fill(self, emb: Tensor, observed: Tensor) -> Tensor:
         token = self.missing_token.unsqueeze(0).expand_as(emb)
         return torch.where(observed.unsqueeze(-1), emb, token)
-
-
-@register_method("learned_token")
-def _build(cfg, modalities, n_classes):
-    return LearnedToken(modalities, n_classes, cfg.model)

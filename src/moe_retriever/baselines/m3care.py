@@ -17,19 +17,22 @@ patients share a batch: evaluation uses the fixed ``train.eval_batch_size``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.fusion import build_fusion
-from .common import BaselineClassifier, check_choice, check_positive, method_options
+from .common import BaselineClassifier, method_options
 
-DEFAULTS = {"imputation": "neighbours", "threshold": 0.3, "fusion_layers": 2}
 
 
 def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:
@@ -38,14 +41,19 @@ def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:
     return nn.Parameter(w)
 
 
+@dataclass
+class M3CareOptions:
+    imputation: Literal["neighbours", "constant"] = "neighbours"
+    threshold: float = 0.3
+    fusion_layers: int = bounded(2, min=1)
+
+
+@register_method("m3care")
 class M3Care(BaselineClassifier):
     method = "m3care"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_choice(opt, self.method, "imputation", ("neighbours", "constant"))
-        check_positive(opt, self.method, "fusion_layers")
         m, d = self.n_modalities, cfg.hidden
         self.kernel_proj = _stacked(m, d, d)
         self.kernel_log_gamma = nn.Parameter(torch.zeros(m))
@@ -53,8 +61,11 @@ class M3Care(BaselineClassifier):
         self.gate = _stacked(m, 2 * d, d)
         self.gate_bias = nn.Parameter(torch.zeros(m, 1, d))
         self.missing_token = nn.Parameter(torch.randn(m, d) * 0.02)
-        self.fusion = build_fusion(dataclasses.replace(cfg.fusion, kind="transformer",
-                                                       layers=opt["fusion_layers"]), m, d, cfg.dropout)
+
+    def make_fusion(self, cfg: ModelConfig) -> nn.Module:
+        opt = self.options = method_options(cfg, self.method, M3CareOptions)
+        return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt.fusion_layers),
+                            self.n_modalities, cfg.hidden, cfg.dropout)
 
     def similarity_graph(self, x: Tensor, observed: Tensor) -> Tensor:
         """x (M, B, d), observed (M, B) -> thresholded patient similarity (B, B)."""
@@ -64,7 +75,7 @@ class M3Care(BaselineClassifier):
         both = (observed.unsqueeze(2) & observed.unsqueeze(1)).to(x.dtype)
         shared = both.sum(0)
         sim = (kernel * both).sum(0) / shared.clamp(min=1)
-        return sim * (sim > self.options["threshold"])
+        return sim * (sim > self.options.threshold)
 
     def forward(self, batch: Batch, bank=None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
@@ -72,7 +83,7 @@ class M3Care(BaselineClassifier):
         obs = batch.observed
         x, obs_m = emb.transpose(0, 1), obs.t()  # (M, B, d), (M, B)
         missing_token = self.missing_token.unsqueeze(1).expand_as(x)
-        if self.options["imputation"] == "neighbours":
+        if self.options.imputation == "neighbours":
             graph = self.similarity_graph(x, obs_m)
             adj = graph.unsqueeze(0) * obs_m.unsqueeze(1).to(x.dtype)  # neighbours observing m
             degree = adj.sum(-1, keepdim=True)
@@ -86,10 +97,6 @@ class M3Care(BaselineClassifier):
         else:
             own, imputed = x, missing_token
         out = torch.where(obs_m.unsqueeze(-1), own, imputed).transpose(0, 1)
-        fused, aux = self.fusion(out)
-        return ModelOutput(self.head(fused), aux, out, fused)
+        fused, losses = self.fuse(out, obs)
+        return ModelOutput(self.head(fused), losses, out, fused)
 
-
-@register_method("m3care")
-def _build(cfg, modalities, n_classes):
-    return M3Care(modalities, n_classes, cfg.model)

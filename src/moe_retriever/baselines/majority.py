@@ -12,6 +12,7 @@ from ..training.trainer import FitResult
 from .common import DirectMethod
 
 
+@register_method("majority")
 class MajorityClass(DirectMethod):
     method = "majority"
 
@@ -24,8 +25,3 @@ class MajorityClass(DirectMethod):
 
     def predict_proba(self, dataset) -> np.ndarray:
         return np.tile(self.prior, (len(dataset), 1))
-
-
-@register_method("majority")
-def _build(cfg, modalities, n_classes):
-    return MajorityClass(modalities, n_classes)

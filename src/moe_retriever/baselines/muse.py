@@ -7,26 +7,37 @@ mean over the observed edges is exactly the bipartite mean aggregation, so no gr
 needed. Modality nodes aggregate over the patients of the batch (batch-dependent, like M3Care).
 
 Loss = CE + ``contrastive_weight`` x InfoNCE between the graph and a view with randomly dropped
-edges (temperature ``temperature``) + ``supcon_weight`` x a supervised contrastive term.
+edges (temperature ``temperature``; ``muse.contrastive``) + ``supcon_weight`` x a supervised
+contrastive term (``muse.supervised_contrastive``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import BaselineClassifier, check_positive, check_probability, drop_observed, method_options
+from .common import BaselineClassifier, drop_observed, method_options
 
-DEFAULTS = {"layers": 2, "edge_drop_p": 0.2, "temperature": 0.07, "contrastive_weight": 0.5,
-            "supcon_weight": 0.5}
 
 
 def _masked_mean(x: Tensor, w: Tensor, dim: int) -> Tensor:
     return (x * w).sum(dim) / w.sum(dim).clamp(min=1)
+
+
+@dataclass
+class MUSEOptions:
+    layers: int = bounded(2, min=1)
+    edge_drop_p: float = bounded(0.2, min=0, below=1)
+    temperature: float = 0.07
+    contrastive_weight: float = 0.5
+    supcon_weight: float = 0.5
 
 
 class BipartiteLayer(nn.Module):
@@ -77,19 +88,26 @@ def supervised_contrastive(z: Tensor, labels: Tensor, temperature: float) -> Ten
     return per_anchor[has].mean()
 
 
+@register_method("muse")
 class MUSE(BaselineClassifier):
     method = "muse"
+    supports_missing_indicators = False  # its own fusion
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, DEFAULTS)
-        check_positive(opt, self.method, "layers")
-        check_probability(opt, self.method, "edge_drop_p")
+        opt = self.options = method_options(cfg, self.method, MUSEOptions)
         d = cfg.hidden
-        del self.fusion  # its own fusion: the bipartite graph
         self.modality_nodes = nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
-        self.layers = nn.ModuleList(BipartiteLayer(d, cfg.dropout) for _ in range(opt["layers"]))
+        self.layers = nn.ModuleList(BipartiteLayer(d, cfg.dropout) for _ in range(opt.layers))
         self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+    def make_fusion(self, cfg: ModelConfig) -> None:
+        return None  # its own fusion: the bipartite graph
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {**super().loss_weights, "muse.contrastive": self.options.contrastive_weight,
+                "muse.supervised_contrastive": self.options.supcon_weight}
 
     def graph(self, emb: Tensor, observed: Tensor) -> Tensor:
         mask = observed.unsqueeze(-1).to(emb.dtype)
@@ -104,18 +122,17 @@ class MUSE(BaselineClassifier):
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb = self.encode(batch)
         fused = self.graph(emb, batch.observed)
-        aux = emb.new_zeros(())
-        if self.training:
-            tau = self.options["temperature"]
-            view = self.graph(emb, drop_observed(batch.observed, self.options["edge_drop_p"], generator))
+        losses = {}
+        opt = self.options
+        if self.training and (opt.contrastive_weight > 0 or opt.supcon_weight > 0):
+            tau = opt.temperature
+            view = self.graph(emb, drop_observed(batch.observed, opt.edge_drop_p, generator))
             z1 = F.normalize(self.projection(fused), dim=-1)
             z2 = F.normalize(self.projection(view), dim=-1)
-            aux = (self.options["contrastive_weight"] * info_nce(z1, z2, tau)
-                   + self.options["supcon_weight"] * supervised_contrastive(
-                       torch.cat([z1, z2]), batch.labels.repeat(2), tau))
-        return ModelOutput(self.head(fused), aux, emb, fused)
+            if opt.contrastive_weight > 0:
+                losses["muse.contrastive"] = info_nce(z1, z2, tau)
+            if opt.supcon_weight > 0:
+                losses["muse.supervised_contrastive"] = supervised_contrastive(
+                    torch.cat([z1, z2]), batch.labels.repeat(2), tau)
+        return ModelOutput(self.head(fused), losses, emb, fused)
 
-
-@register_method("muse")
-def _build(cfg, modalities, n_classes):
-    return MUSE(modalities, n_classes, cfg.model)

@@ -15,6 +15,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--log", nargs="+", choices=["tensorboard", "mlflow"],
+                   help="also send per-epoch scalars to TensorBoard (<out>/tensorboard/) and/or "
+                        "MLflow (MLFLOW_TRACKING_URI, else ./mlruns); history.csv is always written")
     p.add_argument("--data", metavar="PATH",
                    help="train on files at PATH (a folder with dataset.yaml, or a paper layout)")
     p.add_argument("--format", help="layout of --data (default: auto-detected), e.g. folder")
@@ -33,8 +36,16 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"train.epochs={args.epochs}")
     if getattr(args, "device", None):
         out.append(f"train.device={args.device}")
+    if getattr(args, "protocol", None):
+        out.append(f"protocol.kind={args.protocol}")
+    if getattr(args, "folds", None) is not None:
+        out.append(f"protocol.folds={args.folds}")
+    if getattr(args, "repeats", None) is not None:
+        out.append(f"protocol.repeats={args.repeats}")
     if getattr(args, "no_progress", False):
         out.append("train.progress=false")
+    if getattr(args, "log", None):
+        out.append(f"train.log=[{','.join(args.log)}]")
     # paths and names are JSON-quoted so YAML keeps them strings (a folder named "1" or "yes")
     if getattr(args, "data", None):
         out.append(f"data.path={json.dumps(args.data)}")

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 def documented_command(args: argparse.Namespace) -> str:
     """The command line that regenerates the results (without --cached-only)."""
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {a.name}: {a.description} ({a.method} with {', '.join(a.overrides)})")
         return 0
     if not args.config:
-        raise ValueError("--config is required (a comparison YAML, see configs/compare/)")
+        raise UsageError("--config is required (a comparison YAML, see configs/compare/)")
     import torch
 
     from ..training.comparison import run_comparison
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run methods x datasets x seeds on identical splits and "
-                                       "write one comparison table")
+                                       "write one comparison table (datasets under 5,000 samples: "
+                                       "5-fold cross-validation x 3 repeats unless the config "
+                                       "sets protocol; see docs/evaluation.md)")
     p.add_argument("--config", help="comparison YAML (see configs/compare/)")
     p.add_argument("--out", help="output directory (default runs/compare/<config name>); finished "
                                  "runs stored there are reused, keyed by their config (not by the "

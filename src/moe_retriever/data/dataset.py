@@ -14,11 +14,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import DataValidationError as DataValidationError  # re-exported
 from .combinations import combination_name, observed_to_codes
-
-
-class DataValidationError(ValueError):
-    """Input data is malformed; the message names the sample, modality or file at fault."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import DataValidationError
+
 MAX_MODALITIES = 12
 
 
@@ -31,7 +33,8 @@ class SupportingGroupIndex:
 
     def __init__(self, codes: Tensor, n_modalities: int) -> None:
         if not 1 <= n_modalities <= MAX_MODALITIES:
-            raise ValueError(f"SupportingGroupIndex supports 1..{MAX_MODALITIES} modalities, got {n_modalities}")
+            raise DataValidationError(f"supporting groups support 1..{MAX_MODALITIES} modalities, "
+                                      f"got {n_modalities}")
         codes = torch.as_tensor(codes).long().flatten()
         n_codes = 1 << n_modalities
         if codes.numel() and (codes.min() < 0 or codes.max() >= n_codes):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from .dataset import ModalitySpec, MultimodalDataset
 
 
@@ -31,10 +32,11 @@ def make_synthetic(
 ) -> MultimodalDataset:
     """Generate the dataset; ``seed`` fixes the data itself (runs draw splits from their own seed)."""
     if n_modalities < 2:
-        raise ValueError("the synthetic task needs at least two modalities")
+        raise ConfigError(f"data.options.n_modalities: the synthetic task needs at least two, "
+                          f"got {n_modalities}")
     widths = list(widths) if widths is not None else [16, 24, 12, 20, 16, 8, 12, 10][:n_modalities]
     if len(widths) != n_modalities:
-        raise ValueError(f"widths has {len(widths)} entries for {n_modalities} modalities")
+        raise ConfigError(f"data.options.widths: {len(widths)} entries for {n_modalities} modalities")
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.arange(n_samples) % n_classes
     labels = labels[torch.randperm(n_samples, generator=g)]

@@ -3,15 +3,16 @@
 from .classifier import ModelOutput, MultimodalClassifier
 from .encoders import ENCODERS, MLPEncoder, ModalityEncoder, build_encoder, register_encoder
 from .experts import FFNExperts
-from .fusion import build_fusion
+from .fusion import SMoEFusion, SparseTransformerLayer, build_fusion, sparse_fusion
 from .retriever import MoERetriever, RetrieverOutput
-from .router import RouterOutput, TopKRouter
-from .smoe import MoEOutput, SparseMoE, load_balancing_loss, router_z_loss
+from .router import LaplaceRouter, RouterOutput, TopKRouter
+from .smoe import MoEOutput, SparseMoE, build_sparse_moe, load_balancing_loss, router_z_loss
 from . import sequence_image_encoders  # noqa: F401  (registers lstm, gru, cnn3d, vgg2d)
 
 __all__ = [
-    "ENCODERS", "FFNExperts", "MLPEncoder", "ModalityEncoder", "ModelOutput", "MoEOutput",
-    "MoERetriever", "MultimodalClassifier", "RetrieverOutput", "RouterOutput", "SparseMoE",
-    "TopKRouter", "build_encoder", "build_fusion", "load_balancing_loss", "register_encoder",
-    "router_z_loss",
+    "ENCODERS", "FFNExperts", "LaplaceRouter", "MLPEncoder", "ModalityEncoder", "ModelOutput",
+    "MoEOutput", "MoERetriever", "MultimodalClassifier", "RetrieverOutput", "RouterOutput",
+    "SMoEFusion", "SparseMoE", "SparseTransformerLayer", "TopKRouter", "build_encoder",
+    "build_fusion", "build_sparse_moe", "load_balancing_loss", "register_encoder",
+    "router_z_loss", "sparse_fusion",
 ]

@@ -15,6 +15,7 @@ from ..data.dataset import Batch, ModalitySpec
 from .encoders import build_encoder
 from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
+from .smoe import moe_loss_weights
 
 
 # The encoder a modality gets from its ModalitySpec.kind when the config names none for it and the
@@ -35,7 +36,7 @@ def encoder_config_for(spec: ModalitySpec, cfg: ModelConfig) -> EncoderConfig:
 @dataclass
 class ModelOutput:
     logits: Tensor  # (B, C)
-    aux_loss: Tensor  # scalar, weighted router losses of this forward pass only
+    losses: dict[str, Tensor]  # auxiliary terms of this forward pass, unweighted, by name
     embeddings: Tensor  # (B, M, d) observed + retrieved modality embeddings
     fused: Tensor  # (B, d) pooled sample embedding
     retrieval: RetrieverOutput | None = None
@@ -56,6 +57,10 @@ class BankTable:
 class MultimodalClassifier(nn.Module):
     """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
 
+    fusion: nn.Module  # absent when make_fusion gives None
+    # whether ``model.missing_indicators`` reaches this model's fusion (through :meth:`fuse`)
+    supports_missing_indicators = True
+
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -65,12 +70,31 @@ class MultimodalClassifier(nn.Module):
         self.encoders = nn.ModuleDict({
             s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
         self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
-                          if cfg.retriever.mode in ("moe", "mean") else None)
-        self.fusion = build_fusion(cfg.fusion, self.n_modalities, d, cfg.dropout)
+                          if cfg.retriever.mode != "zero" else None)
+        fusion = self.make_fusion(cfg)
+        if fusion is not None:
+            self.fusion = fusion
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
         # model.retriever.bank_cache: None (encode drawn bank samples each step) or the period
         self.bank_cache_period = bank_cache_period(cfg.retriever.bank_cache)
         self.bank_table: BankTable | None = None
+        # created last, so every other parameter starts as it does without indicators
+        self.missing_embedding = (nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
+                                  if cfg.missing_indicators else None)
+
+    def make_fusion(self, cfg: ModelConfig) -> nn.Module | None:
+        """The fusion module (``cfg.fusion``); methods with their own fusion override this, and
+        those that fuse inside their own ``forward`` return None."""
+        return build_fusion(cfg.fusion, self.n_modalities, cfg.hidden, cfg.dropout)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """The configured weight of every auxiliary term this model may return (see
+        :mod:`moe_retriever.training.losses`); a term of weight 0 is never computed."""
+        weights = {"reconstruction": self.cfg.retriever.reconstruction_weight}
+        for prefix, moe in (("retriever", self.cfg.retriever.moe), ("fusion", self.cfg.fusion.moe)):
+            weights.update({f"{prefix}.{name}": w for name, w in moe_loss_weights(moe).items()})
+        return weights
 
     # ------------------------------------------------------------------ pieces
     def encode_modality(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -136,8 +160,9 @@ class MultimodalClassifier(nn.Module):
 
     def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
                       generator: torch.Generator | None, exclude: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor]:
-        """Sample and encode the intra-modal context of P pairs: (P, K, d) and validity (P, K).
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample and encode the intra-modal context of P pairs: (P, K, d), validity (P, K) and
+        the bank row of each draw (P, K), -1 where invalid.
 
         ``exclude`` (P,) drops draws of that bank position (a bank sample whose own modality is
         hidden must not see itself). Each distinct (modality, bank sample) of the call is encoded
@@ -149,10 +174,11 @@ class MultimodalClassifier(nn.Module):
         n_bank = len(bank)
         # one key per draw, target * n_bank + bank position; invalid draws share the key -1
         keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
+        rows = torch.where(valid, idx, -1)
         cached = self.cached_bank_table(bank)
         if cached is not None:
             # row -1 of the table is the zero row of invalid draws
-            return cached[keys], valid
+            return cached[keys], valid, rows
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted by modality, then sample
         # how many distinct keys each modality has (slot 0: the invalid key); one host sync
         per_modality = torch.bincount(unique.div(n_bank, rounding_mode="floor") + 1,
@@ -167,7 +193,7 @@ class MultimodalClassifier(nn.Module):
             x, lengths = bank.rows(t, unique[start:start + n] - t * n_bank)
             table.append(self.encode_modality(t, x, lengths))
             start += n
-        return torch.cat(table)[inverse], valid
+        return torch.cat(table)[inverse], valid, rows
 
     def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
                  generator: torch.Generator | None, draws: int = 1, bank_rows: Tensor | None = None
@@ -188,10 +214,10 @@ class MultimodalClassifier(nn.Module):
         inter_valid = observed[pair_b]
         retrieved, out = None, None
         for _ in range(draws):
-            intra, intra_valid = self.intra_context(
+            intra, intra_valid, intra_rows = self.intra_context(
                 bank, codes, pair_t, n_intra, generator,
                 bank_rows[pair_b] if bank_rows is not None else None)
-            out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t)
+            out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
         emb = emb.index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
@@ -204,12 +230,20 @@ class MultimodalClassifier(nn.Module):
         hidden[torch.arange(observed.shape[0], device=observed.device), pick] = True
         return hidden & (observed.sum(dim=1, keepdim=True) >= 2)
 
+    def fuse(self, emb: Tensor, observed: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Fuse (B, M, d) embeddings; with ``missing_indicators`` the token of every missing
+        modality first gets that modality's learned "missing" embedding, so fusion can tell a
+        filled-in embedding (zero, mean, retrieved) from an observed one."""
+        if self.missing_embedding is not None:
+            emb = emb + (~observed).unsqueeze(-1).to(emb.dtype) * self.missing_embedding
+        return self.fusion(emb)
+
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
                 generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
         emb = self.encode(batch)
         retrieval, pair_b, pair_t = None, None, None
-        aux = emb.new_zeros(())
+        losses: dict[str, Tensor] = {}
         if retrieve and self.retriever is not None:
             if bank is None:
                 raise ValueError("retrieval needs a RetrievalBank (the training split)")
@@ -224,12 +258,13 @@ class MultimodalClassifier(nn.Module):
                 is_hidden = hidden[pair_b, pair_t]
                 hb, ht = pair_b[is_hidden], pair_t[is_hidden]
                 if hb.numel():
-                    aux = aux + weight * (filled[hb, ht] - emb.detach()[hb, ht]).pow(2).mean()
+                    losses["reconstruction"] = (filled[hb, ht] - emb.detach()[hb, ht]).pow(2).mean()
                 emb = torch.where(hidden.unsqueeze(-1), emb, filled)
                 pair_b, pair_t = pair_b[~is_hidden], pair_t[~is_hidden]
             else:
                 emb, retrieval, pair_b, pair_t = self.retrieve(emb, observed, bank, generator, draws)
             if retrieval is not None:
-                aux = aux + retrieval.aux_loss
-        fused, fusion_aux = self.fusion(emb)
-        return ModelOutput(self.head(fused), aux + fusion_aux, emb, fused, retrieval, pair_b, pair_t)
+                losses.update({f"retriever.{name}": term for name, term in retrieval.losses.items()})
+        fused, fusion_losses = self.fuse(emb, batch.observed)
+        losses.update(fusion_losses)
+        return ModelOutput(self.head(fused), losses, emb, fused, retrieval, pair_b, pair_t)

@@ -7,12 +7,14 @@ the default; other kinds (sequences, images, volumes, text) register themselves 
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from ..config import ConfigError, EncoderConfig
+from ..config import EncoderConfig, bounded, from_dict
 from ..data.dataset import ModalitySpec
+from ..registry import Registry
 
 
 class ModalityEncoder(nn.Module):
@@ -25,21 +27,12 @@ class ModalityEncoder(nn.Module):
 
 
 EncoderFactory = Callable[[ModalitySpec, EncoderConfig, int], ModalityEncoder]
-ENCODERS: dict[str, EncoderFactory] = {}
-
-
-def register_encoder(kind: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    def deco(factory: EncoderFactory) -> EncoderFactory:
-        ENCODERS[kind] = factory
-        return factory
-    return deco
+ENCODERS: Registry[EncoderFactory] = Registry("encoder kind", key="model.encoder.kind")
+register_encoder = ENCODERS.register
 
 
 def build_encoder(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> ModalityEncoder:
-    if cfg.kind not in ENCODERS:
-        raise ValueError(f"modality {spec.name!r}: unknown encoder kind {cfg.kind!r}; "
-                         f"available: {sorted(ENCODERS)}")
-    return ENCODERS[cfg.kind](spec, cfg, out_dim)
+    return ENCODERS.get(cfg.kind, where=f"modality {spec.name!r}")(spec, cfg, out_dim)
 
 
 # ``first_layer: auto`` switches to the low-rank first layer from this input width on: a dense
@@ -47,7 +40,16 @@ def build_encoder(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> Modal
 # and its checkpoint (20,000 SNP columns x 256 = 5.1M of the 7.4M weights on the wide benchmark).
 # Every built-in data set is narrower (at most 400 columns) and keeps the dense layer.
 LOWRANK_FROM_WIDTH = 4096
-MLP_OPTIONS = {"first_layer": "auto", "rank": 32}
+FirstLayer = Literal["auto", "dense", "lowrank"]
+
+
+@dataclass
+class MLPOptions:
+    """``options`` of the ``mlp`` encoder: ``first_layer`` dense, low-rank (``rank``) or ``auto``
+    (low-rank from :data:`LOWRANK_FROM_WIDTH` input columns on)."""
+
+    first_layer: FirstLayer = "auto"
+    rank: int = bounded(32, min=1)
 
 
 class MLPEncoder(ModalityEncoder):
@@ -78,21 +80,12 @@ class MLPEncoder(ModalityEncoder):
 
 
 def mlp_rank(spec: ModalitySpec, cfg: EncoderConfig, in_dim: int) -> int:
-    """The first layer's rank from the MLP options (0: dense); bad options raise ConfigError."""
-    unknown = sorted(set(cfg.options) - set(MLP_OPTIONS))
-    if unknown:
-        raise ConfigError(f"model.encoders.{spec.name}.options: the mlp encoder has no option(s) "
-                          f"{unknown}; allowed: {sorted(MLP_OPTIONS)}")
-    opts = {**MLP_OPTIONS, **cfg.options}
-    first, rank = opts["first_layer"], opts["rank"]
-    if first not in ("auto", "dense", "lowrank"):
-        raise ConfigError(f"model.encoders.{spec.name}.options.first_layer: must be auto, dense or "
-                          f"lowrank, got {first!r}")
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise ConfigError(f"model.encoders.{spec.name}.options.rank: must be an integer >= 1, "
-                          f"got {rank!r}")
-    lowrank = first == "lowrank" or (first == "auto" and in_dim >= LOWRANK_FROM_WIDTH)
-    return rank if lowrank else 0
+    """The first layer's rank from the :class:`MLPOptions` (0: dense); bad options raise
+    ConfigError."""
+    opts = from_dict(MLPOptions, cfg.options, f"model.encoders.{spec.name}.options")
+    lowrank = opts.first_layer == "lowrank" or (opts.first_layer == "auto"
+                                                 and in_dim >= LOWRANK_FROM_WIDTH)
+    return opts.rank if lowrank else 0
 
 
 @register_encoder("mlp")

@@ -1,16 +1,24 @@
 """Fusion of the M modality embeddings into one sample embedding.
 
 ``transformer``: a pre-LN Transformer encoder over the M modality tokens (with learned modality
-embeddings), mean-pooled. ``smoe``: the same layer with its feed-forward replaced by a sparse MoE.
+embeddings), mean-pooled. ``smoe``: the same with :class:`SparseTransformerLayer` blocks, whose
+feed-forward is a sparse MoE. The block takes its parts (attention, a :class:`SparseMoE` with any
+router) from the caller, so Flex-MoE and FuseMoE use it with their own routers.
+
+Every fusion module returns ``(pooled, losses)``: the (B, d) sample embedding and its auxiliary
+terms, unweighted and by name.
 """
 
 from __future__ import annotations
+
+import typing
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..config import FusionConfig
-from .smoe import SparseMoE
+from .smoe import MoEOutput, SparseMoE, build_sparse_moe
 
 
 class TransformerFusion(nn.Module):
@@ -22,49 +30,85 @@ class TransformerFusion(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         h = self.encoder(x + self.modality_embedding)
-        return self.norm(h).mean(dim=1), x.new_zeros(())
+        return self.norm(h).mean(dim=1), {}
 
 
-class SMoEFusionLayer(nn.Module):
-    """Pre-LN block: x + MHA(LN x), then x + SMoE(LN x) token by token."""
+class SparseTransformerLayer(nn.Module):
+    """Pre-LN block: x + MHA(LN x), then x + SMoE(LN x) token by token (residuals on both)."""
 
-    def __init__(self, dim: int, cfg: FusionConfig, dropout: float) -> None:
+    def __init__(self, attn: nn.MultiheadAttention, moe: SparseMoE, dropout: float) -> None:
         super().__init__()
+        dim = attn.embed_dim
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, cfg.heads, dropout=dropout, batch_first=True)
+        self.attn = attn
         self.norm2 = nn.LayerNorm(dim)
-        self.moe = SparseMoE(dim, cfg.moe, n_pools=1)
+        self.moe = moe
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, MoEOutput]:
         h = self.norm1(x)
         x = x + self.dropout(self.attn(h, h, h, need_weights=False)[0])
         b, m, d = x.shape
         out = self.moe(self.norm2(x).reshape(b * m, d))
-        return x + self.dropout(out.hidden.reshape(b, m, d)), out.aux_loss
+        return x + self.dropout(out.hidden.reshape(b, m, d)), out
 
 
 class SMoEFusion(nn.Module):
-    def __init__(self, n_modalities: int, dim: int, cfg: FusionConfig, dropout: float) -> None:
-        super().__init__()
-        self.modality_embedding = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
-        self.layers = nn.ModuleList(SMoEFusionLayer(dim, cfg, dropout) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(dim)
+    """Modality embeddings, sparse Transformer layers, a final LayerNorm, mean over modalities.
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    The layers' auxiliary terms are summed over layers and named ``<loss_prefix>.<term>``.
+    """
+
+    def __init__(self, modality_embedding: nn.Parameter, layers: list[SparseTransformerLayer],
+                 loss_prefix: str = "fusion") -> None:
+        super().__init__()
+        self.modality_embedding = modality_embedding
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(modality_embedding.shape[1])
+        self.loss_prefix = loss_prefix
+
+    def mix(self, x: Tensor) -> tuple[Tensor, list[MoEOutput]]:
+        """The (B, M, d) tokens after every layer, and each layer's MoE output."""
         x = x + self.modality_embedding
-        aux = x.new_zeros(())
+        routed = []
         for layer in self.layers:
-            x, a = layer(x)
-            aux = aux + a
-        return self.norm(x).mean(dim=1), aux
+            x, out = layer(x)
+            routed.append(out)
+        return x, routed
+
+    def pool(self, x: Tensor) -> Tensor:
+        return self.norm(x).mean(dim=1)
+
+    def layer_losses(self, routed: list[MoEOutput]) -> dict[str, Tensor]:
+        losses: dict[str, Tensor] = {}
+        for out in routed:
+            for name, term in out.losses.items():
+                key = f"{self.loss_prefix}.{name}"
+                losses[key] = losses[key] + term if key in losses else term
+        return losses
+
+    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x, routed = self.mix(x)
+        return self.pool(x), self.layer_losses(routed)
+
+
+def sparse_fusion(n_modalities: int, dim: int, heads: int, dropout: float, layers: int,
+                  make_moe: Callable[[], SparseMoE], loss_prefix: str = "fusion") -> SMoEFusion:
+    """An :class:`SMoEFusion` of ``layers`` blocks, each with its own attention and ``make_moe()``
+    (created in that order, after the modality embeddings)."""
+    embedding = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
+    blocks = [SparseTransformerLayer(nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True),
+                                     make_moe(), dropout)
+              for _ in range(layers)]
+    return SMoEFusion(embedding, blocks, loss_prefix)
 
 
 def build_fusion(cfg: FusionConfig, n_modalities: int, dim: int, dropout: float) -> nn.Module:
     if cfg.kind == "transformer":
         return TransformerFusion(n_modalities, dim, cfg, dropout)
     if cfg.kind == "smoe":
-        return SMoEFusion(n_modalities, dim, cfg, dropout)
-    raise ValueError(f"unknown fusion kind {cfg.kind!r}")
+        return sparse_fusion(n_modalities, dim, cfg.heads, dropout, cfg.layers,
+                             lambda: build_sparse_moe(dim, cfg.moe, n_pools=1))
+    typing.assert_never(cfg.kind)  # the config loader admits FusionKind values only

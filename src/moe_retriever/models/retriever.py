@@ -16,23 +16,33 @@ of a batch are processed at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RetrieverConfig
-from .smoe import SparseMoE
+from .smoe import build_sparse_moe
 
-INTRA, INTER = 0, 1
+
+class TokenKind(IntEnum):
+    """Where a context token comes from. INTRA and INTER are also the rows of the retriever's
+    token-type embedding; the fallback token takes the INTRA row."""
+
+    INTRA = 0  # target-modality embedding of a bank sample drawn from the supporting group
+    INTER = 1  # the sample's own embedding of one of its observed modalities
+    INTRA_FALLBACK = 2  # the learned stand-in when the supporting group is empty
 
 
 @dataclass
 class RetrieverOutput:
     embeddings: Tensor  # (P, d) retrieved embedding per missing pair
-    aux_loss: Tensor  # scalar
+    losses: dict[str, Tensor]  # unweighted MoE terms by name (load_balance, z_loss)
     token_pairs: Tensor | None = None  # (n_tokens,) pair of each routed token
-    token_types: Tensor | None = None  # (n_tokens,) INTRA / INTER
+    token_kinds: Tensor | None = None  # (n_tokens,) TokenKind of each routed token
+    token_modalities: Tensor | None = None  # (n_tokens,) modality of the token's embedding
+    token_bank_rows: Tensor | None = None  # (n_tokens,) bank row of an INTRA token, else -1
     expert_indices: Tensor | None = None  # (n_tokens, R*k)
     expert_weights: Tensor | None = None  # (n_tokens, R*k)
 
@@ -76,15 +86,19 @@ class MoERetriever(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, cfg.heads, dropout=dropout, batch_first=True)
         self.moe_norm = nn.LayerNorm(dim)
-        self.moe = SparseMoE(dim, cfg.moe, n_pools=n_modalities)
+        self.moe = build_sparse_moe(dim, cfg.moe, n_pools=n_modalities)
         # every encoder ends in a LayerNorm; normalising the pooled MoE output puts retrieved
         # embeddings on the same scale as observed ones before fusion
         self.out_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, intra: Tensor, intra_valid: Tensor, inter: Tensor, inter_valid: Tensor,
-                targets: Tensor) -> RetrieverOutput:
-        """intra (P, K, d) / intra_valid (P, K); inter (P, M, d) / inter_valid (P, M); targets (P,)."""
+                targets: Tensor, intra_rows: Tensor | None = None) -> RetrieverOutput:
+        """intra (P, K, d) / intra_valid (P, K); inter (P, M, d) / inter_valid (P, M); targets (P,).
+
+        ``intra_rows`` (P, K): the bank row each intra slot was drawn from (-1 where invalid);
+        it only labels the routed tokens (``token_bank_rows``), the computation ignores it.
+        """
         p, k, d = intra.shape
         if not self.cfg.intra:
             intra_valid = torch.zeros_like(intra_valid)
@@ -99,17 +113,20 @@ class MoERetriever(nn.Module):
             use_fb = no_intra.unsqueeze(1) & first
             intra = torch.where(use_fb.unsqueeze(-1), fallback, intra)
             intra_valid = intra_valid | use_fb
+        else:
+            use_fb = torch.zeros_like(intra_valid)
         if self.cfg.mode == "mean":
             # the released code's computation: no attention, no routing
             has_intra, has_inter = intra_valid.any(1, keepdim=True), inter_valid.any(1, keepdim=True)
             a, b = masked_mean(intra, intra_valid), masked_mean(inter, inter_valid)
             both = has_intra & has_inter
             out = torch.where(both, 0.5 * a + 0.5 * b, torch.where(has_intra, a, b))
-            return RetrieverOutput(out, intra.new_zeros(()))
+            return RetrieverOutput(out, {})
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
-        types = torch.cat([torch.full((k,), INTRA, device=tokens.device, dtype=torch.long),
-                           torch.full((inter.shape[1],), INTER, device=tokens.device, dtype=torch.long)])
+        types = torch.cat([
+            torch.full((k,), TokenKind.INTRA, device=tokens.device, dtype=torch.long),
+            torch.full((inter.shape[1],), TokenKind.INTER, device=tokens.device, dtype=torch.long)])
         if self.cfg.token_embeddings:
             mods = torch.cat([targets.unsqueeze(1).expand(p, k),
                               torch.arange(inter.shape[1], device=tokens.device).expand(p, -1)], dim=1)
@@ -121,5 +138,12 @@ class MoERetriever(nn.Module):
         # mean of the MoE outputs over each pair's valid tokens
         n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1).to(routed.hidden.dtype)
         out = tokens.new_zeros(p, d).index_add(0, pair_idx, routed.hidden) / n_valid
-        return RetrieverOutput(self.out_norm(out), routed.aux_loss, pair_idx, types[slot_idx],
-                               routed.indices, routed.weights)
+        from_fallback = torch.cat([use_fb, torch.zeros_like(inter_valid)], dim=1)[pair_idx, slot_idx]
+        kinds = types[slot_idx].masked_fill(from_fallback, TokenKind.INTRA_FALLBACK)
+        modalities = torch.where(slot_idx < k, targets[pair_idx], slot_idx - k)
+        if intra_rows is None:
+            intra_rows = torch.full_like(intra_valid, -1, dtype=torch.long)
+        # inter slots get row -1; the fallback's slot was an invalid draw, so already -1
+        rows = torch.cat([intra_rows, intra_rows.new_full(inter_valid.shape, -1)], dim=1)
+        return RetrieverOutput(self.out_norm(out), routed.losses, pair_idx, kinds, modalities,
+                               rows[pair_idx, slot_idx], routed.indices, routed.weights)

@@ -1,4 +1,5 @@
-"""The top-k router of a sparse mixture of experts (paper Eq. 1).
+"""The routers of a sparse mixture of experts: the top-k router (paper Eq. 1) and FuseMoE's
+Laplace router. Both are called ``router(x, allowed)`` and return a :class:`RouterOutput`.
 
 Each token may only pick from the experts its row of ``allowed`` permits: for the retriever that is
 the target modality's pool plus the shared experts. Softmax is applied over the allowed experts
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import RouterSoftmax
+
 
 @dataclass
 class RouterOutput:
@@ -25,10 +28,8 @@ class RouterOutput:
 
 class TopKRouter(nn.Module):
     def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False,
-                 softmax: str = "before_topk") -> None:
+                 softmax: RouterSoftmax = "before_topk") -> None:
         super().__init__()
-        if softmax not in ("before_topk", "after_topk"):
-            raise ValueError(f"router softmax must be before_topk or after_topk, got {softmax!r}")
         self.gate = nn.Linear(dim, n_experts, bias=False)
         self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
         self.top_k = top_k
@@ -51,3 +52,25 @@ class TopKRouter(nn.Module):
         else:
             weights = F.softmax(top_logits, dim=-1)
         return RouterOutput(logits, probs, weights, indices)
+
+
+class LaplaceRouter(nn.Module):
+    """FuseMoE's gate: top-k on negative Euclidean distances to learned expert keys,
+    logit_e = -||x - w_e||_2, with optional noisy selection and softmax over the picked experts."""
+
+    def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False) -> None:
+        super().__init__()
+        self.keys = nn.Parameter(torch.randn(n_experts, dim) * dim ** -0.5)
+        self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
+        self.top_k = top_k
+        self.n_experts = n_experts
+
+    def forward(self, x: Tensor, allowed: Tensor | None = None) -> RouterOutput:
+        logits = -torch.cdist(x, self.keys)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        select = logits
+        if self.noise is not None and self.training:
+            select = logits + torch.randn_like(logits) * F.softplus(self.noise(x))
+        top, indices = select.topk(self.top_k, dim=-1)
+        return RouterOutput(logits, F.softmax(logits, dim=-1), F.softmax(top, dim=-1), indices)

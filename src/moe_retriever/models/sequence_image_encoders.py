@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import EncoderConfig
 from ..data.dataset import ModalitySpec
+from ..errors import ConfigError
 from .encoders import MLPEncoder, ModalityEncoder, register_encoder
 
 
@@ -32,16 +33,16 @@ def _options(spec: ModalitySpec, cfg: EncoderConfig, defaults: dict[str, Any]) -
     """``defaults`` updated with ``cfg.options``; unknown option keys are an error."""
     unknown = sorted(set(cfg.options) - set(defaults))
     if unknown:
-        raise ValueError(f"modality {spec.name!r}: encoder {cfg.kind!r} has no option(s) {unknown}; "
-                         f"allowed: {sorted(defaults)}")
+        raise ConfigError(f"modality {spec.name!r}: encoder {cfg.kind!r} has no option(s) {unknown}; "
+                          f"allowed: {sorted(defaults)}")
     return {**defaults, **cfg.options}
 
 
 def _int_list(spec: ModalitySpec, kind: str, key: str, value: Any) -> list[int]:
     if not isinstance(value, (list, tuple)) or not value or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-        raise ValueError(f"modality {spec.name!r}: encoder {kind!r} option {key!r} must be a "
-                         f"non-empty list of positive integers, got {value!r}")
+        raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} option {key!r} must be a "
+                          f"non-empty list of positive integers, got {value!r}")
     return [int(v) for v in value]
 
 
@@ -82,7 +83,7 @@ def _recurrent(cell: str):
     def factory(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> ModalityEncoder:
         opts = _options(spec, cfg, {"input_norm": True})
         if len(spec.shape) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"modality {spec.name!r}: encoder {cell!r} needs sequences with per-sample shape "
                 f"(steps, features), got {tuple(spec.shape)}")
         return RecurrentEncoder(cell, int(spec.shape[1]), cfg.hidden, out_dim, cfg.layers,
@@ -132,13 +133,13 @@ def _conv_factory(dims: int, kind: str, defaults: dict[str, Any]):
         opts = _options(spec, cfg, defaults)
         if len(spec.shape) not in (dims, dims + 1):
             layout = "(C, H, W) or (H, W)" if dims == 2 else "(C, D, H, W) or (D, H, W)"
-            raise ValueError(f"modality {spec.name!r}: encoder {kind!r} needs per-sample shape "
-                             f"{layout}, got {tuple(spec.shape)}")
+            raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} needs per-sample shape "
+                              f"{layout}, got {tuple(spec.shape)}")
         channels = _int_list(spec, kind, "channels", opts["channels"])
         convs = _int_list(spec, kind, "convs", opts["convs"])
         if len(convs) != len(channels):
-            raise ValueError(f"modality {spec.name!r}: encoder {kind!r} options 'channels' and "
-                             f"'convs' must have the same length, got {channels} and {convs}")
+            raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} options 'channels' and "
+                              f"'convs' must have the same length, got {channels} and {convs}")
         in_channels = int(spec.shape[0]) if len(spec.shape) == dims + 1 else 1
         return ConvEncoder(dims, in_channels, channels, convs, cfg.hidden, out_dim, cfg.layers,
                            cfg.dropout)

@@ -1,13 +1,18 @@
-"""The sparse MoE block: routers + experts + auxiliary losses.
+"""The sparse MoE block: routers + experts + expert pools, and its auxiliary loss terms.
 
-Experts are laid out as ``n_pools`` modality pools of ``experts_per_modality`` experts followed by
-``shared_experts`` shared ones; a token of pool ``p`` may choose among pool ``p`` and the shared
-experts. With ``num_routers`` R > 1 (the paper's |R|), R independent routers each pick top-k and
-their mixtures are averaged; all R·k assignments go through one dispatch.
+Experts are laid out as ``n_pools`` modality pools of ``pool_experts`` experts followed by shared
+ones; a token of pool ``p`` may choose among pool ``p`` and the shared experts. With R > 1
+routers (the paper's |R|), each picks top-k and their mixtures are averaged; all R·k assignments
+go through one dispatch. :func:`build_sparse_moe` builds the block from a :class:`MoEConfig`;
+other routers (e.g. FuseMoE's Laplace router) plug in through the constructor.
+
+The block returns its auxiliary terms unweighted, by name (``load_balance``, ``z_loss``); it
+computes only the terms it was built with (:func:`moe_loss_weights`: those of weight > 0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +26,10 @@ from .router import RouterOutput, TopKRouter
 @dataclass
 class MoEOutput:
     hidden: Tensor  # (T, d)
-    aux_loss: Tensor  # scalar, already weighted
+    losses: dict[str, Tensor]  # unweighted auxiliary terms by name (load_balance, z_loss)
     indices: Tensor  # (T, R*k) selected experts
     weights: Tensor  # (T, R*k) their mixing weights
+    routes: list[RouterOutput]  # each router's output
 
 
 def load_balancing_loss(probs: Tensor, indices: Tensor, pools: Tensor, allowed: Tensor) -> Tensor:
@@ -54,32 +60,47 @@ def router_z_loss(logits: Tensor) -> Tensor:
     return torch.logsumexp(logits, dim=-1).pow(2).mean()
 
 
+def moe_loss_weights(cfg: MoEConfig) -> dict[str, float]:
+    """The configured weight of each auxiliary term of a :class:`SparseMoE` built from ``cfg``."""
+    return {"load_balance": cfg.aux_loss_weight, "z_loss": cfg.z_loss_weight}
+
+
 class SparseMoE(nn.Module):
-    def __init__(self, dim: int, cfg: MoEConfig, n_pools: int = 1) -> None:
+    """Routers + experts + the pool mask (which experts each pool's tokens may choose).
+
+    ``routers``: modules called ``router(x, allowed)`` returning a :class:`RouterOutput` (top-k
+    over ``experts.n_experts``); ``loss_terms``: the auxiliary terms to compute.
+    """
+
+    allowed: Tensor
+
+    def __init__(self, routers: Sequence[nn.Module], experts: FFNExperts, n_pools: int = 1,
+                 pool_experts: int = 0, dispatch: str = "auto",
+                 loss_terms: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.cfg = cfg
         self.n_pools = n_pools
-        e_t, e_sh = cfg.experts_per_modality, cfg.shared_experts
-        self.n_experts = n_pools * e_t + e_sh
-        if not 1 <= cfg.top_k <= e_t + e_sh:
-            raise ValueError(f"top_k={cfg.top_k} must be in [1, {e_t + e_sh}] "
-                             f"(experts_per_modality + shared_experts)")
+        self.pool_experts = pool_experts
+        self.n_experts = experts.n_experts
+        self.shared_experts = self.n_experts - n_pools * pool_experts
+        unknown = set(loss_terms) - {"load_balance", "z_loss"}
+        if unknown or self.shared_experts < 0:
+            raise ValueError(f"SparseMoE: unknown loss terms {sorted(unknown)} or more pool experts "
+                             f"({n_pools} x {pool_experts}) than experts ({self.n_experts})")
         allowed = torch.zeros(n_pools, self.n_experts, dtype=torch.bool)
         for p in range(n_pools):
-            allowed[p, p * e_t:(p + 1) * e_t] = True
-        allowed[:, n_pools * e_t:] = True
+            allowed[p, p * pool_experts:(p + 1) * pool_experts] = True
+        allowed[:, n_pools * pool_experts:] = True
         self.register_buffer("allowed", allowed, persistent=False)
-        self.routers = nn.ModuleList(
-            TopKRouter(dim, self.n_experts, cfg.top_k, cfg.noisy_gating, cfg.router_softmax)
-            for _ in range(cfg.num_routers))
-        self.experts = FFNExperts(self.n_experts, dim, cfg.expert_hidden)
+        self.routers = nn.ModuleList(routers)
+        self.experts = experts
+        self.dispatch = dispatch
+        self.loss_terms = tuple(loss_terms)
 
     def expert_names(self, pool_names: list[str] | None = None) -> list[str]:
         """Readable expert labels: ``<pool>_<i>`` for pool experts, ``Shared_<i>`` for shared."""
         names = pool_names or [str(p) for p in range(self.n_pools)]
-        out = [f"{names[p]}_{i + 1}" for p in range(self.n_pools)
-               for i in range(self.cfg.experts_per_modality)]
-        return out + [f"Shared_{i + 1}" for i in range(self.cfg.shared_experts)]
+        out = [f"{names[p]}_{i + 1}" for p in range(self.n_pools) for i in range(self.pool_experts)]
+        return out + [f"Shared_{i + 1}" for i in range(self.shared_experts)]
 
     def forward(self, x: Tensor, pools: Tensor | None = None) -> MoEOutput:
         if pools is None:
@@ -89,11 +110,33 @@ class SparseMoE(nn.Module):
         r = len(routes)
         indices = torch.cat([o.indices for o in routes], dim=1)
         weights = torch.cat([o.weights for o in routes], dim=1) / r
-        hidden = self.experts(x, indices, weights, self.cfg.dispatch)
-        aux = x.new_zeros(())
-        if self.cfg.aux_loss_weight > 0 and x.shape[0] > 0:
-            lb = sum(load_balancing_loss(o.probs, o.indices, pools, self.allowed) for o in routes) / r
-            aux = aux + self.cfg.aux_loss_weight * lb
-        if self.cfg.z_loss_weight > 0 and x.shape[0] > 0:
-            aux = aux + self.cfg.z_loss_weight * sum(router_z_loss(o.logits) for o in routes) / r
-        return MoEOutput(hidden, aux, indices, weights)
+        hidden = self.experts(x, indices, weights, self.dispatch)
+        losses: dict[str, Tensor] = {}
+        if "load_balance" in self.loss_terms and x.shape[0] > 0:
+            losses["load_balance"] = _mean(
+                [load_balancing_loss(o.probs, o.indices, pools, self.allowed) for o in routes])
+        if "z_loss" in self.loss_terms and x.shape[0] > 0:
+            losses["z_loss"] = _mean([router_z_loss(o.logits) for o in routes])
+        return MoEOutput(hidden, losses, indices, weights, routes)
+
+
+def _mean(terms: list[Tensor]) -> Tensor:
+    """The routers' mean of a term, summed left to right."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total / len(terms)
+
+
+def build_sparse_moe(dim: int, cfg: MoEConfig, n_pools: int = 1) -> SparseMoE:
+    """``cfg.num_routers`` top-k routers (created first) and the FFN experts of ``cfg``."""
+    e_t, e_sh = cfg.experts_per_modality, cfg.shared_experts
+    n_experts = n_pools * e_t + e_sh
+    if not 1 <= cfg.top_k <= e_t + e_sh:
+        raise ValueError(f"top_k={cfg.top_k} must be in [1, {e_t + e_sh}] "
+                         f"(experts_per_modality + shared_experts)")
+    routers = [TopKRouter(dim, n_experts, cfg.top_k, cfg.noisy_gating, cfg.router_softmax)
+               for _ in range(cfg.num_routers)]
+    experts = FFNExperts(n_experts, dim, cfg.expert_hidden)
+    terms = tuple(name for name, weight in moe_loss_weights(cfg).items() if weight > 0)
+    return SparseMoE(routers, experts, n_pools, e_t, cfg.dispatch, terms)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +16,35 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable or does not match the model it is loaded into."""
+from ..errors import CheckpointError as CheckpointError  # re-exported
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Create or replace ``path`` atomically: ``write`` fills a temporary file next to it, which is
+    flushed to disk and renamed onto ``path``. Readers, and a process killed mid-write, see the old
+    file or the complete new one, never half a file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(Path(path), text.encode())
+    atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any] | None = None) -> None:
-    """Write tensors + JSON metadata atomically (a crash never leaves a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def save_tensors(path: str | Path, tensors: dict[str, Tensor],
+                 metadata: dict[str, Any] | None = None) -> None:
+    """Write tensors + JSON metadata atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(metadata or {})})
-    os.replace(tmp, path)
+    header = {"meta": json.dumps(metadata or {})}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -57,7 +62,14 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name."""
+    """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name.
+
+    A model whose parameters moved to other modules renames the keys of checkpoints written
+    before in its ``upgrade_state_dict(state)``.
+    """
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        state = upgrade(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -10,6 +10,14 @@ Every (resolved config, seed) run is stored under ``<out>/runs/<key>/seed_<s>.js
 when the comparison is run again, so an interrupted comparison resumes and identical configs
 (e.g. the preset ``experts_8`` when E_T is already 8) run once. The key is the resolved config,
 not the code: after a change to the code, start from a new output directory.
+
+Protocol: a comparison config's ``protocol`` applies to every dataset; without one, a dataset of
+fewer than ``CV_MAX_SAMPLES`` samples gets 5-fold stratified cross-validation repeated on the
+first three seeds (``fold_s<seed>_k<fold>.json`` records), a larger one a holdout split per seed.
+Every method is paired with ``moe_retriever`` and ``zero`` on the same folds (corrected resampled
+t and Wilcoxon, Holm-adjusted within a table), studies with two or more datasets get average
+ranks, the Friedman test and a critical-difference diagram, and the pooled test predictions give
+per-combination results.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import json
 import math
 import os
 import platform
+import re
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +39,52 @@ import numpy as np
 import torch
 
 from ..ablations import ABLATIONS
-from ..config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
+from ..config import (
+    ConfigError,
+    ExperimentConfig,
+    ProtocolConfig,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
-from ..data.missingness import apply_missingness
 from ..data.sources import load_dataset
 from ..methods import METHODS
 from .checkpoint import atomic_write_text
-from .experiment import fmt, prepare_seed, train_seed
+from .experiment import (
+    Partition,
+    fmt_interval,
+    markdown_table,
+    partition_split,
+    prepare_partition,
+    protocol_partitions,
+    protocol_text,
+    train_seed,
+    with_intervals,
+)
 from .metrics import METRICS, aggregate, classification_metrics
+from .statistics import (
+    average_ranks,
+    corrected_resampled_t,
+    friedman,
+    holm,
+    nemenyi_cd,
+    rank_cliques,
+    t_interval,
+    wilcoxon_p,
+)
 from .trainer import resolve_device
 
 # a method ties the majority-class predictor when both numbers agree to this precision
 TIE_TOLERANCE = 1e-9
+# datasets smaller than this get repeated cross-validation by default (holdout otherwise)
+CV_MAX_SAMPLES = 5000
+DEFAULT_CV = ProtocolConfig(kind="cv", folds=5, repeats=3)
+# every method is paired with these (when they are in the table), at this significance level
+PAIRED_REFERENCES = ("moe_retriever", "zero")
+PAIRED_METRICS = ("macro_f1", "accuracy")
+ALPHA = 0.05
 
 
 # --------------------------------------------------------------------------- config
@@ -70,6 +114,10 @@ class CompareConfig:
     # overrides applied to every run (after the dataset's config file, before its own overrides)
     overrides: list[str] = field(default_factory=list)
     studies: list[CompareStudy] = field(default_factory=list)
+    # evaluation protocol of every dataset; None: 5-fold cv repeated on the first three seeds
+    # for datasets under CV_MAX_SAMPLES samples, holdout otherwise. A ``protocol...`` override
+    # of a dataset (or of ``overrides``) wins over both.
+    protocol: ProtocolConfig | None = None
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:
@@ -125,15 +173,21 @@ def run_key(cfg: ExperimentConfig) -> str:
         d["train"].pop(key)
     if cfg.method not in RETRIEVING_METHODS:
         d["model"].pop("retriever")
+    if cfg.protocol.kind == "holdout":
+        d.pop("protocol")  # keys of holdout runs stored before protocols existed stay valid
+    else:
+        d["protocol"].pop("repeats")  # a fold's record names its repeat seed
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- references
 
-def majority_reference(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> dict[str, Any]:
-    """What predicting the training split's majority class scores on this seed's test split, and a
-    fingerprint of that test split (its sample ids and observed masks)."""
-    data = prepare_seed(cfg, dataset, seed)
+def majority_reference(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int,
+                       partition: Partition | None = None) -> dict[str, Any]:
+    """What predicting the training split's majority class scores on this seed's (or this
+    ``partition``'s) test split, and a fingerprint of that test split (its sample ids and
+    observed masks)."""
+    data = prepare_partition(cfg, dataset, partition if partition is not None else Partition(seed))
     counts = np.bincount(data.train.labels.numpy(), minlength=dataset.n_classes)
     probs = np.zeros((len(data.test), dataset.n_classes))
     probs[:, int(np.argmax(counts))] = 1.0
@@ -186,15 +240,35 @@ class Comparison:
             self._datasets[key] = load_dataset(d)
         return self._datasets[key]
 
-    def reference(self, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
-        key = (json.dumps(to_dict(cfg.data), sort_keys=True), seed)
+    def reference(self, cfg: ExperimentConfig, seed: int,
+                  partition: Partition | None = None) -> dict[str, Any]:
+        part = partition if partition is not None else Partition(seed)
+        key = (json.dumps([to_dict(cfg.data), cfg.protocol.folds], sort_keys=True), part.name)
         if key not in self._references:
-            self._references[key] = majority_reference(cfg, self.dataset(cfg), seed)
+            self._references[key] = majority_reference(cfg, self.dataset(cfg), part.seed, part)
         return self._references[key]
 
-    def run_seed(self, cfg: ExperimentConfig, seed: int, label: str) -> dict[str, Any] | None:
+    def with_protocol(self, cfg: ExperimentConfig, ds: CompareDataset) -> ExperimentConfig:
+        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``)."""
+        if any(o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides,
+                                                                            *ds.overrides]):
+            return cfg
+        protocol = self.cmp.protocol
+        if protocol is None:
+            small = len(self.dataset(cfg)) < CV_MAX_SAMPLES
+            protocol = (replace(DEFAULT_CV, repeats=min(DEFAULT_CV.repeats, len(self.cmp.seeds)))
+                        if small else ProtocolConfig(kind="holdout"))
+        try:
+            return replace(cfg, protocol=replace(protocol)).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
+
+    def run_seed(self, cfg: ExperimentConfig, seed: int, label: str,
+                 partition: Partition | None = None) -> dict[str, Any] | None:
+        part = partition if partition is not None else Partition(seed)
+        label = label if part.fold is None else f"{label} | {part.label}"
         key = run_key(cfg)
-        path = self.out / "runs" / key / f"seed_{seed}.json"
+        path = self.out / "runs" / key / f"{part.name}.json"
         if path.is_file():
             return json.loads(path.read_text())
         if self.cached_only:
@@ -202,7 +276,7 @@ class Comparison:
         dataset = self.dataset(cfg)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
-            result = train_seed(cfg, dataset, seed, None, self.device)
+            result = train_seed(cfg, dataset, part.seed, None, self.device, partition=part)
         except (RuntimeError, ValueError) as exc:
             # one failed run (e.g. a diverged loss) must not stop the rest of the comparison
             self.errors.append(f"{label} seed {seed}: {type(exc).__name__}: {exc}")
@@ -228,58 +302,250 @@ class Comparison:
                 label = ds.label or Path(ds.config).stem
                 rows, table_info = [], None
                 for entry in study.methods:
-                    cfg = entry_config(self.cmp, ds, entry)
+                    cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
                     if table_info is None:
                         table_info = self.table_info(cfg, label)
                     key = run_key(cfg)
                     same_as = first_entry.setdefault(key, f"{label}/{entry}")
-                    runs = {s: self.run_seed(cfg, s, f"{label} | {entry}") for s in self.cmp.seeds}
+                    runs = {unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p)
+                            for p in protocol_partitions(cfg)}
                     done = {s: r for s, r in runs.items() if r is not None}
-                    rows.append(self.row(entry, cfg, key, done, table_info["references"],
-                                         same_as if same_as != f"{label}/{entry}" else None))
-                tables.append({**table_info, "rows": rows})
-            studies.append({"title": study.title, "note": study.note, "tables": tables})
+                    row = self.row(entry, cfg, key, done, table_info["references"],
+                                   same_as if same_as != f"{label}/{entry}" else None)
+                    if done:
+                        row["by_combination"] = combination_results(
+                            list(done.values()), table_info["modality_names"])
+                    rows.append(row)
+                table = {**table_info, "rows": rows}
+                add_paired_comparisons(table)
+                tables.append(table)
+            studies.append({"title": study.title, "note": study.note, "tables": tables,
+                            "ranks": study_ranks(tables)})
         return {"name": self.cmp.name, "seeds": self.cmp.seeds, "machine": machine_description(self.device),
                 "date": datetime.date.today().isoformat(), "studies": studies, "errors": self.errors,
-                "std": "population (ddof=0) over seeds", "tie_tolerance": TIE_TOLERANCE}
+                "std": "population (ddof=0) over seeds", "tie_tolerance": TIE_TOLERANCE,
+                "alpha": ALPHA}
 
     def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
         dataset = self.dataset(cfg)
-        refs = {s: self.reference(cfg, s) for s in self.cmp.seeds}
-        masked = apply_missingness(dataset, cfg.data.missing, self.cmp.seeds[0])
+        partitions = protocol_partitions(cfg)
+        refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in partitions}
+        masked, _ = partition_split(cfg, dataset, partitions[0])
+        shift = cfg.data.missing_test
         return {"label": label, "dataset": dataset.describe(), "missingness": to_dict(cfg.data.missing),
+                "missingness_test": to_dict(shift) if shift is not None else None,
                 "combinations": masked.combination_counts(), "references": refs,
                 "epochs": cfg.train.epochs, "eval_batch_size": cfg.train.eval_batch_size,
-                "select_metric": cfg.train.select_metric}
+                "select_metric": cfg.train.select_metric, "protocol": to_dict(cfg.protocol),
+                "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
+                "modality_names": dataset.modality_names}
 
     @staticmethod
-    def row(entry: str, cfg: ExperimentConfig, key: str, runs: dict[int, dict[str, Any]],
-            refs: dict[int, dict[str, Any]], same_as: str | None) -> dict[str, Any]:
-        seeds = sorted(runs)
+    def row(entry: str, cfg: ExperimentConfig, key: str, runs: dict[Any, dict[str, Any]],
+            refs: dict[Any, dict[str, Any]], same_as: str | None) -> dict[str, Any]:
+        cv = cfg.protocol.kind == "cv"
+        # holdout runs are keyed by seed, cv runs by partition name (in protocol order)
+        units = list(runs) if cv else sorted(runs)
+        seeds = sorted({runs[u]["seed"] for u in units}) if cv else units
         row: dict[str, Any] = {
             "entry": entry, "method": cfg.method, "config_key": key, "seeds": seeds,
+            "partitions": [u if cv else f"seed_{u}" for u in units],
             "kind": "ablation" if entry in ABLATIONS else "method",
             "description": ABLATIONS[entry].description if entry in ABLATIONS else entry,
             "same_run_as": same_as}
-        if not seeds:
+        if not units:
             return row
-        row["test"] = aggregate([runs[s]["test"] for s in seeds])
-        row["val"] = aggregate([runs[s]["val"] for s in seeds])
-        cpu = [runs[s]["cpu_seconds"] for s in seeds]
+        row["test"] = with_intervals([runs[u]["test"] for u in units], [runs[u] for u in units], cv)
+        row["val"] = aggregate([runs[u]["val"] for u in units])
+        row["n_train"] = float(np.mean([runs[u]["n_train"] + runs[u]["n_val"] for u in units]))
+        row["n_test"] = float(np.mean([runs[u]["n_test"] for u in units]))
+        cpu = [runs[u]["cpu_seconds"] for u in units]
         row["cpu_seconds"] = {"mean": float(np.mean(cpu)), "std": float(np.std(cpu)), "per_seed": cpu}
-        row["best_epochs"] = [runs[s]["best_epoch"] for s in seeds]
-        row["ties_majority"] = [ties_majority(runs[s]["test"], refs[s]) for s in seeds]
+        row["best_epochs"] = [runs[u]["best_epoch"] for u in units]
+        row["ties_majority"] = [ties_majority(runs[u]["test"], refs[u]) for u in units]
         return row
+
+
+def unit_key(part: Partition) -> int | str:
+    """How a comparison keys one run: the seed for holdout (as before protocols), else the name."""
+    return part.seed if part.fold is None else part.name
+
+
+# --------------------------------------------------------------------------- paired tests
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: bool) -> dict[str, Any] | None:
+    """Row ``a`` minus row ``b`` on ``metric`` over the runs both have (same seeds / folds):
+    mean difference, its 95 % interval and p-value (corrected resampled t for cv, t over seeds
+    for holdout) and the Wilcoxon signed-rank p-value."""
+    if "test" not in a or "test" not in b:
+        return None
+    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"]))
+    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"]))
+    common = [u for u in a["partitions"] if u in vb]
+    diffs = np.array([va[u] - vb[u] for u in common], dtype=np.float64)
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs) == 0:
+        return None
+    est = corrected_resampled_t(diffs, a["n_train"], a["n_test"]) if cv else t_interval(diffs)
+    return {"mean_diff": est.mean, "lo": est.lo, "hi": est.hi, "p_value": est.p_value,
+            "p_wilcoxon": wilcoxon_p(diffs), "n": est.n, "method": est.method}
+
+
+def add_paired_comparisons(table: dict[str, Any]) -> None:
+    """Give every row ``paired[reference][metric]``: its difference to each of
+    ``PAIRED_REFERENCES`` in the table, with ``p_holm`` (Holm over the table's rows, per
+    reference and metric) and a verdict: "better" / "worse" when ``p_holm`` < ``ALPHA``, else
+    "n.s."."""
+    cv = table.get("protocol", {}).get("kind") == "cv"
+    by_entry = {r["entry"]: r for r in table["rows"]}
+    for ref_name in PAIRED_REFERENCES:
+        ref = by_entry.get(ref_name)
+        if ref is None or "test" not in ref:
+            continue
+        for metric in PAIRED_METRICS:
+            cells = []
+            for row in table["rows"]:
+                if row is ref:
+                    continue
+                cell = paired_difference(row, ref, metric, cv)
+                if cell is not None:
+                    row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
+                    cells.append(cell)
+            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells])):
+                cell["p_holm"] = adjusted
+                significant = not math.isnan(adjusted) and adjusted < ALPHA
+                cell["verdict"] = ("n.s." if not significant else
+                                   "better" if cell["mean_diff"] > 0 else "worse")
+
+
+# --------------------------------------------------------------------------- per combination
+
+def _subset_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    from sklearn.metrics import f1_score
+
+    return {"n": len(y), "accuracy": float(np.mean(y == pred)),
+            "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro",
+                                       zero_division=0))}
+
+
+def combination_results(records: list[dict[str, Any]], modality_names: list[str]) -> dict[str, Any] | None:
+    """Accuracy and macro-F1 per input combination, for complete and incomplete samples, from the
+    test predictions pooled over a row's runs (each sample once per repeat or seed). Macro-F1
+    of a subset averages over the classes present in it. ``worst``: the combination with the
+    lowest macro-F1 among those with at least 10 pooled predictions (all when none has)."""
+    preds = [r["test_predictions"] for r in records if "test_predictions" in r]
+    if not preds:
+        return None  # records written before per-sample predictions were stored
+    y = np.concatenate([p["label"] for p in preds])
+    pred = np.concatenate([p["pred"] for p in preds])
+    code = np.concatenate([p["code"] for p in preds])
+    full = (1 << len(modality_names)) - 1
+    combos = {combination_name(int(c), modality_names): _subset_scores(y[code == c], pred[code == c])
+              for c in sorted(np.unique(code), key=lambda c: (-int(np.sum(code == c)), int(c)))}
+    candidates = {k: v for k, v in combos.items() if v["n"] >= 10} or combos
+    complete = code == full
+    return {"combinations": combos,
+            "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
+            "complete": _subset_scores(y[complete], pred[complete]) if complete.any() else None,
+            "incomplete": _subset_scores(y[~complete], pred[~complete]) if (~complete).any() else None}
+
+
+# --------------------------------------------------------------------------- across datasets
+
+def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[str, Any] | None:
+    """Average ranks (1 = best mean ``metric``) of the entries that have results on every table
+    of a study with two or more tables; the Friedman test (three or more entries) and the
+    Nemenyi critical difference at ``ALPHA``. Each run counts once: an entry that is the same
+    run as an earlier one in the same table is left out."""
+    if len(tables) < 2:
+        return None
+    entries = None
+    for t in tables:
+        have = [r["entry"] for r in t["rows"] if "test" in r
+                and not (r["same_run_as"] or "").startswith(f"{t['label']}/")
+                and not math.isnan(r["test"][metric]["mean"])]
+        entries = have if entries is None else [e for e in entries if e in have]
+    if not entries or len(entries) < 2:
+        return None
+    scores = np.array([[next(r for r in t["rows"] if r["entry"] == e)["test"][metric]["mean"]
+                        for e in entries] for t in tables])
+    ranks = average_ranks(scores)
+    cd = nemenyi_cd(len(entries), len(tables), ALPHA)
+    out: dict[str, Any] = {
+        "metric": metric, "entries": entries, "datasets": [t["label"] for t in tables],
+        "average_ranks": dict(zip(entries, map(float, ranks))), "cd": cd, "alpha": ALPHA,
+        "cliques": [[entries[i] for i in c] for c in rank_cliques(ranks, cd)],
+        "friedman": None}
+    if len(entries) >= 3:
+        f = friedman(scores)
+        out["friedman"] = {"statistic": f.statistic, "p_value": f.p_value}
+    return out
+
+
+def study_slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "study"
+
+
+def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
+    """``critical_difference.png`` in ``out`` when one study has ranks,
+    ``critical_difference_<study-slug>.png`` per study when several have; the file name is
+    stored in the study's ``ranks.figure``."""
+    from ..analysis.plotting import critical_difference_png
+
+    ranked = [s for s in results["studies"] if s.get("ranks")]
+    for study in ranked:
+        ranks = study["ranks"]
+        name = ("critical_difference.png" if len(ranked) == 1
+                else f"critical_difference_{study_slug(study['title'])}.png")
+        critical_difference_png(ranks["average_ranks"], ranks["cd"], out / name,
+                                f"{study['title'][:70]}: average rank of {ranks['metric']} "
+                                f"over {len(ranks['datasets'])} datasets",
+                                ranks["cliques"])
+        ranks["figure"] = name
 
 
 # --------------------------------------------------------------------------- report
 
-def _cell(metric: dict[str, Any] | None, best: bool) -> str:
-    text = fmt(metric) if metric is not None else "n/a"
-    return f"**{text}**" if best and text != "n/a" else text
+METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
+SUMMARY_TABLE_HEADER = ("table", "MoE-Retriever F1", "MoE-Retriever acc", "best other (F1)",
+                        "ΔF1 vs it", "ΔF1 vs zero", "ΔF1 vs official_retriever", "F1 rank")
+
+_CELL_NOTE = (
+    "Every cell: test metric in %, mean [95 % interval] over the table's runs: the folds of "
+    "repeated stratified cross-validation (interval: Nadeau-Bengio corrected resampled t, "
+    "which accounts for the overlap of the folds' training data) or, for holdout, the seeds "
+    "{seeds} (t interval over seeds); each table states its protocol. All methods "
+    "of a table share every run's split and missingness mask (drawn once per seed or repeat), "
+    "the encoders, the trainer and the model-selection rule (best "
+    "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
+    "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
+    "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
+    "both equal those of predicting the training split's majority class.")
+_METHODS_NOTE = (
+    "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
+    "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
+    "(the authors' released code); every other method is one module of "
+    "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
+    "uses. `hist_gbt` selects its settings by inner cross-validation on the training part; "
+    "`majority` predicts the training class frequencies.")
+_SUMMARY_NOTE = (
+    "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
+    "best other method by mean macro-F1, and paired differences of macro-F1 in "
+    "points (MoE-Retriever minus the other, on the same runs) against it, against "
+    "the same model with zero-filled missing embeddings (`zero`) and against "
+    "retrieval without routing (`official_retriever`): mean [95 % interval] and "
+    "the verdict at {alpha} after Holm's adjustment within the table (better / "
+    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion).")
+
+
+def missingness_text(mis: dict[str, Any]) -> str:
+    """``drop, p = 0.3``; the kinds without a rate by name alone."""
+    return mis["kind"] + (f", p = {mis['p']}" if mis["kind"] not in ("natural", "none", "patterns") else "")
 
 
 def comparison_markdown(results: dict[str, Any], command: str) -> str:
+    """The comparison as a markdown document: one table per (study, dataset), then a summary of
+    MoE-Retriever against the best other method of each table."""
     m = results["machine"]
     lines = [
         f"# Results: {results['name']}", "",
@@ -287,19 +553,8 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.", "",
-        f"Every cell: test-split metric in %, mean ± std over seeds {results['seeds']} "
-        f"(std: {results['std']}). All methods of a table share the seed's stratified split and its "
-        "missingness mask, the encoders, the trainer and the model-selection rule (best "
-        "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
-        "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over seeds. "
-        "*= majority*: seeds on which the method's test accuracy and macro-F1 both equal those "
-        "of predicting the training split's majority class.", "",
-        "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
-        "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
-        "(the authors' released code); every other method is one module of "
-        "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
-        "uses. `hist_gbt` picks its number of boosting iterations on the validation split; "
-        "`majority` predicts the training class frequencies.", "",
+        _CELL_NOTE.format(seeds=results["seeds"]), "",
+        _METHODS_NOTE, "",
     ]
     summary = []
     for study in results["studies"]:
@@ -307,75 +562,86 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         if study["note"]:
             lines += [study["note"], ""]
         for table in study["tables"]:
-            combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
-            if len(table["combinations"]) > 8:
-                combos += f" and {len(table['combinations']) - 8} smaller ones"
-            refs = table["references"]
-            ref_acc = np.mean([r["accuracy"] for r in refs.values()])
-            ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
-            mis = table["missingness"]
-            mis_text = mis["kind"] + (f", p = {mis['p']}" if mis["kind"] == "drop" else "")
-            lines += [
-                f"### {table['label']}", "",
-                f"{table['dataset']}. Missingness used here: {mis_text}; combinations (seed "
-                f"{results['seeds'][0]}): {combos}. {table['epochs']} epochs, selection by "
-                f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
-                f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-                f"{100 * ref_f1:.2f}. Test fingerprints: "
-                + ", ".join(f"seed {s}: `{r['test_fingerprint']}`" for s, r in refs.items()) + ".", "",
-                "| method | accuracy | macro-F1 | AUROC | AUPRC | CPU s | = majority |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            rows = [r for r in table["rows"] if "test" in r]
-            best = {k: max((r["test"][k]["mean"] for r in rows
-                            if not math.isnan(r["test"][k]["mean"])), default=math.nan)
-                    for k in METRICS}
-            for r in table["rows"]:
-                name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
-                if r["same_run_as"]:
-                    name += f" [same run as {r['same_run_as']}]"
-                name = name.replace("|", "\\|")  # a bare pipe would split the table cell
-                if "test" not in r:
-                    lines.append(f"| {name} | not run | | | | | |")
-                    continue
-                n = len(r["seeds"])
-                partial = f" (seeds {r['seeds']})" if n < len(results["seeds"]) else ""
-                cells = [_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS]
-                ties = sum(r["ties_majority"])
-                tie = f"{ties}/{n}" if ties else ""
-                lines.append(f"| {name}{partial} | " + " | ".join(cells)
-                             + f" | {r['cpu_seconds']['mean']:.1f} | {tie} |")
-            lines.append("")
+            lines += [f"### {table['label']}", "", _table_caption(table, results["seeds"]), "",
+                      *markdown_table(METHOD_TABLE_HEADER,
+                                      _method_rows(table["rows"], len(table["references"]))),
+                      ""]
+            lines += paired_markdown(table) + combination_markdown(table)
             summary.append(_summary_row(table))
+        lines += ranks_markdown(study)
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
-    summary = [s for s in summary if s]
-    if summary:
+    summary_rows = [s for s in summary if s]
+    if summary_rows:
         lines += ["## MoE-Retriever against the best other method", "",
-                  "Per table: MoE-Retriever's macro-F1 and accuracy, the best other method by mean "
-                  "macro-F1, and differences in points (MoE-Retriever minus the other). The last "
-                  "two columns pair the seeds (same split and mask) against the same model with "
-                  "zero-filled missing embeddings (`zero`) and against retrieval without routing "
-                  "(`official_retriever`): mean ΔF1 [per-seed ΔF1].", "",
-                  "| table | MoE-Retriever F1 | best other (F1) | ΔF1 | MoE-Retriever acc | ΔAcc "
-                  "vs that method | F1 rank | ΔF1 vs zero | ΔF1 vs official_retriever |",
-                  "|---|---|---|---|---|---|---|---|---|", *summary, ""]
+                  _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)), "",
+                  *markdown_table(SUMMARY_TABLE_HEADER, summary_rows), ""]
     return "\n".join(lines)
 
 
-def _paired_delta(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
-    """Mean and per-seed differences of macro-F1 over the seeds both rows have, in points."""
-    if other is None or "test" not in other:
-        return "n/a"
-    a = dict(zip(ours["seeds"], ours["test"]["macro_f1"]["per_seed"]))
-    b = dict(zip(other["seeds"], other["test"]["macro_f1"]["per_seed"]))
-    deltas = [100 * (a[s] - b[s]) for s in sorted(set(a) & set(b))]
-    if not deltas:
-        return "n/a"
-    return f"{np.mean(deltas):+.2f} [" + ", ".join(f"{d:+.1f}" for d in deltas) + "]"
+def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
+    """The dataset, protocol, missingness, training settings and majority-class reference of one
+    table."""
+    combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
+    if len(table["combinations"]) > 8:
+        combos += f" and {len(table['combinations']) - 8} smaller ones"
+    refs = table["references"]
+    ref_acc = np.mean([r["accuracy"] for r in refs.values()])
+    ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+    mis_text = missingness_text(table["missingness"])
+    if table.get("missingness_test"):
+        mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
+    protocol = protocol_text(table.get("protocol"), table.get("protocol_seeds", seeds))
+    return (f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
+            f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
+            f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
+            f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
+            f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + ".")
 
 
-def _summary_row(table: dict[str, Any]) -> str | None:
+def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
+    """The cells of a table's method rows; the best mean of each metric column in bold; a row
+    with fewer than the table's ``n_runs`` runs says how many it has."""
+    ran = [r for r in rows if "test" in r]
+    best = {k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])),
+                   default=math.nan)
+            for k in METRICS}
+    out = []
+    for r in rows:
+        name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
+        if r["same_run_as"]:
+            name += f" [same run as {r['same_run_as']}]"
+        name = name.replace("|", "\\|")  # a bare pipe would split the table cell
+        if "test" not in r:
+            out.append([name, "not run"])
+            continue
+        n = len(r.get("partitions", r["seeds"]))  # results stored before protocols: seeds
+        partial = f" ({n} of {n_runs} runs)" if n < n_runs else ""
+        ties = sum(r["ties_majority"])
+        out.append([f"{name}{partial}",
+                    *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                    f"{r['cpu_seconds']['mean']:.1f}", f"{ties}/{n}" if ties else ""])
+    return out
+
+
+def _cell(metric: dict[str, Any] | None, best: bool) -> str:
+    text = fmt_interval(metric) if metric is not None else "n/a"
+    return f"**{text}**" if best and text != "n/a" else text
+
+
+def _versus(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """MoE-Retriever minus ``other`` in macro-F1 points: mean [95 % interval], verdict, from the
+    table's paired comparison (Holm-adjusted)."""
+    cell = (other or {}).get("paired", {}).get("moe_retriever", {}).get("macro_f1")
+    if cell is None:
+        return "n/a"
+    verdict = {"better": "worse", "worse": "better"}.get(cell["verdict"], cell["verdict"])
+    interval = "" if math.isnan(cell["lo"]) else f" [{_pct(-cell['hi'], True)}, {_pct(-cell['lo'], True)}]"
+    return f"{_pct(-cell['mean_diff'], True)}{interval} {verdict}"
+
+
+def _summary_row(table: dict[str, Any]) -> list[str] | None:
+    """A table's cells in the summary table; None without a MoE-Retriever row or another method."""
     rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
     ours = [r for r in rows if r["entry"] == "moe_retriever"]
     if not ours:
@@ -387,14 +653,114 @@ def _summary_row(table: dict[str, Any]) -> str | None:
         return None
     o = ours[0]["test"]
     best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
-    b = best["test"]
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return (f"| {table['label']} | {fmt(o['macro_f1'])} | {best['entry']} "
-            f"({fmt(b['macro_f1'])}) | {100 * (o['macro_f1']['mean'] - b['macro_f1']['mean']):+.2f} "
-            f"| {fmt(o['accuracy'])} | {100 * (o['accuracy']['mean'] - b['accuracy']['mean']):+.2f} "
-            f"| {rank} of {len(others) + 1} | {_paired_delta(ours[0], by_name.get('zero'))} "
-            f"| {_paired_delta(ours[0], by_name.get('official_retriever'))} |")
+    return [table["label"], fmt_interval(o["macro_f1"]), fmt_interval(o["accuracy"]),
+            f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})", _versus(ours[0], best),
+            _versus(ours[0], by_name.get("zero")), _versus(ours[0], by_name.get("official_retriever")),
+            f"{rank} of {len(others) + 1}"]
+
+
+def _fingerprints(refs: dict[Any, dict[str, Any]]) -> str:
+    # holdout references are keyed by seed (a string once read back from results.json)
+    if not any(str(k).startswith("fold_") for k in refs):
+        return "Test fingerprints: " + ", ".join(f"seed {s}: `{r['test_fingerprint']}`"
+                                                 for s, r in refs.items())
+    digest = hashlib.sha1(" ".join(r["test_fingerprint"] for r in refs.values()).encode())
+    return f"Fingerprint of the {len(refs)} test folds: `{digest.hexdigest()[:12]}`"
+
+
+def _pct(x: float, signed: bool = False) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:{'+' if signed else ''}.2f}"
+
+
+def _p(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
+
+
+def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str]:
+    """Per method: its ``metric`` minus that of each paired reference, in points, with the 95 %
+    interval, the Holm-adjusted t p-value, the Wilcoxon p-value and the verdict."""
+    refs = [ref for ref in PAIRED_REFERENCES
+            if any(ref in r.get("paired", {}) for r in table["rows"])]
+    if not refs:
+        return []
+    header = ["method"]
+    for ref in refs:
+        header += [f"Δ vs {ref} [95 %]", "p (Holm)", "p Wilcoxon", "verdict"]
+    lines = [f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
+             "reference, points): mean [95 % interval], p-value of the "
+             f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
+             f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
+             "p-value (better / worse / n.s.).", "",
+             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in table["rows"]:
+        cells = [r["entry"].replace("|", "\\|")]
+        paired = r.get("paired", {})
+        if not any(ref in paired for ref in refs):
+            continue
+        for ref in refs:
+            c = paired.get(ref, {}).get(metric)
+            if c is None:
+                cells += ["", "", "", ""]
+                continue
+            interval = "" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"
+            cells += [_pct(c["mean_diff"], True) + interval, _p(c["p_holm"]), _p(c["p_wilcoxon"]),
+                      c["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _units(table: dict[str, Any]) -> str:
+    p = table.get("protocol") or {}
+    return f"{p['folds'] * p['repeats']} folds" if p.get("kind") == "cv" else "seeds"
+
+
+def _test_name(table: dict[str, Any]) -> str:
+    return ("corrected resampled t-test" if (table.get("protocol") or {}).get("kind") == "cv"
+            else "paired t-test over seeds")
+
+
+def combination_markdown(table: dict[str, Any]) -> list[str]:
+    """A compact per-combination table: complete vs incomplete samples and the worst
+    combination, from the test predictions pooled over the runs."""
+    rows = [r for r in table["rows"] if r.get("by_combination")]
+    if not rows:
+        return []
+    lines = ["Per input combination (test predictions pooled over the runs; F1 = macro-F1 over "
+             "the classes present): accuracy / F1 in % on complete and incomplete samples, and "
+             "the combination with the lowest F1 (n = pooled predictions).", "",
+             "| method | complete acc / F1 | incomplete acc / F1 | worst combination: F1 (n) |",
+             "|---|---|---|---|"]
+    for r in rows:
+        c = r["by_combination"]
+
+        def pair(x: dict[str, Any] | None) -> str:
+            return "n/a" if x is None else f"{_pct(x['accuracy'])} / {_pct(x['macro_f1'])} (n {x['n']})"
+        worst = c["combinations"][c["worst"]]
+        lines.append(f"| {r['entry']} | {pair(c['complete'])} | {pair(c['incomplete'])} | "
+                     f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']}) |")
+    return lines + [""]
+
+
+def ranks_markdown(study: dict[str, Any]) -> list[str]:
+    ranks = study.get("ranks")
+    if not ranks:
+        return []
+    f = ranks["friedman"]
+    friedman_text = (f"Friedman test: χ² = {f['statistic']:.2f}, p = {_p(f['p_value'])}"
+                     if f else "Friedman test: not run (it needs three or more methods)")
+    order = sorted(ranks["average_ranks"], key=ranks["average_ranks"].get)
+    lines = [f"#### Ranks across the {len(ranks['datasets'])} datasets of this study", "",
+             f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
+             f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
+             "by a bar in the diagram differ by less than that and cannot be told apart.", "",
+             "| method | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|",
+             "| average rank | " + " | ".join(f"{ranks['average_ranks'][e]:.2f}" for e in order) + " |",
+             ""]
+    if ranks.get("figure"):
+        lines += [f"![critical-difference diagram]({ranks['figure']})", ""]
+    return lines
 
 
 def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "auto",
@@ -405,6 +771,7 @@ def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "
     results = Comparison(cmp, out_dir, device, cached_only, log).run()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    write_rank_diagrams(results, out)
     command = command or f"moe-retriever compare --config {config_path} --out {out_dir}"
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     text = comparison_markdown(results, command)
@@ -412,4 +779,8 @@ def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "
     if markdown is not None:
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(markdown, text)
+        for study in results["studies"]:  # the diagrams sit next to the Markdown that shows them
+            figure = (study.get("ranks") or {}).get("figure")
+            if figure and Path(markdown).parent.resolve() != out.resolve():
+                shutil.copyfile(out / figure, Path(markdown).parent / figure)
     return results

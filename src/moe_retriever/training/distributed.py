@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 # spacing of the per-rank seeds of the retrieval and dropout streams
 RANK_SEED_STRIDE = 1_000_003
 
@@ -64,7 +66,7 @@ def setup(device_name: str) -> tuple[DistContext, torch.device | None]:
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device_name!r} was requested but CUDA is not available")
+            raise ConfigError(f"train.device: {device_name!r} was requested but CUDA is not available")
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     else:

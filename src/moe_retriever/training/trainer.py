@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import numpy as np
 import torch
@@ -20,20 +19,19 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
+from ..errors import ConfigError
+from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, atomic_write
+from .losses import weighted_sum
 from .metrics import classification_metrics
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was requested but CUDA is not available")
+        raise ConfigError(f"train.device: {name!r} was requested but CUDA is not available")
     return torch.device(name)
 
 
@@ -71,6 +69,7 @@ class Trainer:
         self.eval_draws = eval_draws
         self.class_weights = class_weights.to(device) if class_weights is not None else None
         self.uses_retrieval = getattr(model, "retriever", None) is not None
+        self.loss_weights = dict(cast(dict[str, float], model.loss_weights))
         # the fused kernel updates every parameter in one call instead of ~12 ops per tensor
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=device.type in ("cpu", "cuda"))
@@ -84,8 +83,9 @@ class Trainer:
         return self.uses_retrieval and epoch >= self.cfg.warmup_epochs
 
     def loss(self, batch: Batch, retrieve: bool, global_labels: Tensor | None = None
-             ) -> tuple[Tensor, Tensor]:
-        """Cross-entropy + router losses of ``batch``.
+             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The loss of ``batch``: (total, cross-entropy, the model's unweighted auxiliary terms);
+        total = cross-entropy + sum of weight x term (:func:`.losses.weighted_sum`).
 
         ``global_labels``: the labels of the whole global batch when ``batch`` is this rank's
         shard; the cross-entropy is then normalised by the global batch, times the world size
@@ -99,7 +99,8 @@ class Trainer:
                     else self.class_weights[global_labels].sum())
             ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights,
                                  reduction="sum") / (norm / self.dist.world_size)
-        return ce + out.aux_loss, out.aux_loss
+        aux = weighted_sum(out.losses, self.loss_weights)
+        return (ce if aux is None else ce + aux), ce, out.losses
 
     def train_epoch(self, data: Batch, epoch: int, bar=None) -> dict[str, float]:
         self.model.train()
@@ -107,8 +108,13 @@ class Trainer:
         n = data.labels.shape[0]
         order = torch.randperm(n, generator=self.train_generator).to(self.device)
         starts = range(0, n, self.cfg.batch_size)
-        # per-step (loss, aux) kept on the device and read once per epoch: no sync inside a step
-        step_losses = torch.zeros(len(starts), 2, device=self.device)
+        names = list(self.loss_weights)
+        # per step (total, cross-entropy, each auxiliary term or 0 where the step did not compute
+        # it) kept on the device and read once per epoch: no sync inside a step; the last row
+        # counts the steps that computed each term (known on the host)
+        step_losses = torch.zeros(len(starts) + 1, 2 + len(names), device=self.device)
+        computed = [0] * len(names)
+        zero = torch.zeros((), device=self.device)
         before_step = getattr(self.model, "before_train_step", None) if retrieve else None
         for step, start in enumerate(starts):
             if before_step is not None:
@@ -116,23 +122,32 @@ class Trainer:
             global_index = order[start:start + self.cfg.batch_size]
             batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None
-            loss, aux = self.loss(batch, retrieve, global_labels)
+            loss, ce, terms = self.loss(batch, retrieve, global_labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
-            step_losses[step] = torch.stack([loss.detach(), aux.detach()])
+            step_losses[step] = torch.stack([loss.detach(), ce.detach(), *(
+                terms[name].detach() if name in terms else zero for name in names)])
+            computed = [c + (name in terms) for c, name in zip(computed, names)]
+        step_losses[-1, 2:] = torch.tensor(computed, dtype=step_losses.dtype).to(self.device)
         # summed over ranks: a non-finite loss on any rank stops every rank at the same point
-        step_losses = (all_reduce_sum(step_losses, self.dist) / self.dist.world_size).cpu()
+        summed = all_reduce_sum(step_losses, self.dist).cpu()
+        term_sums, counts = summed[:-1, 2:].double().sum(dim=0), summed[-1, 2:].double()
+        step_losses = summed[:-1] / self.dist.world_size
         finite = torch.isfinite(step_losses).all(dim=1)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0, 0])
             raise TrainingDivergedError(
                 f"epoch {epoch + 1}, step {bad + 1}: the loss became {float(step_losses[bad, 0])}; "
                 f"training stopped (lower train.lr or check the input features)")
-        mean = step_losses.double().mean(dim=0) if len(starts) else torch.zeros(2)
-        return {"loss": float(mean[0]), "aux_loss": float(mean[1]), "retrieval": retrieve}
+        mean = step_losses[:, :2].double().mean(dim=0) if len(starts) else torch.zeros(2)
+        # each term's mean over the steps (and ranks) that computed it, unweighted
+        terms_mean = {f"loss.{name}": float(term_sums[i] / counts[i])
+                      for i, name in enumerate(names) if counts[i] > 0}
+        return {"loss": float(mean[0]), "loss.cross_entropy": float(mean[1]), **terms_mean,
+                "retrieval": retrieve}
 
     def eval_outputs(self, data: Batch, retrieve: bool = True) -> Iterator[tuple[Tensor, Any]]:
         """Evaluation forward passes over ``data`` in eval batches, yielding (rows, model output).
@@ -202,9 +217,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None,
-            state_path: Path | None = None) -> FitResult:
+            state_path: Path | None = None, on_epoch=None) -> FitResult:
         """Train for ``cfg.epochs``; keep the best validation state (among retrieval epochs when
         the model retrieves, so the selected model is the method being evaluated).
+
+        ``on_epoch(epoch, entry)`` is called with every epoch's history entry (losses, ``val_*``
+        metrics, seconds, learning rate) once it is validated: training logs are written and
+        hyperparameter search prunes through it (an exception it raises stops training).
 
         With ``state_path`` the complete training state is written there atomically after every
         epoch, and a state found there at the start is resumed from: a run killed mid-epoch
@@ -231,7 +250,11 @@ class Trainer:
             score = val_metrics[key]
             score = -math.inf if math.isnan(score) else score
             eligible = retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
-            result.history.append({"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()}})
+            entry = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()},
+                     "seconds": result.epoch_seconds[-1], "lr": self.optimizer.param_groups[0]["lr"]}
+            result.history.append(entry)
+            if on_epoch is not None:
+                on_epoch(epoch, entry)
             if eligible and (best_state is None or score > best_score):
                 best_score = score
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
@@ -249,9 +272,7 @@ class Trainer:
 
 def save_training_state(path: Path, state: dict) -> None:
     """Write the resumable training state atomically (a kill never leaves half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(path: Path) -> dict:

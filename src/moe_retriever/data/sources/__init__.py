@@ -9,16 +9,21 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ...config import DataConfig
+from ...errors import ConfigError, InputNotFoundError
+from ...registry import Registry
 from ..dataset import MultimodalDataset
 from ..synthetic import make_synthetic
 
 Loader = Callable[..., MultimodalDataset]
-DATASETS: dict[str, Loader] = {"synthetic": make_synthetic}
+DATASETS: Registry[Loader] = Registry("dataset", key="data.name")
+register_dataset = DATASETS.register
+register_dataset("synthetic")(make_synthetic)
 
 
 @dataclass
@@ -29,19 +34,13 @@ class Format:
     load: Loader
 
 
-FORMATS: dict[str, Format] = {}
-
-
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-    return deco
+FORMATS: Registry[Format] = Registry("format", key="data.format")
 
 
 def register_format(name: str, detect: Callable[[Path], bool]) -> Callable[[Loader], Loader]:
+    """Decorator: register a loader ``load(path, trust_pickle=False, **options)`` as a layout."""
     def deco(fn: Loader) -> Loader:
-        FORMATS[name] = Format(name, detect, fn)
+        FORMATS.add(name, Format(name, detect, fn))
         return fn
     return deco
 
@@ -51,8 +50,22 @@ def detect_format(path: Path) -> str:
     if len(claims) == 1:
         return claims[0]
     if not claims:
-        raise ValueError(f"{path}: no known data layout recognised; pass --format one of {sorted(FORMATS)}")
-    raise ValueError(f"{path}: ambiguous data layout (matches {sorted(claims)}); pass --format")
+        raise ConfigError(f"{path}: no known data layout recognised; "
+                          f"pass --format one of {FORMATS.names()}")
+    raise ConfigError(f"{path}: ambiguous data layout (matches {sorted(claims)}); pass --format")
+
+
+def check_options(source: str, loader: Loader, *args: Any, **options: Any) -> None:
+    """Raise a ConfigError naming ``data.options`` unless ``loader(*args, **options)`` matches the
+    signature of ``source``'s loader; checked before the call, so that a TypeError raised inside a
+    loader stays a bug with its traceback."""
+    signature = inspect.signature(loader)
+    try:
+        signature.bind(*args, **options)
+    except TypeError as exc:
+        allowed = [name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY
+                   or (p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("path", "trust_pickle"))]
+        raise ConfigError(f"data.options for {source!r}: {exc}; allowed: {allowed}") from None
 
 
 def load_dataset(cfg: DataConfig) -> MultimodalDataset:
@@ -61,17 +74,16 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
     if cfg.path is not None:
         path = Path(cfg.path)
         if not path.exists():
-            raise FileNotFoundError(f"data.path: {path} does not exist")
+            raise InputNotFoundError(f"data.path: {path} does not exist")
+        if "trust_pickle" in options:
+            raise ConfigError("data.options.trust_pickle: set data.trust_pickle instead")
         name = cfg.format or detect_format(path)
-        if name not in FORMATS:
-            raise ValueError(f"data.format: unknown format {name!r}; available: {sorted(FORMATS)}")
-        return FORMATS[name].load(path, trust_pickle=cfg.trust_pickle, **options)
-    if cfg.name not in DATASETS:
-        raise ValueError(f"data.name: unknown dataset {cfg.name!r}; available: {sorted(DATASETS)}")
-    try:
-        return DATASETS[cfg.name](**options)
-    except TypeError as exc:
-        raise ValueError(f"data.options for {cfg.name!r}: {exc}") from exc
+        load = FORMATS.get(name).load
+        check_options(name, load, path, trust_pickle=cfg.trust_pickle, **options)
+        return load(path, trust_pickle=cfg.trust_pickle, **options)
+    loader = DATASETS.get(cfg.name)
+    check_options(cfg.name, loader, **options)
+    return loader(**options)
 
 
 # modules that register formats and datasets (imported last: they use the registries above)

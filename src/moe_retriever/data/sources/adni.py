@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError, InputNotFoundError, MissingDependencyError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
 from .layout_utils import (ModalityRows, align_rows, build_dataset, empty_rows, load_npy,
@@ -139,7 +140,7 @@ def read_h5ad(path: Path) -> tuple[list[str], np.ndarray, list[str] | None]:
     try:
         import h5py
     except ImportError as exc:
-        raise ImportError(f"reading {path} needs h5py: pip install 'moe-retriever[datasets]'") from exc
+        raise MissingDependencyError(f"reading {path} needs h5py: pip install 'moe-retriever[datasets]'") from exc
 
     def names(node: Any) -> list[str]:
         if isinstance(node, h5py.Group):
@@ -282,7 +283,7 @@ def load_adni(path: Path, trust_pickle: bool = False, *, modalities: Sequence[st
     root = Path(path)
     unknown = sorted(set(files or {}) - set(FILES))
     if unknown:
-        raise ValueError(f"data.options.files: unknown key(s) {unknown}; known: {sorted(FILES)}")
+        raise ConfigError(f"data.options.files: unknown key(s) {unknown}; known: {sorted(FILES)}")
     names = {**FILES, **(files or {})}
     label_path = require_file(_find(root, names["label"]) or root / names["label"], "adni", "label file")
     ids, labels = read_labels(label_path)
@@ -290,7 +291,7 @@ def load_adni(path: Path, trust_pickle: bool = False, *, modalities: Sequence[st
     selected = select_modalities(modalities, MODALITIES, LETTERS, "adni") or [
         m for m in MODALITIES if _find(root, names[m]) is not None]
     if not selected:
-        raise FileNotFoundError(f"adni layout: {root} holds none of {[names[m] for m in MODALITIES]}")
+        raise InputNotFoundError(f"adni layout: {root} holds none of {[names[m] for m in MODALITIES]}")
     for m in selected:
         if m == "image":
             parts.append(read_image(root, names, ids, trust_pickle, int(image_pool), mask_label))

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_dataset
 
@@ -41,7 +42,7 @@ PIP_COMMANDS = {
 }
 
 
-class DatasetUnavailableError(FileNotFoundError):
+class DatasetUnavailableError(InputNotFoundError):
     """The files of a built-in dataset are not on this machine; the message says how to get them."""
 
 

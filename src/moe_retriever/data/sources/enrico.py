@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...errors import ConfigError, InputNotFoundError, MissingDependencyError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
 from .layout_utils import ModalityRows, build_dataset, read_csv_text, require_file, select_modalities
@@ -56,8 +57,8 @@ def read_images(name: str, folder: Path, ids: Sequence[str], size: tuple[int, in
     try:
         from PIL import Image
     except ImportError as exc:
-        raise ImportError("the enrico layout reads images with Pillow: "
-                          "pip install 'moe-retriever[datasets]'") from exc
+        raise MissingDependencyError("the enrico layout reads images with Pillow: "
+                                     "pip install 'moe-retriever[datasets]'") from exc
     height, width = size
     feats = np.zeros((len(ids), 3, height, width), dtype=np.float32)
     observed = np.zeros(len(ids), dtype=bool)
@@ -92,7 +93,7 @@ def load_enrico(path: Path, trust_pickle: bool = False, *, modalities: Sequence[
     root = Path(path)
     if (len(image_size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
                                         for s in image_size)):
-        raise ValueError(f"data.options.image_size: expected [height, width], got {image_size!r}")
+        raise ConfigError(f"data.options.image_size: expected [height, width], got {image_size!r}")
     ids, topics = read_topics(require_file(root / TOPIC_FILE, "enrico", "topic file"))
     class_names = sorted(set(topics))
     index = {t: c for c, t in enumerate(class_names)}
@@ -102,6 +103,6 @@ def load_enrico(path: Path, trust_pickle: bool = False, *, modalities: Sequence[
     for m in selected:
         folder = root / FOLDERS[m]
         if not folder.is_dir():
-            raise FileNotFoundError(f"enrico layout: image folder {folder} not found")
+            raise InputNotFoundError(f"enrico layout: image folder {folder} not found")
         parts.append(read_images(m, folder, ids, (int(image_size[0]), int(image_size[1]))))
     return build_dataset("enrico", ids, labels, class_names, parts, None, root)

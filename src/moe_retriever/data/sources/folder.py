@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import yaml
 
+from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
 
@@ -77,7 +78,7 @@ def _existing_file(root: Path, value: Any, where: str) -> Path:
         raise DataValidationError(f"{where}: expected a file name, got {value!r}")
     path = root / value
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: file {path} does not exist")
+        raise InputNotFoundError(f"{where}: file {path} does not exist")
     return path
 
 
@@ -85,7 +86,7 @@ def read_spec(root: Path) -> FolderSpec:
     """Read and check ``dataset.yaml``; every referenced file must exist."""
     spec_path = root / SPEC_FILE
     if not spec_path.is_file():
-        raise FileNotFoundError(f"{spec_path}: not found; a folder dataset is described by {SPEC_FILE}")
+        raise InputNotFoundError(f"{spec_path}: not found; a folder dataset is described by {SPEC_FILE}")
     try:
         raw = yaml.safe_load(spec_path.read_text())
     except yaml.YAMLError as exc:

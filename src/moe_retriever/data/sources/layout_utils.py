@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ...errors import ConfigError, InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 
 TRUST_HINT = ("pass --trust-pickle (config: data.trust_pickle: true) to open it, and only for a "
@@ -32,7 +33,7 @@ SPLIT_KEYS = {"training": "train", "validation": "val", "testing": "test"}
 
 def require_file(path: Path, layout: str, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{layout} layout: {what} {path} not found")
+        raise InputNotFoundError(f"{layout} layout: {what} {path} not found")
     return path
 
 
@@ -95,15 +96,15 @@ def select_modalities(requested: Sequence[str] | str | None, known: Sequence[str
     if isinstance(requested, str):
         unknown = sorted(set(requested.upper()) - set(letters))
         if unknown:
-            raise ValueError(f"data.options.modalities: unknown letter(s) {unknown} for the {layout} "
-                             f"layout; use {', '.join(letters)}")
+            raise ConfigError(f"data.options.modalities: unknown letter(s) {unknown} for the {layout} "
+                              f"layout; use {', '.join(letters)}")
         requested = [letters[c] for c in requested.upper()]
     unknown = sorted(set(requested) - set(known))
     if unknown:
-        raise ValueError(f"data.options.modalities: unknown modalities {unknown} for the {layout} "
-                         f"layout; known: {list(known)}")
+        raise ConfigError(f"data.options.modalities: unknown modalities {unknown} for the {layout} "
+                          f"layout; known: {list(known)}")
     if not requested:
-        raise ValueError(f"data.options.modalities: select at least one of {list(known)}")
+        raise ConfigError(f"data.options.modalities: select at least one of {list(known)}")
     return [m for m in known if m in requested]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_dataset
 from .builtin import DatasetUnavailableError
@@ -86,7 +87,7 @@ def fetch_miniacc(cache_dir: str | Path | None = None, deb: str | Path | None = 
             deb = debs[-1]
         deb = Path(deb)
         if not deb.is_file():
-            raise FileNotFoundError(f"--deb: {deb} does not exist")
+            raise InputNotFoundError(f"--deb: {deb} does not exist")
         _run(["dpkg-deb", "-x", str(deb.resolve()), str(work / "root")], work,
              "dpkg-deb (Debian's package tool) is needed to unpack the .deb")
         found = sorted((work / "root").glob(f"**/{RDATA_MEMBER}"))

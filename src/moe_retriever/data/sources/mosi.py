@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
 from .layout_utils import (ModalityRows, build_dataset, load_pickle, rows_from_array,
@@ -61,7 +62,7 @@ def load_mosi(path: Path, trust_pickle: bool = False, *,
     selected = select_modalities(modalities, MODALITIES, LETTERS, "mosi") or list(MODALITIES)
     f = pickle_path(Path(path))
     if not f.is_file():
-        raise FileNotFoundError(f"mosi layout: {f} not found")
+        raise InputNotFoundError(f"mosi layout: {f} not found")
     data = load_pickle(f, trust_pickle)
     if not isinstance(data, dict) or set(PARTS) - set(data):
         got = sorted(data) if isinstance(data, dict) else type(data).__name__

@@ -1,0 +1,1 @@
+"""Training: the trainer, experiments and run directories, comparisons, metrics, checkpoints."""

@@ -1,0 +1,255 @@
+"""Hyperparameter search with Optuna: one study per (experiment config, method).
+
+Every trial trains the method with the trial's values as config overrides and scores it by the
+mean validation metric (``train.select_metric``, macro-F1 by default) over the config's seeds (or
+the folds of a cross-validation protocol). The test split never takes part. Weak trials are
+pruned on the validation metric epoch by epoch (Optuna's median pruner, which waits for the
+warm-up epochs); the sampler is a seeded TPE.
+
+The study lives in an Optuna storage (SQLite in the output directory by default), so a search
+that stops can be continued by running the same command again, and several processes or machines
+given the same ``--storage`` URL work on one study together (``--trials`` is the study's total of
+finished trials, counted over all of them).
+
+A search space maps dotted config keys to distributions::
+
+    train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+    model.hidden: {type: categorical, choices: [32, 64, 128]}
+    model.retriever.moe.top_k: {type: int, low: 1, high: 4}
+
+:data:`COMMON_SPACE` applies to every method trained by gradient descent; :data:`METHOD_SPACES`
+adds each method's own knobs. A YAML file passed as ``space`` adds or replaces entries, and an
+entry set to ``null`` removes one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, ExperimentConfig, load_config, save_config
+from .data.sources import load_dataset
+from .methods import METHODS
+
+SpaceSpec = dict[str, dict[str, Any]]
+
+# width, learning rate, regularisation: what every deep method depends on
+COMMON_SPACE: SpaceSpec = {
+    "train.lr": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+    "train.weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "model.hidden": {"type": "categorical", "choices": [32, 64, 128]},
+}
+
+_MOE = "model.retriever.moe"
+_OPT = "model.method_options"
+METHOD_SPACES: dict[str, SpaceSpec] = {
+    "moe_retriever": {
+        f"{_MOE}.experts_per_modality": {"type": "categorical", "choices": [4, 8, 16]},
+        f"{_MOE}.top_k": {"type": "int", "low": 1, "high": 4},
+        "model.retriever.n_intra": {"type": "categorical", "choices": [None, 2, 4, 8]},
+        "model.retriever.reconstruction_weight": {"type": "categorical", "choices": [0.0, 0.5, 1.0]},
+    },
+    "official_retriever": {
+        "model.retriever.n_intra": {"type": "categorical", "choices": [None, 2, 4, 8]},
+    },
+    "modality_dropout": {f"{_OPT}.modality_dropout.p": {"type": "float", "low": 0.1, "high": 0.5}},
+    "flex_moe": {
+        f"{_OPT}.flex_moe.experts": {"type": "categorical", "choices": [16, 32]},
+        f"{_OPT}.flex_moe.top_k": {"type": "int", "low": 1, "high": 4},
+    },
+    "fusemoe": {
+        f"{_OPT}.fusemoe.experts": {"type": "int", "low": 2, "high": 8},
+        f"{_OPT}.fusemoe.top_k": {"type": "int", "low": 1, "high": 2},
+    },
+    "shaspec": {
+        f"{_OPT}.shaspec.train_drop_p": {"type": "float", "low": 0.0, "high": 0.5},
+        f"{_OPT}.shaspec.align_weight": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+    },
+    "mmformer": {
+        f"{_OPT}.mmformer.train_drop_p": {"type": "float", "low": 0.0, "high": 0.5},
+        f"{_OPT}.mmformer.tokens": {"type": "categorical", "choices": [2, 4, 8]},
+    },
+    "m3care": {f"{_OPT}.m3care.threshold": {"type": "float", "low": 0.1, "high": 0.7}},
+    "muse": {
+        f"{_OPT}.muse.contrastive_weight": {"type": "float", "low": 0.1, "high": 1.0, "log": True},
+        f"{_OPT}.muse.edge_drop_p": {"type": "float", "low": 0.1, "high": 0.5},
+    },
+    # fitted directly (no epochs, no width): only its own settings, in place of its inner grid search
+    "hist_gbt": {
+        f"{_OPT}.hist_gbt.search": {"type": "categorical", "choices": [False]},
+        f"{_OPT}.hist_gbt.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        f"{_OPT}.hist_gbt.max_leaf_nodes": {"type": "categorical", "choices": [7, 15, 31, 63]},
+        f"{_OPT}.hist_gbt.min_samples_leaf": {"type": "categorical", "choices": [5, 10, 20, 40]},
+    },
+}
+
+_KINDS = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
+
+
+def search_space(method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None = None) -> SpaceSpec:
+    """The space searched for ``method``: the common entries when the method trains by gradient
+    descent, then the method's own, then ``overrides`` (``None`` values remove an entry)."""
+    if method not in METHODS:
+        raise ConfigError(f"method: unknown method {method!r}; available: {sorted(METHODS)}")
+    direct = fitted_directly(method)
+    space: SpaceSpec = {} if direct else copy.deepcopy(COMMON_SPACE)
+    space.update(copy.deepcopy(METHOD_SPACES.get(method, {})))
+    for key, spec in (overrides or {}).items():
+        if spec is None:
+            space.pop(key, None)
+        else:
+            space[key] = spec
+    for key, spec in space.items():
+        _check_spec(key, spec)
+    if not space:
+        raise ConfigError(f"tune: nothing to search for method {method!r}; give a search space "
+                          f"(--space FILE)")
+    return space
+
+
+def fitted_directly(method: str) -> bool:
+    """Whether ``method`` is fitted without the Trainer (no epochs, no learning rate)."""
+    from .baselines.common import DirectMethod
+
+    pending, seen = list(DirectMethod.__subclasses__()), set()
+    while pending:
+        cls = pending.pop()
+        seen.add(getattr(cls, "method", None))
+        pending.extend(cls.__subclasses__())
+    return method in seen
+
+
+def _check_spec(key: str, spec: Any) -> None:
+    where = f"search space entry {key!r}"
+    if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
+        raise ConfigError(f"{where}: expected a mapping with type float, int or categorical, "
+                          f"got {spec!r}")
+    missing = [f for f in _KINDS[spec["type"]] if f not in spec]
+    if missing:
+        raise ConfigError(f"{where}: missing {missing}")
+    allowed = {"type", "log", "step", *_KINDS[spec["type"]]}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    if spec["type"] != "categorical" and not spec["low"] < spec["high"]:
+        raise ConfigError(f"{where}: low must be < high, got {spec['low']} and {spec['high']}")
+    if spec["type"] == "categorical" and not spec["choices"]:
+        raise ConfigError(f"{where}: choices must not be empty")
+
+
+def load_space(path: str | Path) -> SpaceSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must map config keys to distributions")
+    return data
+
+
+def suggest(trial: Any, space: SpaceSpec) -> dict[str, Any]:
+    """One value per entry of ``space`` from an Optuna trial."""
+    values = {}
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
+                                              log=bool(spec.get("log", False)), step=spec.get("step"))
+        elif spec["type"] == "int":
+            values[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
+                                            log=bool(spec.get("log", False)), step=spec.get("step", 1))
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec["choices"]))
+    return values
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``key=value`` config overrides whose values YAML reads back unchanged."""
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+@dataclass
+class TuneResult:
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: Path
+    trials_table: Path
+    n_trials: int
+
+
+def tune(config: str | Path | None, method: str, trials: int, out: str | Path,
+         storage: str | None = None, timeout: float | None = None, seed: int = 0,
+         overrides: list[str] | None = None, space_overrides: SpaceSpec | None = None,
+         study_name: str | None = None, pruner: Any = None, log=print) -> TuneResult:
+    """Search ``method``'s settings on ``config``; write ``best.yaml`` and ``trials.csv`` to ``out``.
+
+    ``trials`` is the study's total of finished (complete or pruned) trials: running the same
+    search again, or in parallel against the same storage, adds trials until it is reached.
+    ``pruner`` replaces the default median pruner (any ``optuna.pruners`` object).
+    """
+    import optuna
+
+    from .training.experiment import run_experiment
+    from .training.trainer import TrainingDivergedError
+
+    base = [*(overrides or []), f"method={method}", "train.progress=false"]
+    cfg = load_config(config, base)
+    space = search_space(method, cfg, space_overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = study_name or f"{cfg.name}-{method}"
+    metric = cfg.train.select_metric
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if pruner is None:
+        # validation scores of the zero-filled warm-up epochs say little about the method
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3,
+                                             n_warmup_steps=cfg.train.warmup_epochs + 1)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    dataset = load_dataset(cfg.data)
+    epochs = cfg.train.epochs
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        trial_cfg = load_config(config, base + as_overrides(values))
+
+        def report(unit: int, epoch: int, entry: dict[str, Any]) -> None:
+            trial.report(entry[f"val_{metric}"], unit * epochs + epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        results = run_experiment(trial_cfg, None, dataset=dataset, log=lambda *a, **k: None,
+                                 on_epoch=report)
+        return float(results["val"][metric]["mean"])
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        study.optimize(objective, timeout=timeout, catch=(TrainingDivergedError,),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
+                       n_trials=None if timeout is not None else trials - done)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"tune: no trial of study {name!r} completed (see {out / 'trials.csv'})")
+    best = study.best_trial
+    best_cfg = load_config(config, [*(overrides or []), f"method={method}"] + as_overrides(best.params))
+    best_path = out / "best.yaml"
+    save_config(best_cfg, best_path)
+    table = study.trials_dataframe()
+    trials_path = out / "trials.csv"
+    table.to_csv(trials_path, index=False)
+    log(f"{name}: {len(complete)} complete, "
+        f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} pruned; best "
+        f"validation {metric} {100 * best.value:.2f} (trial {best.number})")
+    return TuneResult(float(best.value), dict(best.params), best_path, trials_path, len(study.trials))
