@@ -1,4 +1,4 @@
-"""Run every benchmark (a-f) and write their figures into docs/performance.md.
+"""Run every benchmark (a-g) and write their figures into docs/performance.md.
 
     .venv/bin/python benchmarks/run_all.py            # about 2 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run, under a minute
@@ -30,6 +30,7 @@ BENCHMARKS = {
     "inference": "bench_inference.py",  # (d)
     "flops": "bench_flops.py",          # (e)
     "memory": "bench_memory.py",        # (f)
+    "wide": "bench_wide.py",            # (g)
 }
 
 

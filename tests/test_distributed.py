@@ -76,7 +76,7 @@ def test_two_processes_report_once_and_only_rank0_writes(two_process_run):
     results = json.loads((out / "results.json").read_text())
     assert results["processes"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "combinations.json", "config.yaml", "results.json", "results.md", "seed_0"]
+        "bank.safetensors", "combinations.json", "config.yaml", "results.json", "results.md", "seed_0"]
     metrics = json.loads((out / "seed_0" / "metrics.json").read_text())
     assert [h["retrieval"] for h in metrics["history"]] == [False, True]
     assert metrics["best_epoch"] == 2  # the only retrieval epoch

@@ -16,7 +16,7 @@ from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.missingness import apply_missingness
 from moe_retriever.data.sources import load_dataset
-from moe_retriever.training.experiment import load_seed_checkpoint, standardize
+from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint, standardize
 from moe_retriever.training.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -74,6 +74,9 @@ def test_ensemble_is_the_mean_of_the_seed_probabilities(run_dir, new_data, tmp_p
 def test_ensemble_takes_every_checkpoint_directory(run_dir, new_data, tmp_path):
     """Models in deeper directories (e.g. one per fold) are members too."""
     folds = tmp_path / "cv_run"
+    folds.mkdir()
+    # the run's bank file, which the checkpoints find above their new, deeper directories
+    shutil.copy(run_dir / BANK_FILE, folds)
     for fold, seed in ((0, 0), (1, 2)):
         target = folds / f"fold_{fold}" / f"seed_{seed}"
         target.mkdir(parents=True)

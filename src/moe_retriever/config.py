@@ -154,6 +154,14 @@ class RetrieverConfig:
     # embedding. Not in the paper; 0 trains the retriever from the task loss alone, as the paper
     # does (see docs/method.md for why the default is on).
     reconstruction_weight: float = 1.0
+    # where the intra-modal context of bank samples comes from: "none" (the paper's method)
+    # encodes the drawn bank samples in every step, so the encoders learn from the intra context
+    # too; "epoch" / "steps:K" read them from a table of every bank sample's embeddings, computed
+    # without gradient (and without dropout) at the start of every epoch / every K steps, so the
+    # intra context trains the retriever but not the encoders. Evaluation and prediction build
+    # the table from the current weights (the same embeddings as "none"). Faster with wide dense
+    # encoders; cost 1-2 macro-F1 points in a quick check (docs/performance.md).
+    bank_cache: str = "none"
     moe: MoEConfig = field(default_factory=MoEConfig)
 
 
@@ -260,12 +268,27 @@ class ExperimentConfig:
         _check(m.hidden % r.heads == 0, "model.retriever.heads", "must divide model.hidden")
         _check(r.eval_draws >= 1, "model.retriever.eval_draws", "must be >= 1")
         _check(r.reconstruction_weight >= 0, "model.retriever.reconstruction_weight", "must be >= 0")
+        bank_cache_period(r.bank_cache)
         _validate_moe(r.moe, "model.retriever.moe")
         f = m.fusion
         _check(m.hidden % f.heads == 0, "model.fusion.heads", "must divide model.hidden")
         if f.kind == "smoe":
             _validate_moe(f.moe, "model.fusion.moe")
         return self
+
+
+def bank_cache_period(value: str) -> int | None:
+    """``model.retriever.bank_cache`` as a refresh period: None (no cache), 0 (every epoch) or
+    K (every K steps)."""
+    if value == "none":
+        return None
+    if value == "epoch":
+        return 0
+    head, _, k = value.partition(":")
+    if head == "steps" and k.isdigit() and int(k) >= 1:
+        return int(k)
+    raise ConfigError(f"model.retriever.bank_cache: must be none, epoch or steps:K (K >= 1), "
+                      f"got {value!r}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

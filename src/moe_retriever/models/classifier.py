@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config import EncoderConfig, ModelConfig
+from ..config import EncoderConfig, ModelConfig, bank_cache_period
 from ..data.bank import RetrievalBank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch, ModalitySpec
@@ -44,6 +44,16 @@ class ModelOutput:
     pair_targets: Tensor | None = None  # (P,) missing modality of each pair
 
 
+@dataclass
+class BankTable:
+    """Embeddings of every bank sample, row ``t * N + i`` for modality t of bank sample i, plus a
+    last row of zeros (the row of invalid draws); zeros where the bank sample lacks t."""
+
+    bank: RetrievalBank
+    key: tuple  # the encoder weights it was computed from (see MultimodalClassifier.encoder_key)
+    table: Tensor  # (M * N + 1, d)
+
+
 class MultimodalClassifier(nn.Module):
     """MoE-Retriever (``retriever.mode = moe``) and its ``mean`` / ``zero`` variants."""
 
@@ -65,6 +75,9 @@ class MultimodalClassifier(nn.Module):
         if fusion is not None:
             self.fusion = fusion
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
+        # model.retriever.bank_cache: None (encode drawn bank samples each step) or the period
+        self.bank_cache_period = bank_cache_period(cfg.retriever.bank_cache)
+        self.bank_table: BankTable | None = None
         # created last, so every other parameter starts as it does without indicators
         self.missing_embedding = (nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
                                   if cfg.missing_indicators else None)
@@ -99,6 +112,52 @@ class MultimodalClassifier(nn.Module):
             out = out.index_put((rows, torch.full_like(rows, m)), emb)
         return out
 
+    # ------------------------------------------------------------------ bank-embedding cache
+    def encoder_key(self) -> tuple:
+        """Changes whenever an encoder weight is modified in place (optimiser step, load) or
+        replaced (``.to``): the tensors' storage and version counters."""
+        return tuple((p.data_ptr(), p._version) for p in self.encoders.parameters())
+
+    @torch.no_grad()
+    def refresh_bank_table(self, bank: RetrievalBank, chunk: int = 1024) -> Tensor:
+        """(Re)compute the bank-embedding table from the current encoder weights, dropout off;
+        a table already computed from these weights for this bank is kept."""
+        key = self.encoder_key()
+        if self.bank_table is not None and self.bank_table.bank is bank and self.bank_table.key == key:
+            return self.bank_table.table
+        n = len(bank)
+        table = torch.zeros(self.n_modalities * n + 1, self.cfg.hidden, device=bank.observed.device)
+        mode = self.encoders.training
+        self.encoders.eval()
+        try:
+            for t in range(self.n_modalities):
+                rows = bank.observed[:, t].nonzero().squeeze(1)
+                for start in range(0, rows.numel(), chunk):
+                    part = rows[start:start + chunk]
+                    table[t * n + part] = self.encode_modality(t, *bank.rows(t, part))
+        finally:
+            self.encoders.train(mode)
+        self.bank_table = BankTable(bank, key, table)
+        return table
+
+    def before_train_step(self, bank: RetrievalBank, step: int) -> None:
+        """Called by the trainer before every retrieval step (``step`` counts from 0 in each
+        epoch): refreshes the bank table on the ``bank_cache`` schedule."""
+        period = self.bank_cache_period
+        if period is not None and (step == 0 if period == 0 else step % period == 0):
+            self.refresh_bank_table(bank)
+
+    def cached_bank_table(self, bank: RetrievalBank) -> Tensor | None:
+        """The table intra context is read from, or None without a cache. In training the
+        trainer's schedule refreshes it; in evaluation it always matches the current weights."""
+        if self.bank_cache_period is None:
+            return None
+        current = self.bank_table
+        if current is None or current.bank is not bank or (
+                not self.training and current.key != self.encoder_key()):
+            return self.refresh_bank_table(bank)
+        return current.table
+
     def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
                       generator: torch.Generator | None, exclude: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, Tensor]:
@@ -115,6 +174,11 @@ class MultimodalClassifier(nn.Module):
         n_bank = len(bank)
         # one key per draw, target * n_bank + bank position; invalid draws share the key -1
         keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
+        rows = torch.where(valid, idx, -1)
+        cached = self.cached_bank_table(bank)
+        if cached is not None:
+            # row -1 of the table is the zero row of invalid draws
+            return cached[keys], valid, rows
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted by modality, then sample
         # how many distinct keys each modality has (slot 0: the invalid key); one host sync
         per_modality = torch.bincount(unique.div(n_bank, rounding_mode="floor") + 1,
@@ -129,7 +193,7 @@ class MultimodalClassifier(nn.Module):
             x, lengths = bank.rows(t, unique[start:start + n] - t * n_bank)
             table.append(self.encode_modality(t, x, lengths))
             start += n
-        return torch.cat(table)[inverse], valid, torch.where(valid, idx, -1)
+        return torch.cat(table)[inverse], valid, rows
 
     def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
                  generator: torch.Generator | None, draws: int = 1, bank_rows: Tensor | None = None

@@ -1,16 +1,23 @@
 """Multi-seed experiments: split, simulate missingness, train, test, write the run directory.
 
-A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json`` and,
-per seed, ``seed_<s>/model.safetensors``: the best model's weights together with everything needed
-to use it again (config, modality specs, class names, standardisation statistics and the retrieval
-bank, i.e. the training split). Under ``protocol: {kind: cv}`` the same contents are written per
-fold instead, in ``fold_s<seed>_k<fold>/`` (fold ``fold`` of the repeat whose seed is ``seed``).
+A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combinations.json``,
+``bank.safetensors`` (the raw features of every sample, written once per run) and, per seed,
+``seed_<s>/model.safetensors``: the best model's weights together with everything needed to use it
+again (config, modality specs, class names, standardisation statistics, and the positions and
+observed masks that select the seed's retrieval bank, i.e. its training split, from
+``bank.safetensors``, whose hash it records). Under ``protocol: {kind: cv}`` the same contents are
+written per fold instead, in ``fold_s<seed>_k<fold>/`` (fold ``fold`` of the repeat whose seed is
+``seed``), every fold's checkpoint referring to the same ``bank.safetensors``. A checkpoint written
+without ``bank_file`` (e.g. by the scikit-learn estimator) carries the bank itself (also the
+layout of earlier versions, which still loads).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 import re
 import time
@@ -42,6 +49,8 @@ from .statistics import corrected_resampled_t, t_interval
 from .trainer import FitResult, Trainer, resolve_device
 
 CHECKPOINT = "model.safetensors"
+# the raw features of every sample of a run, shared by its seeds' checkpoints
+BANK_FILE = "bank.safetensors"
 SEED_METRICS = "metrics.json"
 # model, optimizer, RNG streams and best-so-far after the last finished epoch (torch.save of
 # tensors and plain values only, read back with weights_only=True)
@@ -84,6 +93,8 @@ class SeedData:
     val: MultimodalDataset
     test: MultimodalDataset
     stats: dict[str, tuple[Tensor, Tensor]]
+    # positions of the training split in the loaded data set (what a shared bank file holds)
+    train_index: Tensor | None = None
 
 
 def masked_split(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
@@ -128,7 +139,8 @@ def split_data(cfg: ExperimentConfig, ds: MultimodalDataset, train_index: Sequen
     train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(standardize(train, stats), standardize(ds.subset(val_index), stats),
-                    standardize(ds.subset(test_index), stats), stats)
+                    standardize(ds.subset(test_index), stats), stats,
+                    torch.as_tensor(train_index, dtype=torch.long))
 
 
 # --------------------------------------------------------------------------- protocols
@@ -221,24 +233,140 @@ def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
                         tuple(d["columns"]) if d.get("columns") is not None else None)
 
 
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# digests of the bank files this process wrote, so later checkpoints need not re-read them
+_BANK_DIGESTS: dict[Path, str] = {}
+
+
+def write_run_bank(path: Path, dataset: MultimodalDataset) -> str:
+    """Write the raw (unstandardised) features, masks and labels of every sample of ``dataset``
+    to ``path`` once; returns the file's SHA-256, which every checkpoint using it records."""
+    path = Path(path)
+    tensors = {f"features.{k}": v for k, v in dataset.features.items()}
+    tensors.update({f"lengths.{k}": v for k, v in dataset.lengths.items()})
+    tensors["observed"] = dataset.observed.to(torch.uint8)
+    tensors["labels"] = dataset.labels
+    save_tensors(path, tensors, {"ids": dataset.ids, "dataset": dataset.name,
+                                 "natural_missingness": dataset.natural_missingness})
+    digest = _sha256(path.read_bytes())
+    _BANK_DIGESTS[path.resolve()] = digest
+    return digest
+
+
+def run_bank_digest(path: Path, dataset: MultimodalDataset) -> str:
+    """The digest of the run's bank file, writing the file first when it does not exist."""
+    path = Path(path)
+    known = _BANK_DIGESTS.get(path.resolve())
+    if known is not None and path.is_file():
+        return known
+    if not path.is_file():
+        return write_run_bank(path, dataset)
+    digest = _BANK_DIGESTS[path.resolve()] = _sha256(path.read_bytes())
+    return digest
+
+
+@dataclass(frozen=True)
+class RunBank:
+    """A run's shared bank file (:data:`BANK_FILE`) and the dataset whose samples it holds;
+    written when a checkpoint first refers to it (methods without checkpoints never write it)."""
+
+    path: Path
+    dataset: MultimodalDataset
+
+    def digest(self) -> str:
+        return run_bank_digest(self.path, self.dataset)
+
+
 def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: dict[str, Tensor],
                          bank: MultimodalDataset, stats: dict[str, tuple[Tensor, Tensor]],
-                         extra: dict[str, Any] | None = None) -> None:
+                         extra: dict[str, Any] | None = None, *, bank_file: Path | None = None,
+                         bank_index: Tensor | None = None, bank_digest: str | None = None) -> None:
     """Write a model's weights with its retrieval ``bank`` (the standardised training split),
-    the standardisation ``stats`` and the metadata :func:`load_seed_checkpoint` needs."""
+    the standardisation ``stats`` and the metadata :func:`load_seed_checkpoint` needs.
+
+    With ``bank_file`` (the run's :data:`BANK_FILE`, whose digest is ``bank_digest``) the
+    checkpoint holds the bank's positions in that file (``bank_index``, e.g.
+    :attr:`SeedData.train_index`) and its observed masks instead of its features: its size is the
+    model's. Without, it embeds the bank (a self-contained file)."""
     tensors = {f"model.{k}": v for k, v in state.items()}
     for name, (mean, std) in stats.items():
         tensors[f"stats.{name}.mean"], tensors[f"stats.{name}.std"] = mean, std
-    for name, x in bank.features.items():
-        tensors[f"bank.features.{name}"] = x
-    for name, x in bank.lengths.items():
-        tensors[f"bank.lengths.{name}"] = x
-    tensors["bank.observed"] = bank.observed.to(torch.uint8)
-    tensors["bank.labels"] = bank.labels
     meta = {"config": to_dict(cfg), "seed": seed, "dataset": bank.name,
             "modalities": [_spec_json(s) for s in bank.modalities],
-            "class_names": bank.class_names, "bank_ids": bank.ids, **(extra or {})}
+            "class_names": bank.class_names, **(extra or {})}
+    if bank_file is not None:
+        if bank_index is None or bank_digest is None:
+            raise ValueError("a checkpoint that refers to a bank file needs the bank's positions "
+                             "in it (bank_index) and the file's digest (bank_digest)")
+        if len(bank_index) != len(bank):
+            raise ValueError(f"bank_index holds {len(bank_index)} positions for a bank of "
+                             f"{len(bank)} samples")
+        tensors["bank.index"] = torch.as_tensor(bank_index, dtype=torch.long)
+        tensors["bank.observed"] = bank.observed.to(torch.uint8)
+        rel = os.path.relpath(Path(bank_file).resolve(), Path(path).resolve().parent)
+        meta.update({"bank_file": rel, "bank_sha256": bank_digest})
+    else:
+        for name, x in bank.features.items():
+            tensors[f"bank.features.{name}"] = x
+        for name, x in bank.lengths.items():
+            tensors[f"bank.lengths.{name}"] = x
+        tensors["bank.observed"] = bank.observed.to(torch.uint8)
+        tensors["bank.labels"] = bank.labels
+        meta["bank_ids"] = bank.ids
     save_tensors(path, tensors, meta)
+
+
+def _read_run_bank(checkpoint: Path, meta: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The bank file a checkpoint refers to, checked against the digest it was written with: the
+    file at the recorded relative path or, for a checkpoint moved into a deeper layout (e.g.
+    ``fold_0/seed_0/``), the nearest :data:`BANK_FILE` above it with that digest."""
+    from safetensors.torch import load as load_bytes
+
+    recorded = (checkpoint.parent / meta["bank_file"]).resolve()
+    candidates = [recorded] + [d / BANK_FILE for d in checkpoint.resolve().parents]
+    existing = list(dict.fromkeys(c for c in candidates if c.is_file()))
+    if not existing:
+        raise CheckpointError(f"{checkpoint}: its retrieval bank {recorded} is missing (the run "
+                              f"directory's {BANK_FILE} must stay next to the seed directories)")
+    for bank_path in existing:
+        data = bank_path.read_bytes()
+        if _sha256(data) == meta["bank_sha256"]:
+            break
+    else:
+        bank_path = existing[0]
+        raise CheckpointError(f"{bank_path}: its SHA-256 differs from {meta['bank_sha256'][:16]}... "
+                              f"recorded in {checkpoint}: the bank file was replaced or modified "
+                              f"since the checkpoint was written")
+    try:
+        tensors = load_bytes(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        bank_meta = json.loads(header.get("__metadata__", {}).get("meta", "{}"))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{bank_path}: not a readable bank file ({exc})") from exc
+    return tensors, bank_meta
+
+
+def _bank_from_file(checkpoint: Path, meta: dict[str, Any], tensors: dict[str, Tensor],
+                    specs: list[ModalitySpec], stats: dict[str, tuple[Tensor, Tensor]]
+                    ) -> MultimodalDataset:
+    """The seed's bank: its rows of the run's bank file, its masks, standardised as in training."""
+    raw, bank_meta = _read_run_bank(checkpoint, meta)
+    idx = tensors["bank.index"].long()
+    n = int(raw["labels"].shape[0])
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise CheckpointError(f"{checkpoint}: bank positions outside the {n} samples of "
+                              f"{checkpoint.parent / meta['bank_file']}")
+    ids = bank_meta.get("ids", [str(i) for i in range(n)])
+    train = MultimodalDataset(
+        specs, {s.name: raw[f"features.{s.name}"][idx] for s in specs},
+        tensors["bank.observed"].bool(), raw["labels"][idx], [ids[i] for i in idx.tolist()],
+        meta["class_names"], meta.get("dataset", "bank"),
+        {s.name: raw[f"lengths.{s.name}"][idx] for s in specs if f"lengths.{s.name}" in raw},
+        bank_meta.get("natural_missingness"), require_every_modality=False)
+    return standardize(train, stats)
 
 
 @dataclass
@@ -262,22 +390,30 @@ class LoadedModel:
 
 
 def load_seed_checkpoint(path: str | Path) -> LoadedModel:
+    path = Path(path)
     tensors, meta = load_tensors(path)
-    for key in ("config", "seed", "modalities", "class_names", "bank_ids"):
+    shared = "bank_file" in meta
+    for key in ("config", "seed", "modalities", "class_names") + (
+            ("bank_sha256",) if shared else ("bank_ids",)):
         if key not in meta:
             raise CheckpointError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
     cfg = from_dict(ExperimentConfig, meta["config"]).validate()
     specs = [_spec_from_json(d) for d in meta["modalities"]]
-    bank = MultimodalDataset(
-        specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
-        tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"], meta["class_names"],
-        meta.get("dataset", "bank"),
-        {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs if f"bank.lengths.{s.name}" in tensors})
     stats = {s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
              for s in specs if f"stats.{s.name}.mean" in tensors}
+    # the weights first: a checkpoint of another config fails before the bank file is read
     model = build_model(cfg, specs, len(meta["class_names"]))
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
+    if shared:
+        bank = _bank_from_file(path, meta, tensors, specs, stats)
+    else:
+        bank = MultimodalDataset(
+            specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
+            tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"],
+            meta["class_names"], meta.get("dataset", "bank"),
+            {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs
+             if f"bank.lengths.{s.name}" in tensors})
     return LoadedModel(cfg, int(meta["seed"]), model, bank, stats, meta)
 
 
@@ -302,9 +438,10 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
     if unit_dir is not None:
         unit_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
+    run_bank = RunBank(out_dir / BANK_FILE, dataset) if out_dir is not None else None
     record = fit_and_test(cfg, data, part.rng_seed, device, dist_ctx,
                           unit_dir / CHECKPOINT if unit_dir is not None else None, state_path,
-                          on_epoch, part)
+                          on_epoch, part, run_bank)
     if unit_dir is not None:
         atomic_write_text(unit_dir / SEED_METRICS, json.dumps(record, indent=2))
         (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
@@ -343,7 +480,8 @@ def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDa
 def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
                  dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
                  state_path: Path | None = None, on_epoch=None,
-                 partition: Partition | None = None) -> dict[str, Any]:
+                 partition: Partition | None = None,
+                 run_bank: RunBank | None = None) -> dict[str, Any]:
     """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
     ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
     dropout and retrieval draws. ``partition`` is the protocol's split that ``data`` is (default:
@@ -351,7 +489,8 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
     training state to ``state_path`` when given (methods fitted without the Trainer keep
     neither); with ``checkpoint`` the training log ``history.csv`` (rewritten every epoch) and
     ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
-    history entry."""
+    history entry. With ``run_bank`` the checkpoint refers to the run's bank file (at the
+    positions ``data.train_index``) instead of embedding the bank."""
     part = partition if partition is not None else Partition(seed)
     n_classes = data.train.n_classes
     log_dir = checkpoint.parent if checkpoint is not None else None
@@ -359,8 +498,12 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
 
     def on_best(state, result):
         if checkpoint is not None:
+            shared = {} if run_bank is None else {
+                "bank_file": run_bank.path, "bank_index": data.train_index,
+                "bank_digest": run_bank.digest()}
             save_seed_checkpoint(checkpoint, cfg, part.seed, state, data.train, data.stats,
-                                 {"best_epoch": result.best_epoch, "partition": part.as_dict()})
+                                 {"best_epoch": result.best_epoch, "partition": part.as_dict()},
+                                 **shared)
 
     def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
         history.append(entry)
@@ -555,6 +698,10 @@ def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partit
     if not resume and unit_dir is not None and dist_ctx.is_main:
         # a fresh run never continues from a state left by an earlier, interrupted one
         (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
+        if i == 0:
+            # nor refers to the bank file of an earlier run in the same directory
+            (run_dir / BANK_FILE).unlink(missing_ok=True)
+            _BANK_DIGESTS.pop((run_dir / BANK_FILE).resolve(), None)
 
     def unit_on_epoch(epoch: int, entry: dict[str, Any]) -> None:
         logger.epoch(part.name, entry)

@@ -115,7 +115,10 @@ class Trainer:
         step_losses = torch.zeros(len(starts) + 1, 2 + len(names), device=self.device)
         computed = [0] * len(names)
         zero = torch.zeros((), device=self.device)
+        before_step = getattr(self.model, "before_train_step", None) if retrieve else None
         for step, start in enumerate(starts):
+            if before_step is not None:
+                before_step(self.bank, step)
             global_index = order[start:start + self.cfg.batch_size]
             batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None
