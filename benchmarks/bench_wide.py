@@ -46,12 +46,20 @@ RELEASED_WARMUP_EPOCH_S = 3.42
 TARGET_RETRIEVAL_EPOCH_S = 0.5
 N_GENOMIC, N_CLINICAL, N_BIOSPECIMEN = 20_000, 300, 20
 COMBINATIONS = {"GCB": 1053, "GC": 369, "CB": 285, "C": 293}
-MODEL = ["model.hidden=128", "model.retriever.heads=4", "model.retriever.moe.experts_per_modality=8",
-         "model.retriever.moe.shared_experts=4", "model.retriever.moe.top_k=4",
-         "train.batch_size=16", "train.progress=false", "train.device=cpu"]
+MODEL = [
+    "model.hidden=128",
+    "model.retriever.heads=4",
+    "model.retriever.moe.experts_per_modality=8",
+    "model.retriever.moe.shared_experts=4",
+    "model.retriever.moe.top_k=4",
+    "train.batch_size=16",
+    "train.progress=false",
+    "train.device=cpu",
+]
 
 
 # --------------------------------------------------------------------------- the data set
+
 
 def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC) -> Path:
     """Write an ADNI-shaped data set in the Flex-MoE ADNI layout under ``root``; returns root."""
@@ -70,7 +78,10 @@ def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC) -> Pa
     order = rng.permutation(n)
     cut = [int(0.7 * n), int(0.85 * n)]
     parts = np.split(order, cut)
-    splits = {k: [ids[i] for i in sorted(p)] for k, p in zip(("training", "validation", "testing"), parts)}
+    splits = {
+        k: [ids[i] for i in sorted(p)]
+        for k, p in zip(("training", "validation", "testing"), parts, strict=True)
+    }
     (root / "PTID_splits.json").write_text(json.dumps(splits))
 
     def has(letter: str) -> np.ndarray:
@@ -102,8 +113,9 @@ def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC) -> Pa
         frame.to_csv(path, index=False, float_format="%.4f")
 
     gaussian_csv(root / "clinical" / "clinical_merged_mean.csv", np.flatnonzero(has("C")), N_CLINICAL, 30)
-    gaussian_csv(root / "biospecimen" / "biospecimen_merged_mean.csv", np.flatnonzero(has("B")),
-                 N_BIOSPECIMEN, 5)
+    gaussian_csv(
+        root / "biospecimen" / "biospecimen_merged_mean.csv", np.flatnonzero(has("B")), N_BIOSPECIMEN, 5
+    )
     return root
 
 
@@ -117,8 +129,10 @@ def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) ->
     from moe_retriever.training.experiment import prepare_seed, seed_everything
     from moe_retriever.training.trainer import Trainer
 
-    cfg = load_config(None, [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1"]
-                      + MODEL + list(overrides or []))
+    cfg = load_config(
+        None,
+        [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1"] + MODEL + list(overrides or []),
+    )
     dataset = load_dataset(cfg.data)
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
@@ -160,7 +174,7 @@ def scope_hooks(model: torch.nn.Module) -> list:
 def scope_of(event) -> str | None:
     while event is not None:
         if event.name.startswith("scope::"):
-            return event.name[len("scope::"):]
+            return event.name[len("scope::") :]
         event = event.cpu_parent
     return None
 
@@ -206,7 +220,7 @@ def profile_epoch(setup: Setup, epoch: int) -> dict[str, float]:
         if e.cpu_parent is not None:
             continue  # counted in its top-level parent
         if e.name.startswith("scope::"):
-            scope = e.name[len("scope::"):]
+            scope = e.name[len("scope::") :]
         elif e.name.startswith("autograd::engine::evaluate_function"):
             scope = forward_scope.get(e.sequence_nr, "other")
         else:
@@ -237,6 +251,7 @@ def matmul_rate(shape: tuple[int, ...], repeats: int = 20) -> float:
 
 # --------------------------------------------------------------------------- measurement
 
+
 def timed(fn) -> tuple[float, float]:
     w0, c0 = time.perf_counter(), time.process_time()
     fn()
@@ -260,12 +275,23 @@ def checkpoint_writes(setup: Setup, dataset) -> dict[str, tuple[float, float]]:
         out["bank embedded"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
         t0 = time.perf_counter()
         digest = ex.run_bank_digest(run / ex.BANK_FILE, dataset)
-        out["run bank file (once per run)"] = ((run / ex.BANK_FILE).stat().st_size / 2**20,
-                                               time.perf_counter() - t0)
+        out["run bank file (once per run)"] = (
+            (run / ex.BANK_FILE).stat().st_size / 2**20,
+            time.perf_counter() - t0,
+        )
         t0 = time.perf_counter()
-        ex.save_seed_checkpoint(path, setup.cfg, 0, state, data.train, data.stats, {},
-                                bank_file=run / ex.BANK_FILE, bank_index=data.train_index,
-                                bank_digest=digest)
+        ex.save_seed_checkpoint(
+            path,
+            setup.cfg,
+            0,
+            state,
+            data.train,
+            data.stats,
+            {},
+            bank_file=run / ex.BANK_FILE,
+            bank_index=data.train_index,
+            bank_digest=digest,
+        )
         out["bank file reference"] = (path.stat().st_size / 2**20, time.perf_counter() - t0)
     return out
 
@@ -300,10 +326,16 @@ def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bo
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--retrieval-epochs", type=int, default=3,
-                        help="retrieval epochs timed (the median is reported)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override on top of the benchmark's model (repeatable)")
+    parser.add_argument(
+        "--retrieval-epochs", type=int, default=3, help="retrieval epochs timed (the median is reported)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override on top of the benchmark's model (repeatable)",
+    )
     parser.add_argument("--keep", type=Path, help="write the data set here and keep it")
     parser.add_argument("--json", type=Path, help="also write the raw measurements as JSON")
     parser.add_argument("--no-profile", action="store_true", help="timings only (no profile, no FLOPs)")
@@ -315,8 +347,11 @@ def main() -> None:
         t0 = time.perf_counter()
         if not (root / "label.csv").is_file():
             write_adni_like(root)
-        written = f"written by `write_adni_like` in {time.perf_counter() - t0:.1f} s" if args.keep is None \
+        written = (
+            f"written by `write_adni_like` in {time.perf_counter() - t0:.1f} s"
+            if args.keep is None
             else f"written by `write_adni_like` to {root}"
+        )
         m = measure(root, args.set, epochs, profile=not args.no_profile)
     if args.json is not None:
         args.json.write_text(json.dumps(m, indent=2))
@@ -328,11 +363,23 @@ def main() -> None:
     growth = max(m["rss"][1:], default=m["rss"][0]) - m["rss"][0]
     total = sum(m["scopes"].values())
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    rows = [["warm-up epoch", m["warmup"][1], m["warmup"][0], RELEASED_WARMUP_EPOCH_S,
-             f"{m['warmup'][0] / RELEASED_WARMUP_EPOCH_S:.3f}"],
-            ["retrieval epoch", cpu, wall, RELEASED_RETRIEVAL_EPOCH_S,
-             f"**{wall / RELEASED_RETRIEVAL_EPOCH_S:.3f}** (CPU: {cpu / RELEASED_RETRIEVAL_EPOCH_S:.3f})"],
-            ["validation pass", m["validation"][1], m["validation"][0], "-", "-"]]
+    rows = [
+        [
+            "warm-up epoch",
+            m["warmup"][1],
+            m["warmup"][0],
+            RELEASED_WARMUP_EPOCH_S,
+            f"{m['warmup'][0] / RELEASED_WARMUP_EPOCH_S:.3f}",
+        ],
+        [
+            "retrieval epoch",
+            cpu,
+            wall,
+            RELEASED_RETRIEVAL_EPOCH_S,
+            f"**{wall / RELEASED_RETRIEVAL_EPOCH_S:.3f}** (CPU: {cpu / RELEASED_RETRIEVAL_EPOCH_S:.3f})",
+        ],
+        ["validation pass", m["validation"][1], m["validation"][0], "-", "-"],
+    ]
     body = (
         f"ADNI-shaped set {written} (N = 2000, genomic "
         f"{N_GENOMIC}, clinical {N_CLINICAL}, biospecimen {N_BIOSPECIMEN} columns; "
@@ -349,15 +396,17 @@ def main() -> None:
         f"CPU (target ≤ {TARGET_RETRIEVAL_EPOCH_S} s, 20x).\n\n"
         f"Memory: peak RSS {m['peak']:.0f} MB (from {m['rss_start']:.0f} MB before training); "
         f"largest RSS after retrieval epochs 2-{epochs} minus RSS after the first: {growth:+.1f} MB"
-        + (" (one retrieval epoch: no growth figure)" if epochs < 2 else "") + ".\n\n"
+        + (" (one retrieval epoch: no growth figure)" if epochs < 2 else "")
+        + ".\n\n"
         "Checkpoint of one seed (written at every validation improvement): "
         + "; ".join(f"{k}: {mb:.1f} MB in {sec:.2f} s" for k, (mb, sec) in m["checkpoint"].items())
         + f" (the training split's features: {m['bank_mb']:.0f} MB).\n\n"
         f"One profiled retrieval epoch ({total:.2f} CPU s under the profiler), "
         f"{m['flops'] / 1e9:.2f} GFLOPs per epoch (FlopCounterMode), i.e. "
         f"{m['flops'] / 1e9 / cpu:.1f} GFLOP/s at the timed CPU seconds:\n\n"
-        + table(["part", "CPU s", "share"],
-                [[k, v, f"{100 * v / total:.0f} %"] for k, v in m["scopes"].items()])
+        + table(
+            ["part", "CPU s", "share"], [[k, v, f"{100 * v / total:.0f} %"] for k, v in m["scopes"].items()]
+        )
         + f"\n\nArithmetic floor: one 1024³ matmul runs at {m['gflops_large']:.1f} GFLOP/s here "
         f"and the experts' batched matmul (28 x 16 x 128 x 256) at {m['gflops_experts']:.1f} "
         f"GFLOP/s (CPU time, now); the epoch's {m['flops'] / 1e9:.1f} GFLOPs therefore need at "
@@ -365,7 +414,8 @@ def main() -> None:
         f"{m['flops'] / 1e9 / m['gflops_experts']:.2f} s at the experts' rate, before any "
         f"memory-bound work (the optimiser reads and writes every weight and both AdamW moments "
         f"every step: {m['parameters'] / 1e6:.2f}M parameters x 28 bytes x {m['steps']} steps = "
-        f"{m['parameters'] * 28 * m['steps'] / 1e9:.1f} GB per epoch).\n")
+        f"{m['parameters'] * 28 * m['steps'] / 1e9:.1f} GB per epoch).\n"
+    )
     finish(args, "(g) Wide modalities: ADNI-shaped set vs the released code", body)
 
 

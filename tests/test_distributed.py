@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
+from conftest import TINY_MODEL
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.sources import load_dataset
@@ -44,10 +44,17 @@ from moe_retriever.training.trainer import retrieval_seed
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
     "data.options={n_samples: 240, n_modalities: 3, n_classes: 3}",
-    *TINY_MODEL, "model.dropout=0.0", "model.encoder.dropout=0.0",
-    "model.retriever.moe.experts_per_modality=3", "model.retriever.moe.shared_experts=2",
-    "train.epochs=2", "train.warmup_epochs=1", "train.batch_size=31", "train.seeds=[0]",
-    "train.device=cpu", "train.progress=false",
+    *TINY_MODEL,
+    "model.dropout=0.0",
+    "model.encoder.dropout=0.0",
+    "model.retriever.moe.experts_per_modality=3",
+    "model.retriever.moe.shared_experts=2",
+    "train.epochs=2",
+    "train.warmup_epochs=1",
+    "train.batch_size=31",
+    "train.seeds=[0]",
+    "train.device=cpu",
+    "train.progress=false",
 ]
 SEED = 0
 
@@ -58,9 +65,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "moe_retriever", "train", "--config", str(ROOT / "configs" / "synthetic.yaml"),
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "moe_retriever",
+        "train",
+        "--config",
+        str(ROOT / "configs" / "synthetic.yaml"),
+        "--out",
+        str(out),
+    ]
     for item in SETTINGS:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -76,14 +95,21 @@ def test_two_processes_report_once_and_only_rank0_writes(two_process_run):
     results = json.loads((out / "results.json").read_text())
     assert results["processes"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "bank.safetensors", "combinations.json", "config.yaml", "results.json", "results.md", "seed_0"]
+        "bank.safetensors",
+        "combinations.json",
+        "config.yaml",
+        "results.json",
+        "results.md",
+        "seed_0",
+    ]
     metrics = json.loads((out / "seed_0" / "metrics.json").read_text())
     assert [h["retrieval"] for h in metrics["history"]] == [False, True]
     assert metrics["best_epoch"] == 2  # the only retrieval epoch
 
 
-def test_warmup_epoch_equals_a_one_process_run_with_the_same_global_batch(two_process_run, tmp_path,
-                                                                          monkeypatch):
+def test_warmup_epoch_equals_a_one_process_run_with_the_same_global_batch(
+    two_process_run, tmp_path, monkeypatch
+):
     out, _ = two_process_run
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     # one epoch suffices: the first (warm-up) epoch does not depend on the number of epochs
@@ -115,7 +141,7 @@ def replay_two_ranks(cfg) -> dict[str, torch.Tensor]:
         retrieve = epoch >= t.warmup_epochs
         order = torch.randperm(n, generator=order_stream)
         for start in range(0, n, t.batch_size):
-            global_index = order[start:start + t.batch_size]
+            global_index = order[start : start + t.batch_size]
             optimizer.zero_grad(set_to_none=True)
             for rank, part in enumerate(torch.tensor_split(global_index, 2)):
                 batch = data.train.batch(part)
@@ -133,17 +159,18 @@ def test_retrieval_epoch_equals_a_replay_of_both_ranks_streams(two_process_run):
     cfg = load_config(ROOT / "configs" / "synthetic.yaml", SETTINGS)
     expected = replay_two_ranks(cfg)
     saved = load_file(str(out / "seed_0" / "model.safetensors"))
-    got = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
+    got = {k[len("model.") :]: v for k, v in saved.items() if k.startswith("model.")}
     assert set(got) == set(expected)
-    steps = cfg.train.epochs * -(-len(prepare_seed(cfg, load_dataset(cfg.data), SEED).train)
-                                 // cfg.train.batch_size)
+    steps = cfg.train.epochs * -(
+        -len(prepare_seed(cfg, load_dataset(cfg.data), SEED).train) // cfg.train.batch_size
+    )
     for name, want in expected.items():
         have = got[name]
         if name.endswith("in_proj_bias"):  # [query | key | value] biases
             d = want.shape[0] // 3
-            key_gap = float((have[d:2 * d] - want[d:2 * d]).abs().max())
+            key_gap = float((have[d : 2 * d] - want[d : 2 * d]).abs().max())
             assert key_gap <= cfg.train.lr * steps, (name, key_gap)
-            have, want = torch.cat([have[:d], have[2 * d:]]), torch.cat([want[:d], want[2 * d:]])
+            have, want = torch.cat([have[:d], have[2 * d :]]), torch.cat([want[:d], want[2 * d :]])
         gap = float((have - want).abs().max())
         assert gap < 1e-5, (name, gap)
     # the retriever trained (its experts and router moved away from the initial weights)

@@ -22,6 +22,7 @@ from moe_retriever.models.encoders import LOWRANK_FROM_WIDTH
 
 # --------------------------------------------------------------------------- low-rank encoder
 
+
 def mlp(width: int, **options) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = EncoderConfig(kind="mlp", hidden=24, layers=2, dropout=0.0, options=options)
@@ -33,7 +34,10 @@ def test_lowrank_first_layer_shapes_parameters_and_reference():
     proj, first = enc.net[0], enc.net[1]
     assert proj.weight.shape == (8, 500) and proj.bias is None and first.weight.shape == (24, 8)
     dense = mlp(500, first_layer="dense")
-    n = lambda m: sum(p.numel() for p in m.parameters())
+
+    def n(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert n(dense) - n(enc) == 500 * 24 + 24 - (500 * 8 + 8 * 24 + 24)
     x = torch.randn(5, 500)
     out = enc(x)
@@ -42,8 +46,8 @@ def test_lowrank_first_layer_shapes_parameters_and_reference():
     with torch.no_grad():
         dense.net[0].weight.copy_(first.weight @ proj.weight)
         dense.net[0].bias.copy_(first.bias)
-        for a, b in zip(dense.net[1:], enc.net[2:]):
-            for pa, pb in zip(a.parameters(), b.parameters()):
+        for a, b in zip(dense.net[1:], enc.net[2:], strict=True):
+            for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
                 pa.copy_(pb)
     torch.testing.assert_close(out, dense(x), rtol=1e-4, atol=1e-5)
 
@@ -73,14 +77,16 @@ def test_auto_first_layer_is_lowrank_only_for_wide_input():
     assert wide.net[0].weight.shape == (32, LOWRANK_FROM_WIDTH) and wide.net[0].bias is None
 
 
-@pytest.mark.parametrize("options,key", [({"first_layer": "patch"}, "first_layer"),
-                                         ({"rank": 0}, "rank"), ({"ranks": 3}, "ranks")])
+@pytest.mark.parametrize(
+    "options,key", [({"first_layer": "patch"}, "first_layer"), ({"rank": 0}, "rank"), ({"ranks": 3}, "ranks")]
+)
 def test_bad_mlp_options_name_the_key(options, key):
     with pytest.raises(ConfigError, match=f"model.encoders.snps.options.*{key}"):
         mlp(50, **options)
 
 
 # --------------------------------------------------------------------------- bank cache
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -91,9 +97,12 @@ def data():
 def model_for(data, bank_cache: str, dropout: float = 0.0) -> MultimodalClassifier:
     torch.manual_seed(0)
     moe = MoEConfig(experts_per_modality=3, shared_experts=2, top_k=2, expert_hidden=16)
-    cfg = ModelConfig(hidden=16, dropout=dropout,
-                      encoder=EncoderConfig(hidden=16, dropout=dropout),
-                      retriever=RetrieverConfig(heads=2, moe=moe, bank_cache=bank_cache))
+    cfg = ModelConfig(
+        hidden=16,
+        dropout=dropout,
+        encoder=EncoderConfig(hidden=16, dropout=dropout),
+        retriever=RetrieverConfig(heads=2, moe=moe, bank_cache=bank_cache),
+    )
     return MultimodalClassifier(data.modalities, data.n_classes, cfg)
 
 
@@ -102,6 +111,7 @@ def intra_of(model, data, bank, seed=0):
     obs = data.observed
     pair_b, pair_t = (~obs).nonzero(as_tuple=True)
     from moe_retriever.data.combinations import observed_to_codes
+
     codes = observed_to_codes(obs)[pair_b]
     n = obs.sum(1)[pair_b]
     return model.intra_context(bank, codes, pair_t, n, torch.Generator().manual_seed(seed))
@@ -109,6 +119,7 @@ def intra_of(model, data, bank, seed=0):
 
 def test_config_rejects_bad_schedules():
     from moe_retriever.config import load_config
+
     for bad in ("steps:0", "steps", "sometimes", "steps:x"):
         with pytest.raises(ConfigError, match="model.retriever.bank_cache"):
             load_config(None, [f"model.retriever.bank_cache={bad}"])
@@ -130,10 +141,16 @@ def test_cached_intra_context_equals_encoding_right_after_a_refresh(data, traini
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # and the whole forward pass retrieves the same embeddings
     cached.eval(), plain.eval()
-    g = lambda: torch.Generator().manual_seed(3)
-    torch.testing.assert_close(cached(data.full_batch(), bank, generator=g()).embeddings,
-                               plain(data.full_batch(), bank, generator=g()).embeddings,
-                               rtol=1e-5, atol=1e-6)
+
+    def g():
+        return torch.Generator().manual_seed(3)
+
+    torch.testing.assert_close(
+        cached(data.full_batch(), bank, generator=g()).embeddings,
+        plain(data.full_batch(), bank, generator=g()).embeddings,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_table_refreshes_on_schedule_and_is_bounded(data):
@@ -148,7 +165,7 @@ def test_table_refreshes_on_schedule_and_is_bounded(data):
         model.before_train_step(bank, step)
         refreshed.append(model.bank_table is not before)
         # the table holds the embeddings of the weights at the last refresh
-        enc = model.bank_table.table.view(-1)[:-model.cfg.hidden].view(4, len(bank), -1)
+        enc = model.bank_table.table.view(-1)[: -model.cfg.hidden].view(4, len(bank), -1)
         m = 0
         rows = data.observed[:, m].nonzero().squeeze(1)
         model.eval()
@@ -188,9 +205,13 @@ def test_no_encoder_gradient_through_cached_entries(data):
         model.before_train_step(bank, 0)
         intra, valid, _ = intra_of(model, data, bank)
         assert intra.requires_grad == expect
-        out = model.retriever(intra, valid, torch.zeros(intra.shape[0], 4, 16),
-                              torch.zeros(intra.shape[0], 4, dtype=torch.bool),
-                              (~data.observed).nonzero()[:, 1])
+        out = model.retriever(
+            intra,
+            valid,
+            torch.zeros(intra.shape[0], 4, 16),
+            torch.zeros(intra.shape[0], 4, dtype=torch.bool),
+            (~data.observed).nonzero()[:, 1],
+        )
         out.embeddings.pow(2).sum().backward()
         enc_grads = [p.grad for p in model.encoders.parameters() if p.grad is not None]
         assert bool(enc_grads) == expect
@@ -222,6 +243,7 @@ def test_evaluation_rebuilds_a_stale_table(data):
 
 # --------------------------------------------------------------------------- checkpoint layout
 
+
 def _equal_datasets(a, b) -> None:
     assert a.ids == b.ids and a.class_names == b.class_names
     assert torch.equal(a.observed, b.observed) and torch.equal(a.labels, b.labels)
@@ -232,6 +254,7 @@ def _equal_datasets(a, b) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from _tiny_run import train_tiny_run
+
     return train_tiny_run(tmp_path_factory.mktemp("layout") / "run", seeds=(0, 1))
 
 
@@ -276,8 +299,9 @@ def test_cross_validation_folds_share_one_bank_file(tmp_path):
         run_experiment,
     )
 
-    cfg = load_config(None, TINY + ["train.seeds=[0]", "train.epochs=2",
-                                    "protocol={kind: cv, folds: 3, repeats: 1}"])
+    cfg = load_config(
+        None, TINY + ["train.seeds=[0]", "train.epochs=2", "protocol={kind: cv, folds: 3, repeats: 1}"]
+    )
     run = tmp_path / "run"
     results = run_experiment(cfg, run, log=lambda _: None)
     assert sorted(p.name for p in run.glob("*.safetensors")) == [BANK_FILE]
@@ -288,11 +312,11 @@ def test_cross_validation_folds_share_one_bank_file(tmp_path):
     for path in found.values():
         tensors, meta = load_tensors(path)
         assert meta["bank_file"] == f"../{BANK_FILE}" and not any(
-            k.startswith("bank.features") for k in tensors)
+            k.startswith("bank.features") for k in tensors
+        )
         indices.append(set(tensors["bank.index"].tolist()))
         loaded = load_seed_checkpoint(path)
-        _equal_datasets(loaded.bank,
-                        prepare_partition(cfg, dataset, partition_from_meta(loaded.meta)).train)
+        _equal_datasets(loaded.bank, prepare_partition(cfg, dataset, partition_from_meta(loaded.meta)).train)
     assert len({frozenset(i) for i in indices}) == 3  # each fold its own training positions
     # re-evaluating the saved folds reproduces the run's test metrics
     again = evaluate_run(run, "cpu", log=lambda _: None)
@@ -371,8 +395,16 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     )
 
     dataset = synth(n_samples=1000, n_modalities=2, widths=[5000, 40], n_classes=3, seed=0)
-    cfg = load_config(None, ["model.hidden=32", "model.encoder.hidden=64", "model.retriever.heads=2",
-                             "model.fusion.heads=2", "model.retriever.moe.expert_hidden=32"])
+    cfg = load_config(
+        None,
+        [
+            "model.hidden=32",
+            "model.encoder.hidden=64",
+            "model.retriever.heads=2",
+            "model.fusion.heads=2",
+            "model.retriever.moe.expert_hidden=32",
+        ],
+    )
     data = prepare_seed(cfg, dataset, 0)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
     state = model.state_dict()
@@ -381,8 +413,18 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     (run / "seed_0").mkdir(parents=True)
     digest = run_bank_digest(run / BANK_FILE, dataset)
     ckpt = run / "seed_0" / "model.safetensors"
-    save_seed_checkpoint(ckpt, cfg, 0, state, data.train, data.stats, {},
-                         bank_file=run / BANK_FILE, bank_index=data.train_index, bank_digest=digest)
+    save_seed_checkpoint(
+        ckpt,
+        cfg,
+        0,
+        state,
+        data.train,
+        data.stats,
+        {},
+        bank_file=run / BANK_FILE,
+        bank_index=data.train_index,
+        bank_digest=digest,
+    )
     assert ckpt.stat().st_size < 0.1 * bank_bytes, (ckpt.stat().st_size, bank_bytes)
     embedded = tmp_path / "embedded.safetensors"
     save_seed_checkpoint(embedded, cfg, 0, state, data.train, data.stats)
@@ -396,8 +438,8 @@ def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
 
 def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
     import numpy as np
-    from _tiny_run import TINY
 
+    from _tiny_run import TINY
     from moe_retriever import load_run
     from moe_retriever.config import load_config
     from moe_retriever.data.missingness import apply_missingness
@@ -406,8 +448,16 @@ def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
     from moe_retriever.training.experiment import evaluate_run, run_experiment
     from moe_retriever.training.metrics import classification_metrics
 
-    cfg = load_config(None, TINY + ["model.retriever.bank_cache=steps:2", "model.dropout=0.1",
-                                    "model.encoder.dropout=0.1", "train.seeds=[0]"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "model.retriever.bank_cache=steps:2",
+            "model.dropout=0.1",
+            "model.encoder.dropout=0.1",
+            "train.seeds=[0]",
+        ],
+    )
     run_experiment(cfg, tmp_path / "run", log=lambda _: None)
     run = load_run(tmp_path / "run", device="cpu")
     assert run.model.bank_cache_period == 2

@@ -19,7 +19,6 @@ import yaml
 from .errors import ConfigError as ConfigError  # re-exported
 from .training.checkpoint import atomic_write_text
 
-
 T = typing.TypeVar("T")
 
 # The allowed strings of every choice, defined once: from_dict rejects any other value naming the
@@ -244,7 +243,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
-    def validate(self) -> "ExperimentConfig":
+    def validate(self) -> ExperimentConfig:
         """Check values that no type annotation can express; raise ConfigError naming the key."""
         t, m, d = self.train, self.model, self.data
         _check(t.epochs >= 1, "train.epochs", "must be >= 1")
@@ -252,13 +251,19 @@ class ExperimentConfig:
         _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(t.lr > 0, "train.lr", "must be > 0")
         _check(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
-        _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
-               "train.device", "must be auto, cpu or cuda[:N]")
+        _check(
+            t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+            "train.device",
+            "must be auto, cpu or cuda[:N]",
+        )
         _validate_missing(d.missing, "data.missing")
         if d.missing_test is not None:
             _validate_missing(d.missing_test, "data.missing_test")
-        _check(len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
-               "data.split", "must be three positive fractions summing to 1")
+        _check(
+            len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
+            "data.split",
+            "must be three positive fractions summing to 1",
+        )
         _validate_protocol(self.protocol, t.seeds)
         _check(m.hidden >= 1, "model.hidden", "must be >= 1")
         _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
@@ -287,8 +292,7 @@ def bank_cache_period(value: str) -> int | None:
     head, _, k = value.partition(":")
     if head == "steps" and k.isdigit() and int(k) >= 1:
         return int(k)
-    raise ConfigError(f"model.retriever.bank_cache: must be none, epoch or steps:K (K >= 1), "
-                      f"got {value!r}")
+    raise ConfigError(f"model.retriever.bank_cache: must be none, epoch or steps:K (K >= 1), got {value!r}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -298,9 +302,12 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
     if p.kind == "cv":
-        _check(len(seeds) >= p.repeats, "protocol.repeats",
-               f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
-               f"{seeds}; list more seeds or use fewer repeats")
+        _check(
+            len(seeds) >= p.repeats,
+            "protocol.repeats",
+            f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
+            f"{seeds}; list more seeds or use fewer repeats",
+        )
 
 
 def _validate_missing(mis: MissingnessConfig, key: str) -> None:
@@ -310,16 +317,19 @@ def _validate_missing(mis: MissingnessConfig, key: str) -> None:
 
 def _validate_moe(moe: MoEConfig, key: str) -> None:
     pool = moe.experts_per_modality + moe.shared_experts
-    _check(moe.experts_per_modality >= 0 and moe.shared_experts >= 0, key,
-           "expert counts must be >= 0")
+    _check(moe.experts_per_modality >= 0 and moe.shared_experts >= 0, key, "expert counts must be >= 0")
     _check(pool >= 1, key, "needs at least one expert in each pool")
-    _check(1 <= moe.top_k <= pool, f"{key}.top_k",
-           f"must be in [1, experts_per_modality + shared_experts = {pool}], got {moe.top_k}")
+    _check(
+        1 <= moe.top_k <= pool,
+        f"{key}.top_k",
+        f"must be in [1, experts_per_modality + shared_experts = {pool}], got {moe.top_k}",
+    )
     _check(moe.num_routers >= 1, f"{key}.num_routers", "must be >= 1")
     _check(moe.aux_loss_weight >= 0 and moe.z_loss_weight >= 0, key, "loss weights must be >= 0")
 
 
 # --------------------------------------------------------------------------- (de)serialisation
+
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown or missing keys, wrong types,
@@ -334,8 +344,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING and name not in data]
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data
+    ]
     if required:
         raise ConfigError(f"{where}: missing required key(s) {required}")
     kwargs = {}

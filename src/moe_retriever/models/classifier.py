@@ -17,7 +17,6 @@ from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
 from .smoe import moe_loss_weights
 
-
 # The encoder a modality gets from its ModalitySpec.kind when the config names none for it and the
 # general encoder is the (tabular) MLP default.
 DEFAULT_ENCODER_FOR_KIND = {"sequence": "gru", "image": "vgg2d", "volume": "cnn3d"}
@@ -67,10 +66,14 @@ class MultimodalClassifier(nn.Module):
         self.modalities = list(modalities)
         self.n_modalities = len(modalities)
         d = cfg.hidden
-        self.encoders = nn.ModuleDict({
-            s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities})
-        self.retriever = (MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
-                          if cfg.retriever.mode != "zero" else None)
+        self.encoders = nn.ModuleDict(
+            {s.name: build_encoder(s, encoder_config_for(s, cfg), d) for s in modalities}
+        )
+        self.retriever = (
+            MoERetriever(self.n_modalities, d, cfg.retriever, cfg.dropout)
+            if cfg.retriever.mode != "zero"
+            else None
+        )
         fusion = self.make_fusion(cfg)
         if fusion is not None:
             self.fusion = fusion
@@ -79,8 +82,9 @@ class MultimodalClassifier(nn.Module):
         self.bank_cache_period = bank_cache_period(cfg.retriever.bank_cache)
         self.bank_table: BankTable | None = None
         # created last, so every other parameter starts as it does without indicators
-        self.missing_embedding = (nn.Parameter(torch.randn(self.n_modalities, d) * 0.02)
-                                  if cfg.missing_indicators else None)
+        self.missing_embedding = (
+            nn.Parameter(torch.randn(self.n_modalities, d) * 0.02) if cfg.missing_indicators else None
+        )
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module | None:
         """The fusion module (``cfg.fusion``); methods with their own fusion override this, and
@@ -133,7 +137,7 @@ class MultimodalClassifier(nn.Module):
             for t in range(self.n_modalities):
                 rows = bank.observed[:, t].nonzero().squeeze(1)
                 for start in range(0, rows.numel(), chunk):
-                    part = rows[start:start + chunk]
+                    part = rows[start : start + chunk]
                     table[t * n + part] = self.encode_modality(t, *bank.rows(t, part))
         finally:
             self.encoders.train(mode)
@@ -153,14 +157,23 @@ class MultimodalClassifier(nn.Module):
         if self.bank_cache_period is None:
             return None
         current = self.bank_table
-        if current is None or current.bank is not bank or (
-                not self.training and current.key != self.encoder_key()):
+        if (
+            current is None
+            or current.bank is not bank
+            or (not self.training and current.key != self.encoder_key())
+        ):
             return self.refresh_bank_table(bank)
         return current.table
 
-    def intra_context(self, bank: RetrievalBank, codes: Tensor, targets: Tensor, n_intra: Tensor,
-                      generator: torch.Generator | None, exclude: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+    def intra_context(
+        self,
+        bank: RetrievalBank,
+        codes: Tensor,
+        targets: Tensor,
+        n_intra: Tensor,
+        generator: torch.Generator | None,
+        exclude: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Sample and encode the intra-modal context of P pairs: (P, K, d), validity (P, K) and
         the bank row of each draw (P, K), -1 where invalid.
 
@@ -181,8 +194,9 @@ class MultimodalClassifier(nn.Module):
             return cached[keys], valid, rows
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted by modality, then sample
         # how many distinct keys each modality has (slot 0: the invalid key); one host sync
-        per_modality = torch.bincount(unique.div(n_bank, rounding_mode="floor") + 1,
-                                      minlength=self.n_modalities + 1).tolist()
+        per_modality = torch.bincount(
+            unique.div(n_bank, rounding_mode="floor") + 1, minlength=self.n_modalities + 1
+        ).tolist()
         # row u of `table` is the embedding of key u; the invalid key's row is zeros
         table = [torch.zeros(per_modality[0], self.cfg.hidden, device=idx.device)]
         start = per_modality[0]
@@ -190,14 +204,20 @@ class MultimodalClassifier(nn.Module):
             n = per_modality[t + 1]
             if n == 0:
                 continue
-            x, lengths = bank.rows(t, unique[start:start + n] - t * n_bank)
+            x, lengths = bank.rows(t, unique[start : start + n] - t * n_bank)
             table.append(self.encode_modality(t, x, lengths))
             start += n
         return torch.cat(table)[inverse], valid, rows
 
-    def retrieve(self, emb: Tensor, observed: Tensor, bank: RetrievalBank,
-                 generator: torch.Generator | None, draws: int = 1, bank_rows: Tensor | None = None
-                 ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
+    def retrieve(
+        self,
+        emb: Tensor,
+        observed: Tensor,
+        bank: RetrievalBank,
+        generator: torch.Generator | None,
+        draws: int = 1,
+        bank_rows: Tensor | None = None,
+    ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
         """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings.
 
         ``bank_rows`` (B,): the bank position of each sample when the batch comes from the bank
@@ -208,17 +228,22 @@ class MultimodalClassifier(nn.Module):
             return emb, None, pair_b, pair_t
         codes = observed_to_codes(observed)[pair_b]
         n_obs = observed.sum(dim=1)[pair_b]
-        n_intra = n_obs if self.cfg.retriever.n_intra is None else torch.full_like(
-            n_obs, self.cfg.retriever.n_intra)
+        n_intra = (
+            n_obs
+            if self.cfg.retriever.n_intra is None
+            else torch.full_like(n_obs, self.cfg.retriever.n_intra)
+        )
         inter = emb[pair_b]
         inter_valid = observed[pair_b]
-        retrieved, out = None, None
+        retrieved: Tensor | None = None
+        out: RetrieverOutput | None = None
         for _ in range(draws):
             intra, intra_valid, intra_rows = self.intra_context(
-                bank, codes, pair_t, n_intra, generator,
-                bank_rows[pair_b] if bank_rows is not None else None)
+                bank, codes, pair_t, n_intra, generator, bank_rows[pair_b] if bank_rows is not None else None
+            )
             out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
+        assert retrieved is not None, "draws must be >= 1"
         emb = emb.index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
 
@@ -239,8 +264,14 @@ class MultimodalClassifier(nn.Module):
         return self.fusion(emb)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: Batch, bank: RetrievalBank | None = None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank: RetrievalBank | None = None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb = self.encode(batch)
         retrieval, pair_b, pair_t = None, None, None
         losses: dict[str, Tensor] = {}
@@ -254,7 +285,8 @@ class MultimodalClassifier(nn.Module):
                 hidden = self.hide_for_reconstruction(observed, generator)
                 # training batches are rows of the bank (the training split): batch.index
                 filled, retrieval, pair_b, pair_t = self.retrieve(
-                    emb, observed & ~hidden, bank, generator, bank_rows=batch.index)
+                    emb, observed & ~hidden, bank, generator, bank_rows=batch.index
+                )
                 is_hidden = hidden[pair_b, pair_t]
                 hb, ht = pair_b[is_hidden], pair_t[is_hidden]
                 if hb.numel():

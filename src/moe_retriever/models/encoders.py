@@ -7,8 +7,9 @@ the default; other kinds (sequences, images, volumes, text) register themselves 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -60,8 +61,9 @@ class MLPEncoder(ModalityEncoder):
     wide tabular input. ``rank`` = 0 keeps the dense layer.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int = 2, dropout: float = 0.1,
-                 rank: int = 0):
+    def __init__(
+        self, in_dim: int, hidden: int, out_dim: int, layers: int = 2, dropout: float = 0.1, rank: int = 0
+    ):
         super().__init__()
         dims = [in_dim] + [hidden] * max(layers - 1, 0)
         blocks: list[nn.Module] = []
@@ -69,7 +71,7 @@ class MLPEncoder(ModalityEncoder):
             # the projection has no activation after it: it is a factorised first layer
             blocks.append(nn.Linear(in_dim, rank, bias=False))
             dims[0] = rank
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
             blocks += [nn.Linear(a, b), nn.GELU(), nn.Dropout(dropout)]
         blocks += [nn.Linear(dims[-1], out_dim), nn.LayerNorm(out_dim)]
         self.net = nn.Sequential(*blocks)
@@ -83,8 +85,7 @@ def mlp_rank(spec: ModalitySpec, cfg: EncoderConfig, in_dim: int) -> int:
     """The first layer's rank from the :class:`MLPOptions` (0: dense); bad options raise
     ConfigError."""
     opts = from_dict(MLPOptions, cfg.options, f"model.encoders.{spec.name}.options")
-    lowrank = opts.first_layer == "lowrank" or (opts.first_layer == "auto"
-                                                 and in_dim >= LOWRANK_FROM_WIDTH)
+    lowrank = opts.first_layer == "lowrank" or (opts.first_layer == "auto" and in_dim >= LOWRANK_FROM_WIDTH)
     return opts.rank if lowrank else 0
 
 

@@ -39,8 +39,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()))
 
 
-def save_tensors(path: str | Path, tensors: dict[str, Tensor],
-                 metadata: dict[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any] | None = None
+) -> None:
     """Write tensors + JSON metadata atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = {"meta": json.dumps(metadata or {})}
@@ -54,6 +55,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
+
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
@@ -73,8 +75,11 @@ def load_state_into(model: torch.nn.Module, state: dict[str, Tensor], source: st
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
 from .statistics import corrected_resampled_t, t_interval
 from .trainer import FitResult, Trainer, resolve_device
 
+if TYPE_CHECKING:
+    from ..baselines.common import DirectMethod
+
 CHECKPOINT = "model.safetensors"
 # the raw features of every sample of a run, shared by its seeds' checkpoints
 BANK_FILE = "bank.safetensors"
@@ -64,6 +67,7 @@ def seed_everything(seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- standardisation
+
 
 def fit_standardizer(train: MultimodalDataset) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-feature mean/std of tabular modalities over the observed training rows."""
@@ -84,6 +88,7 @@ def standardize(ds: MultimodalDataset, stats: dict[str, tuple[Tensor, Tensor]]) 
             return x
         mean, std = stats[spec.name]
         return (x - mean) / std
+
     return ds.map_features(fn)
 
 
@@ -97,8 +102,9 @@ class SeedData:
     train_index: Tensor | None = None
 
 
-def masked_split(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
-                 ) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+def masked_split(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
+) -> tuple[MultimodalDataset, dict[str, Tensor]]:
     """The dataset under the seed's missingness, and the positions of its train / val / test
     samples (the dataset's own split when it ships one).
 
@@ -108,12 +114,15 @@ def masked_split(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
     if dataset.splits is not None:
         parts = {k: dataset.splits[k] for k in ("train", "val", "test")}
     else:
-        parts = dict(zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed)))
+        parts = dict(
+            zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed), strict=True)
+        )
     return _masked(cfg, dataset, seed, parts), parts
 
 
-def _masked(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int,
-            parts: dict[str, Tensor]) -> MultimodalDataset:
+def _masked(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, parts: dict[str, Tensor]
+) -> MultimodalDataset:
     """``dataset`` under the seed's missingness; ``data.missing_test`` masks the val and test
     positions of ``parts``."""
     shift = cfg.data.missing_test
@@ -132,18 +141,28 @@ def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -
     return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
 
 
-def split_data(cfg: ExperimentConfig, ds: MultimodalDataset, train_index: Sequence[int] | Tensor,
-               val_index: Sequence[int] | Tensor, test_index: Sequence[int] | Tensor) -> SeedData:
+def split_data(
+    cfg: ExperimentConfig,
+    ds: MultimodalDataset,
+    train_index: Sequence[int] | Tensor,
+    val_index: Sequence[int] | Tensor,
+    test_index: Sequence[int] | Tensor,
+) -> SeedData:
     """The (train, val, test) subsets of ``ds`` (already masked), standardised with statistics
     of the training subset when ``cfg.data.standardize``."""
     train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
-    return SeedData(standardize(train, stats), standardize(ds.subset(val_index), stats),
-                    standardize(ds.subset(test_index), stats), stats,
-                    torch.as_tensor(train_index, dtype=torch.long))
+    return SeedData(
+        standardize(train, stats),
+        standardize(ds.subset(val_index), stats),
+        standardize(ds.subset(test_index), stats),
+        stats,
+        torch.as_tensor(train_index, dtype=torch.long),
+    )
 
 
 # --------------------------------------------------------------------------- protocols
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -162,8 +181,11 @@ class Partition:
 
     @property
     def label(self) -> str:
-        return f"seed {self.seed}" if self.fold is None else \
-            f"repeat {self.repeat} (seed {self.seed}) fold {self.fold}"
+        return (
+            f"seed {self.seed}"
+            if self.fold is None
+            else f"repeat {self.repeat} (seed {self.seed}) fold {self.fold}"
+        )
 
     @property
     def rng_seed(self) -> int:
@@ -179,8 +201,7 @@ def protocol_partitions(cfg: ExperimentConfig) -> list[Partition]:
     p = cfg.protocol
     if p.kind == "holdout":
         return [Partition(s) for s in cfg.train.seeds]
-    return [Partition(s, k, r) for r, s in enumerate(cfg.train.seeds[:p.repeats])
-            for k in range(p.folds)]
+    return [Partition(s, k, r) for r, s in enumerate(cfg.train.seeds[: p.repeats]) for k in range(p.folds)]
 
 
 def partition_from_meta(meta: dict[str, Any]) -> Partition:
@@ -189,8 +210,9 @@ def partition_from_meta(meta: dict[str, Any]) -> Partition:
     return Partition(int(meta["seed"]), d.get("fold"), d.get("repeat"))
 
 
-def partition_split(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition
-                    ) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+def partition_split(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition
+) -> tuple[MultimodalDataset, dict[str, Tensor]]:
     """:func:`masked_split` for one partition of the protocol. Cross-validation: the repeat
     seed's missingness mask (shared by its folds) and stratified folds; the other folds are
     split again, stratified, into train and validation in the proportions of ``data.split``."""
@@ -206,8 +228,7 @@ def partition_split(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Par
     return _masked(cfg, dataset, part.seed, parts), parts
 
 
-def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset,
-                      part: Partition) -> SeedData:
+def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition) -> SeedData:
     """The standardised train / val / test data of one partition (:func:`partition_split`)."""
     ds, parts = partition_split(cfg, dataset, part)
     return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
@@ -216,21 +237,30 @@ def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset,
 def prediction_record(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
     """Per-sample test record: ids, true and predicted labels, combination codes (for the
     per-combination results pooled over folds)."""
-    return {"ids": list(test.ids), "label": test.labels.tolist(),
-            "pred": np.asarray(probs).argmax(axis=1).tolist(),
-            "code": observed_to_codes(test.observed).tolist()}
+    return {
+        "ids": list(test.ids),
+        "label": test.labels.tolist(),
+        "pred": np.asarray(probs).argmax(axis=1).tolist(),
+        "code": observed_to_codes(test.observed).tolist(),
+    }
 
 
 # --------------------------------------------------------------------------- checkpoints
 
+
 def _spec_json(spec: ModalitySpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "kind": spec.kind,
-            "columns": list(spec.columns) if spec.columns is not None else None}
+    return {
+        "name": spec.name,
+        "shape": list(spec.shape),
+        "kind": spec.kind,
+        "columns": list(spec.columns) if spec.columns is not None else None,
+    }
 
 
 def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
-    return ModalitySpec(d["name"], tuple(d["shape"]), d["kind"],
-                        tuple(d["columns"]) if d.get("columns") is not None else None)
+    return ModalitySpec(
+        d["name"], tuple(d["shape"]), d["kind"], tuple(d["columns"]) if d.get("columns") is not None else None
+    )
 
 
 def _sha256(data: bytes | memoryview) -> str:
@@ -249,8 +279,11 @@ def write_run_bank(path: Path, dataset: MultimodalDataset) -> str:
     tensors.update({f"lengths.{k}": v for k, v in dataset.lengths.items()})
     tensors["observed"] = dataset.observed.to(torch.uint8)
     tensors["labels"] = dataset.labels
-    save_tensors(path, tensors, {"ids": dataset.ids, "dataset": dataset.name,
-                                 "natural_missingness": dataset.natural_missingness})
+    save_tensors(
+        path,
+        tensors,
+        {"ids": dataset.ids, "dataset": dataset.name, "natural_missingness": dataset.natural_missingness},
+    )
     digest = _sha256(path.read_bytes())
     _BANK_DIGESTS[path.resolve()] = digest
     return digest
@@ -280,10 +313,19 @@ class RunBank:
         return run_bank_digest(self.path, self.dataset)
 
 
-def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: dict[str, Tensor],
-                         bank: MultimodalDataset, stats: dict[str, tuple[Tensor, Tensor]],
-                         extra: dict[str, Any] | None = None, *, bank_file: Path | None = None,
-                         bank_index: Tensor | None = None, bank_digest: str | None = None) -> None:
+def save_seed_checkpoint(
+    path: Path,
+    cfg: ExperimentConfig,
+    seed: int,
+    state: dict[str, Tensor],
+    bank: MultimodalDataset,
+    stats: dict[str, tuple[Tensor, Tensor]],
+    extra: dict[str, Any] | None = None,
+    *,
+    bank_file: Path | None = None,
+    bank_index: Tensor | None = None,
+    bank_digest: str | None = None,
+) -> None:
     """Write a model's weights with its retrieval ``bank`` (the standardised training split),
     the standardisation ``stats`` and the metadata :func:`load_seed_checkpoint` needs.
 
@@ -294,16 +336,24 @@ def save_seed_checkpoint(path: Path, cfg: ExperimentConfig, seed: int, state: di
     tensors = {f"model.{k}": v for k, v in state.items()}
     for name, (mean, std) in stats.items():
         tensors[f"stats.{name}.mean"], tensors[f"stats.{name}.std"] = mean, std
-    meta = {"config": to_dict(cfg), "seed": seed, "dataset": bank.name,
-            "modalities": [_spec_json(s) for s in bank.modalities],
-            "class_names": bank.class_names, **(extra or {})}
+    meta = {
+        "config": to_dict(cfg),
+        "seed": seed,
+        "dataset": bank.name,
+        "modalities": [_spec_json(s) for s in bank.modalities],
+        "class_names": bank.class_names,
+        **(extra or {}),
+    }
     if bank_file is not None:
         if bank_index is None or bank_digest is None:
-            raise ValueError("a checkpoint that refers to a bank file needs the bank's positions "
-                             "in it (bank_index) and the file's digest (bank_digest)")
+            raise ValueError(
+                "a checkpoint that refers to a bank file needs the bank's positions "
+                "in it (bank_index) and the file's digest (bank_digest)"
+            )
         if len(bank_index) != len(bank):
-            raise ValueError(f"bank_index holds {len(bank_index)} positions for a bank of "
-                             f"{len(bank)} samples")
+            raise ValueError(
+                f"bank_index holds {len(bank_index)} positions for a bank of {len(bank)} samples"
+            )
         tensors["bank.index"] = torch.as_tensor(bank_index, dtype=torch.long)
         tensors["bank.observed"] = bank.observed.to(torch.uint8)
         rel = os.path.relpath(Path(bank_file).resolve(), Path(path).resolve().parent)
@@ -329,43 +379,58 @@ def _read_run_bank(checkpoint: Path, meta: dict[str, Any]) -> tuple[dict[str, Te
     candidates = [recorded] + [d / BANK_FILE for d in checkpoint.resolve().parents]
     existing = list(dict.fromkeys(c for c in candidates if c.is_file()))
     if not existing:
-        raise CheckpointError(f"{checkpoint}: its retrieval bank {recorded} is missing (the run "
-                              f"directory's {BANK_FILE} must stay next to the seed directories)")
+        raise CheckpointError(
+            f"{checkpoint}: its retrieval bank {recorded} is missing (the run "
+            f"directory's {BANK_FILE} must stay next to the seed directories)"
+        )
     for bank_path in existing:
         data = bank_path.read_bytes()
         if _sha256(data) == meta["bank_sha256"]:
             break
     else:
         bank_path = existing[0]
-        raise CheckpointError(f"{bank_path}: its SHA-256 differs from {meta['bank_sha256'][:16]}... "
-                              f"recorded in {checkpoint}: the bank file was replaced or modified "
-                              f"since the checkpoint was written")
+        raise CheckpointError(
+            f"{bank_path}: its SHA-256 differs from {meta['bank_sha256'][:16]}... "
+            f"recorded in {checkpoint}: the bank file was replaced or modified "
+            f"since the checkpoint was written"
+        )
     try:
         tensors = load_bytes(data)
-        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
         bank_meta = json.loads(header.get("__metadata__", {}).get("meta", "{}"))
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{bank_path}: not a readable bank file ({exc})") from exc
     return tensors, bank_meta
 
 
-def _bank_from_file(checkpoint: Path, meta: dict[str, Any], tensors: dict[str, Tensor],
-                    specs: list[ModalitySpec], stats: dict[str, tuple[Tensor, Tensor]]
-                    ) -> MultimodalDataset:
+def _bank_from_file(
+    checkpoint: Path,
+    meta: dict[str, Any],
+    tensors: dict[str, Tensor],
+    specs: list[ModalitySpec],
+    stats: dict[str, tuple[Tensor, Tensor]],
+) -> MultimodalDataset:
     """The seed's bank: its rows of the run's bank file, its masks, standardised as in training."""
     raw, bank_meta = _read_run_bank(checkpoint, meta)
     idx = tensors["bank.index"].long()
     n = int(raw["labels"].shape[0])
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise CheckpointError(f"{checkpoint}: bank positions outside the {n} samples of "
-                              f"{checkpoint.parent / meta['bank_file']}")
+        raise CheckpointError(
+            f"{checkpoint}: bank positions outside the {n} samples of {checkpoint.parent / meta['bank_file']}"
+        )
     ids = bank_meta.get("ids", [str(i) for i in range(n)])
     train = MultimodalDataset(
-        specs, {s.name: raw[f"features.{s.name}"][idx] for s in specs},
-        tensors["bank.observed"].bool(), raw["labels"][idx], [ids[i] for i in idx.tolist()],
-        meta["class_names"], meta.get("dataset", "bank"),
+        specs,
+        {s.name: raw[f"features.{s.name}"][idx] for s in specs},
+        tensors["bank.observed"].bool(),
+        raw["labels"][idx],
+        [ids[i] for i in idx.tolist()],
+        meta["class_names"],
+        meta.get("dataset", "bank"),
         {s.name: raw[f"lengths.{s.name}"][idx] for s in specs if f"lengths.{s.name}" in raw},
-        bank_meta.get("natural_missingness"), require_every_modality=False)
+        bank_meta.get("natural_missingness"),
+        require_every_modality=False,
+    )
     return standardize(train, stats)
 
 
@@ -394,35 +459,53 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     tensors, meta = load_tensors(path)
     shared = "bank_file" in meta
     for key in ("config", "seed", "modalities", "class_names") + (
-            ("bank_sha256",) if shared else ("bank_ids",)):
+        ("bank_sha256",) if shared else ("bank_ids",)
+    ):
         if key not in meta:
-            raise CheckpointError(f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint")
+            raise CheckpointError(
+                f"{path}: checkpoint metadata lacks {key!r}; not a moe-retriever checkpoint"
+            )
     cfg = from_dict(ExperimentConfig, meta["config"]).validate()
     specs = [_spec_from_json(d) for d in meta["modalities"]]
-    stats = {s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
-             for s in specs if f"stats.{s.name}.mean" in tensors}
+    stats = {
+        s.name: (tensors[f"stats.{s.name}.mean"], tensors[f"stats.{s.name}.std"])
+        for s in specs
+        if f"stats.{s.name}.mean" in tensors
+    }
     # the weights first: a checkpoint of another config fails before the bank file is read
     model = build_model(cfg, specs, len(meta["class_names"]))
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
     if shared:
         bank = _bank_from_file(path, meta, tensors, specs, stats)
     else:
         bank = MultimodalDataset(
-            specs, {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
-            tensors["bank.observed"].bool(), tensors["bank.labels"], meta["bank_ids"],
-            meta["class_names"], meta.get("dataset", "bank"),
-            {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs
-             if f"bank.lengths.{s.name}" in tensors})
+            specs,
+            {s.name: tensors[f"bank.features.{s.name}"] for s in specs},
+            tensors["bank.observed"].bool(),
+            tensors["bank.labels"],
+            meta["bank_ids"],
+            meta["class_names"],
+            meta.get("dataset", "bank"),
+            {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs if f"bank.lengths.{s.name}" in tensors},
+        )
     return LoadedModel(cfg, int(meta["seed"]), model, bank, stats, meta)
 
 
 # --------------------------------------------------------------------------- runs
 
-def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out_dir: Path | None,
-               device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS,
-               state_dir: Path | None = None, on_epoch=None,
-               partition: Partition | None = None) -> dict[str, Any]:
+
+def train_seed(
+    cfg: ExperimentConfig,
+    dataset: MultimodalDataset,
+    seed: int,
+    out_dir: Path | None,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    state_dir: Path | None = None,
+    on_epoch=None,
+    partition: Partition | None = None,
+) -> dict[str, Any]:
     """Train and test one seed on its split and missingness (``prepare_seed``), or one
     ``partition`` of the protocol (``seed`` is then ignored; :func:`prepare_partition`).
 
@@ -439,19 +522,36 @@ def train_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, out
         unit_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
     run_bank = RunBank(out_dir / BANK_FILE, dataset) if out_dir is not None else None
-    record = fit_and_test(cfg, data, part.rng_seed, device, dist_ctx,
-                          unit_dir / CHECKPOINT if unit_dir is not None else None, state_path,
-                          on_epoch, part, run_bank)
+    record = fit_and_test(
+        cfg,
+        data,
+        part.rng_seed,
+        device,
+        dist_ctx,
+        unit_dir / CHECKPOINT if unit_dir is not None else None,
+        state_path,
+        on_epoch,
+        part,
+        run_bank,
+    )
     if unit_dir is not None:
         atomic_write_text(unit_dir / SEED_METRICS, json.dumps(record, indent=2))
         (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
     return record
 
 
-def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDataset,
-              n_classes: int, seed: int, device: torch.device,
-              dist_ctx: DistContext = SINGLE_PROCESS, on_best=None,
-              state_path: Path | None = None, on_epoch=None) -> tuple[Any, FitResult, Trainer | None]:
+def fit_model(
+    cfg: ExperimentConfig,
+    train: MultimodalDataset,
+    val: MultimodalDataset,
+    n_classes: int,
+    seed: int,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    on_best=None,
+    state_path: Path | None = None,
+    on_epoch=None,
+) -> tuple[Any, FitResult, Trainer | None]:
     """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
 
     Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
@@ -463,30 +563,38 @@ def fit_model(cfg: ExperimentConfig, train: MultimodalDataset, val: MultimodalDa
     decorrelate_dropout(seed, dist_ctx)
     if getattr(model, "fit_direct", False):
         # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
-        return model, model.fit(train, val, cfg.train.select_metric), None
+        direct = cast("DirectMethod", model)
+        return direct, direct.fit(train, val, cfg.train.select_metric), None
     bank = RetrievalBank(train, device)
     weights = None
     if cfg.train.class_weights:
         counts = torch.bincount(train.labels, minlength=n_classes).float()
         weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights,
-                      dist_ctx)
+    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights, dist_ctx)
     if state_path is not None and dist_ctx.is_main:
         state_path.parent.mkdir(parents=True, exist_ok=True)
     fit = trainer.fit(train, val, on_best=on_best, state_path=state_path, on_epoch=on_epoch)
     return model, fit, trainer
 
 
-def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch.device,
-                 dist_ctx: DistContext = SINGLE_PROCESS, checkpoint: Path | None = None,
-                 state_path: Path | None = None, on_epoch=None,
-                 partition: Partition | None = None,
-                 run_bank: RunBank | None = None) -> dict[str, Any]:
+def fit_and_test(
+    cfg: ExperimentConfig,
+    data: SeedData,
+    seed: int,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    checkpoint: Path | None = None,
+    state_path: Path | None = None,
+    on_epoch=None,
+    partition: Partition | None = None,
+    run_bank: RunBank | None = None,
+) -> dict[str, Any]:
     """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
     ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
     dropout and retrieval draws. ``partition`` is the protocol's split that ``data`` is (default:
-    the holdout split of ``seed``); the checkpoint and the record carry its seed and fold. The best model is saved to ``checkpoint`` and the per-epoch
-    training state to ``state_path`` when given (methods fitted without the Trainer keep
+    the holdout split of ``seed``); the checkpoint and the record carry its seed and fold. The
+    best model is saved to ``checkpoint`` and the per-epoch training state to ``state_path`` when
+    given (methods fitted without the Trainer keep
     neither); with ``checkpoint`` the training log ``history.csv`` (rewritten every epoch) and
     ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
     history entry. With ``run_bank`` the checkpoint refers to the run's bank file (at the
@@ -498,12 +606,25 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
 
     def on_best(state, result):
         if checkpoint is not None:
-            shared = {} if run_bank is None else {
-                "bank_file": run_bank.path, "bank_index": data.train_index,
-                "bank_digest": run_bank.digest()}
-            save_seed_checkpoint(checkpoint, cfg, part.seed, state, data.train, data.stats,
-                                 {"best_epoch": result.best_epoch, "partition": part.as_dict()},
-                                 **shared)
+            shared = (
+                {}
+                if run_bank is None
+                else {
+                    "bank_file": run_bank.path,
+                    "bank_index": data.train_index,
+                    "bank_digest": run_bank.digest(),
+                }
+            )
+            save_seed_checkpoint(
+                checkpoint,
+                cfg,
+                part.seed,
+                state,
+                data.train,
+                data.stats,
+                {"best_epoch": result.best_epoch, "partition": part.as_dict()},
+                **shared,
+            )
 
     def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
         history.append(entry)
@@ -512,8 +633,9 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
         if on_epoch is not None:
             on_epoch(epoch, entry)
 
-    model, fit, trainer = fit_model(cfg, data.train, data.val, n_classes, seed, device, dist_ctx,
-                                    on_best, state_path, epoch_done)
+    model, fit, trainer = fit_model(
+        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
+    )
     if trainer is None:
         probs = model.predict_proba(data.test)
     else:
@@ -523,15 +645,23 @@ def fit_and_test(cfg: ExperimentConfig, data: SeedData, seed: int, device: torch
             plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
         probs = trainer.predict_proba(data.test)
     test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
-    return {"seed": part.seed, "partition": part.as_dict(), "test": test, "val": fit.best_val,
-            "best_epoch": fit.best_epoch, "train_seconds": fit.train_seconds,
-            "epoch_seconds": fit.epoch_seconds, "history": fit.history, "n_train": len(data.train),
-            "n_val": len(data.val), "n_test": len(data.test),
-            "test_predictions": prediction_record(data.test, probs)}
+    return {
+        "seed": part.seed,
+        "partition": part.as_dict(),
+        "test": test,
+        "val": fit.best_val,
+        "best_epoch": fit.best_epoch,
+        "train_seconds": fit.train_seconds,
+        "epoch_seconds": fit.epoch_seconds,
+        "history": fit.history,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+        "test_predictions": prediction_record(data.test, probs),
+    }
 
 
-def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]],
-                   cv: bool) -> dict[str, dict]:
+def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]], cv: bool) -> dict[str, dict]:
     """``aggregate`` of per-run metrics plus, for every metric, ``per_fold`` (one value per run:
     per fold, or per seed for holdout) and ``ci95`` {mean, lo, hi, method, ...}: the
     Nadeau-Bengio corrected t interval over the folds of cross-validation (``n_train``: samples a
@@ -551,8 +681,9 @@ def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]],
     return out
 
 
-def summarize(cfg: ExperimentConfig, dataset_name: str, runs: list[dict[str, Any]],
-              combinations: dict[str, int]) -> dict[str, Any]:
+def summarize(
+    cfg: ExperimentConfig, dataset_name: str, runs: list[dict[str, Any]], combinations: dict[str, int]
+) -> dict[str, Any]:
     cv = cfg.protocol.kind == "cv"
     return {
         "method": cfg.method,
@@ -591,8 +722,10 @@ def fmt_interval(metric: dict[str, Any] | None) -> str:
 
 def protocol_text(protocol: dict[str, Any] | None, seeds: list[int]) -> str:
     if protocol and protocol.get("kind") == "cv":
-        return (f"{protocol['folds']}-fold stratified cross-validation repeated "
-                f"{protocol['repeats']} times (repeat seeds {seeds})")
+        return (
+            f"{protocol['folds']}-fold stratified cross-validation repeated "
+            f"{protocol['repeats']} times (repeat seeds {seeds})"
+        )
     return f"holdout, seeds {seeds}"
 
 
@@ -607,19 +740,30 @@ def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
 def results_markdown(results: dict[str, Any]) -> str:
     test = results["test"]
     method = next((m["ci95"]["method"] for m in test.values() if "ci95" in m), "t over seeds")
-    rows = [["test", *(fmt_interval(test.get(k)) for k in METRICS)],
-            ["val", *(fmt(results["val"].get(k)) for k in METRICS)]]
-    lines = [f"# {results['method']} on {results['dataset']}", "",
-             f"{protocol_text(results.get('protocol'), results['seeds'])}. Test: mean [95 % "
-             f"interval: {method}], in %; validation: mean ± population std. "
-             f"Training time {results['train_seconds']:.1f} s in all.", "",
-             *markdown_table(("split", *METRICS), rows)]
+    rows = [
+        ["test", *(fmt_interval(test.get(k)) for k in METRICS)],
+        ["val", *(fmt(results["val"].get(k)) for k in METRICS)],
+    ]
+    lines = [
+        f"# {results['method']} on {results['dataset']}",
+        "",
+        f"{protocol_text(results.get('protocol'), results['seeds'])}. Test: mean [95 % "
+        f"interval: {method}], in %; validation: mean ± population std. "
+        f"Training time {results['train_seconds']:.1f} s in all.",
+        "",
+        *markdown_table(("split", *METRICS), rows),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
-                   dataset: MultimodalDataset | None = None, log=print,
-                   resume: bool = False, on_epoch=None) -> dict[str, Any]:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    dataset: MultimodalDataset | None = None,
+    log=print,
+    resume: bool = False,
+    on_epoch=None,
+) -> dict[str, Any]:
     """Train and test ``cfg.method`` over ``cfg.train.seeds`` (every partition of
     ``cfg.protocol``: one split per seed, or the folds of each repeat); write the run directory.
 
@@ -633,9 +777,16 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None,
     dist_ctx, dist_device = setup_distributed(cfg.train.device)
     try:
         device = dist_device if dist_device is not None else resolve_device(cfg.train.device)
-        return run_seeds(cfg, dataset if dataset is not None else load_dataset(cfg.data),
-                         Path(out_dir) if out_dir is not None else None, device, dist_ctx,
-                         log if dist_ctx.is_main else _silent, resume, on_epoch)
+        return run_seeds(
+            cfg,
+            dataset if dataset is not None else load_dataset(cfg.data),
+            Path(out_dir) if out_dir is not None else None,
+            device,
+            dist_ctx,
+            log if dist_ctx.is_main else _silent,
+            resume,
+            on_epoch,
+        )
     finally:
         teardown_distributed(dist_ctx)
 
@@ -644,9 +795,16 @@ def _silent(*args: Any, **kwargs: Any) -> None:
     pass
 
 
-def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path | None,
-              device: torch.device, dist_ctx: DistContext = SINGLE_PROCESS, log=print,
-              resume: bool = False, on_epoch=None) -> dict[str, Any]:
+def run_seeds(
+    cfg: ExperimentConfig,
+    dataset: MultimodalDataset,
+    run_dir: Path | None,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    log=print,
+    resume: bool = False,
+    on_epoch=None,
+) -> dict[str, Any]:
     """``train_seed`` for every partition of the protocol (:func:`protocol_partitions`: the seeds
     of ``cfg.train.seeds``, or the folds of each cross-validation repeat), reading back the
     finished ones when ``resume``, then the summary over them. Every rank trains; only the main rank writes
@@ -659,19 +817,25 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
     partitions = protocol_partitions(cfg)
     first, parts = partition_split(cfg, dataset, partitions[0])
     combos = first.combination_counts()
-    log(f"modality combinations (seed {cfg.train.seeds[0]}): "
-        + ", ".join(f"{k}={v}" for k, v in combos.items()))
+    log(
+        f"modality combinations (seed {cfg.train.seeds[0]}): "
+        + ", ".join(f"{k}={v}" for k, v in combos.items())
+    )
     if out is not None:
         summary = missingness_summary(first, parts)
-        atomic_write_text(out / "combinations.json",
-                          json.dumps({"seed": cfg.train.seeds[0], **summary}, indent=2))
+        atomic_write_text(
+            out / "combinations.json", json.dumps({"seed": cfg.train.seeds[0], **summary}, indent=2)
+        )
     runs = []
     t0 = time.perf_counter()
     logger = ExperimentLogger(cfg, out, enabled=dist_ctx.is_main)
     try:
         for i, part in enumerate(partitions):
-            runs.append(_seed_record(cfg, dataset, part, i, run_dir, out, device, dist_ctx, log,
-                                     resume, on_epoch, logger))
+            runs.append(
+                _seed_record(
+                    cfg, dataset, part, i, run_dir, out, device, dist_ctx, log, resume, on_epoch, logger
+                )
+            )
     except BaseException:
         logger.close()
         raise
@@ -686,9 +850,20 @@ def run_seeds(cfg: ExperimentConfig, dataset: MultimodalDataset, run_dir: Path |
     return results
 
 
-def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition, i: int,
-                 run_dir: Path | None, out: Path | None, device: torch.device, dist_ctx: DistContext,
-                 log, resume: bool, on_epoch, logger: ExperimentLogger) -> dict[str, Any]:
+def _seed_record(
+    cfg: ExperimentConfig,
+    dataset: MultimodalDataset,
+    part: Partition,
+    i: int,
+    run_dir: Path | None,
+    out: Path | None,
+    device: torch.device,
+    dist_ctx: DistContext,
+    log,
+    resume: bool,
+    on_epoch,
+    logger: ExperimentLogger,
+) -> dict[str, Any]:
     """The ``i``-th partition's record: read back when it finished earlier, else trained now."""
     unit_dir = run_dir / part.name if run_dir is not None else None
     finished = unit_dir / SEED_METRICS if unit_dir is not None else None
@@ -698,7 +873,7 @@ def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partit
     if not resume and unit_dir is not None and dist_ctx.is_main:
         # a fresh run never continues from a state left by an earlier, interrupted one
         (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
-        if i == 0:
+        if i == 0 and run_dir is not None:
             # nor refers to the bank file of an earlier run in the same directory
             (run_dir / BANK_FILE).unlink(missing_ok=True)
             _BANK_DIGESTS.pop((run_dir / BANK_FILE).resolve(), None)
@@ -709,9 +884,11 @@ def _seed_record(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partit
             on_epoch(i, epoch, entry)
 
     r = train_seed(cfg, dataset, part.seed, out, device, dist_ctx, unit_dir, unit_on_epoch, part)
-    log(f"{part.label}: best epoch {r['best_epoch']}, test "
+    log(
+        f"{part.label}: best epoch {r['best_epoch']}, test "
         + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
-        + f" ({r['train_seconds']:.1f} s)")
+        + f" ({r['train_seconds']:.1f} s)"
+    )
     return r
 
 
@@ -721,8 +898,9 @@ def run_checkpoints(run_dir: str | Path) -> dict[str, Path]:
     run = Path(run_dir)
     found = _checkpoint_dirs(run)
     if not found:
-        raise InputNotFoundError(f"{run}: no {CHECKPOINT} found; is this a run directory written "
-                                 f"by `moe-retriever train`?")
+        raise InputNotFoundError(
+            f"{run}: no {CHECKPOINT} found; is this a run directory written by `moe-retriever train`?"
+        )
     return found
 
 
@@ -737,7 +915,7 @@ def partition_checkpoints(run_dir: str | Path) -> dict[tuple[int, int | None], P
     """``{(seed, fold): path}`` of the protocol's checkpoints in a run directory (those of
     :func:`run_checkpoints` directly in ``seed_<s>/``, fold None, or ``fold_s<s>_k<k>/``);
     empty when there is none."""
-    found = {}
+    found: dict[tuple[int, int | None], Path] = {}
     for name, path in _checkpoint_dirs(Path(run_dir)).items():
         match = _UNIT_NAME.fullmatch(name)
         if match and match[1] is not None:
@@ -753,8 +931,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
     run = Path(run_dir)
     paths = list(partition_checkpoints(run).values())
     if not paths:
-        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} or fold_s*_k*/{CHECKPOINT} found; "
-                                 "is this a run directory?")
+        raise InputNotFoundError(
+            f"{run}: no seed_*/{CHECKPOINT} or fold_s*_k*/{CHECKPOINT} found; is this a run directory?"
+        )
     dev = resolve_device(device)
     per_seed, parts = [], []
     dataset = None
@@ -765,12 +944,11 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
         data = prepare_partition(cfg, dataset, part)
         bank = RetrievalBank(data.train, dev)
-        trainer = Trainer(loaded.model, cfg.train, bank, dev, part.rng_seed,
-                          cfg.model.retriever.eval_draws)
+        trainer = Trainer(loaded.model, cfg.train, bank, dev, part.rng_seed, cfg.model.retriever.eval_draws)
         metrics = trainer.evaluate(data.test)
         log(f"{part.label}: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items()))
         per_seed.append(metrics)
         parts.append(part)
-    out = {"test": aggregate(per_seed), "partitions": [p.name for p in parts]}
+    out: dict[str, Any] = {"test": aggregate(per_seed), "partitions": [p.name for p in parts]}
     out["seeds"] = sorted({p.seed for p in parts}) if parts[0].fold is not None else [p.seed for p in parts]
     return out

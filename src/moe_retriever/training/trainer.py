@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
 from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
-from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .checkpoint import CheckpointError, atomic_write
+from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .losses import weighted_sum
 from .metrics import classification_metrics
 
@@ -56,9 +57,17 @@ class Trainer:
     every global batch through DistributedDataParallel; ``self.model`` stays the plain module.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, bank: RetrievalBank | None,
-                 device: torch.device, seed: int, eval_draws: int = 1,
-                 class_weights: Tensor | None = None, dist_ctx: DistContext = SINGLE_PROCESS) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        bank: RetrievalBank | None,
+        device: torch.device,
+        seed: int,
+        eval_draws: int = 1,
+        class_weights: Tensor | None = None,
+        dist_ctx: DistContext = SINGLE_PROCESS,
+    ) -> None:
         self.model = model.to(device)
         self.dist = dist_ctx
         self.train_model = wrap(self.model, dist_ctx, device)
@@ -71,19 +80,22 @@ class Trainer:
         self.uses_retrieval = getattr(model, "retriever", None) is not None
         self.loss_weights = dict(cast(dict[str, float], model.loss_weights))
         # the fused kernel updates every parameter in one call instead of ~12 ops per tensor
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=device.type in ("cpu", "cuda"))
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
+        )
         # the same permutation on every rank (global batches); supporting-group draws per rank
         self.train_generator = torch.Generator().manual_seed(self.seed * 7919 + 1)
         self.retrieval_generator = torch.Generator(device=device).manual_seed(
-            retrieval_seed(self.seed, dist_ctx.rank))
+            retrieval_seed(self.seed, dist_ctx.rank)
+        )
 
     # ------------------------------------------------------------------ helpers
     def retrieving(self, epoch: int) -> bool:
         return self.uses_retrieval and epoch >= self.cfg.warmup_epochs
 
-    def loss(self, batch: Batch, retrieve: bool, global_labels: Tensor | None = None
-             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def loss(
+        self, batch: Batch, retrieve: bool, global_labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """The loss of ``batch``: (total, cross-entropy, the model's unweighted auxiliary terms);
         total = cross-entropy + sum of weight x term (:func:`.losses.weighted_sum`).
 
@@ -95,10 +107,14 @@ class Trainer:
         if global_labels is None:
             ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
         else:
-            norm = (float(global_labels.numel()) if self.class_weights is None
-                    else self.class_weights[global_labels].sum())
-            ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights,
-                                 reduction="sum") / (norm / self.dist.world_size)
+            norm = (
+                float(global_labels.numel())
+                if self.class_weights is None
+                else self.class_weights[global_labels].sum()
+            )
+            ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights, reduction="sum") / (
+                norm / self.dist.world_size
+            )
         aux = weighted_sum(out.losses, self.loss_weights)
         return (ce if aux is None else ce + aux), ce, out.losses
 
@@ -119,7 +135,7 @@ class Trainer:
         for step, start in enumerate(starts):
             if before_step is not None:
                 before_step(self.bank, step)
-            global_index = order[start:start + self.cfg.batch_size]
+            global_index = order[start : start + self.cfg.batch_size]
             batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None
             loss, ce, terms = self.loss(batch, retrieve, global_labels)
@@ -128,9 +144,14 @@ class Trainer:
             if self.cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
-            step_losses[step] = torch.stack([loss.detach(), ce.detach(), *(
-                terms[name].detach() if name in terms else zero for name in names)])
-            computed = [c + (name in terms) for c, name in zip(computed, names)]
+            step_losses[step] = torch.stack(
+                [
+                    loss.detach(),
+                    ce.detach(),
+                    *(terms[name].detach() if name in terms else zero for name in names),
+                ]
+            )
+            computed = [c + (name in terms) for c, name in zip(computed, names, strict=True)]
         step_losses[-1, 2:] = torch.tensor(computed, dtype=step_losses.dtype).to(self.device)
         # summed over ranks: a non-finite loss on any rank stops every rank at the same point
         summed = all_reduce_sum(step_losses, self.dist).cpu()
@@ -141,13 +162,19 @@ class Trainer:
             bad = int((~finite).nonzero()[0, 0])
             raise TrainingDivergedError(
                 f"epoch {epoch + 1}, step {bad + 1}: the loss became {float(step_losses[bad, 0])}; "
-                f"training stopped (lower train.lr or check the input features)")
+                f"training stopped (lower train.lr or check the input features)"
+            )
         mean = step_losses[:, :2].double().mean(dim=0) if len(starts) else torch.zeros(2)
         # each term's mean over the steps (and ranks) that computed it, unweighted
-        terms_mean = {f"loss.{name}": float(term_sums[i] / counts[i])
-                      for i, name in enumerate(names) if counts[i] > 0}
-        return {"loss": float(mean[0]), "loss.cross_entropy": float(mean[1]), **terms_mean,
-                "retrieval": retrieve}
+        terms_mean = {
+            f"loss.{name}": float(term_sums[i] / counts[i]) for i, name in enumerate(names) if counts[i] > 0
+        }
+        return {
+            "loss": float(mean[0]),
+            "loss.cross_entropy": float(mean[1]),
+            **terms_mean,
+            "retrieval": retrieve,
+        }
 
     def eval_outputs(self, data: Batch, retrieve: bool = True) -> Iterator[tuple[Tensor, Any]]:
         """Evaluation forward passes over ``data`` in eval batches, yielding (rows, model output).
@@ -163,8 +190,12 @@ class Trainer:
         n = len(data)
         for start in range(0, n, self.cfg.eval_batch_size):
             idx = torch.arange(start, min(start + self.cfg.eval_batch_size, n), device=self.device)
-            yield idx, self.model(data.select(idx), self.bank, retrieve=retrieve, generator=generator,
-                                  draws=self.eval_draws)
+            yield (
+                idx,
+                self.model(
+                    data.select(idx), self.bank, retrieve=retrieve, generator=generator, draws=self.eval_draws
+                ),
+            )
 
     @torch.no_grad()
     def predict_proba(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
@@ -174,8 +205,9 @@ class Trainer:
     @torch.no_grad()
     def predict_proba_batch(self, data: Batch, retrieve: bool = True) -> np.ndarray:
         """:meth:`predict_proba` for a prepared batch (new data need not form a full dataset)."""
-        probs = [torch.softmax(out.logits.float(), dim=-1).cpu()
-                 for _, out in self.eval_outputs(data, retrieve)]
+        probs = [
+            torch.softmax(out.logits.float(), dim=-1).cpu() for _, out in self.eval_outputs(data, retrieve)
+        ]
         return torch.cat(probs).numpy()
 
     def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
@@ -211,13 +243,20 @@ class Trainer:
         torch.set_rng_state(state["rng_torch"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        result = FitResult(state["best_epoch"], state["best_val"], state["history"],
-                           epoch_seconds=state["epoch_seconds"])
+        result = FitResult(
+            state["best_epoch"], state["best_val"], state["history"], epoch_seconds=state["epoch_seconds"]
+        )
         return state["epoch"], state["best_state"], state["best_score"], result
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: MultimodalDataset, val: MultimodalDataset, on_best=None,
-            state_path: Path | None = None, on_epoch=None) -> FitResult:
+    def fit(
+        self,
+        train: MultimodalDataset,
+        val: MultimodalDataset,
+        on_best=None,
+        state_path: Path | None = None,
+        on_epoch=None,
+    ) -> FitResult:
         """Train for ``cfg.epochs``; keep the best validation state (among retrieval epochs when
         the model retrieves, so the selected model is the method being evaluated).
 
@@ -239,8 +278,12 @@ class Trainer:
             first_epoch, best_state, best_score, result = self.restore(load_training_state(state_path))
         start_time = time.perf_counter()
         epochs = range(first_epoch, self.cfg.epochs)
-        bar = tqdm(epochs, desc=f"seed {self.seed}", leave=False,
-                   disable=not self.cfg.progress or not self.dist.is_main)
+        bar = tqdm(
+            epochs,
+            desc=f"seed {self.seed}",
+            leave=False,
+            disable=not self.cfg.progress or not self.dist.is_main,
+        )
         for epoch in bar:
             t0 = time.perf_counter()
             stats = self.train_epoch(data, epoch)
@@ -249,9 +292,16 @@ class Trainer:
             val_metrics = self.evaluate(val, retrieve=retrieve)
             score = val_metrics[key]
             score = -math.inf if math.isnan(score) else score
-            eligible = retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
-            entry = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val_metrics.items()},
-                     "seconds": result.epoch_seconds[-1], "lr": self.optimizer.param_groups[0]["lr"]}
+            eligible = (
+                retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
+            )
+            entry = {
+                "epoch": epoch + 1,
+                **stats,
+                **{f"val_{k}": v for k, v in val_metrics.items()},
+                "seconds": result.epoch_seconds[-1],
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
             result.history.append(entry)
             if on_epoch is not None:
                 on_epoch(epoch, entry)
@@ -262,10 +312,17 @@ class Trainer:
                 if on_best is not None:
                     on_best(best_state, result)
             if state_path is not None and self.dist.is_main:
-                save_training_state(state_path, self.training_state(epoch + 1, best_state, best_score, result))
+                save_training_state(
+                    state_path, self.training_state(epoch + 1, best_state, best_score, result)
+                )
             bar.set_postfix(loss=f"{stats['loss']:.3f}", **{f"val_{key}": f"{val_metrics[key]:.3f}"})
-        result.train_seconds = time.perf_counter() - start_time + (
-            sum(result.epoch_seconds[:first_epoch]) if first_epoch else 0.0)
+        result.train_seconds = (
+            time.perf_counter()
+            - start_time
+            + (sum(result.epoch_seconds[:first_epoch]) if first_epoch else 0.0)
+        )
+        # every fit ends with at least one eligible epoch (the last one at the latest)
+        assert best_state is not None
         self.model.load_state_dict(best_state)
         return result
 
@@ -280,5 +337,7 @@ def load_training_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
-                              f"delete it to restart this seed from scratch") from exc
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
+            f"delete it to restart this seed from scratch"
+        ) from exc
