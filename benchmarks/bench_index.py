@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss,  # noqa: E402
-                    rss_mb, table)
+from common import base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss, rss_mb, table  # noqa: E402
 
 TARGET_SECONDS, TARGET_MB = 2.0, 200.0
 INDEX_TENSORS = ("order", "counts", "block_start", "cumulative", "group_size")

@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, finish, peak_rss_mb, rss_mb, start, synthetic_setup,  # noqa: E402
-                    table)
+from common import base_parser, finish, peak_rss_mb, rss_mb, start, synthetic_setup, table  # noqa: E402
 
 EPOCHS = 10
 VARIANTS = {"default": {}, "oneDNN cache off": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}}

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start,  # noqa: E402
-                    synthetic_setup, table)
+from common import RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start, synthetic_setup, table  # noqa: E402
 
 TARGET_SPEEDUP = 50.0
 

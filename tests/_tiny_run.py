@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from conftest import TINY_MODEL
 
+from conftest import TINY_MODEL
 from moe_retriever.config import load_config
 from moe_retriever.data.dataset import MultimodalDataset
 from moe_retriever.training.experiment import run_experiment

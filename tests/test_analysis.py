@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from _tiny_run import TINY, train_tiny_run
 from safetensors import safe_open
 
+from _tiny_run import TINY, train_tiny_run
 from moe_retriever.analysis import efficiency
 from moe_retriever.analysis.efficiency import TIMING_REPEATS, cost_sources, measure_all
 from moe_retriever.analysis.expert_usage import expert_usage

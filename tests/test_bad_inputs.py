@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from _tiny_run import TINY, train_tiny_run, write_folder
 
+from _tiny_run import TINY, train_tiny_run, write_folder
 from moe_retriever.api import load_new_data, load_run
 from moe_retriever.cli import main
 from moe_retriever.config import load_config, save_config

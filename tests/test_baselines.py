@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
 
+from conftest import TINY_MODEL
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
 from moe_retriever.baselines.hist_gbt import concatenated_features

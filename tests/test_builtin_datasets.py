@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 
 from moe_retriever.cli import main
-from moe_retriever.data.sources import DATASETS
-from moe_retriever.data.sources import builtin, miniacc
-from moe_retriever.data.sources.builtin import DatasetUnavailableError, PIP_COMMANDS
+from moe_retriever.data.sources import DATASETS, builtin, miniacc
+from moe_retriever.data.sources.builtin import PIP_COMMANDS, DatasetUnavailableError
 
 
 def package_dir(package: str) -> Path:

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from _tiny_run import TINY, write_folder
 
+from _tiny_run import TINY, write_folder
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.sources import load_dataset

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import train_tiny_run, write_folder
 
+from _tiny_run import train_tiny_run, write_folder
 from moe_retriever.api import RunEnsemble, load_new_data, load_run, run_checkpoints
 from moe_retriever.cli import main
 from moe_retriever.config import load_config

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import TINY, write_folder
 from scipy.stats import chi2_contingency, spearmanr
 from sklearn.decomposition import PCA
 
+from _tiny_run import TINY, write_folder
 from moe_retriever import load_run
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, MissingnessConfig, load_config

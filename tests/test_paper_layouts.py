@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL
 from PIL import Image
 
+from conftest import TINY_MODEL
 from moe_retriever.config import DataConfig, load_config
 from moe_retriever.data.dataset import DataValidationError
 from moe_retriever.data.sources import detect_format, load_dataset
@@ -25,7 +25,6 @@ from moe_retriever.data.sources.enrico import load_enrico
 from moe_retriever.data.sources.mimic import load_mimic
 from moe_retriever.data.sources.nifti import read_nifti
 from moe_retriever.training.experiment import load_seed_checkpoint, prepare_seed, run_experiment
-
 
 # =========================================================================== ADNI
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import train_tiny_run, write_folder
 
+from _tiny_run import train_tiny_run, write_folder
 from moe_retriever import SchemaMismatchError, load_new_data, load_run
 from moe_retriever.api import best_seed
 from moe_retriever.cli import main

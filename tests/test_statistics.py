@@ -11,8 +11,15 @@ from scipy import stats
 
 from moe_retriever.analysis.plotting import critical_difference_png
 from moe_retriever.training.statistics import (
-    average_ranks, corrected_resampled_t, friedman, holm, nemenyi_cd, rank_cliques, t_interval,
-    wilcoxon_p)
+    average_ranks,
+    corrected_resampled_t,
+    friedman,
+    holm,
+    nemenyi_cd,
+    rank_cliques,
+    t_interval,
+    wilcoxon_p,
+)
 
 
 def test_t_interval_matches_the_textbook_formula():

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
+from conftest import TINY_MODEL
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank

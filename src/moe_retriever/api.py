@@ -37,9 +37,17 @@ from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDa
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
 from .models.retriever import TokenKind
-from .training.experiment import (CHECKPOINT, LoadedModel, Partition, SeedData, load_seed_checkpoint,
-                                  partition_checkpoints, partition_from_meta, prepare_partition,
-                                  run_checkpoints)
+from .training.experiment import (
+    CHECKPOINT,
+    LoadedModel,
+    Partition,
+    SeedData,
+    load_seed_checkpoint,
+    partition_checkpoints,
+    partition_from_meta,
+    prepare_partition,
+    run_checkpoints,
+)
 from .training.trainer import Trainer, resolve_device
 
 # TokenRouting.kind of each TokenKind: the fallback stands in for an intra-modal token

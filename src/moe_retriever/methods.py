@@ -8,7 +8,7 @@ as the authors' released code does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

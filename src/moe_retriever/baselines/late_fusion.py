@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..data.dataset import Batch
-from ..models.classifier import ModelOutput
 from ..methods import register_method
+from ..models.classifier import ModelOutput
 from .common import BaselineClassifier
 
 

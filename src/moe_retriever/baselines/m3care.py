@@ -17,10 +17,9 @@ patients share a batch: evaluation uses the fixed ``train.eval_batch_size``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,6 @@ from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.fusion import build_fusion
 from .common import BaselineClassifier, method_options
-
 
 
 def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:

@@ -20,9 +20,7 @@ from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, drop_observed,
-                     method_options)
-
+from .common import BaselineClassifier, drop_observed, method_options
 
 
 def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:

@@ -26,7 +26,6 @@ from ..models.classifier import ModelOutput
 from .common import BaselineClassifier, drop_observed, method_options
 
 
-
 def _masked_mean(x: Tensor, w: Tensor, dim: int) -> Tensor:
     return (x * w).sum(dim) / w.sum(dim).clamp(min=1)
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import bounded
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, drop_observed,
-                     method_options)
+from .common import BaselineClassifier, drop_observed, method_options
 
 
 @dataclass

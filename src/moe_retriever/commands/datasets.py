@@ -5,7 +5,7 @@ before training (``--show-missing``)."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UsageError
 

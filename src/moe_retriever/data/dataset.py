@@ -8,8 +8,8 @@ downstream can trust it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -43,7 +43,7 @@ class Batch:
     index: Tensor  # (B,) positions in the source dataset
     lengths: dict[str, Tensor] = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             {k: v.to(device, non_blocking=True) for k, v in self.features.items()},
             self.observed.to(device, non_blocking=True),
@@ -55,7 +55,7 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def select(self, index: Tensor) -> "Batch":
+    def select(self, index: Tensor) -> Batch:
         """The rows ``index`` of this batch (positions, or a boolean mask)."""
         return Batch({k: v[index] for k, v in self.features.items()}, self.observed[index],
                      self.labels[index], self.index[index],
@@ -236,7 +236,7 @@ class MultimodalDataset:
         self.splits = parts
 
     # ------------------------------------------------------------------ derived datasets
-    def subset(self, index: Tensor | Sequence[int]) -> "MultimodalDataset":
+    def subset(self, index: Tensor | Sequence[int]) -> MultimodalDataset:
         index = torch.as_tensor(index, dtype=torch.long)
         return MultimodalDataset(
             self.modalities,
@@ -251,7 +251,7 @@ class MultimodalDataset:
             require_every_modality=False,
         )
 
-    def with_observed(self, observed: Tensor) -> "MultimodalDataset":
+    def with_observed(self, observed: Tensor) -> MultimodalDataset:
         """The same data with a new observed mask, which may only hide modalities."""
         observed = observed.bool()
         if (observed & ~self.observed).any():
@@ -262,7 +262,7 @@ class MultimodalDataset:
             require_every_modality=False,
         )
 
-    def map_features(self, fn) -> "MultimodalDataset":
+    def map_features(self, fn) -> MultimodalDataset:
         """Apply ``fn(spec, tensor) -> tensor`` to every modality (e.g. standardisation)."""
         feats = {s.name: fn(s, self.features[s.name]) for s in self.modalities}
         return MultimodalDataset(

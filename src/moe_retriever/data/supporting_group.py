@@ -53,7 +53,7 @@ class SupportingGroupIndex:
         self.group_size = self.cumulative[:, -1].clone()
 
     # ------------------------------------------------------------------ device handling
-    def to(self, device: torch.device | str) -> "SupportingGroupIndex":
+    def to(self, device: torch.device | str) -> SupportingGroupIndex:
         for name in ("order", "counts", "block_start", "cumulative", "group_size"):
             setattr(self, name, getattr(self, name).to(device))
         return self

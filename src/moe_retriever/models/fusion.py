@@ -12,7 +12,7 @@ terms, unweighted and by name.
 from __future__ import annotations
 
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -18,7 +18,8 @@ rows per modality and batch (sometimes a single one or none), and GroupNorm does
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

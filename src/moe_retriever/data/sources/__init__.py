@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...config import DataConfig
 from ...errors import ConfigError, InputNotFoundError
@@ -87,7 +88,12 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
 
 
 # modules that register formats and datasets (imported last: they use the registries above)
-from . import folder  # noqa: E402,F401
-from . import builtin  # noqa: E402,F401
-from . import miniacc  # noqa: E402,F401
-from . import adni, enrico, mimic, mosi  # noqa: E402,F401  (the paper's dataset layouts)
+from . import (  # noqa: E402,F401  (the paper's dataset layouts)
+    adni,
+    builtin,  # noqa: E402,F401
+    enrico,
+    folder,  # noqa: E402,F401
+    mimic,
+    miniacc,  # noqa: E402,F401
+    mosi,
+)

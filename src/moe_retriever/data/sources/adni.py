@@ -20,8 +20,9 @@ A subject lacks a modality when it has no row in that modality's file, or its ro
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,17 @@ import torch.nn.functional as F
 from ...errors import ConfigError, InputNotFoundError, MissingDependencyError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, align_rows, build_dataset, empty_rows, load_npy,
-                           read_csv_text, read_split_json, require_file, select_modalities)
+from .layout_utils import (
+    ModalityRows,
+    align_rows,
+    build_dataset,
+    empty_rows,
+    load_npy,
+    read_csv_text,
+    read_split_json,
+    require_file,
+    select_modalities,
+)
 from .nifti import read_nifti
 
 MODALITIES = ("image", "genomic", "clinical", "biospecimen")  # the paper's I, G, C, B

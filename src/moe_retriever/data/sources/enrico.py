@@ -14,8 +14,8 @@ release has a few corrupt wireframes); unreadable files are listed in a warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ def require_file(path: Path, layout: str, what: str) -> Path:
     return path
 
 
-def read_csv_text(path: Path, required: Sequence[str] = ()) -> "pd.DataFrame":
+def read_csv_text(path: Path, required: Sequence[str] = ()) -> pd.DataFrame:
     """A CSV read as text (cells are parsed by the caller); errors name the file and columns."""
     try:
         df = pd.read_csv(path, dtype=str)

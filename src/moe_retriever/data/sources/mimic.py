@@ -16,16 +16,25 @@ all zero, e.g. no codes) or its sequence has no non-zero step. Files are opened 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, as_array, build_dataset, load_torch_file, read_csv_text,
-                           read_split_json, require_file, rows_from_array, select_modalities)
+from .layout_utils import (
+    ModalityRows,
+    as_array,
+    build_dataset,
+    load_torch_file,
+    read_csv_text,
+    read_split_json,
+    require_file,
+    rows_from_array,
+    select_modalities,
+)
 
 MODALITIES = ("lab", "note", "code")  # the paper's L, N, C
 LETTERS = {"L": "lab", "N": "note", "C": "code"}

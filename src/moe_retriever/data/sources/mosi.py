@@ -9,16 +9,16 @@ Opening a pickle can run code, so it is read only with ``trust_pickle``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, build_dataset, load_pickle, rows_from_array,
-                           select_modalities)
+from .layout_utils import ModalityRows, build_dataset, load_pickle, rows_from_array, select_modalities
 
 MODALITIES = ("vision", "audio", "text")  # the paper's V, A, T
 LETTERS = {"V": "vision", "A": "audio", "T": "text"}
