@@ -30,6 +30,7 @@ INDEX_TENSORS = ("order", "counts", "block_start", "cumulative", "group_size")
 
 def random_codes(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
     from moe_retriever.data.combinations import observed_to_codes
+
     observed = torch.rand(n, m, generator=generator) < 0.7
     observed[~observed.any(dim=1), 0] = True
     return observed_to_codes(observed)
@@ -56,8 +57,13 @@ def main() -> None:
             exact_peak = reset_peak_rss()
             index = SupportingGroupIndex(codes, m)
             peak = peak_rss_mb() - base if exact_peak else float("nan")
-            tensor_mb = sum(getattr(index, name).numel() * getattr(index, name).element_size()
-                            for name in INDEX_TENSORS) / 2**20
+            tensor_mb = (
+                sum(
+                    getattr(index, name).numel() * getattr(index, name).element_size()
+                    for name in INDEX_TENSORS
+                )
+                / 2**20
+            )
             del index
             build = interleaved({"build": lambda: SupportingGroupIndex(codes, m)}, repeats, warmup=0)
             index = SupportingGroupIndex(codes, m)
@@ -68,17 +74,43 @@ def main() -> None:
             n_draws = sample_obs.sum(dim=1)[pair_b]
             draw = interleaved({"draw": lambda: index.sample(pair_codes, pair_t, n_draws, g)}, 10)
             seconds = build["build"].wall_median
-            rows.append([f"{n:.0e}", m, seconds, build["build"].cpu_median, tensor_mb, peak,
-                         len(pair_b), 1000 * draw["draw"].wall_median])
+            rows.append(
+                [
+                    f"{n:.0e}",
+                    m,
+                    seconds,
+                    build["build"].cpu_median,
+                    tensor_mb,
+                    peak,
+                    len(pair_b),
+                    1000 * draw["draw"].wall_median,
+                ]
+            )
             if n == 1_000_000 and m == 8:
-                verdict = (f"N = 1e6, M = 8: built in {seconds:.3f} s (target < {TARGET_SECONDS} s), "
-                           f"index tensors {tensor_mb:.1f} MB, peak RSS rise {peak:.1f} MB "
-                           f"(target < {TARGET_MB:.0f} MB).")
+                verdict = (
+                    f"N = 1e6, M = 8: built in {seconds:.3f} s (target < {TARGET_SECONDS} s), "
+                    f"index tensors {tensor_mb:.1f} MB, peak RSS rise {peak:.1f} MB "
+                    f"(target < {TARGET_MB:.0f} MB)."
+                )
             del index, codes
-    body = (f"Median of {repeats} builds.\n\n"
-            + table(["N", "M", "build s (wall)", "build s (CPU)", "index tensors MB",
-                     "peak RSS rise MB", "pairs drawn", "draw ms (wall)"], rows)
-            + ("\n\n" + verdict if verdict else "") + "\n")
+    body = (
+        f"Median of {repeats} builds.\n\n"
+        + table(
+            [
+                "N",
+                "M",
+                "build s (wall)",
+                "build s (CPU)",
+                "index tensors MB",
+                "peak RSS rise MB",
+                "pairs drawn",
+                "draw ms (wall)",
+            ],
+            rows,
+        )
+        + ("\n\n" + verdict if verdict else "")
+        + "\n"
+    )
     finish(args, "(c) Supporting-group index: build time, memory, sampling", body)
 
 

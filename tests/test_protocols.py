@@ -37,8 +37,9 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     cfg = _cfg(*CV)
     dataset = load_dataset(cfg.data)
     parts = protocol_partitions(cfg)
-    assert [(p.seed, p.repeat, p.fold) for p in parts] == \
-        [(s, r, k) for r, s in enumerate([4, 7]) for k in range(3)]
+    assert [(p.seed, p.repeat, p.fold) for p in parts] == [
+        (s, r, k) for r, s in enumerate([4, 7]) for k in range(3)
+    ]
     all_ids = sorted(dataset.ids)
     for seed in (4, 7):
         masked = apply_missingness(dataset, cfg.data.missing, seed)
@@ -64,6 +65,7 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
 
 def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():
     from moe_retriever.data.missingness import simulated_mask
+
     cfg = _cfg(*CV, "data.missing_test={kind: label, p: 0.6}")
     dataset = load_dataset(cfg.data)
     position = {i: k for k, i in enumerate(dataset.ids)}
@@ -71,8 +73,10 @@ def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():
         train_mask = simulated_mask(dataset, cfg.data.missing, p.seed)
         shifted = simulated_mask(dataset, cfg.data.missing_test, p.seed)
         data = prepare_partition(cfg, dataset, p)
-        rows = {name: [position[i] for i in split.ids]
-                for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+        rows = {
+            name: [position[i] for i in split.ids]
+            for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+        }
         assert torch.equal(data.train.observed, train_mask[rows["train"]])
         assert torch.equal(data.val.observed, shifted[rows["val"]])
         assert torch.equal(data.test.observed, shifted[rows["test"]])
@@ -104,8 +108,25 @@ def test_protocol_config_errors_name_the_key():
 def cv_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cv") / "run"
     sets = [x for o in TINY for x in ("--set", o)]
-    assert main(["train", *sets, "--protocol", "cv", "--folds", "2", "--repeats", "1",
-                 "--seeds", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *sets,
+                "--protocol",
+                "cv",
+                "--folds",
+                "2",
+                "--repeats",
+                "1",
+                "--seeds",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -128,8 +149,10 @@ def test_cv_run_writes_folds_with_intervals_and_evaluates(cv_run):
 
 def test_cv_predict_uses_the_best_validation_fold(cv_run, tmp_path):
     seed, fold = best_fold(cv_run)
-    scores = {k: json.loads((cv_run / f"fold_s3_k{k}" / "metrics.json").read_text())["val"]["macro_f1"]
-              for k in (0, 1)}
+    scores = {
+        k: json.loads((cv_run / f"fold_s3_k{k}" / "metrics.json").read_text())["val"]["macro_f1"]
+        for k in (0, 1)
+    }
     assert scores[fold] == max(scores.values())
     trained = load_run(cv_run, device="cpu")
     assert trained.partition == Partition(3, fold, 0)
@@ -139,8 +162,10 @@ def test_cv_predict_uses_the_best_validation_fold(cv_run, tmp_path):
     raw = ds.subset(stratified_folds(ds.labels, 2, seed)[fold])
     folder = write_folder(raw, tmp_path / "new")
     out = tmp_path / "p.csv"
-    assert main(["predict", "--run", str(cv_run), "--data", str(folder), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["predict", "--run", str(cv_run), "--data", str(folder), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     table = pd.read_csv(out, dtype={"id": str})
     probs = table[["prob_class_0", "prob_class_1"]].to_numpy()
     ours = classification_metrics(probs, raw.labels.numpy(), 2)

@@ -9,8 +9,21 @@ from .models import MoERetriever, MultimodalClassifier, SparseMoE, TopKRouter
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExperimentConfig", "ModalitySpec", "MoERetriever", "MultimodalClassifier", "MultimodalDataset",
-    "SparseMoE", "SupportingGroupIndex", "TopKRouter", "load_config", "make_synthetic",
-    "MoERetrieverError", "Retrieval", "RunEnsemble", "SchemaMismatchError", "TrainedRun", "load_new_data",
+    "ExperimentConfig",
+    "ModalitySpec",
+    "MoERetriever",
+    "MultimodalClassifier",
+    "MultimodalDataset",
+    "SparseMoE",
+    "SupportingGroupIndex",
+    "TopKRouter",
+    "load_config",
+    "make_synthetic",
+    "MoERetrieverError",
+    "Retrieval",
+    "RunEnsemble",
+    "SchemaMismatchError",
+    "TrainedRun",
+    "load_new_data",
     "load_run",
 ]

@@ -26,9 +26,11 @@ class CombinationCounts:
         return [int(v) for v in np.sum(list(self.counts.values()), axis=0)]
 
     def to_json(self) -> dict:
-        return {"combinations": self.names,
-                "counts": {k: dict(zip(self.names, v)) for k, v in self.counts.items()},
-                "total": dict(zip(self.names, self.totals))}
+        return {
+            "combinations": self.names,
+            "counts": {k: dict(zip(self.names, v)) for k, v in self.counts.items()},
+            "total": dict(zip(self.names, self.totals)),
+        }
 
 
 def combination_counts(splits: dict[str, MultimodalDataset]) -> CombinationCounts:
@@ -40,8 +42,11 @@ def combination_counts(splits: dict[str, MultimodalDataset]) -> CombinationCount
     total = sum(per_split.values())
     present = [c for c in range(n_codes) if int(total[c]) > 0]
     present.sort(key=lambda c: (-int(total[c]), combination_name(c, names)))
-    return CombinationCounts([combination_name(c, names) for c in present], present,
-                             {k: [int(v[c]) for c in present] for k, v in per_split.items()})
+    return CombinationCounts(
+        [combination_name(c, names) for c in present],
+        present,
+        {k: [int(v[c]) for c in present] for k, v in per_split.items()},
+    )
 
 
 def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -> Path:
@@ -54,8 +59,13 @@ def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -
     for xi, total in zip(x, bottom):
         ax.text(xi, total, str(int(total)), ha="center", va="bottom", fontsize=8)
     long = len(result.names) > 8 or max(map(len, result.names), default=0) > 6
-    ax.set_xticks(x, labels=result.names, rotation=40 if long else 0, ha="right" if long else "center",
-                  rotation_mode="anchor")
+    ax.set_xticks(
+        x,
+        labels=result.names,
+        rotation=40 if long else 0,
+        ha="right" if long else "center",
+        rotation_mode="anchor",
+    )
     ax.set_xlabel("observed modality combination")
     ax.set_ylabel("samples")
     ax.set_title(title, fontsize=10)

@@ -6,22 +6,34 @@ retrieval) and train with the shared Trainer; ``majority`` and ``hist_gbt`` are 
 """
 
 from . import (
-               flex_moe,
-               fusemoe,
-               hist_gbt,
-               late_fusion,
-               learned_token,
-               m3care,
-               majority,
-               mean,
-               mmformer,
-               modality_dropout,
-               muse,
-               shaspec,
+    flex_moe,
+    fusemoe,
+    hist_gbt,
+    late_fusion,
+    learned_token,
+    m3care,
+    majority,
+    mean,
+    mmformer,
+    modality_dropout,
+    muse,
+    shaspec,
 )
 from .common import BaselineClassifier, DirectMethod
 
 __all__ = [
-    "BaselineClassifier", "DirectMethod", "flex_moe", "fusemoe", "hist_gbt", "late_fusion",
-    "learned_token", "m3care", "majority", "mean", "mmformer", "modality_dropout", "muse", "shaspec",
+    "BaselineClassifier",
+    "DirectMethod",
+    "flex_moe",
+    "fusemoe",
+    "hist_gbt",
+    "late_fusion",
+    "learned_token",
+    "m3care",
+    "majority",
+    "mean",
+    "mmformer",
+    "modality_dropout",
+    "muse",
+    "shaspec",
 ]

@@ -71,8 +71,10 @@ class HistGBT(DirectMethod):
         self.options = method_options(cfg, self.method, HistGBTOptions)
         fixed = sorted(set(cfg.method_options.get(self.method) or {}) & set(GRID))
         if self.options.search and fixed:
-            raise ConfigError(f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
-                              "inner cross-validation; set search: false to fix them")
+            raise ConfigError(
+                f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
+                "inner cross-validation; set search: false to fix them"
+            )
         self.best_iter = self.options.max_iter
         self.best_params: dict = {}
 
@@ -84,16 +86,21 @@ class HistGBT(DirectMethod):
     def _classifier(self, params: dict, max_iter: int) -> HistGradientBoostingClassifier:
         # without early stopping or feature subsampling the fit is deterministic
         return HistGradientBoostingClassifier(
-            early_stopping=False, random_state=0, max_iter=max_iter,
-            min_samples_leaf=self.options.min_samples_leaf, **params)
+            early_stopping=False,
+            random_state=0,
+            max_iter=max_iter,
+            min_samples_leaf=self.options.min_samples_leaf,
+            **params,
+        )
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
         x = np.concatenate([concatenated_features(train), concatenated_features(val)])
         y = np.concatenate([train.labels.numpy(), val.labels.numpy()])
         max_iter = self.options.max_iter
-        stages = sorted({*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)),
-                         max_iter})
+        stages = sorted(
+            {*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)), max_iter}
+        )
         splitter = StratifiedKFold(n_splits=self.options.inner_folds, shuffle=True, random_state=0)
         with warnings.catch_warnings():
             # it warns (and still splits) when a class is smaller than the fold count

@@ -35,8 +35,11 @@ class MeanImputation(BaselineClassifier):
         present = counts > 0
         batch_mean = (emb * observed.unsqueeze(-1)).sum(dim=0) / counts.clamp(min=1).unsqueeze(-1)
         # the first batch that observes a modality sets its mean; later ones move it by momentum
-        rate = torch.where(self.seen, torch.full_like(counts, self.options.momentum, dtype=emb.dtype),
-                           torch.ones_like(counts, dtype=emb.dtype))
+        rate = torch.where(
+            self.seen,
+            torch.full_like(counts, self.options.momentum, dtype=emb.dtype),
+            torch.ones_like(counts, dtype=emb.dtype),
+        )
         rate = (rate * present).unsqueeze(-1)
         self.running_mean.mul_(1 - rate).add_(rate * batch_mean)
         self.seen |= present

@@ -24,8 +24,9 @@ from .common import BaselineClassifier, drop_observed, method_options
 
 
 def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(d, heads, d * ff_mult, dropout, activation="gelu",
-                                      batch_first=True, norm_first=True)
+    return nn.TransformerEncoderLayer(
+        d, heads, d * ff_mult, dropout, activation="gelu", batch_first=True, norm_first=True
+    )
 
 
 @dataclass
@@ -47,12 +48,14 @@ class MMFormer(BaselineClassifier):
         m, d, t = self.n_modalities, cfg.hidden, opt.tokens
         f = cfg.fusion
         self.to_tokens = nn.Parameter(torch.empty(m, d, t * d))
-        nn.init.uniform_(self.to_tokens, -d ** -0.5, d ** -0.5)
+        nn.init.uniform_(self.to_tokens, -(d**-0.5), d**-0.5)
         self.token_position = nn.Parameter(torch.randn(m, t, d) * 0.02)
-        self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout)
-                                   for _ in range(m))
-        self.inter = nn.TransformerEncoder(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
-                                           opt.inter_layers, enable_nested_tensor=False)
+        self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout) for _ in range(m))
+        self.inter = nn.TransformerEncoder(
+            _transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
+            opt.inter_layers,
+            enable_nested_tensor=False,
+        )
         self.norm = nn.LayerNorm(d)
 
     def make_fusion(self, cfg: ModelConfig) -> None:
@@ -66,8 +69,14 @@ class MMFormer(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         b, m, d = emb.shape
         t = self.options.tokens
@@ -82,4 +91,3 @@ class MMFormer(BaselineClassifier):
             own = intra[rows, mods].mean(dim=1)  # (n_observed, d) per-modality features
             losses["mmformer.unimodal_ce"] = F.cross_entropy(self.head(own), batch.labels[rows])
         return ModelOutput(self.head(fused), losses, emb, fused)
-

@@ -49,7 +49,7 @@ class ShaSpec(BaselineClassifier):
         # specific encoders, one per modality, stored stacked: (M, d, d)
         self.specific_weight = nn.Parameter(torch.empty(m, d, d))
         self.specific_bias = nn.Parameter(torch.zeros(m, d))
-        nn.init.uniform_(self.specific_weight, -d ** -0.5, d ** -0.5)
+        nn.init.uniform_(self.specific_weight, -(d**-0.5), d**-0.5)
         self.combine = nn.Linear(2 * d, d)
         self.domain_classifier = nn.Linear(d, m)
 
@@ -57,8 +57,14 @@ class ShaSpec(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         shared = self.shared(emb)
         specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
@@ -78,8 +84,11 @@ class ShaSpec(BaselineClassifier):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "shaspec.alignment": self.options.align_weight,
-                "shaspec.modality_ce": self.options.domain_weight}
+        return {
+            **super().loss_weights,
+            "shaspec.alignment": self.options.align_weight,
+            "shaspec.modality_ce": self.options.domain_weight,
+        }
 
     def auxiliary_losses(self, shared: Tensor, specific: Tensor, observed: Tensor) -> dict[str, Tensor]:
         m = self.n_modalities
@@ -94,6 +103,6 @@ class ShaSpec(BaselineClassifier):
             # the specific feature should tell which modality it came from
             rows, mods = observed.nonzero(as_tuple=True)
             losses["shaspec.modality_ce"] = F.cross_entropy(
-                self.domain_classifier(specific[rows, mods]), mods)
+                self.domain_classifier(specific[rows, mods]), mods
+            )
         return losses
-

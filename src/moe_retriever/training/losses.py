@@ -46,8 +46,9 @@ def weighted_sum(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor
     total = None
     for name, term in losses.items():
         if name not in weights:
-            raise RuntimeError(f"the model returned loss term {name!r}, which its loss_weights "
-                               f"{sorted(weights)} do not name")
+            raise RuntimeError(
+                f"the model returned loss term {name!r}, which its loss_weights {sorted(weights)} do not name"
+            )
         if weights[name] == 0:
             raise RuntimeError(f"the model computed loss term {name!r} although its weight is 0")
         weighted = weights[name] * term

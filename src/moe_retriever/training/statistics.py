@@ -68,8 +68,9 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     return _t_estimate(x, variance, confidence, HOLDOUT_INTERVAL)
 
 
-def corrected_resampled_t(values: Sequence[float], n_train: float, n_test: float,
-                          confidence: float = 0.95) -> Estimate:
+def corrected_resampled_t(
+    values: Sequence[float], n_train: float, n_test: float, confidence: float = 0.95
+) -> Estimate:
     """Nadeau-Bengio corrected resampled t over the J = folds x repeats values of repeated
     cross-validation (scores, or paired differences of scores): variance of the mean
     ``(1/J + n_test/n_train) * s^2`` with the sample variance ``s^2``, J - 1 degrees of freedom.
@@ -156,4 +157,4 @@ def rank_cliques(avg_ranks: Sequence[float], cd: float) -> list[tuple[int, ...]]
             b += 1
         if b > a and not any(s <= a and b <= e for s, e in spans):
             spans.append((a, b))
-    return [tuple(int(i) for i in order[a:b + 1]) for a, b in spans]
+    return [tuple(int(i) for i in order[a : b + 1]) for a, b in spans]

@@ -40,9 +40,11 @@ FORMATS: Registry[Format] = Registry("format", key="data.format")
 
 def register_format(name: str, detect: Callable[[Path], bool]) -> Callable[[Loader], Loader]:
     """Decorator: register a loader ``load(path, trust_pickle=False, **options)`` as a layout."""
+
     def deco(fn: Loader) -> Loader:
         FORMATS.add(name, Format(name, detect, fn))
         return fn
+
     return deco
 
 
@@ -51,8 +53,7 @@ def detect_format(path: Path) -> str:
     if len(claims) == 1:
         return claims[0]
     if not claims:
-        raise ConfigError(f"{path}: no known data layout recognised; "
-                          f"pass --format one of {FORMATS.names()}")
+        raise ConfigError(f"{path}: no known data layout recognised; pass --format one of {FORMATS.names()}")
     raise ConfigError(f"{path}: ambiguous data layout (matches {sorted(claims)}); pass --format")
 
 
@@ -64,8 +65,12 @@ def check_options(source: str, loader: Loader, *args: Any, **options: Any) -> No
     try:
         signature.bind(*args, **options)
     except TypeError as exc:
-        allowed = [name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY
-                   or (p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("path", "trust_pickle"))]
+        allowed = [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind is p.KEYWORD_ONLY
+            or (p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("path", "trust_pickle"))
+        ]
         raise ConfigError(f"data.options for {source!r}: {exc}; allowed: {allowed}") from None
 
 
