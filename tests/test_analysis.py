@@ -84,8 +84,8 @@ def test_expert_usage_matches_a_direct_count_of_the_routed_tokens(runs, record):
     r = run.retrieve(samples, standardized=True)
     names = run.modality_names
     bank = run.loaded.bank
-    code_of = {i: int(c) for i, c in zip(bank.ids, observed_to_codes(bank.observed))}
-    sample_codes = dict(zip(samples.ids, observed_to_codes(samples.observed).tolist()))
+    code_of = {i: int(c) for i, c in zip(bank.ids, observed_to_codes(bank.observed), strict=True)}
+    sample_codes = dict(zip(samples.ids, observed_to_codes(samples.observed).tolist(), strict=True))
     expected: Counter = Counter()
     for t in range(len(r.tokens.pair)):
         source = r.tokens.source_id[t]
@@ -96,8 +96,8 @@ def test_expert_usage_matches_a_direct_count_of_the_routed_tokens(runs, record):
     got = Counter(
         {
             (c, e): n
-            for c, row in zip(usage["combinations"], usage["selections"])
-            for e, n in zip(usage["experts"], row)
+            for c, row in zip(usage["combinations"], usage["selections"], strict=True)
+            for e, n in zip(usage["experts"], row, strict=True)
             if n
         }
     )
@@ -178,7 +178,7 @@ def retriever_parameters(d: int, m: int, per_modality: int, shared: int, hidden:
 def test_efficiency_counts_parameters_and_flops_of_both_methods(runs, record):
     costs = {c["label"]: c for c in record["efficiency"]}
     assert set(costs) == {"moe_retriever", "zero"}
-    for label, path in zip(("moe_retriever", "zero"), runs):
+    for label, path in zip(("moe_retriever", "zero"), runs, strict=True):
         metrics = json.loads((path / "seed_0" / "metrics.json").read_text())
         assert costs[label]["train_epoch_seconds"]["n"] == len(metrics["epoch_seconds"]) == 3
         assert costs[label]["train_epoch_seconds"]["mean"] == pytest.approx(np.mean(metrics["epoch_seconds"]))

@@ -210,7 +210,8 @@ def test_drop_observed_only_hides_and_keeps_every_sample_non_empty():
         (
             "m3care",
             "{imputation: zeros}",
-            r"model.method_options.m3care.imputation: must be one of \['neighbours', 'constant'\], got 'zeros'",
+            r"model.method_options.m3care.imputation: "
+            r"must be one of \['neighbours', 'constant'\], got 'zeros'",
         ),
         (
             "mmformer",
@@ -364,7 +365,7 @@ def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
     folds = StratifiedKFold(3, shuffle=True, random_state=0)
     scores = {}
     for values in itertools.product(*GRID.values()):
-        params = dict(zip(GRID, values))
+        params = dict(zip(GRID, values, strict=True))
         for it in range(1, 5):
             clf = HistGradientBoostingClassifier(
                 early_stopping=False, random_state=0, max_iter=it, min_samples_leaf=10, **params
@@ -409,7 +410,7 @@ def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
     codes = (batch.observed.long() * 2 ** torch.arange(N_MODALITIES)).sum(1)
     incomplete = ~batch.observed.all(1)
     expected = 0.0
-    for layer, x in zip(model.fusion.layers, tokens):
+    for layer, x in zip(model.fusion.layers, tokens, strict=True):
         logits = (x @ layer.moe.routers[0].gate.weight.t()).view(len(codes), N_MODALITIES, -1)
         log_p = torch.log_softmax(logits[incomplete], -1)  # (samples, M, E)
         target = (codes[incomplete] - 1).view(-1, 1, 1).expand(-1, N_MODALITIES, 1)

@@ -79,7 +79,7 @@ def test_htad_matches_the_csv_file():
     assert len(ds) == 1386 and ds.n_classes == 7
     assert widths(ds) == {"audio": 36, "accelerometer": 16}
     frame = pd.read_csv(root / "data" / "htad.csv", encoding="latin-1")
-    counts = dict(zip(ds.class_names, ds.labels.bincount().tolist()))
+    counts = dict(zip(ds.class_names, ds.labels.bincount().tolist(), strict=True))
     assert counts == frame["class"].value_counts().to_dict()
     assert counts["eat_chips"] == 282
     accel = [c for c in frame.columns if c.startswith("v2_")]

@@ -47,7 +47,10 @@ def clinical_csv(rows: dict[str, tuple | None] = CLINICAL) -> str:
 def make_folder(root: Path, spec_extra: dict | None = None, npy: bool = True) -> Path:
     """labels.csv (8 ids) + clinical.csv + genetic.csv (+ image.npy): a valid folder dataset."""
     root.mkdir(parents=True, exist_ok=True)
-    write(root / "labels.csv", "id,diagnosis\n" + "".join(f"{i},{y}\n" for i, y in zip(IDS, LABELS)))
+    write(
+        root / "labels.csv",
+        "id,diagnosis\n" + "".join(f"{i},{y}\n" for i, y in zip(IDS, LABELS, strict=True)),
+    )
     write(root / "clinical.csv", clinical_csv())
     # genetic: p2, p3, p4, p6, p8 in another order than the labels; p4's row is all empty
     write(root / "genetic.csv", "id,g1,g2,g3\np8,0.5,1,2\np2,1.5,-1,0\np4,NA,nan,\np6,2,3,4e-1\np3,1,1,1\n")
@@ -360,7 +363,7 @@ def test_train_command_runs_on_a_folder(tmp_path, capsys):
     n = 60
     ids = [f"s{i:03d}" for i in range(n)]
     y = np.arange(n) % 2
-    write(root / "labels.csv", "id,label\n" + "".join(f"{s},{c}\n" for s, c in zip(ids, y)))
+    write(root / "labels.csv", "id,label\n" + "".join(f"{s},{c}\n" for s, c in zip(ids, y, strict=True)))
     for name, width, keep in (("a", 3, range(0, 52)), ("b", 4, range(20, 60))):
         x = rng.normal(size=(n, width)) + y[:, None]
         write(

@@ -127,8 +127,8 @@ def block_mean(volume: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros(out_shape, dtype=np.float64)
     for i in range(out_shape[0]):
         for j in range(out_shape[1]):
-            for l in range(out_shape[2]):
-                out[i, j, l] = volume[i * k : (i + 1) * k, j * k : (j + 1) * k, l * k : (l + 1) * k].mean()
+            for h in range(out_shape[2]):
+                out[i, j, h] = volume[i * k : (i + 1) * k, j * k : (j + 1) * k, h * k : (h + 1) * k].mean()
     return out
 
 

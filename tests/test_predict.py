@@ -149,7 +149,7 @@ def test_retrieve_returns_embeddings_and_experts_of_every_missing_pair(run_dir, 
     r = run.retrieve(raw_test)
     missing = (~raw_test.observed).nonzero()
     assert len(r) == len(missing)
-    got = sorted(zip(r.sample_ids, r.target_names))
+    got = sorted(zip(r.sample_ids, r.target_names, strict=True))
     names = raw_test.modality_names
     assert got == sorted((raw_test.ids[i], names[m]) for i, m in missing.tolist())
     assert r.embeddings.shape == (len(missing), 16) and np.isfinite(r.embeddings).all()

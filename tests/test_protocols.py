@@ -43,7 +43,7 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     all_ids = sorted(dataset.ids)
     for seed in (4, 7):
         masked = apply_missingness(dataset, cfg.data.missing, seed)
-        mask_of = dict(zip(masked.ids, masked.observed.tolist()))
+        mask_of = dict(zip(masked.ids, masked.observed.tolist(), strict=True))
         tested = []
         for p in (p for p in parts if p.seed == seed):
             data = prepare_partition(cfg, dataset, p)
@@ -60,7 +60,7 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     # the two repeats assign folds differently
     a = stratified_folds(dataset.labels, 3, 4)
     b = stratified_folds(dataset.labels, 3, 7)
-    assert any(not torch.equal(x, y) for x, y in zip(a, b))
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():

@@ -65,8 +65,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert (killed / "seed_0" / "metrics.json").is_file()
     json.loads((killed / "seed_0" / "metrics.json").read_text())  # complete, never half-written
 
-    for out, extra in ((full, ["--out", str(full)]), (again, ["--out", str(again)])):
-        p = train(*ARGS, *extra)
+    for out in (full, again):
+        p = train(*ARGS, "--out", str(out))
         log, _ = p.communicate(timeout=300)
         assert p.returncode == 0, log
     resumed = subprocess.run(

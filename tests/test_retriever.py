@@ -175,7 +175,7 @@ def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     idx, valid = bank.index.sample(
         observed_to_codes(batch.observed)[pair_b], pair_t, 8, torch.Generator().manual_seed(0)
     )
-    draws = [(int(t), int(j)) for t, row, ok in zip(pair_t, idx, valid) for j in row[ok]]
+    draws = [(int(t), int(j)) for t, row, ok in zip(pair_t, idx, valid, strict=True) for j in row[ok]]
     distinct = set(draws)
     assert len(draws) > len(distinct), "the check needs samples drawn more than once"
     for m, name in enumerate(data.modality_names):
@@ -278,7 +278,7 @@ def test_the_retriever_reports_where_each_context_token_comes_from(data):
         torch.Generator().manual_seed(3),
     )
     expected = []  # (pair, kind, modality, bank row) in the order the tokens are routed
-    for p, (b, t) in enumerate(zip(pair_b.tolist(), pair_t.tolist())):
+    for p, (b, t) in enumerate(zip(pair_b.tolist(), pair_t.tolist(), strict=True)):
         if not any(c >> t & 1 for c in bank_codes.tolist()):  # no supporting sample at all
             expected.append((p, TokenKind.INTRA_FALLBACK, t, -1))
         else:
@@ -290,6 +290,7 @@ def test_the_retriever_reports_where_each_context_token_comes_from(data):
             r.token_kinds.tolist(),
             r.token_modalities.tolist(),
             r.token_bank_rows.tolist(),
+            strict=True,
         )
     )
     assert got == expected

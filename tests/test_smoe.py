@@ -40,7 +40,7 @@ def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
     g = torch.randn_like(out)
     grads = torch.autograd.grad((out * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
     ref_grads = torch.autograd.grad((ref * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 

@@ -54,7 +54,10 @@ def _exact_wilcoxon(d):
     """Two-sided exact signed-rank p-value by enumerating all sign flips (no ties, no zeros)."""
     ranks = stats.rankdata(np.abs(d))
     w_plus = ranks[d > 0].sum()
-    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))]
+    sums = [
+        sum(r for r, s in zip(ranks, signs, strict=True) if s)
+        for signs in itertools.product([0, 1], repeat=len(d))
+    ]
     lower = min(w_plus, ranks.sum() - w_plus)
     return min(1.0, 2 * np.mean(np.array(sums) <= lower))
 

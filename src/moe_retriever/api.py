@@ -429,7 +429,7 @@ class TrainedRun:
             )
             source_id = [
                 self.bank.ids[b] if k == TokenKind.INTRA else dataset.ids[s] if k == TokenKind.INTER else ""
-                for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist())
+                for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist(), strict=True)
             ]
             tokens = TokenRouting(
                 tok["pair"].numpy(),

@@ -118,7 +118,7 @@ def from_modality_list(
     if len(set(names)) != len(names):
         raise DataValidationError(f"from_modality_list: duplicate modality names {names}")
     index, blocks, modalities = None, [], {}
-    for name, block in zip(names, Xs):
+    for name, block in zip(names, Xs, strict=True):
         if isinstance(block, pd.DataFrame):
             if index is None:
                 index = block.index

@@ -28,8 +28,8 @@ class CombinationCounts:
     def to_json(self) -> dict:
         return {
             "combinations": self.names,
-            "counts": {k: dict(zip(self.names, v)) for k, v in self.counts.items()},
-            "total": dict(zip(self.names, self.totals)),
+            "counts": {k: dict(zip(self.names, v, strict=True)) for k, v in self.counts.items()},
+            "total": dict(zip(self.names, self.totals, strict=True)),
         }
 
 
@@ -56,7 +56,7 @@ def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -
     for split, values in result.counts.items():
         ax.bar(x, values, bottom=bottom, label=split, color=SPLIT_COLORS.get(split))
         bottom += np.asarray(values)
-    for xi, total in zip(x, bottom):
+    for xi, total in zip(x, bottom, strict=True):
         ax.text(xi, total, str(int(total)), ha="center", va="bottom", fontsize=8)
     long = len(result.names) > 8 or max(map(len, result.names), default=0) > 6
     ax.set_xticks(

@@ -228,7 +228,7 @@ def plot_efficiency(costs: list[MethodCost], path: Path) -> Path:
     def bars(ax, values, errors, title, ylabel, log=False):
         shown = [v if v is not None else 0.0 for v in values]
         ax.bar(x, shown, yerr=errors, color=colors, capsize=3)
-        for i, (xi, v) in enumerate(zip(x, values)):
+        for i, (xi, v) in enumerate(zip(x, values, strict=True)):
             if v is None:  # at the foot of the axis, which a log scale never reaches
                 ax.text(xi, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8)
                 continue

@@ -51,7 +51,9 @@ def choose_combination(dataset: MultimodalDataset) -> int | None:
     incomplete combination has enough samples for a map."""
     full = (1 << dataset.n_modalities) - 1
     codes, counts = torch.unique(dataset.codes, return_counts=True)
-    ranked = sorted(((int(n), -int(c)) for c, n in zip(codes, counts) if int(c) != full), reverse=True)
+    ranked = sorted(
+        ((int(n), -int(c)) for c, n in zip(codes, counts, strict=True) if int(c) != full), reverse=True
+    )
     return -ranked[0][1] if ranked and ranked[0][0] >= MIN_SAMPLES else None
 
 
@@ -106,7 +108,7 @@ def plot_embedding_map(result: EmbeddingMap, path: Path) -> Path:
         ("before retrieval (missing = 0)", result.before, result.silhouette_before),
         ("after retrieval", result.after, result.silhouette_after),
     )
-    for ax, (title, xy, sil) in zip(axes, panels):
+    for ax, (title, xy, sil) in zip(axes, panels, strict=True):
         for c, name in enumerate(result.class_names):
             sel = result.labels == c
             if sel.any():

@@ -113,7 +113,7 @@ def _size(usage: ExpertUsage) -> tuple[float, float]:
 
 def plot_by_combination(usage: ExpertUsage, path: Path) -> Path:
     fig, (ax,) = figure(*_size(usage))
-    labels = [f"{c} ({n})" for c, n in zip(usage.combinations, usage.tokens)]
+    labels = [f"{c} ({n})" for c, n in zip(usage.combinations, usage.tokens, strict=True)]
     heatmap(
         ax,
         usage.by_combination,

@@ -84,7 +84,7 @@ def plot_gradient_conflict(results: list[GradientConflict], path: Path) -> Path:
     n = len(results)
     m = len(results[0].modalities)
     fig, axes = figure(max(4.2, (1.0 + 0.55 * m) * n + 1.2 * n), 0.55 * m + 1.8, ncols=n)
-    for ax, res in zip(axes, results):
+    for ax, res in zip(axes, results, strict=True):
         letters = modality_letters(res.modalities)
         heatmap(
             ax,

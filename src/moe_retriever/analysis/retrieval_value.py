@@ -155,7 +155,9 @@ def masked_complete(test: MultimodalDataset) -> MultimodalDataset | None:
     hidden = torch.arange(m).repeat(complete.numel())
     observed = torch.ones(len(rows), m, dtype=torch.bool)
     observed[torch.arange(len(rows)), hidden] = False
-    ids = [f"{test.ids[i]}#{test.modality_names[h]}" for i, h in zip(rows.tolist(), hidden.tolist())]
+    ids = [
+        f"{test.ids[i]}#{test.modality_names[h]}" for i, h in zip(rows.tolist(), hidden.tolist(), strict=True)
+    ]
     return MultimodalDataset(
         test.modalities,
         {k: v[rows] for k, v in test.features.items()},
@@ -225,7 +227,7 @@ def _cosine_to_true(run, masked: MultimodalDataset, true_emb: Tensor, mean: Tens
 def plot_retrieval_value(result: RetrievalValue, path: Path, metric: str = "macro_f1") -> Path:
     sets = list(result.metrics)
     fig, axes = figure(4.2 * len(sets), 3.6, ncols=len(sets))
-    for ax, name in zip(axes, sets):
+    for ax, name in zip(axes, sets, strict=True):
         variants = list(result.metrics[name])
         values = [100 * result.metrics[name][v][metric] for v in variants]
         ci = np.array([[100 * c for c in result.metrics[name][v][f"{metric}_ci"]] for v in variants])

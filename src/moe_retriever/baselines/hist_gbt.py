@@ -81,7 +81,7 @@ class HistGBT(DirectMethod):
     def candidates(self) -> list[dict]:
         if not self.options.search:
             return [{k: getattr(self.options, k) for k in GRID}]
-        return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+        return [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
 
     def _classifier(self, params: dict, max_iter: int) -> HistGradientBoostingClassifier:
         # without early stopping or feature subsampling the fit is deterministic

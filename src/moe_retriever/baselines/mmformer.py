@@ -4,8 +4,8 @@ Each modality embedding is expanded into ``tokens`` tokens, which pass a modalit
 (intra-modal) Transformer layer; the tokens of missing modalities are then zeroed by the mask
 (no attention mask, as in the paper), all tokens are concatenated and an inter-modal Transformer
 fuses them. Loss = fused loss + ``aux_weight`` x the mean cross-entropy of the shared head applied
-to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``). Training draws random modality subsets
-(``train_drop_p``).
+to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``). Training draws
+random modality subsets (``train_drop_p``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ on every modality and one specific encoder per modality.
   code does (``missing_fill: first``), or the mean over the available ones (``mean``).
 * Loss: task + ``align_weight`` x L1 distance between the shared features of every modality pair
   both observed (``shaspec.alignment``) + ``domain_weight`` x cross-entropy of a classifier
-  predicting the modality from its specific feature (``shaspec.modality_ce``). Training also hides modalities at random (``train_drop_p``).
+  predicting the modality from its specific feature (``shaspec.modality_ce``). Training also
+  hides modalities at random (``train_drop_p``).
 
 The fused modality features go through our shared fusion and head.
 """
@@ -43,7 +44,7 @@ class ShaSpec(BaselineClassifier):
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, ShaSpecOptions)
+        self.options = method_options(cfg, self.method, ShaSpecOptions)
         m, d = self.n_modalities, cfg.hidden
         self.shared = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         # specific encoders, one per modality, stored stacked: (M, d, d)

@@ -219,7 +219,10 @@ class MultimodalDataset:
     def combination_counts(self) -> dict[str, int]:
         """Number of samples per observed combination, largest first (the paper's Fig. 3a)."""
         codes, counts = torch.unique(self.codes, return_counts=True)
-        pairs = [(combination_name(int(c), self.modality_names), int(k)) for c, k in zip(codes, counts)]
+        pairs = [
+            (combination_name(int(c), self.modality_names), int(k))
+            for c, k in zip(codes, counts, strict=True)
+        ]
         return dict(sorted(pairs, key=lambda p: (-p[1], p[0])))
 
     def describe(self) -> str:

@@ -29,7 +29,7 @@ def stratified_split(labels: Tensor, fractions: list[float], seed: int) -> tuple
         parts[1] += idx[n_train : n_train + n_val].tolist()
         parts[2] += idx[n_train + n_val :].tolist()
     out = []
-    for name, part in zip(("train", "validation", "test"), parts):
+    for name, part in zip(("train", "validation", "test"), parts, strict=True):
         if not part:
             raise DataValidationError(
                 f"the {name} split is empty: the dataset has too few samples ({len(y)})"

@@ -117,9 +117,15 @@ class FFNExperts(nn.Module):
         segments = padded_segments(host_counts, 2 * self.dim * self.hidden)
         # one split per weight (not a slice per segment): its backward is a single concatenation
         sizes = [b - a for a, b, _ in segments]
-        params = zip(self.w1.split(sizes), self.b1.split(sizes), self.w2.split(sizes), self.b2.split(sizes))
+        params = zip(
+            self.w1.split(sizes),
+            self.b1.split(sizes),
+            self.w2.split(sizes),
+            self.b2.split(sizes),
+            strict=True,
+        )
         outs, first = [], 0
-        for (a, b, capacity), (w1, b1, w2, b2) in zip(segments, params):
+        for (a, b, capacity), (w1, b1, w2, b2) in zip(segments, params, strict=True):
             n = sum(host_counts[a:b])
             if n == 0:
                 continue
@@ -142,7 +148,7 @@ class FFNExperts(nn.Module):
         chunks = x_sorted.split(counts.tolist())
         outs = []
         for chunk, w1, b1, w2, b2 in zip(
-            chunks, self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0)
+            chunks, self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True
         ):
             if chunk.shape[0]:
                 outs.append(F.gelu(chunk @ w1 + b1) @ w2 + b2)

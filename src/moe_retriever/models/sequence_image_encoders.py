@@ -144,7 +144,7 @@ class ConvEncoder(ModalityEncoder):
         gap = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
         blocks: list[nn.Module] = []
         c_in = in_channels
-        for c_out, n_convs in zip(channels, convs):
+        for c_out, n_convs in zip(channels, convs, strict=True):
             for _ in range(n_convs):
                 blocks += [
                     conv(c_in, c_out, kernel_size=3, padding=1),

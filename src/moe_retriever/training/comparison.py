@@ -450,8 +450,8 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
     for holdout) and the Wilcoxon signed-rank p-value."""
     if "test" not in a or "test" not in b:
         return None
-    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"]))
-    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"]))
+    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"], strict=True))
+    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"], strict=True))
     common = [u for u in a["partitions"] if u in vb]
     diffs = np.array([va[u] - vb[u] for u in common], dtype=np.float64)
     diffs = diffs[np.isfinite(diffs)]
@@ -489,7 +489,7 @@ def add_paired_comparisons(table: dict[str, Any]) -> None:
                 if cell is not None:
                     row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
                     cells.append(cell)
-            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells])):
+            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
                 cell["p_holm"] = adjusted
                 significant = not math.isnan(adjusted) and adjusted < ALPHA
                 cell["verdict"] = (
@@ -570,7 +570,7 @@ def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[
         "metric": metric,
         "entries": entries,
         "datasets": [t["label"] for t in tables],
-        "average_ranks": dict(zip(entries, map(float, ranks))),
+        "average_ranks": dict(zip(entries, map(float, ranks), strict=True)),
         "cd": cd,
         "alpha": ALPHA,
         "cliques": [[entries[i] for i in c] for c in rank_cliques(ranks, cd)],

@@ -160,7 +160,9 @@ def _r_to_python(obj: Any, envs: dict[int, dict] | None = None) -> Any:
         na = value == np.iinfo(np.int32).min
         if "levels" in attrs and kind == T.INT:
             levels = attrs["levels"]
-            return [None if bad else levels[i - 1] for i, bad in zip(value.tolist(), na.tolist())]
+            return [
+                None if bad else levels[i - 1] for i, bad in zip(value.tolist(), na.tolist(), strict=True)
+            ]
         if na.any():
             value = np.where(na, np.nan, value.astype(np.float64))
     elif kind == T.REAL:
@@ -168,7 +170,7 @@ def _r_to_python(obj: Any, envs: dict[int, dict] | None = None) -> Any:
     elif kind == T.VEC:
         value = [_r_to_python(c, envs) for c in obj.value]
         if "names" in attrs:
-            return dict(zip(attrs["names"], value))
+            return dict(zip(attrs["names"], value, strict=True))
         return value
     else:
         return None

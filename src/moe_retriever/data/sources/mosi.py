@@ -93,7 +93,11 @@ def load_mosi(
         ids += part_ids
         labels.append((y > 0).astype(np.int64))
     if len(set(ids)) != len(ids):  # the pickle's ids are not unique: number the samples instead
-        ids = [f"{part}/{i}" for part, p_ids in zip(PARTS, splits.values()) for i in range(len(p_ids))]
+        ids = [
+            f"{part}/{i}"
+            for part, p_ids in zip(PARTS, splits.values(), strict=True)
+            for i in range(len(p_ids))
+        ]
         offsets = np.cumsum([0] + [len(p) for p in splits.values()])
         splits = {s: ids[offsets[k] : offsets[k + 1]] for k, s in enumerate(splits)}
     parts: list[ModalityRows] = []
