@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
-from .models.retriever import TokenKind
+from .models.retriever import MoERetriever, TokenKind
 from .training.experiment import (
     CHECKPOINT,
     LoadedModel,
@@ -312,7 +312,9 @@ class TrainedRun:
 
     def expert_names(self) -> list[str]:
         """Retriever experts as ``<modality letter>_<i>`` and ``Shared_<i>`` (e.g. ``I_3``)."""
-        return self.model.retriever.moe.expert_names(modality_letters(self.modality_names))
+        retriever = self.model.retriever
+        assert isinstance(retriever, MoERetriever), "only for models that retrieve (see retrieves)"
+        return retriever.moe.expert_names(modality_letters(self.modality_names))
 
     # ------------------------------------------------------------------ data
     def seed_data(self, dataset: MultimodalDataset | None = None) -> SeedData:
@@ -526,6 +528,24 @@ class RunEnsemble:
     def prediction_table(self, dataset: MultimodalDataset) -> pd.DataFrame:
         """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
         return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
+
+
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", ensemble: Literal[False] = False
+) -> TrainedRun: ...
+
+
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", *, ensemble: Literal[True]
+) -> RunEnsemble: ...
+
+
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", ensemble: bool = False
+) -> TrainedRun | RunEnsemble: ...
 
 
 def load_run(

@@ -53,7 +53,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
 
+from .baselines.common import DirectMethod
 from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
@@ -117,7 +119,9 @@ def from_modality_list(
         raise DataValidationError(f"from_modality_list: {len(names)} names for {len(Xs)} modalities")
     if len(set(names)) != len(names):
         raise DataValidationError(f"from_modality_list: duplicate modality names {names}")
-    index, blocks, modalities = None, [], {}
+    index = None
+    blocks: list[pd.DataFrame] = []
+    modalities: dict[str, list[str]] = {}
     for name, block in zip(names, Xs, strict=True):
         if isinstance(block, pd.DataFrame):
             if index is None:
@@ -341,6 +345,19 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     best_epoch_, best_val_ (validation metrics of the selected epoch), history_.
     """
 
+    # the fitted attributes (set by fit and load; absent before, which check_is_fitted tests)
+    classes_: np.ndarray
+    modalities_: dict[str, list[int]]
+    config_: ExperimentConfig
+    seed_: int
+    model_: torch.nn.Module | DirectMethod
+    stats_: dict[str, tuple[Tensor, Tensor]]
+    bank_: MultimodalDataset
+    best_epoch_: int
+    best_val_: dict[str, float]
+    history_: list[dict[str, Any]]
+    _trainer: Trainer | None
+
     def __init__(
         self,
         method: str = "moe_retriever",
@@ -409,7 +426,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         from .methods import METHODS
 
         if seed is None:
-            seed = self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+            seed = int(self.random_state) if isinstance(self.random_state, numbers.Integral) else 0
         # the file is read (and checked) as `moe-retriever train --config` reads it
         data = to_dict(load_config(self.config_path)) if self.config_path is not None else {}
         if self.config is not None:
@@ -495,6 +512,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         )
         dataset = standardize(dataset, self.stats_)
         if self._trainer is None:  # a method fitted without the Trainer
+            assert isinstance(self.model_, DirectMethod)
             return np.asarray(self.model_.predict_proba(dataset), dtype=np.float64)
         return self._trainer.predict_proba(dataset).astype(np.float64)
 
@@ -514,6 +532,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     def _make_trainer(self) -> Trainer:
         """The evaluation Trainer of a fitted model: retrieval from the training rows (the bank),
         draws restarted from the seed on every call, as in ``evaluate`` and ``predict``."""
+        assert isinstance(self.model_, torch.nn.Module), "a method fitted without the Trainer"
         device = resolve_device(self.config_.train.device)
         return Trainer(
             self.model_,
@@ -545,6 +564,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
                 f"save: method {self.method!r} is fitted without the Trainer and has no safetensors "
                 f"checkpoint; pickle the estimator instead (unpickle only files you trust)"
             )
+        assert isinstance(self.model_, torch.nn.Module)
         meta = {
             "params": _json_value(self.get_params(deep=False)),
             "classes": _json_value(self.classes_),

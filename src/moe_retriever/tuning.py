@@ -270,6 +270,7 @@ def tune(
     if not complete:
         raise RuntimeError(f"tune: no trial of study {name!r} completed (see {out / 'trials.csv'})")
     best = study.best_trial
+    assert best.value is not None  # the best trial is a completed one
     best_cfg = load_config(config, [*(overrides or []), f"method={method}"] + as_overrides(best.params))
     best_path = out / "best.yaml"
     save_config(best_cfg, best_path)

@@ -39,7 +39,7 @@ def combination_counts(splits: dict[str, MultimodalDataset]) -> CombinationCount
     names = first.modality_names
     n_codes = 1 << first.n_modalities
     per_split = {k: torch.bincount(ds.codes, minlength=n_codes) for k, ds in splits.items()}
-    total = sum(per_split.values())
+    total = torch.stack(list(per_split.values())).sum(dim=0)
     present = [c for c in range(n_codes) if int(total[c]) > 0]
     present.sort(key=lambda c: (-int(total[c]), combination_name(c, names)))
     return CombinationCounts(
@@ -56,7 +56,7 @@ def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -
     for split, values in result.counts.items():
         ax.bar(x, values, bottom=bottom, label=split, color=SPLIT_COLORS.get(split))
         bottom += np.asarray(values)
-    for xi, total in zip(x, bottom, strict=True):
+    for xi, total in zip(x.tolist(), bottom, strict=True):
         ax.text(xi, total, str(int(total)), ha="center", va="bottom", fontsize=8)
     long = len(result.names) > 8 or max(map(len, result.names), default=0) > 6
     ax.set_xticks(

@@ -182,7 +182,11 @@ def measure(src: CostSource, datasets: dict[str, MultimodalDataset], device: str
     if key not in datasets:
         datasets[key] = load_dataset(src.cfg.data)
     trained = src.run_dir is not None and src.seed in trained_seeds(src.run_dir)
-    run = load_run(src.run_dir, src.seed, device) if trained else _fresh_run(src, datasets[key], device)
+    run = (
+        load_run(src.run_dir, src.seed, device)
+        if trained and src.run_dir is not None
+        else _fresh_run(src, datasets[key], device)
+    )
     if run is None:
         cost.note = "fitted without the trainer: no FLOP or parameter count"
         return cost

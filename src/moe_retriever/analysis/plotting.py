@@ -98,9 +98,9 @@ def critical_difference_png(
     ax.set_ylim(-depth, 1.1)
     ax.axis("off")
     ax.plot([lo, hi], [0, 0], color="black", lw=1)
-    for r in range(lo, hi + 1):
-        ax.plot([r, r], [0, 0.08], color="black", lw=1)
-        ax.text(r, 0.14, str(r), ha="center", va="bottom", fontsize=9)
+    for tick in range(lo, hi + 1):
+        ax.plot([tick, tick], [0, 0.08], color="black", lw=1)
+        ax.text(tick, 0.14, str(tick), ha="center", va="bottom", fontsize=9)
     ax.plot([lo, lo + cd], [0.7, 0.7], color="black", lw=1.5)
     for x in (lo, lo + cd):
         ax.plot([x, x], [0.64, 0.76], color="black", lw=1.5)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch, MultimodalDataset
+from ..models.classifier import MultimodalClassifier
 from ..training.metrics import classification_metrics
 from .plotting import figure, save
 
@@ -58,7 +59,7 @@ class RetrievalValue:
         }
 
 
-def _embed_all(model: torch.nn.Module, batch: Batch, size: int) -> Tensor:
+def _embed_all(model: MultimodalClassifier, batch: Batch, size: int) -> Tensor:
     """(N, M, d) encoder embeddings of a batch, in chunks of ``size``; zeros where unobserved."""
     device = batch.observed.device
     parts = [
@@ -79,12 +80,13 @@ def train_mean_embeddings(run) -> Tensor:
 
 
 def _fill(
-    run, emb: Tensor, observed: Tensor, variant: str, mean: Tensor, generator: torch.Generator
+    run, emb: Tensor, observed: Tensor, variant: str, mean: Tensor | None, generator: torch.Generator
 ) -> Tensor:
     pair_b, pair_t = (~observed).nonzero(as_tuple=True)
     if variant == "zeros" or pair_b.numel() == 0:
         return emb
     if variant == "train_mean":
+        assert mean is not None, "the train_mean fill needs the mean embeddings"
         return emb.index_put((pair_b, pair_t), mean[pair_t])
     # one member of G(T | mc), encoded by the T encoder (zeros when no bank sample has T)
     codes = observed_to_codes(observed)[pair_b]
@@ -113,6 +115,7 @@ def fill_probabilities(
         idx = torch.arange(s, min(s + size, len(batch)), device=run.device)
         part = batch.select(idx)
         if variant == "true":
+            assert true_emb is not None, 'the "true" variant needs true_emb'
             emb, observed = true_emb[idx], torch.ones_like(part.observed)
         else:
             emb, observed = model.encode(part), part.observed
@@ -189,10 +192,12 @@ def value_of_retrieval(run, test: MultimodalDataset) -> RetrievalValue:
     mean = train_mean_embeddings(run)
     n_classes = len(run.class_names)
     metrics, samples, cosine = {}, {}, {}
-    sets = {"test": (test, None)}
+    sets: dict[str, tuple[MultimodalDataset, Tensor | None]] = {"test": (test, None)}
     masked = masked_complete(test)
+    truth = None
     if masked is not None:
-        sets["masked"] = (masked, true_embeddings(run, test))
+        truth = true_embeddings(run, test)
+        sets["masked"] = (masked, truth)
     for name, (ds, true_emb) in sets.items():
         labels = ds.labels.numpy()
         variants = FILLS + (("true",) if true_emb is not None else ())
@@ -202,8 +207,8 @@ def value_of_retrieval(run, test: MultimodalDataset) -> RetrievalValue:
             for v in variants
         }
         samples[name] = len(ds)
-    if masked is not None:
-        cosine = _cosine_to_true(run, masked, sets["masked"][1], mean)
+    if masked is not None and truth is not None:
+        cosine = _cosine_to_true(run, masked, truth, mean)
     return RetrievalValue(metrics, samples, cosine)
 
 

@@ -106,7 +106,8 @@ class HistGBT(DirectMethod):
             # it warns (and still splits) when a class is smaller than the fold count
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
             folds = list(splitter.split(x, y))
-        best = (-np.inf, None, None, None)
+        # (score, params, iterations, validation metrics) of the best candidate so far
+        best: tuple[float, dict | None, int | None, dict[str, float] | None] = (-np.inf, None, None, None)
         history = []
         for params in self.candidates():
             oof = np.zeros((len(stages), len(y), self.n_classes))
@@ -122,11 +123,13 @@ class HistGBT(DirectMethod):
                 score = metrics[select_metric]
                 if not np.isnan(score) and score > best[0]:
                     best = (score, params, it, metrics)
-        _, params, self.best_iter, best_val = best
-        if params is None:  # every score NaN (e.g. one class): the first setting, all iterations
-            params, self.best_iter, best_val = self.candidates()[0], max_iter, {}
-        self.best_params = params
-        self.model = self._classifier(params, self.best_iter).fit(x, y)
+        _, best_params, best_iter, best_val = best
+        if best_params is None or best_iter is None or best_val is None:
+            # every score NaN (e.g. one class): the first setting, all iterations
+            best_params, best_iter, best_val = self.candidates()[0], max_iter, {}
+        self.best_iter = best_iter
+        self.best_params = best_params
+        self.model = self._classifier(best_params, self.best_iter).fit(x, y)
         seconds = time.perf_counter() - t0
         return FitResult(self.best_iter, best_val, history, seconds, [seconds])
 

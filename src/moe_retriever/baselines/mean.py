@@ -22,6 +22,9 @@ class MeanImputationOptions:
 @register_method("mean")
 class MeanImputation(BaselineClassifier):
     method = "mean"
+    # buffers (registered in __init__)
+    running_mean: Tensor
+    seen: Tensor
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import load_new_data, load_run
+    from ..api import RunEnsemble, load_new_data, load_run
     from ..training.checkpoint import atomic_write_text
 
     trained = load_run(args.run, args.seed, args.device, ensemble=args.ensemble)
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     counts = table["predicted"].value_counts()
     models = (
         f"mean of {len(trained.members)} models: {', '.join(trained.members)}"
-        if args.ensemble
+        if isinstance(trained, RunEnsemble)
         else f"seed {trained.seed}"
     )
     print(

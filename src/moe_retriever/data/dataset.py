@@ -8,7 +8,7 @@ downstream can trust it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -146,10 +146,10 @@ class MultimodalDataset:
         n_classes = len(class_names) if class_names is not None else None
         bad = (labels < 0) | (labels >= n_classes) if n_classes is not None else labels < 0
         if bad.any():
-            i = int(bad.nonzero()[0, 0])
+            row = int(bad.nonzero()[0, 0])
             limit = f"0..{n_classes - 1}" if n_classes is not None else ">= 0"
             raise DataValidationError(
-                f"{self.name}: sample {self.ids[i]!r} has label {int(labels[i])} outside {limit}"
+                f"{self.name}: sample {self.ids[row]!r} has label {int(labels[row])} outside {limit}"
             )
         observed = observed.bool()
         none = ~observed.any(dim=1)
@@ -232,7 +232,7 @@ class MultimodalDataset:
             f"missingness={'natural' if self.natural_missingness else 'none'}"
         )
 
-    def set_splits(self, splits: dict[str, Sequence[int] | Tensor]) -> None:
+    def set_splits(self, splits: Mapping[str, Sequence[int] | Tensor]) -> None:
         """Attach the data's own train / val / test split (sample positions); every part must be
         non-empty, in range and disjoint from the others."""
         if sorted(splits) != ["test", "train", "val"]:

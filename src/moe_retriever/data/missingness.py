@@ -98,11 +98,11 @@ def modality_score(x: Tensor, rows: Tensor) -> np.ndarray:
     wider than ``MAX_PCA_WIDTH`` are first projected on a fixed random Gaussian basis. The sign is
     fixed so that the component's largest loading is positive, so the score is deterministic.
     """
-    rows = rows.cpu().numpy().astype(bool)
-    out = np.zeros(rows.shape[0])
-    if rows.sum() < 2:
+    mask = rows.cpu().numpy().astype(bool)
+    out = np.zeros(mask.shape[0])
+    if mask.sum() < 2:
         return out
-    sel = x.reshape(x.shape[0], -1)[torch.as_tensor(rows)].double().cpu().numpy()
+    sel = x.reshape(x.shape[0], -1)[torch.as_tensor(mask)].double().cpu().numpy()
     std = sel.std(0)
     sel = (sel - sel.mean(0)) / np.where(std > 1e-12, std, 1.0)
     if sel.shape[1] > MAX_PCA_WIDTH:
@@ -113,7 +113,7 @@ def modality_score(x: Tensor, rows: Tensor) -> np.ndarray:
     component = component if component[np.abs(component).argmax()] >= 0 else -component
     score = sel @ component
     sd = score.std()
-    out[rows] = (score - score.mean()) / (sd if sd > 1e-12 else 1.0)
+    out[mask] = (score - score.mean()) / (sd if sd > 1e-12 else 1.0)
     return out
 
 

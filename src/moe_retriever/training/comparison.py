@@ -258,7 +258,7 @@ class Comparison:
         self.cached_only = cached_only
         self.log = log
         self._datasets: dict[str, MultimodalDataset] = {}
-        self._references: dict[tuple[str, int], dict[str, Any]] = {}
+        self._references: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors: list[str] = []
 
     def dataset(self, cfg: ExperimentConfig) -> MultimodalDataset:
@@ -336,7 +336,8 @@ class Comparison:
             tables = []
             for ds in study.datasets:
                 label = ds.label or Path(ds.config).stem
-                rows, table_info = [], None
+                rows = []
+                table_info: dict[str, Any] | None = None
                 for entry in study.methods:
                     cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
                     if table_info is None:
@@ -361,6 +362,7 @@ class Comparison:
                             list(done.values()), table_info["modality_names"]
                         )
                     rows.append(row)
+                assert table_info is not None  # a study has methods (checked when loaded)
                 table = {**table_info, "rows": rows}
                 add_paired_comparisons(table)
                 tables.append(table)

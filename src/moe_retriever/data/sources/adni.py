@@ -272,7 +272,7 @@ def read_image(
         observed = np.zeros(len(ids), dtype=bool)
         observed[pos] = ~empty_rows(x)
         return ModalityRows(ModalitySpec("image", (data.shape[1],), "tabular"), feats, observed)
-    if data.ndim == 2:
+    if data.ndim == 2 and mask_path is not None:  # (without a mask it returned above)
         mask = read_nifti(mask_path) if mask_path.suffix != ".npy" else load_npy(mask_path, False)
         inside = mask == mask_label
         if int(inside.sum()) != data.shape[1]:

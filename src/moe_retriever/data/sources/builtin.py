@@ -198,6 +198,7 @@ def load_uci_mfeat() -> MultimodalDataset:
         blocks[view] = pd.DataFrame(
             values[:, :-1], index=index, columns=[f"{view}_{j}" for j in range(values.shape[1] - 1)]
         )
+    assert labels is not None  # MFEAT_VIEWS is not empty
     label = pd.Series(labels.astype(str), index=blocks["fou"].index)
     return build_dataset("uci_mfeat", blocks, label, [str(d) for d in range(10)])
 

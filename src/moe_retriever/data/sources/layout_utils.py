@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ def pad_ragged(items: Sequence[np.ndarray | None], path: Path) -> tuple[np.ndarr
     lengths = np.array([0 if a is None or a.ndim == 0 else a.shape[0] for a in items], dtype=np.int64)
     out = np.zeros((len(items), max(int(lengths.max()), 1), *feat), dtype=np.float32)
     for i, a in enumerate(items):
-        if lengths[i]:
+        if a is not None and lengths[i]:
             if tuple(a.shape[1:]) != feat:
                 raise DataValidationError(
                     f"{path}: sample {i} has per-step shape {tuple(a.shape[1:])}, expected {feat}"
@@ -260,7 +260,7 @@ def build_dataset(
     labels: np.ndarray,
     class_names: Sequence[str],
     parts: Sequence[ModalityRows],
-    splits: dict[str, Iterable[str]] | None = None,
+    splits: Mapping[str, Iterable[str]] | None = None,
     source: Path | None = None,
 ) -> MultimodalDataset:
     """Assemble a dataset; samples that observe no modality are dropped (with a warning), and a
@@ -270,7 +270,7 @@ def build_dataset(
     observed = np.stack([p.observed for p in parts], axis=1)
     keep = observed.any(axis=1)
     if not keep.all():
-        dropped = [ids[i] for i in np.flatnonzero(~keep)]
+        dropped = [ids[int(i)] for i in np.flatnonzero(~keep)]
         warnings.warn(
             f"{name}: {len(dropped)} labelled sample(s) have no data in any selected "
             f"modality and are left out, e.g. {dropped[:5]}",
@@ -279,7 +279,7 @@ def build_dataset(
     if not keep.any():
         raise DataValidationError(f"{name}: no labelled sample has data in any selected modality")
     pos = np.flatnonzero(keep)
-    kept_ids = [ids[i] for i in pos]
+    kept_ids = [ids[int(i)] for i in pos]
     ds = MultimodalDataset(
         [p.spec for p in parts],
         {p.spec.name: torch.from_numpy(np.ascontiguousarray(p.features[pos])) for p in parts},
@@ -295,10 +295,13 @@ def build_dataset(
     return ds
 
 
-def split_positions(splits: dict[str, Iterable[str]], ids: Sequence[str], name: str) -> dict[str, list[int]]:
+def split_positions(
+    splits: Mapping[str, Iterable[str]], ids: Sequence[str], name: str
+) -> dict[str, list[int]]:
     """Ids per split part -> positions; ids not in the dataset are skipped with a warning."""
     index = {i: p for p, i in enumerate(ids)}
-    out, unknown = {}, []
+    out: dict[str, list[int]] = {}
+    unknown: list[str] = []
     for key, part_ids in splits.items():
         part = [str(i) for i in part_ids]
         out[key] = sorted({index[i] for i in part if i in index})
@@ -309,8 +312,8 @@ def split_positions(splits: dict[str, Iterable[str]], ids: Sequence[str], name: 
             f"(no label or no data) and are skipped, e.g. {unknown[:5]}",
             stacklevel=3,
         )
-    for key, part in out.items():
-        if not part:
+    for key, positions in out.items():
+        if not positions:
             raise DataValidationError(
                 f"{name}: no sample of the split file's {key} part is in the dataset (with data in "
                 f"the selected modalities); set data.options.use_splits: false for a seeded split"

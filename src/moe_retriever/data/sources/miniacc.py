@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ def _assay_matrix(experiment: Any) -> tuple[np.ndarray, list[str], list[str]]:
     return np.asarray(matrix["array"], dtype=np.float64), list(rows), list(cols)
 
 
-def _ordinal(values: list[Any], codes: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def _ordinal(values: list[Any], codes: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Coded values (0 where unknown) and an indicator of unknown values."""
     coded = np.array([codes.get(v, np.nan) if v is not None else np.nan for v in values])
     unknown = np.isnan(coded)
