@@ -54,34 +54,67 @@ def main() -> None:
     repeats = 2 if args.quick else 7
     rows, verdict = [], []
     for p in (0.3, 0.5):
-        for batch_size in ((32,) if args.quick else (32, 128)):
+        for batch_size in (32,) if args.quick else (32, 128):
             extra = [f"train.batch_size={batch_size}"]
             moe = synthetic_setup("moe_retriever", p, extra)
             zero = synthetic_setup("zero", p, extra)
             epoch = moe.cfg.train.warmup_epochs  # the first retrieval epoch
             data = {"moe": moe.data.train.full_batch(), "zero": zero.data.train.full_batch()}
-            times = interleaved({"moe": lambda: moe.trainer.train_epoch(data["moe"], epoch),
-                                 "zero": lambda: zero.trainer.train_epoch(data["zero"], epoch)},
-                                repeats)
+            times = interleaved(
+                {
+                    "moe": lambda: moe.trainer.train_epoch(data["moe"], epoch),
+                    "zero": lambda: zero.trainer.train_epoch(data["zero"], epoch),
+                },
+                repeats,
+            )
             n = len(moe.data.train)
             steps = -(-n // batch_size)
             cpu_ratio = times["moe"].cpu_median / times["zero"].cpu_median
             wall_ratio = times["moe"].wall_median / times["zero"].wall_median
             pairs = int((~moe.data.train.observed).sum())
-            rows.append([p, batch_size, n, pairs, times["moe"].cpu_median, times["zero"].cpu_median,
-                         f"**{cpu_ratio:.2f}**", f"{wall_ratio:.2f}",
-                         1000 * times["moe"].cpu_median / steps, 1000 * times["zero"].cpu_median / steps,
-                         ops_per_step(moe, epoch), ops_per_step(zero, epoch)])
+            rows.append(
+                [
+                    p,
+                    batch_size,
+                    n,
+                    pairs,
+                    times["moe"].cpu_median,
+                    times["zero"].cpu_median,
+                    f"**{cpu_ratio:.2f}**",
+                    f"{wall_ratio:.2f}",
+                    1000 * times["moe"].cpu_median / steps,
+                    1000 * times["zero"].cpu_median / steps,
+                    ops_per_step(moe, epoch),
+                    ops_per_step(zero, epoch),
+                ]
+            )
             if batch_size == 32:
                 verdict.append(f"p = {p}: {cpu_ratio:.2f}x")
     body = (
         f"Median of {repeats} interleaved epochs, CPU seconds of the process (the wall-clock "
         f"ratio is shown too). The training split holds the samples in column N; MoE-Retriever "
         f"retrieves every missing pair of it once per epoch.\n\n"
-        + table(["p", "batch", "N train", "missing pairs", "MoE-Retriever s", "zero s",
-                 "ratio (CPU)", "ratio (wall)", "MoE ms/step", "zero ms/step", "MoE ops/step",
-                 "zero ops/step"], rows)
-        + f"\n\nTarget ≤ {TARGET}x at the configured batch of 32: " + "; ".join(verdict) + ".\n")
+        + table(
+            [
+                "p",
+                "batch",
+                "N train",
+                "missing pairs",
+                "MoE-Retriever s",
+                "zero s",
+                "ratio (CPU)",
+                "ratio (wall)",
+                "MoE ms/step",
+                "zero ms/step",
+                "MoE ops/step",
+                "zero ops/step",
+            ],
+            rows,
+        )
+        + f"\n\nTarget ≤ {TARGET}x at the configured batch of 32: "
+        + "; ".join(verdict)
+        + ".\n"
+    )
     finish(args, "(a) Training epoch: MoE-Retriever / zero imputation", body)
 
 

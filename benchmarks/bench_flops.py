@@ -64,12 +64,21 @@ def main() -> None:
         flops = counter.get_total_flops() / BATCH
         if name == "moe_retriever":
             reference = flops
-        rows.append([name, f"{params / 1e3:.1f}k", f"{flops / 1e6:.3f}",
-                     f"{flops / reference:.2f}" if reference else "-"])
-    body = (f"Forward FLOPs per sample (mean over {BATCH} samples; training costs about 3x "
-            "this).\n\n"
-            + table(["method", "parameters", "MFLOPs / sample", "vs MoE-Retriever"], rows)
-            + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + "\n")
+        rows.append(
+            [
+                name,
+                f"{params / 1e3:.1f}k",
+                f"{flops / 1e6:.3f}",
+                f"{flops / reference:.2f}" if reference else "-",
+            ]
+        )
+    body = (
+        f"Forward FLOPs per sample (mean over {BATCH} samples; training costs about 3x "
+        "this).\n\n"
+        + table(["method", "parameters", "MFLOPs / sample", "vs MoE-Retriever"], rows)
+        + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+        + "\n"
+    )
     finish(args, "(e) Parameters and FLOPs per sample", body)
 
 

@@ -14,6 +14,7 @@ the next and the later rises read as zero.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -22,8 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss,  # noqa: E402
-                    rss_mb, table)
+from common import base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss, rss_mb, table  # noqa: E402
 
 TARGET_SECONDS, TARGET_MB = 2.0, 200.0
 INDEX_TENSORS = ("order", "counts", "block_start", "cumulative", "group_size")
@@ -31,6 +31,7 @@ INDEX_TENSORS = ("order", "counts", "block_start", "cumulative", "group_size")
 
 def random_codes(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
     from moe_retriever.data.combinations import observed_to_codes
+
     observed = torch.rand(n, m, generator=generator) < 0.7
     observed[~observed.any(dim=1), 0] = True
     return observed_to_codes(observed)
@@ -57,29 +58,63 @@ def main() -> None:
             exact_peak = reset_peak_rss()
             index = SupportingGroupIndex(codes, m)
             peak = peak_rss_mb() - base if exact_peak else float("nan")
-            tensor_mb = sum(getattr(index, name).numel() * getattr(index, name).element_size()
-                            for name in INDEX_TENSORS) / 2**20
+            tensor_mb = (
+                sum(
+                    getattr(index, name).numel() * getattr(index, name).element_size()
+                    for name in INDEX_TENSORS
+                )
+                / 2**20
+            )
             del index
-            build = interleaved({"build": lambda: SupportingGroupIndex(codes, m)}, repeats, warmup=0)
+            # partial, not a lambda: it binds this iteration's tensors, which the `del` below frees
+            build = interleaved(
+                {"build": functools.partial(SupportingGroupIndex, codes, m)}, repeats, warmup=0
+            )
             index = SupportingGroupIndex(codes, m)
             # the missing pairs of 256 samples drawn like bank samples
             sample_obs = codes_to_observed(codes[:256], m)
             pair_b, pair_t = (~sample_obs).nonzero(as_tuple=True)
             pair_codes = codes[:256][pair_b]
             n_draws = sample_obs.sum(dim=1)[pair_b]
-            draw = interleaved({"draw": lambda: index.sample(pair_codes, pair_t, n_draws, g)}, 10)
+            draw = interleaved({"draw": functools.partial(index.sample, pair_codes, pair_t, n_draws, g)}, 10)
             seconds = build["build"].wall_median
-            rows.append([f"{n:.0e}", m, seconds, build["build"].cpu_median, tensor_mb, peak,
-                         len(pair_b), 1000 * draw["draw"].wall_median])
+            rows.append(
+                [
+                    f"{n:.0e}",
+                    m,
+                    seconds,
+                    build["build"].cpu_median,
+                    tensor_mb,
+                    peak,
+                    len(pair_b),
+                    1000 * draw["draw"].wall_median,
+                ]
+            )
             if n == 1_000_000 and m == 8:
-                verdict = (f"N = 1e6, M = 8: built in {seconds:.3f} s (target < {TARGET_SECONDS} s), "
-                           f"index tensors {tensor_mb:.1f} MB, peak RSS rise {peak:.1f} MB "
-                           f"(target < {TARGET_MB:.0f} MB).")
+                verdict = (
+                    f"N = 1e6, M = 8: built in {seconds:.3f} s (target < {TARGET_SECONDS} s), "
+                    f"index tensors {tensor_mb:.1f} MB, peak RSS rise {peak:.1f} MB "
+                    f"(target < {TARGET_MB:.0f} MB)."
+                )
             del index, codes
-    body = (f"Median of {repeats} builds.\n\n"
-            + table(["N", "M", "build s (wall)", "build s (CPU)", "index tensors MB",
-                     "peak RSS rise MB", "pairs drawn", "draw ms (wall)"], rows)
-            + ("\n\n" + verdict if verdict else "") + "\n")
+    body = (
+        f"Median of {repeats} builds.\n\n"
+        + table(
+            [
+                "N",
+                "M",
+                "build s (wall)",
+                "build s (CPU)",
+                "index tensors MB",
+                "peak RSS rise MB",
+                "pairs drawn",
+                "draw ms (wall)",
+            ],
+            rows,
+        )
+        + ("\n\n" + verdict if verdict else "")
+        + "\n"
+    )
     finish(args, "(c) Supporting-group index: build time, memory, sampling", body)
 
 

@@ -23,7 +23,7 @@ def rows_for(device: str, args) -> list[list[object]]:
         s.model.eval()
     full = setups["zero"].data.train.full_batch().to(device)
     rows = []
-    for b in ((32, 256) if args.quick else (1, 32, 256, 1024)):
+    for b in (32, 256) if args.quick else (1, 32, 256, 1024):
         batch = full.select(torch.arange(min(b, len(full)), device=device))
         gen = torch.Generator(device=device).manual_seed(0)
 
@@ -31,6 +31,7 @@ def rows_for(device: str, args) -> list[list[object]]:
             def fn():
                 with torch.no_grad():
                     s.model(batch, s.bank, retrieve=True, generator=gen)
+
             return fn
 
         reps = 3 if args.quick else 7
@@ -40,14 +41,23 @@ def rows_for(device: str, args) -> list[list[object]]:
             def run():
                 for _ in range(inner):
                     fn()
+
             return run
 
         t = interleaved({m: repeated(forward(s)) for m, s in setups.items()}, reps, device=device)
         n = len(batch) * inner
         moe, zero = t["moe_retriever"], t["zero"]
-        rows.append([device, len(batch), n / moe.wall_median, n / zero.wall_median,
-                     1e6 * moe.cpu_median / n, 1e6 * zero.cpu_median / n,
-                     f"{moe.wall_median / zero.wall_median:.2f}"])
+        rows.append(
+            [
+                device,
+                len(batch),
+                n / moe.wall_median,
+                n / zero.wall_median,
+                1e6 * moe.cpu_median / n,
+                1e6 * zero.cpu_median / n,
+                f"{moe.wall_median / zero.wall_median:.2f}",
+            ]
+        )
     return rows
 
 
@@ -59,11 +69,23 @@ def main() -> None:
     if torch.cuda.is_available():
         rows += rows_for("cuda", args)
         gpu_note = f"GPU: {torch.cuda.get_device_name(0)}."
-    body = ("Medians of interleaved repeats; samples/s from wall-clock, CPU-µs per sample from the "
-            "process CPU time. Batches of 1024 are capped at the size of the training split.\n\n"
-            + table(["device", "batch", "MoE-Retriever samples/s", "zero samples/s",
-                     "MoE-Retriever CPU-µs/sample", "zero CPU-µs/sample", "time ratio"], rows)
-            + f"\n\n{gpu_note}\n")
+    body = (
+        "Medians of interleaved repeats; samples/s from wall-clock, CPU-µs per sample from the "
+        "process CPU time. Batches of 1024 are capped at the size of the training split.\n\n"
+        + table(
+            [
+                "device",
+                "batch",
+                "MoE-Retriever samples/s",
+                "zero samples/s",
+                "MoE-Retriever CPU-µs/sample",
+                "zero CPU-µs/sample",
+                "time ratio",
+            ],
+            rows,
+        )
+        + f"\n\n{gpu_note}\n"
+    )
     finish(args, "(d) Inference throughput", body)
 
 

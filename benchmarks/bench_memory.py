@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (base_parser, finish, peak_rss_mb, rss_mb, start, synthetic_setup,  # noqa: E402
-                    table)
+from common import base_parser, finish, peak_rss_mb, rss_mb, start, synthetic_setup, table  # noqa: E402
 
 EPOCHS = 10
 VARIANTS = {"default": {}, "oneDNN cache off": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}}
@@ -30,6 +29,7 @@ VARIANTS = {"default": {}, "oneDNN cache off": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY
 
 def live_tensors() -> int:
     import torch
+
     return sum(1 for o in gc.get_objects() if type(o) is torch.Tensor or type(o) is torch.nn.Parameter)
 
 
@@ -62,8 +62,7 @@ def main() -> None:
     runs = {}
     for name, env in VARIANTS.items():
         cmd = [sys.executable, __file__, "--child", str(epochs), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
         runs[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = []
     for e in range(epochs):
@@ -78,16 +77,18 @@ def main() -> None:
     lines = []
     for name, r in runs.items():
         growth = max(r["rss"][1:]) - r["rss"][0]
-        lines.append(f"- {name}: RSS before training {r['start']:.1f} MB; largest RSS after epochs "
-                     f"2-{epochs} minus RSS after epoch 1: {growth:+.1f} MB; live tensors after "
-                     f"each epoch: {sorted(set(r['tensors']))}.")
-    body = (table(headers, rows) + "\n\n" + "\n".join(lines)
-            + "\n\nTarget: no growth after the first epoch.\n")
+        lines.append(
+            f"- {name}: RSS before training {r['start']:.1f} MB; largest RSS after epochs "
+            f"2-{epochs} minus RSS after epoch 1: {growth:+.1f} MB; live tensors after "
+            f"each epoch: {sorted(set(r['tensors']))}."
+        )
+    body = table(headers, rows) + "\n\n" + "\n".join(lines) + "\n\nTarget: no growth after the first epoch.\n"
     finish(args, f"(f) Resident memory over {epochs} epochs", body)
 
 
 def argparse_hidden() -> str:
     import argparse
+
     return argparse.SUPPRESS
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start,  # noqa: E402
-                    synthetic_setup, table)
+from common import RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start, synthetic_setup, table  # noqa: E402
 
 TARGET_SPEEDUP = 50.0
 
@@ -55,9 +54,17 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
         us_train = 1e6 * t["train"].cpu_median / pairs
         if b == 32:
             us_at_32 = us_train
-        rows.append([len(batch), pairs, pairs / t["infer"].wall_median, us_infer,
-                     pairs / t["train"].wall_median, us_train,
-                     f"{RELEASED_US_PER_PAIR[0] / us_train:.0f}x"])
+        rows.append(
+            [
+                len(batch),
+                pairs,
+                pairs / t["infer"].wall_median,
+                us_infer,
+                pairs / t["train"].wall_median,
+                us_train,
+                f"{RELEASED_US_PER_PAIR[0] / us_train:.0f}x",
+            ]
+        )
     return rows, us_at_32
 
 
@@ -72,8 +79,8 @@ def dispatch_rows(args) -> list[list[object]]:
     experts = FFNExperts(n_experts, d, h)
     allowed = torch.zeros(n_pools, n_experts, dtype=torch.bool)
     for p in range(n_pools):
-        allowed[p, p * per_pool:(p + 1) * per_pool] = True
-    allowed[:, n_pools * per_pool:] = True
+        allowed[p, p * per_pool : (p + 1) * per_pool] = True
+    allowed[:, n_pools * per_pool :] = True
     rows = []
     tokens_list = (256, 2048) if args.quick else (64, 256, 512, 1024, 2048, 4096, 8192)
     for tokens in tokens_list:
@@ -89,8 +96,11 @@ def dispatch_rows(args) -> list[list[object]]:
         t = interleaved({b: run(b) for b in backends}, 3 if args.quick else 5)
         ms = {b: 1000 * t[b].cpu_median for b in backends}
         auto = "bmm" if tokens * k <= BMM_MAX_ASSIGNMENTS else "split"
-        rows.append([tokens, tokens * k] + [ms.get(b, "-") for b in ("bmm", "split", "loop")]
-                    + [min(ms, key=ms.get), auto])
+        rows.append(
+            [tokens, tokens * k]
+            + [ms.get(b, "-") for b in ("bmm", "split", "loop")]
+            + [min(ms, key=ms.get), auto]
+        )
     return rows
 
 
@@ -99,21 +109,34 @@ def main() -> None:
     start(args)
     rows, us_at_32 = retrieval_rows(args)
     from moe_retriever.models.experts import BMM_MAX_ASSIGNMENTS
+
     body = (
         "Synthetic task, p = 0.3, 4 modalities, the configured retriever (8 experts per target + "
         "4 shared, top-4). Medians of interleaved repeats; pairs/s from wall-clock, "
         "microseconds per pair from the process CPU time.\n\n"
-        + table(["batch", "missing pairs", "inference pairs/s", "inference CPU-µs/pair",
-                 "training pairs/s", "training CPU-µs/pair",
-                 f"vs released {RELEASED_US_PER_PAIR[0] / 1000:.0f} ms/pair"], rows)
+        + table(
+            [
+                "batch",
+                "missing pairs",
+                "inference pairs/s",
+                "inference CPU-µs/pair",
+                "training pairs/s",
+                "training CPU-µs/pair",
+                f"vs released {RELEASED_US_PER_PAIR[0] / 1000:.0f} ms/pair",
+            ],
+            rows,
+        )
         + f"\n\nTarget ≥ {TARGET_SPEEDUP:.0f}x fewer CPU-µs per pair than the released code "
-          f"(5-6 ms per pair; compared with 5 ms): {RELEASED_US_PER_PAIR[0] / us_at_32:.0f}x at the "
-          f"configured batch of 32, training (forward + backward).\n\n"
+        f"(5-6 ms per pair; compared with 5 ms): {RELEASED_US_PER_PAIR[0] / us_at_32:.0f}x at the "
+        f"configured batch of 32, training (forward + backward).\n\n"
         + "Expert dispatch backends, forward + backward CPU ms (the retriever's routing, "
-          f"d = 64, expert hidden 128, top-4); `auto` uses `bmm` up to {BMM_MAX_ASSIGNMENTS} "
-          "assignments:\n\n"
-        + table(["tokens", "assignments", "bmm ms", "split ms", "loop ms", "fastest", "auto picks"],
-                dispatch_rows(args)))
+        f"d = 64, expert hidden 128, top-4); `auto` uses `bmm` up to {BMM_MAX_ASSIGNMENTS} "
+        "assignments:\n\n"
+        + table(
+            ["tokens", "assignments", "bmm ms", "split ms", "loop ms", "fastest", "auto picks"],
+            dispatch_rows(args),
+        )
+    )
     finish(args, "(b) Retrieval throughput and cost per missing pair", body)
 
 

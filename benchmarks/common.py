@@ -27,6 +27,7 @@ RELEASED_US_PER_PAIR = (5000.0, 6000.0)
 
 # --------------------------------------------------------------------------- machine
 
+
 def cpu_model() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -41,15 +42,21 @@ def cpu_model() -> str:
 def machine_line() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op thread(s), {gpu}; load average {load}")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op thread(s), {gpu}; load average {load}"
+    )
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the model's ops are small, and on a "
-                        "shared 2-core machine more threads mostly wait for each other)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the model's ops are small, and on a "
+        "shared 2-core machine more threads mostly wait for each other)",
+    )
     p.add_argument("--out", type=Path, help="also write the markdown section to this file")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
     return p
@@ -73,6 +80,7 @@ def finish(args: argparse.Namespace, title: str, body: str) -> str:
 
 # --------------------------------------------------------------------------- timing
 
+
 @dataclass
 class Timing:
     wall: list[float]
@@ -92,8 +100,9 @@ def sync(device: torch.device | str = "cpu") -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                device: torch.device | str = "cpu") -> dict[str, Timing]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | str = "cpu"
+) -> dict[str, Timing]:
     """Run every function ``warmup`` times, then ``repeats`` rounds of all of them in turn."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -111,6 +120,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
 
 
 # --------------------------------------------------------------------------- memory (Linux)
+
 
 def _status_kb(key: str) -> float:
     match = re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())
@@ -136,15 +146,18 @@ def reset_peak_rss() -> bool:
 
 # --------------------------------------------------------------------------- tables
 
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     def cell(x: object) -> str:
         return x if isinstance(x, str) else f"{x:.3g}" if isinstance(x, float) else str(x)
+
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the synthetic task
+
 
 @dataclass
 class Setup:
@@ -155,8 +168,13 @@ class Setup:
     trainer: object  # Trainer
 
 
-def synthetic_setup(method: str = "moe_retriever", p: float = 0.3, overrides: list[str] | None = None,
-                    device: str = "cpu", seed: int = 0) -> Setup:
+def synthetic_setup(
+    method: str = "moe_retriever",
+    p: float = 0.3,
+    overrides: list[str] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Setup:
     """The synthetic task of ``configs/synthetic.yaml`` with missing rate ``p``, ready to train."""
     from moe_retriever.config import load_config
     from moe_retriever.data.bank import RetrievalBank
@@ -165,8 +183,11 @@ def synthetic_setup(method: str = "moe_retriever", p: float = 0.3, overrides: li
     from moe_retriever.training.experiment import prepare_seed, seed_everything
     from moe_retriever.training.trainer import Trainer
 
-    cfg = load_config(SYNTHETIC, [f"data.missing.p={p}", f"method={method}", "train.progress=false",
-                                  f"train.device={device}"] + list(overrides or []))
+    cfg = load_config(
+        SYNTHETIC,
+        [f"data.missing.p={p}", f"method={method}", "train.progress=false", f"train.device={device}"]
+        + list(overrides or []),
+    )
     dataset = load_dataset(cfg.data)
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from conftest import TINY_MODEL
 
+from conftest import TINY_MODEL
 from moe_retriever.config import load_config
 from moe_retriever.data.dataset import MultimodalDataset
 from moe_retriever.training.experiment import run_experiment
@@ -17,22 +17,34 @@ TINY = [
     "data.options={n_samples: 240, n_modalities: 3, widths: [6, 5, 4], n_classes: 2, "
     "latent_dim: 4, class_separation: 1.5}",
     "data.missing={kind: drop, p: 0.4}",
-    *TINY_MODEL, "model.dropout=0.0", "model.encoder.dropout=0.0",
+    *TINY_MODEL,
+    "model.dropout=0.0",
+    "model.encoder.dropout=0.0",
     "model.retriever.moe.shared_experts=2",
-    "train.epochs=3", "train.warmup_epochs=1", "train.batch_size=32", "train.progress=false",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.batch_size=32",
+    "train.progress=false",
     "train.device=cpu",
 ]
 
 
 def train_tiny_run(out: Path, method: str = "moe_retriever", seeds: tuple[int, ...] = (0,)) -> Path:
-    cfg = load_config(None, TINY + [f"name=tiny_{method}", f"method={method}",
-                                    f"train.seeds=[{', '.join(map(str, seeds))}]"])
+    cfg = load_config(
+        None,
+        TINY + [f"name=tiny_{method}", f"method={method}", f"train.seeds=[{', '.join(map(str, seeds))}]"],
+    )
     run_experiment(cfg, out, log=lambda _: None)
     return out
 
 
-def write_folder(ds: MultimodalDataset, root: Path, labels: bool = True,
-                 modalities: list[str] | None = None, samples: list[int] | None = None) -> Path:
+def write_folder(
+    ds: MultimodalDataset,
+    root: Path,
+    labels: bool = True,
+    modalities: list[str] | None = None,
+    samples: list[int] | None = None,
+) -> Path:
     """Write ``ds`` (or some of its ``samples``) in the folder format: one CSV per modality
     holding only its observed rows."""
     root.mkdir(parents=True, exist_ok=True)
@@ -50,9 +62,9 @@ def write_folder(ds: MultimodalDataset, root: Path, labels: bool = True,
     lines = [f"name: {root.name}"]
     if labels:
         rows = keep.nonzero().flatten().tolist()
-        pd.DataFrame({"id": [ds.ids[i] for i in rows],
-                      "label": [ds.class_names[int(ds.labels[i])] for i in rows]}) \
-            .to_csv(root / "labels.csv", index=False)
+        pd.DataFrame(
+            {"id": [ds.ids[i] for i in rows], "label": [ds.class_names[int(ds.labels[i])] for i in rows]}
+        ).to_csv(root / "labels.csv", index=False)
         lines.append("label: {file: labels.csv, column: label}")
     lines += ["modalities:", *entries]
     (root / "dataset.yaml").write_text("\n".join(lines) + "\n")

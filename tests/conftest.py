@@ -6,9 +6,14 @@ import torch
 # The small model the end-to-end tests train (hidden size 16, two heads, two experts per modality
 # plus one shared, top-2 routing); each test adds its data and training settings.
 TINY_MODEL = [
-    "model.hidden=16", "model.encoder.hidden=16", "model.retriever.heads=2", "model.fusion.heads=2",
-    "model.retriever.moe.experts_per_modality=2", "model.retriever.moe.shared_experts=1",
-    "model.retriever.moe.top_k=2", "model.retriever.moe.expert_hidden=16",
+    "model.hidden=16",
+    "model.encoder.hidden=16",
+    "model.retriever.heads=2",
+    "model.fusion.heads=2",
+    "model.retriever.moe.experts_per_modality=2",
+    "model.retriever.moe.shared_experts=1",
+    "model.retriever.moe.top_k=2",
+    "model.retriever.moe.expert_hidden=16",
 ]
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from _tiny_run import TINY, train_tiny_run
 from safetensors import safe_open
 
+from _tiny_run import TINY, train_tiny_run
 from moe_retriever.analysis import efficiency
 from moe_retriever.analysis.efficiency import TIMING_REPEATS, cost_sources, measure_all
 from moe_retriever.analysis.expert_usage import expert_usage
@@ -27,8 +27,15 @@ from moe_retriever.data.sources import load_dataset
 from moe_retriever.training.comparison import run_comparison
 from moe_retriever.training.trainer import Trainer
 
-FIGURES = ["combinations.png", "expert_usage_by_combination.png", "expert_usage_by_expert.png",
-           "efficiency.png", "gradient_conflict.png", "tsne.png", "retrieval_value.png"]
+FIGURES = [
+    "combinations.png",
+    "expert_usage_by_combination.png",
+    "expert_usage_by_expert.png",
+    "efficiency.png",
+    "gradient_conflict.png",
+    "tsne.png",
+    "retrieval_value.png",
+]
 
 
 # training these runs takes ~20 s: the tests that use them are marked slow
@@ -77,8 +84,8 @@ def test_expert_usage_matches_a_direct_count_of_the_routed_tokens(runs, record):
     r = run.retrieve(samples, standardized=True)
     names = run.modality_names
     bank = run.loaded.bank
-    code_of = {i: int(c) for i, c in zip(bank.ids, observed_to_codes(bank.observed))}
-    sample_codes = dict(zip(samples.ids, observed_to_codes(samples.observed).tolist()))
+    code_of = {i: int(c) for i, c in zip(bank.ids, observed_to_codes(bank.observed), strict=True)}
+    sample_codes = dict(zip(samples.ids, observed_to_codes(samples.observed).tolist(), strict=True))
     expected: Counter = Counter()
     for t in range(len(r.tokens.pair)):
         source = r.tokens.source_id[t]
@@ -86,19 +93,39 @@ def test_expert_usage_matches_a_direct_count_of_the_routed_tokens(runs, record):
         for e in r.tokens.experts[t]:
             expected[combination_name(code, names), r.expert_names[e]] += 1
     usage = record["expert_usage"]
-    got = Counter({(c, e): n for c, row in zip(usage["combinations"], usage["selections"])
-                   for e, n in zip(usage["experts"], row) if n})
+    got = Counter(
+        {
+            (c, e): n
+            for c, row in zip(usage["combinations"], usage["selections"], strict=True)
+            for e, n in zip(usage["experts"], row, strict=True)
+            if n
+        }
+    )
     assert got == expected
     assert usage["experts"] == ["I_1", "I_2", "G_1", "G_2", "C_1", "C_2", "Shared_1", "Shared_2"]
 
 
 def test_expert_usage_ratios_on_a_hand_made_routing():
     # three tokens: two from a sample observing {a} (code 1), one from a bank sample {a, b} (3)
-    tokens = TokenRouting(np.array([0, 0, 0]), np.array(["inter", "intra", "intra"]),
-                          np.array([0, 1, 1]), np.array([1, 3, 1]), ["s", "b1", "b2"],
-                          np.array([[1, 2], [1, 2], [2, 1]]), np.full((3, 2), 0.5))
-    r = Retrieval(["s"], np.array([0]), np.array([1]), ["a", "b"], np.zeros((1, 4)),
-                  ["A_1", "B_1", "Shared_1"], np.zeros((1, 3)), tokens)
+    tokens = TokenRouting(
+        np.array([0, 0, 0]),
+        np.array(["inter", "intra", "intra"]),
+        np.array([0, 1, 1]),
+        np.array([1, 3, 1]),
+        ["s", "b1", "b2"],
+        np.array([[1, 2], [1, 2], [2, 1]]),
+        np.full((3, 2), 0.5),
+    )
+    r = Retrieval(
+        ["s"],
+        np.array([0]),
+        np.array([1]),
+        ["a", "b"],
+        np.zeros((1, 4)),
+        ["A_1", "B_1", "Shared_1"],
+        np.zeros((1, 3)),
+        tokens,
+    )
     usage = expert_usage(r)
     assert usage.combinations == ["A", "AB"]
     np.testing.assert_array_equal(usage.selections, [[0, 2, 2], [0, 1, 1]])
@@ -135,28 +162,35 @@ def retriever_parameters(d: int, m: int, per_modality: int, shared: int, hidden:
     embeddings, m fallback tokens, three LayerNorms, the attention's in (3 d x d + 3 d) and out
     (d x d + d) projections, one bias-free router over the e experts, e two-layer FFN experts."""
     e = m * per_modality + shared
-    return (2 * d + m * d + m * d + 3 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + d * e
-            + e * (d * hidden + hidden + hidden * d + d))
+    return (
+        2 * d
+        + m * d
+        + m * d
+        + 3 * 2 * d
+        + (3 * d * d + 3 * d)
+        + (d * d + d)
+        + d * e
+        + e * (d * hidden + hidden + hidden * d + d)
+    )
 
 
 @pytest.mark.slow
 def test_efficiency_counts_parameters_and_flops_of_both_methods(runs, record):
     costs = {c["label"]: c for c in record["efficiency"]}
     assert set(costs) == {"moe_retriever", "zero"}
-    for label, path in zip(("moe_retriever", "zero"), runs):
+    for label, path in zip(("moe_retriever", "zero"), runs, strict=True):
         metrics = json.loads((path / "seed_0" / "metrics.json").read_text())
         assert costs[label]["train_epoch_seconds"]["n"] == len(metrics["epoch_seconds"]) == 3
-        assert costs[label]["train_epoch_seconds"]["mean"] == pytest.approx(
-            np.mean(metrics["epoch_seconds"]))
+        assert costs[label]["train_epoch_seconds"]["mean"] == pytest.approx(np.mean(metrics["epoch_seconds"]))
         assert costs[label]["inference_seconds"]["n"] == TIMING_REPEATS
     # the weights the zero method's checkpoint stores
     with safe_open(str(runs[1] / "seed_0" / "model.safetensors"), "pt") as f:
-        stored = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys()
-                     if k.startswith("model."))
+        stored = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys() if k.startswith("model."))
     assert costs["zero"]["parameters"] == stored
     # the same encoders, fusion and head; MoE-Retriever adds the retriever (TINY's sizes)
-    assert costs["moe_retriever"]["parameters"] - costs["zero"]["parameters"] == \
-        retriever_parameters(d=16, m=3, per_modality=2, shared=2, hidden=16)
+    assert costs["moe_retriever"]["parameters"] - costs["zero"]["parameters"] == retriever_parameters(
+        d=16, m=3, per_modality=2, shared=2, hidden=16
+    )
     # retrieval adds attention and expert computation on top of the same encoders and fusion
     assert costs["moe_retriever"]["flops_per_sample"] > costs["zero"]["flops_per_sample"] > 0
 
@@ -171,6 +205,7 @@ def test_inference_time_is_the_timed_prediction_pass_over_the_test_split(runs, m
     def timed_predict(self, batch, retrieve=True):
         clock[0] += 1e-3 * len(batch)
         return predict(self, batch, retrieve)
+
     monkeypatch.setattr(Trainer, "predict_proba_batch", timed_predict)
     monkeypatch.setattr(efficiency, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     (cost,) = measure_all(cost_sources([runs[0]]))
@@ -188,14 +223,14 @@ def test_tsne_uses_the_most_frequent_incomplete_combination(runs, record):
     assert record["tsne"]["samples"] == counts[chosen]
     assert counts[chosen] == max(n for c, n in counts.items() if len(c) < 3)
     # the silhouettes of the labels in the fused embedding space, by the textbook definition
-    rows = torch.tensor([combination_name(int(c), run.modality_names) == chosen
-                         for c in samples.codes])
+    rows = torch.tensor([combination_name(int(c), run.modality_names) == chosen for c in samples.codes])
     batch = run.to_batch(samples, standardized=True).select(rows)
     labels = batch.labels.numpy()
     for key, retrieve in (("silhouette_before", False), ("silhouette_after", True)):
         fused = torch.cat([out.fused for _, out in run.trainer.eval_outputs(batch, retrieve)])
         assert record["tsne"][key] == pytest.approx(
-            brute_force_silhouette(fused.detach().double().numpy(), labels), rel=1e-4, abs=1e-5)
+            brute_force_silhouette(fused.detach().double().numpy(), labels), rel=1e-4, abs=1e-5
+        )
 
 
 def brute_force_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
@@ -218,9 +253,19 @@ def brute_force_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 def test_costs_of_a_compare_output_include_methods_without_checkpoints(runs, tmp_path):
     """`compare` keeps no weights: its deep methods are measured on a fresh model of their config,
     methods fitted without the trainer get no FLOP or parameter count."""
-    spec = {"name": "tiny", "seeds": [0], "overrides": TINY, "protocol": {"kind": "holdout"},
-            "studies": [{"title": "t", "datasets": [{"config": str(runs[0] / "config.yaml")}],
-                         "methods": ["zero", "majority"]}]}
+    spec = {
+        "name": "tiny",
+        "seeds": [0],
+        "overrides": TINY,
+        "protocol": {"kind": "holdout"},
+        "studies": [
+            {
+                "title": "t",
+                "datasets": [{"config": str(runs[0] / "config.yaml")}],
+                "methods": ["zero", "majority"],
+            }
+        ],
+    }
     (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(spec))
     run_comparison(tmp_path / "cmp.yaml", tmp_path / "out", device="cpu", log=lambda _: None)
     run = load_run(runs[1], device="cpu")
@@ -303,8 +348,7 @@ def test_bootstrap_intervals_match_sklearn_on_the_same_resamples():
     pred = probs.argmax(1)
     got = _with_ci(probs, labels, 3, seed=5)
     draws = np.random.default_rng(5).integers(0, 80, (BOOTSTRAP, 80))
-    f1 = [f1_score(labels[i], pred[i], average="macro", labels=[0, 1, 2], zero_division=0)
-          for i in draws]
+    f1 = [f1_score(labels[i], pred[i], average="macro", labels=[0, 1, 2], zero_division=0) for i in draws]
     acc = [np.mean(labels[i] == pred[i]) for i in draws]
     np.testing.assert_allclose(got["macro_f1_ci"], np.percentile(f1, [2.5, 97.5]))
     np.testing.assert_allclose(got["accuracy_ci"], np.percentile(acc, [2.5, 97.5]))

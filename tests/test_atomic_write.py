@@ -39,7 +39,8 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
         "def write(tmp):\n"
         "    tmp.write_bytes(b'half of the new')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "atomic_write(Path(sys.argv[1]), write)\n")
+        "atomic_write(Path(sys.argv[1]), write)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script, str(path)], env=os.environ.copy())
     assert proc.returncode == -signal.SIGKILL
     assert path.read_bytes() == b"old complete file"

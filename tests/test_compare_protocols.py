@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from _tiny_run import TINY, write_folder
 
+from _tiny_run import TINY, write_folder
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.sources import load_dataset
@@ -19,24 +19,64 @@ METHODS = ["majority", "zero", "moe_retriever"]
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
-    base = load_config(None, [o for o in TINY if not o.startswith("data.options")]
-                       + ["data.options={n_samples: 120, n_modalities: 3, widths: [6, 5, 4], "
-                          "n_classes: 2, class_separation: 1.5}", "data.missing.kind=natural"])
+    base = load_config(
+        None,
+        [o for o in TINY if not o.startswith("data.options")]
+        + [
+            "data.options={n_samples: 120, n_modalities: 3, widths: [6, 5, 4], "
+            "n_classes: 2, class_separation: 1.5}",
+            "data.missing.kind=natural",
+        ],
+    )
     folder = write_folder(load_dataset(base.data), root / "tiny_folder")
     (root / "exp.yaml").write_text(json.dumps({"data": {"name": "folder", "path": str(folder)}}))
     overrides = [o for o in TINY if not o.startswith(("data.name", "data.options", "data.missing"))]
     config = root / "cmp.yaml"
-    config.write_text(json.dumps({
-        "name": "tiny cv", "seeds": [0, 1, 2], "overrides": overrides + ["train.epochs=2"],
-        "protocol": {"kind": "cv", "folds": 3, "repeats": 2},
-        "studies": [{"title": "Tiny", "methods": METHODS, "datasets": [
-            {"config": str(root / "exp.yaml"), "label": "p=0.2",
-             "overrides": ["data.missing={kind: drop, p: 0.2}"]},
-            {"config": str(root / "exp.yaml"), "label": "p=0.5",
-             "overrides": ["data.missing={kind: drop, p: 0.5}"]}]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "tiny cv",
+                "seeds": [0, 1, 2],
+                "overrides": overrides + ["train.epochs=2"],
+                "protocol": {"kind": "cv", "folds": 3, "repeats": 2},
+                "studies": [
+                    {
+                        "title": "Tiny",
+                        "methods": METHODS,
+                        "datasets": [
+                            {
+                                "config": str(root / "exp.yaml"),
+                                "label": "p=0.2",
+                                "overrides": ["data.missing={kind: drop, p: 0.2}"],
+                            },
+                            {
+                                "config": str(root / "exp.yaml"),
+                                "label": "p=0.5",
+                                "overrides": ["data.missing={kind: drop, p: 0.5}"],
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     out = root / "out"
-    assert main(["compare", "--config", str(config), "--out", str(out), "--device", "cpu",
-                 "--markdown", str(root / "docs" / "results.md")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--markdown",
+                str(root / "docs" / "results.md"),
+            ]
+        )
+        == 0
+    )
     return config, out, root
 
 
@@ -66,8 +106,9 @@ def test_cv_compare_writes_folds_intervals_and_paired_tests(compared):
                 assert cell["verdict"] in ("better", "worse", "n.s.")
                 assert cell["lo"] <= cell["mean_diff"] <= cell["hi"]
                 # the difference is the mean of the per-fold differences
-                diff = np.subtract(r["test"]["macro_f1"]["per_fold"],
-                                   rows[ref]["test"]["macro_f1"]["per_fold"])
+                diff = np.subtract(
+                    r["test"]["macro_f1"]["per_fold"], rows[ref]["test"]["macro_f1"]["per_fold"]
+                )
                 assert cell["mean_diff"] == pytest.approx(diff.mean())
             combos = r["by_combination"]
             n_pooled = sum(c["n"] for c in combos["combinations"].values())

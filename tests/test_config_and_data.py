@@ -17,41 +17,68 @@ def test_yaml_config_and_overrides(tmp_path):
     assert cfg.model.retriever.moe.top_k == 2 and cfg.model.retriever.mode == "mean"
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"train": {"epoch": 3}}, "train: unknown key(s) ['epoch']"),
-    ({"train": {"epochs": "many"}}, "train.epochs: expected an integer"),
-    ({"model": {"retriever": {"moe": {"top_k": 13}}}}, "model.retriever.moe.top_k"),
-    ({"data": {"missing": {"kind": "drop", "p": -0.1}}}, "data.missing.p"),
-    ({"model": {"retriever": {"mode": "magic"}}}, "model.retriever.mode"),
-    ({"train": {"device": "tpu"}}, "train.device"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"train": {"epoch": 3}}, "train: unknown key(s) ['epoch']"),
+        ({"train": {"epochs": "many"}}, "train.epochs: expected an integer"),
+        ({"model": {"retriever": {"moe": {"top_k": 13}}}}, "model.retriever.moe.top_k"),
+        ({"data": {"missing": {"kind": "drop", "p": -0.1}}}, "data.missing.p"),
+        ({"model": {"retriever": {"mode": "magic"}}}, "model.retriever.mode"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+    ],
+)
 def test_bad_config_is_named(data, needle):
-    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError,
+        match=needle.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)"),
+    ):
         from_dict(ExperimentConfig, data).validate()
 
 
-@pytest.mark.parametrize("data,key,choices", [
-    ({"model": {"retriever": {"mode": "magic"}}}, "model.retriever.mode", ["moe", "mean", "zero"]),
-    ({"model": {"fusion": {"kind": "rnn"}}}, "model.fusion.kind", ["transformer", "smoe"]),
-    ({"model": {"retriever": {"moe": {"router_softmax": 1}}}}, "model.retriever.moe.router_softmax",
-     ["before_topk", "after_topk"]),
-    ({"train": {"select_metric": "f1"}}, "train.select_metric", ["macro_f1", "accuracy", "auroc", "auprc"]),
-    ({"data": {"missing": {"kind": "mcar"}}}, "data.missing.kind",
-     ["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"]),
-])
+@pytest.mark.parametrize(
+    "data,key,choices",
+    [
+        ({"model": {"retriever": {"mode": "magic"}}}, "model.retriever.mode", ["moe", "mean", "zero"]),
+        ({"model": {"fusion": {"kind": "rnn"}}}, "model.fusion.kind", ["transformer", "smoe"]),
+        (
+            {"model": {"retriever": {"moe": {"router_softmax": 1}}}},
+            "model.retriever.moe.router_softmax",
+            ["before_topk", "after_topk"],
+        ),
+        (
+            {"train": {"select_metric": "f1"}},
+            "train.select_metric",
+            ["macro_f1", "accuracy", "auroc", "auprc"],
+        ),
+        (
+            {"data": {"missing": {"kind": "mcar"}}},
+            "data.missing.kind",
+            ["natural", "none", "drop", "mar", "mnar", "label", "monotone", "patterns"],
+        ),
+    ],
+)
 def test_a_bad_choice_names_the_key_and_the_choices(data, key, choices):
     with pytest.raises(ConfigError) as err:
         from_dict(ExperimentConfig, data)
     assert str(err.value).startswith(f"{key}: must be one of {choices}, got ")
 
 
-@pytest.mark.parametrize("patterns,message", [
-    ([{"modalities": ["a"]}, {"modalities": ["b"], "prob": -0.5}],
-     "data.missing.patterns[1].prob: must be >= 0, got -0.5"),
-    ([{"modalities": ["a"]}, {"prob": 0.5}], "data.missing.patterns[1]: missing required key(s) ['modalities']"),
-    ([{"modalities": ["a"], "p": 0.5}], "data.missing.patterns[0]: unknown key(s) ['p']"),
-    ([{"modalities": "a"}], "data.missing.patterns[0].modalities: expected a list"),
-])
+@pytest.mark.parametrize(
+    "patterns,message",
+    [
+        (
+            [{"modalities": ["a"]}, {"modalities": ["b"], "prob": -0.5}],
+            "data.missing.patterns[1].prob: must be >= 0, got -0.5",
+        ),
+        (
+            [{"modalities": ["a"]}, {"prob": 0.5}],
+            "data.missing.patterns[1]: missing required key(s) ['modalities']",
+        ),
+        ([{"modalities": ["a"], "p": 0.5}], "data.missing.patterns[0]: unknown key(s) ['p']"),
+        ([{"modalities": "a"}], "data.missing.patterns[0].modalities: expected a list"),
+    ],
+)
 def test_a_bad_missingness_pattern_names_its_index(patterns, message):
     with pytest.raises(ConfigError) as err:
         from_dict(ExperimentConfig, {"data": {"missing": {"kind": "patterns", "patterns": patterns}}})
@@ -59,15 +86,26 @@ def test_a_bad_missingness_pattern_names_its_index(patterns, message):
 
 
 def test_patterns_parse_into_dataclasses_with_a_default_probability():
-    cfg = from_dict(ExperimentConfig, {"data": {"missing": {"kind": "patterns", "patterns": [
-        {"modalities": ["a", "b"]}, {"modalities": ["c"], "prob": 3}]}}})
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "data": {
+                "missing": {
+                    "kind": "patterns",
+                    "patterns": [{"modalities": ["a", "b"]}, {"modalities": ["c"], "prob": 3}],
+                }
+            }
+        },
+    )
     assert cfg.data.missing.patterns == [MissingPattern(["a", "b"], 1.0), MissingPattern(["c"], 3.0)]
 
 
 def make(features=None, observed=None, labels=None, ids=None, class_names=None):
     specs = [ModalitySpec("clinical", (2,)), ModalitySpec("genetic", (3,))]
     features = features or {"clinical": torch.randn(4, 2), "genetic": torch.randn(4, 3)}
-    observed = observed if observed is not None else torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    observed = (
+        observed if observed is not None else torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
+    )
     labels = labels if labels is not None else torch.tensor([0, 1, 0, 1])
     return MultimodalDataset(specs, features, observed, labels, ids or ["a", "b", "c", "d"], class_names)
 
@@ -138,7 +176,9 @@ def test_pattern_mask_uses_only_allowed_combinations():
     new = pattern_mask(obs, pats, ["a", "b", "c"], torch.Generator().manual_seed(0))
     rows = {tuple(r) for r in new.int().tolist()}
     assert rows == {(1, 1, 0), (0, 0, 1)}
-    with pytest.raises(DataValidationError, match=r"data.missing.patterns\[0\].modalities: unknown modalities"):
+    with pytest.raises(
+        DataValidationError, match=r"data.missing.patterns\[0\].modalities: unknown modalities"
+    ):
         pattern_mask(obs, [MissingPattern(["z"])], ["a", "b", "c"], torch.Generator())
 
 

@@ -17,8 +17,11 @@ D = 16
 
 def make(kind: str, shape: tuple[int, ...], **options) -> torch.nn.Module:
     torch.manual_seed(0)
-    enc = build_encoder(ModalitySpec("m", shape, "sequence"),
-                        EncoderConfig(kind=kind, hidden=12, layers=2, dropout=0.0, options=options), D)
+    enc = build_encoder(
+        ModalitySpec("m", shape, "sequence"),
+        EncoderConfig(kind=kind, hidden=12, layers=2, dropout=0.0, options=options),
+        D,
+    )
     return enc.eval()
 
 
@@ -48,7 +51,7 @@ def test_recurrent_matches_packed_reference_and_ignores_padding(kind):
     torch.testing.assert_close(enc(noisy, lengths), out, rtol=0, atol=0)
     # a sample encoded alone, truncated to its length, gets the same embedding
     for i, n in enumerate(lengths.tolist()):
-        torch.testing.assert_close(enc(x[i:i + 1, :n]), out[i:i + 1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(enc(x[i : i + 1, :n]), out[i : i + 1], rtol=1e-5, atol=1e-6)
     # while a change inside the valid part does change the output of that sample only
     changed = x.clone()
     changed[1, 0, 0] += 1.0  # one feature: a shift of all features is undone by the LayerNorm
@@ -70,12 +73,15 @@ def test_recurrent_gradients_flow_to_valid_steps_only(kind):
     assert torch.all(step_grad[valid] > 0)
 
 
-@pytest.mark.parametrize("kind,shape,batch", [
-    ("cnn3d", (1, 9, 11, 7), (3, 1, 9, 11, 7)),
-    ("cnn3d", (6, 5, 4), (2, 6, 5, 4)),  # no channel axis
-    ("vgg2d", (3, 20, 12), (4, 3, 20, 12)),
-    ("vgg2d", (5, 3), (2, 5, 3)),  # grey image smaller than 2^blocks on each side
-])
+@pytest.mark.parametrize(
+    "kind,shape,batch",
+    [
+        ("cnn3d", (1, 9, 11, 7), (3, 1, 9, 11, 7)),
+        ("cnn3d", (6, 5, 4), (2, 6, 5, 4)),  # no channel axis
+        ("vgg2d", (3, 20, 12), (4, 3, 20, 12)),
+        ("vgg2d", (5, 3), (2, 5, 3)),  # grey image smaller than 2^blocks on each side
+    ],
+)
 def test_conv_encoders_shape_gradients_and_empty_batch(kind, shape, batch):
     enc = make(kind, shape)
     assert isinstance(enc, ConvEncoder)
@@ -104,13 +110,16 @@ def test_conv_options_change_the_architecture():
     assert [c.out_channels for c in convs] == [4, 4, 6]
 
 
-@pytest.mark.parametrize("kind,shape,options,message", [
-    ("gru", (5, 3), {"bidirectional": True}, "has no option"),
-    ("lstm", (5,), {}, "needs sequences"),
-    ("vgg2d", (1, 2, 3, 4), {}, "needs per-sample shape"),
-    ("cnn3d", (1, 4, 4, 4), {"channels": [4, 8], "convs": [1]}, "same length"),
-    ("cnn3d", (1, 4, 4, 4), {"channels": [0]}, "positive integers"),
-])
+@pytest.mark.parametrize(
+    "kind,shape,options,message",
+    [
+        ("gru", (5, 3), {"bidirectional": True}, "has no option"),
+        ("lstm", (5,), {}, "needs sequences"),
+        ("vgg2d", (1, 2, 3, 4), {}, "needs per-sample shape"),
+        ("cnn3d", (1, 4, 4, 4), {"channels": [4, 8], "convs": [1]}, "same length"),
+        ("cnn3d", (1, 4, 4, 4), {"channels": [0]}, "positive integers"),
+    ],
+)
 def test_bad_encoder_settings_name_the_modality(kind, shape, options, message):
     with pytest.raises(ValueError, match=message) as err:
         make(kind, shape, **options)
@@ -118,16 +127,21 @@ def test_bad_encoder_settings_name_the_modality(kind, shape, options, message):
 
 
 def test_default_encoder_follows_the_modality_kind_and_config_overrides_it():
-    specs = [ModalitySpec("tab", (4,)), ModalitySpec("seq", (5, 3), "sequence"),
-             ModalitySpec("img", (1, 8, 8), "image"), ModalitySpec("vol", (1, 4, 4, 4), "volume")]
+    specs = [
+        ModalitySpec("tab", (4,)),
+        ModalitySpec("seq", (5, 3), "sequence"),
+        ModalitySpec("img", (1, 8, 8), "image"),
+        ModalitySpec("vol", (1, 4, 4, 4), "volume"),
+    ]
     model = MultimodalClassifier(specs, 2, ModelConfig(hidden=16))
     enc = model.encoders
     assert type(enc["tab"]).__name__ == "MLPEncoder"
     assert isinstance(enc["seq"], RecurrentEncoder) and isinstance(enc["seq"].rnn, torch.nn.GRU)
     assert isinstance(enc["img"], ConvEncoder) and enc["img"].dims == 2
     assert isinstance(enc["vol"], ConvEncoder) and enc["vol"].dims == 3
-    cfg = ModelConfig(hidden=16, encoders={"seq": EncoderConfig(kind="lstm"),
-                                           "img": EncoderConfig(kind="mlp")})
+    cfg = ModelConfig(
+        hidden=16, encoders={"seq": EncoderConfig(kind="lstm"), "img": EncoderConfig(kind="mlp")}
+    )
     enc = MultimodalClassifier(specs, 2, cfg).encoders
     assert isinstance(enc["seq"].rnn, torch.nn.LSTM)
     assert type(enc["img"]).__name__ == "MLPEncoder"

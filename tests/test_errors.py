@@ -39,16 +39,24 @@ def test_the_three_registries_name_what_they_have():
     assert {"moe_retriever", "zero", "flex_moe", "majority"} <= set(METHODS.names())
     with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'nope'; available: \[.*'synthetic'"):
         load_dataset(DataConfig(name="nope"))
-    with pytest.raises(ConfigError, match=r"modality 'm': unknown encoder kind 'rnn'; available: \[.*'gru'.*'mlp'"):
+    with pytest.raises(
+        ConfigError, match=r"modality 'm': unknown encoder kind 'rnn'; available: \[.*'gru'.*'mlp'"
+    ):
         build_encoder(ModalitySpec("m", (3,)), EncoderConfig(kind="rnn"), 8)
 
 
 def test_every_library_error_derives_from_the_base_and_the_builtin_callers_caught():
     assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.DataValidationError, ValueError)
     assert issubclass(errors.InputNotFoundError, FileNotFoundError)
-    for cls in (errors.ConfigError, errors.DataValidationError, errors.InputNotFoundError,
-                errors.CheckpointError, errors.TrainingDivergedError, errors.UsageError,
-                errors.MissingDependencyError):
+    for cls in (
+        errors.ConfigError,
+        errors.DataValidationError,
+        errors.InputNotFoundError,
+        errors.CheckpointError,
+        errors.TrainingDivergedError,
+        errors.UsageError,
+        errors.MissingDependencyError,
+    ):
         assert issubclass(cls, errors.MoERetrieverError)
 
 
@@ -59,21 +67,29 @@ def test_cli_reports_a_config_error_in_one_line(capsys, tmp_path):
     assert err == f"moe-retriever: error: method: unknown method 'nope'; available: {sorted(METHODS)}\n"
 
 
-@pytest.mark.parametrize("exc", [DataValidationError("x.csv: line 3, column 'a': 'b' is not a number"),
-                                 errors.InputNotFoundError("run: no seed_*/model found")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DataValidationError("x.csv: line 3, column 'a': 'b' is not a number"),
+        errors.InputNotFoundError("run: no seed_*/model found"),
+    ],
+)
 def test_cli_reports_a_data_error_in_one_line(capsys, monkeypatch, exc):
     def run(args):
         raise exc
+
     monkeypatch.setattr(evaluate, "run", run)
     assert main(["evaluate", "--run", "somewhere"]) == 2
     assert capsys.readouterr().err == f"moe-retriever: error: {exc}\n"
 
 
-@pytest.mark.parametrize("exc", [KeyError("bank_ids"), RuntimeError("shape mismatch"),
-                                 ValueError("an internal invariant broke")])
+@pytest.mark.parametrize(
+    "exc", [KeyError("bank_ids"), RuntimeError("shape mismatch"), ValueError("an internal invariant broke")]
+)
 def test_cli_lets_an_internal_error_propagate(monkeypatch, exc):
     def run(args):
         raise exc
+
     monkeypatch.setattr(evaluate, "run", run)
     with pytest.raises(type(exc)) as info:
         main(["evaluate", "--run", "somewhere"])

@@ -11,8 +11,10 @@ from moe_retriever.training.experiment import run_experiment
 def test_moe_retriever_beats_zero_filling_on_the_synthetic_task():
     scores = {}
     for method in ("moe_retriever", "zero"):
-        cfg = load_config("configs/synthetic.yaml", [f"method={method}", "train.progress=false",
-                                                     "data.missing.p=0.3", "train.seeds=[0, 1, 2]"])
+        cfg = load_config(
+            "configs/synthetic.yaml",
+            [f"method={method}", "train.progress=false", "data.missing.p=0.3", "train.seeds=[0, 1, 2]"],
+        )
         results = run_experiment(cfg, None, log=lambda *a: None)
         scores[method] = results["test"]["macro_f1"]["mean"]
     assert scores["zero"] > 0.5, "the task is learnable without retrieval"

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import TINY, write_folder
 from scipy.stats import chi2_contingency, spearmanr
 from sklearn.decomposition import PCA
 
+from _tiny_run import TINY, write_folder
 from moe_retriever import load_run
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, MissingnessConfig, load_config
@@ -84,11 +84,14 @@ def test_label_rates_rise_with_the_class_and_drop_rates_do_not(large):
     for m in range(4):
         by_class = [label[y == c, m].double().mean().item() for c in range(3)]
         assert by_class[0] + 0.1 < by_class[1] < by_class[2] - 0.1, by_class
-        table = [[np.sum(label[:, m].numpy() & (y == c)), np.sum(~label[:, m].numpy() & (y == c))]
-                 for c in range(3)]
+        table = [
+            [np.sum(label[:, m].numpy() & (y == c)), np.sum(~label[:, m].numpy() & (y == c))]
+            for c in range(3)
+        ]
         assert chi2_contingency(table).pvalue < 1e-12
-        table = [[np.sum(drop[:, m].numpy() & (y == c)), np.sum(~drop[:, m].numpy() & (y == c))]
-                 for c in range(3)]
+        table = [
+            [np.sum(drop[:, m].numpy() & (y == c)), np.sum(~drop[:, m].numpy() & (y == c))] for c in range(3)
+        ]
         assert chi2_contingency(table).pvalue > 1e-3  # independent of the class
     # negative strength reverses the direction
     rev = ~_mask(large, kind="label", p=0.3, strength=-1.5)
@@ -147,11 +150,14 @@ def test_drop_keeps_its_draws():
     assert torch.equal(mask[full], keep[full])
 
 
-@pytest.mark.parametrize("section,key,value,match", [
-    ("missing", "driver", "nope", "data.missing.driver"),
-    ("missing", "order", ["image", "genetic"], "data.missing.order"),
-    ("missing_test", "driver", "nope", "data.missing_test.driver"),
-])
+@pytest.mark.parametrize(
+    "section,key,value,match",
+    [
+        ("missing", "driver", "nope", "data.missing.driver"),
+        ("missing", "order", ["image", "genetic"], "data.missing.order"),
+        ("missing_test", "driver", "nope", "data.missing_test.driver"),
+    ],
+)
 def test_bad_mechanism_options_name_the_key(section, key, value, match):
     kind = "monotone" if key == "order" else "mar"
     cfg = load_config(None, [*TINY, f"data.{section}={json.dumps({'kind': kind, key: value})}"])
@@ -160,10 +166,13 @@ def test_bad_mechanism_options_name_the_key(section, key, value, match):
         masked_split(cfg, ds, 0)
 
 
-@pytest.mark.parametrize("override,match", [
-    ("data.missing.kind=sometimes", "data.missing.kind"),
-    ("data.missing_test={kind: drop, p: 1.5}", "data.missing_test.p"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("data.missing.kind=sometimes", "data.missing.kind"),
+        ("data.missing_test={kind: drop, p: 1.5}", "data.missing_test.p"),
+    ],
+)
 def test_bad_missingness_config_is_rejected(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
@@ -206,21 +215,47 @@ def test_summary_counts_and_rates_match_the_masks():
         assert summary["missing_rate"]["overall"][name] == pytest.approx(1 - obs[:, m].mean())
         for c, cname in enumerate(masked.class_names):
             assert summary["missing_rate"]["by_class"][cname][name] == pytest.approx(
-                1 - obs[y == c, m].mean())
+                1 - obs[y == c, m].mean()
+            )
         test = parts["test"].numpy()
-        assert summary["missing_rate"]["by_split"]["test"][name] == pytest.approx(
-            1 - obs[test, m].mean())
+        assert summary["missing_rate"]["by_split"]["test"][name] == pytest.approx(1 - obs[test, m].mean())
 
 
 def test_show_missing_prints_rates_and_writes_the_plot(tmp_path, capsys):
     plot = tmp_path / "combos.png"
-    assert main(["datasets", "--show-missing", "synthetic", "--set", "data.missing.kind=label",
-                 "--set", "data.missing.p=0.3", "--plot", str(plot)]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "--show-missing",
+                "synthetic",
+                "--set",
+                "data.missing.kind=label",
+                "--set",
+                "data.missing.p=0.3",
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| class=class_0 |" in out and "| combination | train | val | test | total |" in out
     assert plot.stat().st_size > 1000
-    assert main(["datasets", "--show-missing", "synthetic", "--set", "data.missing.kind=mar",
-                 "--set", "data.missing.driver=nope"]) == 2
+    assert (
+        main(
+            [
+                "datasets",
+                "--show-missing",
+                "synthetic",
+                "--set",
+                "data.missing.kind=mar",
+                "--set",
+                "data.missing.driver=nope",
+            ]
+        )
+        == 2
+    )
     assert "data.missing.driver" in capsys.readouterr().err
 
 
@@ -228,8 +263,9 @@ def test_show_missing_prints_rates_and_writes_the_plot(tmp_path, capsys):
 
 
 def _model(method: str, indicators: bool):
-    cfg = load_config(None, [*TINY, f"method={method}",
-                             f"model.missing_indicators={str(indicators).lower()}"])
+    cfg = load_config(
+        None, [*TINY, f"method={method}", f"model.missing_indicators={str(indicators).lower()}"]
+    )
     ds = make_synthetic(n_samples=40, n_modalities=3, widths=[6, 5, 4], n_classes=2)
     torch.manual_seed(0)
     return build_model(cfg, ds.modalities, 2), ds
@@ -265,8 +301,7 @@ def test_indicators_reach_every_filling_method_or_are_rejected(method):
         model, ds = _model(method, True)
     except ConfigError as exc:
         assert "model.missing_indicators" in str(exc)
-        assert method in {"flex_moe", "fusemoe", "late_fusion", "mmformer", "muse", "hist_gbt",
-                          "majority"}
+        assert method in {"flex_moe", "fusemoe", "late_fusion", "mmformer", "muse", "hist_gbt", "majority"}
         return
     observed = torch.ones(len(ds), 3, dtype=torch.bool)
     observed[::2, 1] = False
@@ -290,9 +325,14 @@ def test_indicators_reach_every_filling_method_or_are_rejected(method):
 
 
 def test_run_with_mechanism_shift_and_indicators_predicts(tmp_path):
-    overrides = [*TINY, "name=tiny_missing", "train.seeds=[0]",
-                 "data.missing={kind: mar, p: 0.3, driver: image}",
-                 "data.missing_test={kind: drop, p: 0.5}", "model.missing_indicators=true"]
+    overrides = [
+        *TINY,
+        "name=tiny_missing",
+        "train.seeds=[0]",
+        "data.missing={kind: mar, p: 0.3, driver: image}",
+        "data.missing_test={kind: drop, p: 0.5}",
+        "model.missing_indicators=true",
+    ]
     cfg = load_config(None, overrides)
     results = run_experiment(cfg, tmp_path / "run", log=lambda _: None)
     combos = json.loads((tmp_path / "run" / "combinations.json").read_text())
@@ -311,8 +351,22 @@ def test_run_with_mechanism_shift_and_indicators_predicts(tmp_path):
     # the predict command on the raw test samples gives the same probabilities
     masked, parts = masked_split(cfg, make_synthetic(**cfg.data.options), 0)
     folder = write_folder(masked.subset(parts["test"]), tmp_path / "new")
-    assert main(["predict", "--run", str(tmp_path / "run"), "--data", str(folder),
-                 "--out", str(tmp_path / "p.csv"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(tmp_path / "run"),
+                "--data",
+                str(folder),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "p.csv", dtype={"id": str})
     assert table["id"].tolist() == data.test.ids
     np.testing.assert_allclose(table[["prob_class_0", "prob_class_1"]].to_numpy(), probs, atol=1e-5)

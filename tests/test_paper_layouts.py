@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL
 from PIL import Image
 
+from conftest import TINY_MODEL
 from moe_retriever.config import DataConfig, load_config
 from moe_retriever.data.dataset import DataValidationError
 from moe_retriever.data.sources import detect_format, load_dataset
@@ -26,8 +26,8 @@ from moe_retriever.data.sources.mimic import load_mimic
 from moe_retriever.data.sources.nifti import read_nifti
 from moe_retriever.training.experiment import load_seed_checkpoint, prepare_seed, run_experiment
 
-
 # =========================================================================== ADNI
+
 
 def write_nifti_gz(path: Path, volume: np.ndarray) -> None:
     """NIfTI-1 written from the format's definition: 348-byte header, 4 extension bytes, voxels
@@ -70,9 +70,12 @@ def make_adni(root: Path, sparse_genomic: bool = False) -> dict:
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     # 011_S_0010 has a label but no data anywhere: it is left out
-    pd.DataFrame({"PTID": PTIDS, "DIAGNOSIS": DIAGNOSIS, "VISCODE": "bl"}).to_csv(root / "label.csv", index=False)
-    (root / "PTID_splits.json").write_text(json.dumps({
-        "training": PTIDS[:5], "validation": PTIDS[5:7], "testing": PTIDS[7:] + ["999_S_9999"]}))
+    pd.DataFrame({"PTID": PTIDS, "DIAGNOSIS": DIAGNOSIS, "VISCODE": "bl"}).to_csv(
+        root / "label.csv", index=False
+    )
+    (root / "PTID_splits.json").write_text(
+        json.dumps({"training": PTIDS[:5], "validation": PTIDS[5:7], "testing": PTIDS[7:] + ["999_S_9999"]})
+    )
     # genomic: subjects 1-7 and one unlabelled subject; a NaN cell filled with the column's mode
     (root / "genomic").mkdir()
     g_ids = PTIDS[:7] + ["022_S_0001"]
@@ -82,13 +85,20 @@ def make_adni(root: Path, sparse_genomic: bool = False) -> dict:
     write_h5ad(root / "genomic" / "genomic_merged.h5ad", g_ids, g, sparse_genomic)
     # clinical: every subject but 10; subject 9's row is empty (missing); a leaking column
     (root / "clinical").mkdir()
-    clin = pd.DataFrame({"PTID": PTIDS[:9], "AGE": rng.normal(70, 5, 9).round(1),
-                         "PTCOGBEG_2": 1.0, "WEIGHT": rng.normal(80, 9, 9).round(1)})
+    clin = pd.DataFrame(
+        {
+            "PTID": PTIDS[:9],
+            "AGE": rng.normal(70, 5, 9).round(1),
+            "PTCOGBEG_2": 1.0,
+            "WEIGHT": rng.normal(80, 9, 9).round(1),
+        }
+    )
     clin.loc[8, ["AGE", "PTCOGBEG_2", "WEIGHT"]] = np.nan
     clin.to_csv(root / "clinical" / "clinical_merged_mean.csv", index=False)
     (root / "biospecimen").mkdir()
-    bio = pd.DataFrame({"PTID": [PTIDS[i] for i in (0, 2, 4, 6)], "TAU": [1.0, 2.0, 3.0, 4.0],
-                        "ABETA": [5.0, 6.0, 7.0, 8.0]})
+    bio = pd.DataFrame(
+        {"PTID": [PTIDS[i] for i in (0, 2, 4, 6)], "TAU": [1.0, 2.0, 3.0, 4.0], "ABETA": [5.0, 6.0, 7.0, 8.0]}
+    )
     bio.to_csv(root / "biospecimen" / "biospecimen_merged_mean.csv", index=False)
     # image: an atlas with grey matter (150) inside a box, scans as rows of grey-matter voxels
     (root / "image").mkdir()
@@ -96,8 +106,14 @@ def make_adni(root: Path, sparse_genomic: bool = False) -> dict:
     atlas[1:6, 1:5, 1:4] = np.where(rng.random((5, 4, 3)) < 0.6, 150, 250)
     write_nifti_gz(root / "image" / "BLSA_SPGR+MPRAGE_averagetemplate_muse_seg_DS222.nii.gz", atlas)
     n_vox = int((atlas == 150).sum())
-    scans = ["011_S_0001_2010-01-05", "011_S_0002_2011-03-01", "011_S_0001_2012-06-30",
-             "011_S_0004_2009-09-09", "011_S_0005_2010-10-10", "033_S_0001_2010-01-01"]
+    scans = [
+        "011_S_0001_2010-01-05",
+        "011_S_0002_2011-03-01",
+        "011_S_0001_2012-06-30",
+        "011_S_0004_2009-09-09",
+        "011_S_0005_2010-10-10",
+        "033_S_0001_2010-01-01",
+    ]
     rows = rng.random((len(scans), n_vox)).astype(np.float32) + 0.5
     rows[4] = 0.0  # a scan the pipeline failed on: subject 5 has no image
     np.save(root / "image" / "ADNI_G.npy", rows)
@@ -111,8 +127,8 @@ def block_mean(volume: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros(out_shape, dtype=np.float64)
     for i in range(out_shape[0]):
         for j in range(out_shape[1]):
-            for l in range(out_shape[2]):
-                out[i, j, l] = volume[i * k:(i + 1) * k, j * k:(j + 1) * k, l * k:(l + 1) * k].mean()
+            for h in range(out_shape[2]):
+                out[i, j, h] = volume[i * k : (i + 1) * k, j * k : (j + 1) * k, h * k : (h + 1) * k].mean()
     return out
 
 
@@ -140,7 +156,10 @@ def test_adni_layout_loads_ids_labels_modalities_and_split(tmp_path):
     observed = ["".join(str(int(v)) for v in row) for row in ds.observed.tolist()]  # I G C B
     assert observed == ["1111", "1110", "0111", "1110", "0111", "0110", "0111", "0010"]
     assert {k: v.tolist() for k, v in ds.splits.items()} == {
-        "train": [0, 1, 2, 3, 4], "val": [5, 6], "test": [7]}
+        "train": [0, 1, 2, 3, 4],
+        "val": [5, 6],
+        "test": [7],
+    }
 
     _, g = ref["genomic"]
     genomic = ds.features["genomic"].numpy()
@@ -151,9 +170,12 @@ def test_adni_layout_loads_ids_labels_modalities_and_split(tmp_path):
 
     clin = ref["clinical"]
     assert ds.modalities[2].columns == ("AGE", "WEIGHT")  # the diagnosis-revealing column is gone
-    np.testing.assert_allclose(ds.features["clinical"].numpy(), clin[["AGE", "WEIGHT"]].to_numpy()[:8], rtol=1e-6)
-    np.testing.assert_array_equal(ds.features["biospecimen"][[0, 2, 4, 6]].numpy(),
-                                  [[1, 5], [2, 6], [3, 7], [4, 8]])
+    np.testing.assert_allclose(
+        ds.features["clinical"].numpy(), clin[["AGE", "WEIGHT"]].to_numpy()[:8], rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        ds.features["biospecimen"][[0, 2, 4, 6]].numpy(), [[1, 5], [2, 6], [3, 7], [4, 8]]
+    )
 
     # image: the latest scan of each subject, voxels put back where the atlas says, cropped to
     # the atlas's grey-matter bounding box
@@ -187,7 +209,9 @@ def test_adni_bad_input_names_the_file_row_and_column(tmp_path):
     labels = pd.read_csv(tmp_path / "a" / "label.csv")
     labels.loc[3, "DIAGNOSIS"] = 4
     labels.to_csv(tmp_path / "a" / "label.csv", index=False)
-    with pytest.raises(DataValidationError, match=r"label.csv: row 5, column DIAGNOSIS: '4' is not 1, 2 or 3"):
+    with pytest.raises(
+        DataValidationError, match=r"label.csv: row 5, column DIAGNOSIS: '4' is not 1, 2 or 3"
+    ):
         load_adni(tmp_path / "a")
 
     make_adni(tmp_path / "b")
@@ -195,13 +219,17 @@ def test_adni_bad_input_names_the_file_row_and_column(tmp_path):
     frame = pd.read_csv(clin, dtype=str)
     frame.loc[1, "WEIGHT"] = "heavy"
     frame.to_csv(clin, index=False)
-    with pytest.raises(DataValidationError, match=r"clinical_merged_mean.csv: row 3, column 'WEIGHT': 'heavy'"):
+    with pytest.raises(
+        DataValidationError, match=r"clinical_merged_mean.csv: row 3, column 'WEIGHT': 'heavy'"
+    ):
         load_adni(tmp_path / "b", modalities=["clinical"])
 
     make_adni(tmp_path / "c")
     bio = tmp_path / "c" / "biospecimen" / "biospecimen_merged_mean.csv"
     bio.write_text(bio.read_text() + "011_S_0001,9,9\n")
-    with pytest.raises(DataValidationError, match=r"biospecimen_merged_mean.csv: id '011_S_0001' appears twice"):
+    with pytest.raises(
+        DataValidationError, match=r"biospecimen_merged_mean.csv: id '011_S_0001' appears twice"
+    ):
         load_adni(tmp_path / "c", modalities="B")
 
     make_adni(tmp_path / "d")
@@ -221,14 +249,18 @@ def test_adni_bad_input_names_the_file_row_and_column(tmp_path):
 
 # =========================================================================== MIMIC
 
+
 def make_mimic(root: Path, code_as_numpy: bool = False) -> dict:
     rng = np.random.default_rng(1)
     root.mkdir(parents=True, exist_ok=True)
     subjects = [10_000 + 7 * i for i in range(12)]
     mortality = [0, 1] * 6
-    pd.DataFrame({"subject_id": subjects, "one_year_mortality": mortality}).to_csv(root / "labels.csv", index=False)
-    (root / "PTID_splits_mimic.json").write_text(json.dumps(
-        {"training": subjects[:8], "validation": subjects[8:10], "testing": subjects[10:]}))
+    pd.DataFrame({"subject_id": subjects, "one_year_mortality": mortality}).to_csv(
+        root / "labels.csv", index=False
+    )
+    (root / "PTID_splits_mimic.json").write_text(
+        json.dumps({"training": subjects[:8], "validation": subjects[8:10], "testing": subjects[10:]})
+    )
     lab = rng.normal(size=(12, 4)).astype(np.float32)
     lab[2] = np.nan  # no lab values at all: lab is missing
     lab[5, 1] = np.nan  # a single absent measurement
@@ -266,9 +298,12 @@ def test_mimic_layout_loads_tabular_padded_and_ragged_rows(tmp_path):
     assert ds.lengths["code"].tolist() == code_lengths
     assert ds.features["code"].shape == (12, max(code_lengths), 2)
     for i, c in enumerate(ref["codes"]):
-        np.testing.assert_array_equal(ds.features["code"][i, :c.shape[0]].numpy(), c.numpy())
+        np.testing.assert_array_equal(ds.features["code"][i, : c.shape[0]].numpy(), c.numpy())
     assert {k: v.tolist() for k, v in ds.splits.items()} == {
-        "train": list(range(8)), "val": [8, 9], "test": [10, 11]}
+        "train": list(range(8)),
+        "val": [8, 9],
+        "test": [10, 11],
+    }
 
 
 def test_mimic_non_tensor_pt_needs_trust_pickle(tmp_path):
@@ -286,7 +321,9 @@ def test_mimic_list_of_vectors_is_tabular(tmp_path):
     torch.save(vectors, tmp_path / "m" / "lab_x.pt")
     with pytest.warns(UserWarning) as record:
         ds = load_mimic(tmp_path / "m", modalities=["lab"])
-    assert "1 labelled sample(s) have no data" in str(record[0].message) and "'10028'" in str(record[0].message)
+    assert "1 labelled sample(s) have no data" in str(record[0].message) and "'10028'" in str(
+        record[0].message
+    )
     assert ds.modalities[0].kind == "tabular" and ds.modalities[0].shape == (3,)
     assert "10028" not in ds.ids and len(ds) == 11  # lab was its only selected modality
     np.testing.assert_array_equal(ds.features["lab"][:, 0].numpy(), [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12])
@@ -294,10 +331,16 @@ def test_mimic_list_of_vectors_is_tabular(tmp_path):
 
 def test_sequences_are_moved_to_start_with_inner_gaps_kept():
     from moe_retriever.data.sources.layout_utils import compact_sequences
-    x = np.array([[[0.0], [0.0], [1.0], [0.0], [2.0]],   # left-padded, a zero step inside
-                  [[3.0], [4.0], [0.0], [0.0], [0.0]],   # right-padded
-                  [[0.0], [0.0], [0.0], [0.0], [0.0]],   # empty
-                  [[0.0], [-np.inf], [5.0], [np.nan], [0.0]]], dtype=np.float32)
+
+    x = np.array(
+        [
+            [[0.0], [0.0], [1.0], [0.0], [2.0]],  # left-padded, a zero step inside
+            [[3.0], [4.0], [0.0], [0.0], [0.0]],  # right-padded
+            [[0.0], [0.0], [0.0], [0.0], [0.0]],  # empty
+            [[0.0], [-np.inf], [5.0], [np.nan], [0.0]],
+        ],
+        dtype=np.float32,
+    )
     out, lengths = compact_sequences(x)
     assert lengths.tolist() == [3, 2, 0, 1]
     np.testing.assert_array_equal(out[..., 0], [[1, 0, 2, 0, 0], [3, 4, 0, 0, 0], [0] * 5, [5, 0, 0, 0, 0]])
@@ -312,13 +355,16 @@ def test_mimic_rows_must_align_with_labels(tmp_path):
 
 # =========================================================================== CMU-MOSI
 
+
 def make_mosi(path: Path) -> dict:
     rng = np.random.default_rng(2)
     data, truth = {}, {}
     steps = {"vision": (6, 3), "audio": (6, 2), "text": (6, 4)}
     for part, n in (("train", 24), ("valid", 8), ("test", 8)):
-        block = {"labels": rng.uniform(-3, 3, size=(n, 1, 1)).round(1),
-                 "id": np.array([[f"vid{part}{i // 2}", str(i % 2)] for i in range(n)])}
+        block = {
+            "labels": rng.uniform(-3, 3, size=(n, 1, 1)).round(1),
+            "id": np.array([[f"vid{part}{i // 2}", str(i % 2)] for i in range(n)]),
+        }
         block["labels"][0, 0, 0] = 0.0  # neutral: not positive
         lengths = {}
         for m, (L, F) in steps.items():
@@ -327,7 +373,7 @@ def make_mosi(path: Path) -> dict:
             if part == "train" and m == "vision":
                 ln[3] = 0  # no face track: vision is missing
             for i in range(n):  # MultiBench left-pads
-                x[i, L - ln[i]:] = rng.normal(size=(ln[i], F)) + 2.0
+                x[i, L - ln[i] :] = rng.normal(size=(ln[i], F)) + 2.0
             if m == "audio":
                 x[:, -1, 0] = np.where(ln > 0, -np.inf, 0.0)  # -inf in observed frames becomes 0
             block[m] = x
@@ -356,7 +402,10 @@ def test_mosi_layout_moves_sequences_to_the_start_binarises_labels_and_keeps_its
     assert ds.labels.tolist() == (sentiment > 0).astype(int).tolist()
     assert ds.labels[0] == 0 and ds.class_names == ["non-positive", "positive"]
     assert {k: v.tolist() for k, v in ds.splits.items()} == {
-        "train": list(range(24)), "val": list(range(24, 32)), "test": list(range(32, 40))}
+        "train": list(range(24)),
+        "val": list(range(24, 32)),
+        "test": list(range(32, 40)),
+    }
     assert ds.observed.sum().item() == 40 * 3 - 1 and not ds.observed[3, 0]
     for m in ds.modality_names:
         x = np.concatenate([ref["data"][p][m] for p in parts])
@@ -364,7 +413,7 @@ def test_mosi_layout_moves_sequences_to_the_start_binarises_labels_and_keeps_its
         np.testing.assert_array_equal(ds.lengths[m].numpy(), lengths)
         for i in range(len(ds)):
             n = lengths[i]
-            expected = np.nan_to_num(x[i, x.shape[1] - n:], neginf=0.0) if n else np.zeros((0,))
+            expected = np.nan_to_num(x[i, x.shape[1] - n :], neginf=0.0) if n else np.zeros((0,))
             got = ds.features[m][i].numpy()
             np.testing.assert_array_equal(got[:n], expected.reshape(got[:n].shape))
             assert not got[n:].any()
@@ -372,11 +421,21 @@ def test_mosi_layout_moves_sequences_to_the_start_binarises_labels_and_keeps_its
 
 def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path):
     make_mosi(tmp_path / "mosi_data.pkl")
-    cfg = load_config(overrides=[
-        f"data.path={tmp_path}", "data.trust_pickle=true", "data.missing.kind=drop", "data.missing.p=0.3",
-        *TINY_MODEL, "model.encoders={text: {kind: lstm, hidden: 8, layers: 1}}",
-        "train.seeds=[0]", "train.epochs=2", "train.warmup_epochs=1", "train.batch_size=8",
-        "train.progress=false"])
+    cfg = load_config(
+        overrides=[
+            f"data.path={tmp_path}",
+            "data.trust_pickle=true",
+            "data.missing.kind=drop",
+            "data.missing.p=0.3",
+            *TINY_MODEL,
+            "model.encoders={text: {kind: lstm, hidden: 8, layers: 1}}",
+            "train.seeds=[0]",
+            "train.epochs=2",
+            "train.warmup_epochs=1",
+            "train.batch_size=8",
+            "train.progress=false",
+        ]
+    )
     ds = load_dataset(cfg.data)
     seed_data = prepare_seed(cfg, ds, 0)
     assert len(seed_data.train) == 24 and len(seed_data.val) == 8 and len(seed_data.test) == 8
@@ -393,12 +452,15 @@ def test_mosi_trains_end_to_end_with_gru_and_lstm(tmp_path):
 
 # =========================================================================== ENRICO
 
+
 def make_enrico(root: Path) -> dict:
     (root / "screenshots").mkdir(parents=True)
     (root / "wireframes").mkdir()
     screens = ["101", "102", "103", "104", "105", "106"]
     topics = ["login", "news", "login", "gallery", "news", "gallery"]
-    pd.DataFrame({"screen_id": screens, "topic": topics, "extra": 1}).to_csv(root / "design_topics.csv", index=False)
+    pd.DataFrame({"screen_id": screens, "topic": topics, "extra": 1}).to_csv(
+        root / "design_topics.csv", index=False
+    )
     colours = {s: (40 * i, 255 - 30 * i, 100 + 20 * i) for i, s in enumerate(screens)}
     for s in screens[:5]:  # 106 has no screenshot
         Image.new("RGB", (36, 72), colours[s]).save(root / "screenshots" / f"{s}.jpg", quality=100)
@@ -437,7 +499,9 @@ def test_enrico_layout_reads_resizes_and_marks_missing_images(tmp_path):
 def test_enrico_bad_topic_file(tmp_path):
     make_enrico(tmp_path / "e")
     (tmp_path / "e" / "design_topics.csv").write_text("screen_id,topic\n101,login\n101,news\n")
-    with pytest.raises(DataValidationError, match=r"design_topics.csv: screen_id '101' appears twice \(rows 2 and 3\)"):
+    with pytest.raises(
+        DataValidationError, match=r"design_topics.csv: screen_id '101' appears twice \(rows 2 and 3\)"
+    ):
         load_enrico(tmp_path / "e")
     (tmp_path / "e" / "design_topics.csv").write_text("screen,topic\n101,login\n")
     with pytest.raises(DataValidationError, match=r"missing column\(s\) \['screen_id'\]"):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import train_tiny_run, write_folder
 
+from _tiny_run import train_tiny_run, write_folder
 from moe_retriever import SchemaMismatchError, load_new_data, load_run
 from moe_retriever.api import best_seed
 from moe_retriever.cli import main
@@ -43,8 +43,23 @@ def test_folder(raw_test, tmp_path_factory):
 
 
 def _predict(run_dir, data, out, *extra) -> pd.DataFrame:
-    assert main(["predict", "--run", str(run_dir), "--data", str(data), "--out", str(out),
-                 "--device", "cpu", *extra]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return pd.read_csv(out, dtype={"id": str, "predicted": str})
 
 
@@ -75,8 +90,7 @@ def test_prediction_is_deterministic_and_ignores_column_order(run_dir, raw_test,
 def test_single_modality_samples_without_labels_get_predictions(run_dir, raw_test, tmp_path):
     """One new sample with only one modality, no label file, other modalities absent entirely."""
     first = int(raw_test.observed[:, 1].nonzero()[0, 0])
-    folder = write_folder(raw_test, tmp_path / "one", labels=False, modalities=["genetic"],
-                          samples=[first])
+    folder = write_folder(raw_test, tmp_path / "one", labels=False, modalities=["genetic"], samples=[first])
     dataset = load_new_data(folder)
     assert dataset.modality_names == ["genetic"] and len(dataset) == 1
     table = _predict(run_dir, folder, tmp_path / "one.csv")
@@ -98,8 +112,11 @@ def test_mismatched_columns_are_listed(run_dir, test_folder, tmp_path, capsys):
     frame.to_csv(bad / "clinical.csv", index=False)
     frame = pd.read_csv(bad / "image.csv", dtype={"id": str})
     frame.to_csv(bad / "scan.csv", index=False)
-    spec = (bad / "dataset.yaml").read_text().replace("{name: image, file: image.csv}",
-                                                      "{name: scan, file: scan.csv}")
+    spec = (
+        (bad / "dataset.yaml")
+        .read_text()
+        .replace("{name: image, file: image.csv}", "{name: scan, file: scan.csv}")
+    )
     (bad / "dataset.yaml").write_text(spec)
     with pytest.raises(SchemaMismatchError) as err:
         load_run(run_dir, device="cpu").predict_proba(load_new_data(bad))
@@ -107,8 +124,22 @@ def test_mismatched_columns_are_listed(run_dir, test_folder, tmp_path, capsys):
     assert "modalities not in the training data: ['scan']" in text
     assert "modality 'clinical': missing columns ['clinical_1', 'clinical_3']" in text
     assert "modality 'clinical': unexpected columns ['clinical_x']" in text
-    assert main(["predict", "--run", str(run_dir), "--data", str(bad), "--out",
-                 str(tmp_path / "x.csv"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(bad),
+                "--out",
+                str(tmp_path / "x.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "unexpected columns ['clinical_x']" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
 
@@ -118,14 +149,18 @@ def test_retrieve_returns_embeddings_and_experts_of_every_missing_pair(run_dir, 
     r = run.retrieve(raw_test)
     missing = (~raw_test.observed).nonzero()
     assert len(r) == len(missing)
-    got = sorted(zip(r.sample_ids, r.target_names))
+    got = sorted(zip(r.sample_ids, r.target_names, strict=True))
     names = raw_test.modality_names
     assert got == sorted((raw_test.ids[i], names[m]) for i, m in missing.tolist())
     assert r.embeddings.shape == (len(missing), 16) and np.isfinite(r.embeddings).all()
     assert r.expert_names == ["I_1", "I_2", "G_1", "G_2", "C_1", "C_2", "Shared_1", "Shared_2"]
     for p in range(len(r)):
-        pool = {f"{names[r.targets[p]][0].upper()}_1", f"{names[r.targets[p]][0].upper()}_2",
-                "Shared_1", "Shared_2"}
+        pool = {
+            f"{names[r.targets[p]][0].upper()}_1",
+            f"{names[r.targets[p]][0].upper()}_2",
+            "Shared_1",
+            "Shared_2",
+        }
         used = r.experts(p)
         assert used and {e for e, _ in used} <= pool  # the router only offers the target's pool
         assert all(w > 0 for _, w in used)
@@ -146,7 +181,7 @@ def test_retrieve_returns_embeddings_and_experts_of_every_missing_pair(run_dir, 
             assert bank.observed[j, r.targets[p]] and tok.modality[t] == r.targets[p]
             need = raw_test.observed[row]
             assert bool((bank.observed[j] | ~need).all())
-            assert tok.source_code[t] == int(observed_to_codes(bank.observed[j:j + 1])[0])
+            assert tok.source_code[t] == int(observed_to_codes(bank.observed[j : j + 1])[0])
 
 
 def test_retrieved_embeddings_are_what_prediction_fuses(run_dir, raw_test):

@@ -43,8 +43,13 @@ def test_supporting_group_draws_satisfy_eq2_or_its_relaxation(bank, seed, n_draw
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 80), st.integers(1, 9), st.integers(1, 4), st.integers(0, 1000),
-       st.sampled_from(["bmm", "split"]))
+@given(
+    st.integers(1, 80),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(0, 1000),
+    st.sampled_from(["bmm", "split"]),
+)
 def test_dispatch_equals_the_loop_oracle(n_tokens, n_experts, k, seed, backend):
     k = min(k, n_experts)
     torch.manual_seed(seed)
@@ -61,5 +66,6 @@ def test_dispatch_equals_the_loop_oracle(n_tokens, n_experts, k, seed, backend):
 @given(st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1, max_size=30))
 def test_codes_round_trip(rows):
     from moe_retriever.data.combinations import codes_to_observed
+
     obs = torch.tensor(rows)
     assert torch.equal(codes_to_observed(observed_to_codes(obs), 4), obs)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny_run import TINY, write_folder
 
+from _tiny_run import TINY, write_folder
 from moe_retriever.api import best_fold, load_run
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, load_config
@@ -18,7 +18,12 @@ from moe_retriever.data.missingness import apply_missingness
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.data.splits import stratified_folds
 from moe_retriever.training.experiment import (
-    Partition, evaluate_run, prepare_partition, protocol_partitions, train_seed)
+    Partition,
+    evaluate_run,
+    prepare_partition,
+    protocol_partitions,
+    train_seed,
+)
 from moe_retriever.training.metrics import classification_metrics
 
 CV = ["protocol={kind: cv, folds: 3, repeats: 2}", "train.seeds=[4, 7]"]
@@ -32,12 +37,13 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     cfg = _cfg(*CV)
     dataset = load_dataset(cfg.data)
     parts = protocol_partitions(cfg)
-    assert [(p.seed, p.repeat, p.fold) for p in parts] == \
-        [(s, r, k) for r, s in enumerate([4, 7]) for k in range(3)]
+    assert [(p.seed, p.repeat, p.fold) for p in parts] == [
+        (s, r, k) for r, s in enumerate([4, 7]) for k in range(3)
+    ]
     all_ids = sorted(dataset.ids)
     for seed in (4, 7):
         masked = apply_missingness(dataset, cfg.data.missing, seed)
-        mask_of = dict(zip(masked.ids, masked.observed.tolist()))
+        mask_of = dict(zip(masked.ids, masked.observed.tolist(), strict=True))
         tested = []
         for p in (p for p in parts if p.seed == seed):
             data = prepare_partition(cfg, dataset, p)
@@ -54,11 +60,12 @@ def test_cv_folds_partition_every_repeat_and_share_its_mask():
     # the two repeats assign folds differently
     a = stratified_folds(dataset.labels, 3, 4)
     b = stratified_folds(dataset.labels, 3, 7)
-    assert any(not torch.equal(x, y) for x, y in zip(a, b))
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():
     from moe_retriever.data.missingness import simulated_mask
+
     cfg = _cfg(*CV, "data.missing_test={kind: label, p: 0.6}")
     dataset = load_dataset(cfg.data)
     position = {i: k for k, i in enumerate(dataset.ids)}
@@ -66,8 +73,10 @@ def test_cv_folds_take_the_shifted_mask_on_their_validation_and_test_rows():
         train_mask = simulated_mask(dataset, cfg.data.missing, p.seed)
         shifted = simulated_mask(dataset, cfg.data.missing_test, p.seed)
         data = prepare_partition(cfg, dataset, p)
-        rows = {name: [position[i] for i in split.ids]
-                for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+        rows = {
+            name: [position[i] for i in split.ids]
+            for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+        }
         assert torch.equal(data.train.observed, train_mask[rows["train"]])
         assert torch.equal(data.val.observed, shifted[rows["val"]])
         assert torch.equal(data.test.observed, shifted[rows["test"]])
@@ -99,8 +108,25 @@ def test_protocol_config_errors_name_the_key():
 def cv_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cv") / "run"
     sets = [x for o in TINY for x in ("--set", o)]
-    assert main(["train", *sets, "--protocol", "cv", "--folds", "2", "--repeats", "1",
-                 "--seeds", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *sets,
+                "--protocol",
+                "cv",
+                "--folds",
+                "2",
+                "--repeats",
+                "1",
+                "--seeds",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -123,8 +149,10 @@ def test_cv_run_writes_folds_with_intervals_and_evaluates(cv_run):
 
 def test_cv_predict_uses_the_best_validation_fold(cv_run, tmp_path):
     seed, fold = best_fold(cv_run)
-    scores = {k: json.loads((cv_run / f"fold_s3_k{k}" / "metrics.json").read_text())["val"]["macro_f1"]
-              for k in (0, 1)}
+    scores = {
+        k: json.loads((cv_run / f"fold_s3_k{k}" / "metrics.json").read_text())["val"]["macro_f1"]
+        for k in (0, 1)
+    }
     assert scores[fold] == max(scores.values())
     trained = load_run(cv_run, device="cpu")
     assert trained.partition == Partition(3, fold, 0)
@@ -134,8 +162,10 @@ def test_cv_predict_uses_the_best_validation_fold(cv_run, tmp_path):
     raw = ds.subset(stratified_folds(ds.labels, 2, seed)[fold])
     folder = write_folder(raw, tmp_path / "new")
     out = tmp_path / "p.csv"
-    assert main(["predict", "--run", str(cv_run), "--data", str(folder), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["predict", "--run", str(cv_run), "--data", str(folder), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     table = pd.read_csv(out, dtype={"id": str})
     probs = table[["prob_class_0", "prob_class_1"]].to_numpy()
     ours = classification_metrics(probs, raw.labels.numpy(), 2)

@@ -13,17 +13,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
-    "--config", str(ROOT / "configs" / "synthetic.yaml"), "--seeds", "0", "1", "--no-progress",
-    "--set", "data.options={n_samples: 600, n_modalities: 3, n_classes: 3}",
-    "--set", "model.hidden=32", "--set", "model.retriever.moe.expert_hidden=32",
-    "--set", "train.epochs=8", "--set", "train.warmup_epochs=2",
+    "--config",
+    str(ROOT / "configs" / "synthetic.yaml"),
+    "--seeds",
+    "0",
+    "1",
+    "--no-progress",
+    "--set",
+    "data.options={n_samples: 600, n_modalities: 3, n_classes: 3}",
+    "--set",
+    "model.hidden=32",
+    "--set",
+    "model.retriever.moe.expert_hidden=32",
+    "--set",
+    "train.epochs=8",
+    "--set",
+    "train.warmup_epochs=2",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 def train(*extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "moe_retriever", "train", *extra], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "moe_retriever", "train", *extra],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -48,12 +65,17 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert (killed / "seed_0" / "metrics.json").is_file()
     json.loads((killed / "seed_0" / "metrics.json").read_text())  # complete, never half-written
 
-    for out, extra in ((full, ["--out", str(full)]), (again, ["--out", str(again)])):
-        p = train(*ARGS, *extra)
+    for out in (full, again):
+        p = train(*ARGS, "--out", str(out))
         log, _ = p.communicate(timeout=300)
         assert p.returncode == 0, log
-    resumed = subprocess.run([sys.executable, "-m", "moe_retriever", "train", "--resume", str(killed),
-                              "--no-progress"], env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "moe_retriever", "train", "--resume", str(killed), "--no-progress"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "seed 0: finished earlier" in resumed.stdout
 
@@ -68,5 +90,6 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_directory_without_a_run(tmp_path, capsys):
     from moe_retriever.cli import main
+
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err

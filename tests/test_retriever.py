@@ -59,8 +59,9 @@ def test_mean_retrieval_ignores_the_experts_and_matches_the_released_formula(dat
     r = MoERetriever(2, 4, RetrieverConfig(mode="mean", heads=1))
     intra = torch.randn(1, 3, 4)
     inter = torch.randn(1, 2, 4)
-    out = r(intra, torch.tensor([[True, True, False]]), inter, torch.tensor([[True, False]]),
-            torch.tensor([1])).embeddings
+    out = r(
+        intra, torch.tensor([[True, True, False]]), inter, torch.tensor([[True, False]]), torch.tensor([1])
+    ).embeddings
     assert torch.allclose(out, 0.5 * intra[:, :2].mean(1) + 0.5 * inter[:, 0])
 
 
@@ -71,7 +72,8 @@ def test_retriever_parameters_receive_gradients_in_the_full_model(data):
     bank = RetrievalBank(data)
     out = model(data.full_batch(), bank, generator=torch.Generator().manual_seed(0))
     loss = torch.nn.functional.cross_entropy(out.logits, data.labels) + weighted_sum(
-        out.losses, model.loss_weights)
+        out.losses, model.loss_weights
+    )
     loss.backward()
     r = model.retriever
     assert r.moe.routers[0].gate.weight.grad.abs().sum() > 0
@@ -103,6 +105,7 @@ def test_evaluation_is_deterministic_for_a_seed_and_uses_the_bank_only(data):
             obs = ds.observed[:, names.index(spec.name)].view(-1, *[1] * (x.ndim - 1))
             new = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)) * obs
             return torch.where(rows.view(-1, *[1] * (x.ndim - 1)), new, x)
+
         return ds.map_features(fn)
 
     others = torch.arange(len(evaluated)) != keep
@@ -150,8 +153,9 @@ def test_inter_only_retrieval_does_not_read_the_bank(data):
 
 def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     torch.manual_seed(0)
-    model = MultimodalClassifier(data.modalities, data.n_classes,
-                                 small_cfg(n_intra=8, reconstruction_weight=0.0))
+    model = MultimodalClassifier(
+        data.modalities, data.n_classes, small_cfg(n_intra=8, reconstruction_weight=0.0)
+    )
     model.train()
     bank = RetrievalBank(data)
     encoded = {}
@@ -159,16 +163,19 @@ def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     def hook(name):
         def fn(module, inputs, output):
             encoded.setdefault(name, []).append(inputs[0].detach().clone())
+
         return fn
+
     for name, enc in model.encoders.items():
         enc.register_forward_hook(hook(name))
     batch = data.batch(torch.arange(40))
     model(batch, bank, generator=torch.Generator().manual_seed(0))
     # the step's draws, repeated from a generator in the same state
     pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
-    idx, valid = bank.index.sample(observed_to_codes(batch.observed)[pair_b], pair_t, 8,
-                                   torch.Generator().manual_seed(0))
-    draws = [(int(t), int(j)) for t, row, ok in zip(pair_t, idx, valid) for j in row[ok]]
+    idx, valid = bank.index.sample(
+        observed_to_codes(batch.observed)[pair_b], pair_t, 8, torch.Generator().manual_seed(0)
+    )
+    draws = [(int(t), int(j)) for t, row, ok in zip(pair_t, idx, valid, strict=True) for j in row[ok]]
     distinct = set(draws)
     assert len(draws) > len(distinct), "the check needs samples drawn more than once"
     for m, name in enumerate(data.modality_names):
@@ -244,8 +251,9 @@ def test_a_bank_sample_never_retrieves_from_itself(data):
     own = torch.arange(len(data))
     idx, valid = bank.index.sample(codes, targets, 50, torch.Generator().manual_seed(0))
     assert (valid & (idx == own.unsqueeze(1))).any(), "without exclusion a sample can draw itself"
-    _, valid_ex, rows_ex = model.intra_context(bank, codes, targets, torch.full_like(codes, 50),
-                                               torch.Generator().manual_seed(0), exclude=own)
+    _, valid_ex, rows_ex = model.intra_context(
+        bank, codes, targets, torch.full_like(codes, 50), torch.Generator().manual_seed(0), exclude=own
+    )
     assert not (valid_ex & (idx == own.unsqueeze(1))).any()
     assert (valid_ex == (valid & (idx != own.unsqueeze(1)))).all()
     assert torch.equal(rows_ex, torch.where(valid_ex, idx, -1))
@@ -263,17 +271,28 @@ def test_the_retriever_reports_where_each_context_token_comes_from(data):
     r = model(batch, bank, generator=torch.Generator().manual_seed(3)).retrieval
     # the draws, repeated from a generator in the same state
     pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
-    idx, valid = bank.index.sample(observed_to_codes(batch.observed)[pair_b], pair_t,
-                                   batch.observed.sum(1)[pair_b], torch.Generator().manual_seed(3))
+    idx, valid = bank.index.sample(
+        observed_to_codes(batch.observed)[pair_b],
+        pair_t,
+        batch.observed.sum(1)[pair_b],
+        torch.Generator().manual_seed(3),
+    )
     expected = []  # (pair, kind, modality, bank row) in the order the tokens are routed
-    for p, (b, t) in enumerate(zip(pair_b.tolist(), pair_t.tolist())):
+    for p, (b, t) in enumerate(zip(pair_b.tolist(), pair_t.tolist(), strict=True)):
         if not any(c >> t & 1 for c in bank_codes.tolist()):  # no supporting sample at all
             expected.append((p, TokenKind.INTRA_FALLBACK, t, -1))
         else:
             expected += [(p, TokenKind.INTRA, t, j) for j in idx[p][valid[p]].tolist()]
         expected += [(p, TokenKind.INTER, m, -1) for m in range(4) if batch.observed[b, m]]
-    got = list(zip(r.token_pairs.tolist(), r.token_kinds.tolist(), r.token_modalities.tolist(),
-                   r.token_bank_rows.tolist()))
+    got = list(
+        zip(
+            r.token_pairs.tolist(),
+            r.token_kinds.tolist(),
+            r.token_modalities.tolist(),
+            r.token_bank_rows.tolist(),
+            strict=True,
+        )
+    )
     assert got == expected
     assert {k for _, k, _, _ in got} == set(TokenKind)
     assert r.expert_indices.shape[0] == len(got)

@@ -12,9 +12,16 @@ from PIL import Image
 from moe_retriever.config import ConfigError, load_config
 from moe_retriever.training.experiment import run_experiment
 
-TINY = ["data.options.n_samples=120", "train.epochs=3", "train.warmup_epochs=1", "train.seeds=[0, 1]",
-        "model.hidden=16", "model.encoder.hidden=16", "model.retriever.moe.expert_hidden=16",
-        "train.progress=false"]
+TINY = [
+    "data.options.n_samples=120",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.seeds=[0, 1]",
+    "model.hidden=16",
+    "model.encoder.hidden=16",
+    "model.retriever.moe.expert_hidden=16",
+    "train.progress=false",
+]
 
 
 def _run(tmp_path, extra=()):

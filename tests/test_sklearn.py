@@ -24,9 +24,21 @@ from moe_retriever.sklearn import KEYWORDS, MoERetrieverClassifier, from_modalit
 from moe_retriever.training.experiment import fit_model, fit_standardizer, standardize
 
 # tiny models: a fit takes well under a second on one thread
-TINY = dict(epochs=3, warmup_epochs=1, hidden=8, encoder_hidden=8, heads=2, experts_per_modality=2,
-            shared_experts=1, top_k=2, expert_hidden=8, batch_size=32, lr=0.01, dropout=0.0,
-            device="cpu")
+TINY = dict(
+    epochs=3,
+    warmup_epochs=1,
+    hidden=8,
+    encoder_hidden=8,
+    heads=2,
+    experts_per_modality=2,
+    shared_experts=1,
+    top_k=2,
+    expert_hidden=8,
+    batch_size=32,
+    lr=0.01,
+    dropout=0.0,
+    device="cpu",
+)
 NAMES = np.array(["alpha", "beta", "gamma"])
 
 
@@ -34,8 +46,9 @@ NAMES = np.array(["alpha", "beta", "gamma"])
 def frame():
     """150 rows, modalities image (4 columns) / genetic (3) / clinical (3) with missing blocks
     (all NaN), string labels."""
-    ds = make_synthetic(n_samples=150, n_modalities=3, widths=[4, 3, 3], n_classes=3,
-                        class_separation=2.0, seed=1)
+    ds = make_synthetic(
+        n_samples=150, n_modalities=3, widths=[4, 3, 3], n_classes=3, class_separation=2.0, seed=1
+    )
     ds = apply_missingness(ds, MissingnessConfig(kind="drop", p=0.35), seed=1)
     blocks = []
     for m, spec in enumerate(ds.modalities):
@@ -63,8 +76,7 @@ def _blocks_as_dataset(X: pd.DataFrame, y: np.ndarray) -> MultimodalDataset:
         features[name] = torch.tensor(np.nan_to_num(block), dtype=torch.float32)
         observed.append(torch.tensor(~miss))
     labels = torch.tensor(np.searchsorted(NAMES, y))
-    return MultimodalDataset(specs, features, torch.stack(observed, 1), labels, list(X.index),
-                             list(NAMES))
+    return MultimodalDataset(specs, features, torch.stack(observed, 1), labels, list(X.index), list(NAMES))
 
 
 def test_fit_predict_with_missing_blocks_and_string_labels(frame):
@@ -89,8 +101,9 @@ def test_fit_predict_with_missing_blocks_and_string_labels(frame):
 def test_fit_trains_like_the_library_pipeline(frame):
     """Same split, standardisation and training as fit_model on a hand-built dataset."""
     X, y = frame
-    clf = MoERetrieverClassifier(modalities=MODALITIES, random_state=3, validation_fraction=0.25,
-                                 **TINY).fit(X, y)
+    clf = MoERetrieverClassifier(modalities=MODALITIES, random_state=3, validation_fraction=0.25, **TINY).fit(
+        X, y
+    )
     ds = _blocks_as_dataset(X, y)
     # the validation split: 25% of every class, disjoint from the bank (the training rows)
     bank_ids = set(clf.bank_.ids)
@@ -102,8 +115,9 @@ def test_fit_trains_like_the_library_pipeline(frame):
     train = ds.subset(train_pos)
     stats = fit_standardizer(train)
     cfg = clf.resolved_config(3)
-    _, _, trainer = fit_model(cfg, standardize(train, stats), standardize(ds.subset(val_pos), stats),
-                              3, 3, torch.device("cpu"))
+    _, _, trainer = fit_model(
+        cfg, standardize(train, stats), standardize(ds.subset(val_pos), stats), 3, 3, torch.device("cpu")
+    )
     expected = trainer.predict_proba(standardize(ds, stats))
     np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
 
@@ -119,8 +133,12 @@ def test_the_forms_of_modalities_agree(frame):
     assert mods == {k: [f"{k}__{c}" for c in v] for k, v in by_columns.items()}
     assert list(frame_from_list.index) == list(X.index)
     arrays, mods_from_arrays = from_modality_list([b.to_numpy() for b in Xs], list(by_columns))
-    for X_, mods_ in [(X, by_columns), (X.to_numpy(), by_position), (frame_from_list, mods),
-                      (arrays, mods_from_arrays)]:
+    for X_, mods_ in [
+        (X, by_columns),
+        (X.to_numpy(), by_position),
+        (frame_from_list, mods),
+        (arrays, mods_from_arrays),
+    ]:
         clf = MoERetrieverClassifier(modalities=mods_, random_state=0, **TINY).fit(X_, y)
         np.testing.assert_allclose(clf.predict_proba(X_), expected, atol=1e-6)
 
@@ -140,11 +158,13 @@ def test_bad_inputs_name_the_row_modality_or_column(frame):
     with pytest.raises(DataValidationError, match="observe no modality.*'s5'"):
         clf.fit(nothing, y)
     with pytest.raises(ConfigError, match=r"column\(s\) \['clinical_0'"):
-        MoERetrieverClassifier(modalities={"image": "image_", "genetic": "genetic_",
-                                           "clinical": ["clinical_1", "clinical_2"]}).fit(X, y)
+        MoERetrieverClassifier(
+            modalities={"image": "image_", "genetic": "genetic_", "clinical": ["clinical_1", "clinical_2"]}
+        ).fit(X, y)
     with pytest.raises(ConfigError, match="'genetic_0' is in both 'image' and 'genetic'"):
-        MoERetrieverClassifier(modalities={"image": ["image_0", "genetic_0"],
-                                           "genetic": "genetic_", "clinical": "clinical_"}).fit(X, y)
+        MoERetrieverClassifier(
+            modalities={"image": ["image_0", "genetic_0"], "genetic": "genetic_", "clinical": "clinical_"}
+        ).fit(X, y)
     with pytest.raises(ConfigError, match="modalities.lab: X has no column 'lab_0'"):
         MoERetrieverClassifier(modalities={**MODALITIES, "lab": ["lab_0"]}).fit(X, y)
     with pytest.raises(ConfigError, match="modalities.lab: no column starts with 'lab_'"):
@@ -161,13 +181,23 @@ def test_bad_inputs_name_the_row_modality_or_column(frame):
 
 def test_config_precedence_file_then_dict_then_keywords(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"model": {"hidden": 16, "dropout": 0.3,
-                                              "encoder": {"layers": 3}},
-                                    "train": {"epochs": 7, "lr": 0.05, "warmup_epochs": 2},
-                                    "data": {"missing": {"kind": "drop", "p": 0.3}}}))
-    clf = MoERetrieverClassifier("zero", config_path=str(path),
-                                 config={"model": {"hidden": 12}, "train": {"epochs": 4}},
-                                 hidden=8, top_k=1, random_state=5)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"hidden": 16, "dropout": 0.3, "encoder": {"layers": 3}},
+                "train": {"epochs": 7, "lr": 0.05, "warmup_epochs": 2},
+                "data": {"missing": {"kind": "drop", "p": 0.3}},
+            }
+        )
+    )
+    clf = MoERetrieverClassifier(
+        "zero",
+        config_path=str(path),
+        config={"model": {"hidden": 12}, "train": {"epochs": 4}},
+        hidden=8,
+        top_k=1,
+        random_state=5,
+    )
     cfg = clf.resolved_config(5)
     assert cfg.method == "zero" and cfg.train.seeds == [5] and cfg.train.progress is False
     assert cfg.model.hidden == 8  # keyword over config over file
@@ -179,8 +209,7 @@ def test_config_precedence_file_then_dict_then_keywords(tmp_path):
 
 
 def test_the_keyword_table_matches_the_constructor_and_the_config():
-    own = {"method", "modalities", "config", "config_path", "random_state", "validation_fraction",
-           "verbose"}
+    own = {"method", "modalities", "config", "config_path", "random_state", "validation_fraction", "verbose"}
     params = set(inspect.signature(MoERetrieverClassifier).parameters)
     assert params - own == set(KEYWORDS)
     # every dotted key exists: setting each to its default value builds the same config
@@ -200,6 +229,7 @@ def test_the_keyword_table_matches_the_constructor_and_the_config():
 
 def test_the_documented_keyword_table_is_the_one_in_the_code():
     from pathlib import Path
+
     text = (Path(__file__).parents[1] / "docs" / "sklearn.md").read_text()
     rows = {}
     for line in text.splitlines():
@@ -281,10 +311,15 @@ def test_direct_methods_fit_and_only_pickle(frame, tmp_path):
     probs = majority.predict_proba(X.iloc[:4])
     bank_labels = majority.bank_.labels.numpy()
     # the class frequencies of the training rows (the validation rows excluded), for every row
-    np.testing.assert_allclose(probs, np.tile(np.bincount(bank_labels, minlength=3) / len(bank_labels),
-                                              (4, 1)))
-    gbt = MoERetrieverClassifier("hist_gbt", MODALITIES, random_state=0,
-                                 config={"model": {"method_options": {"hist_gbt": {"max_iter": 20}}}})
+    np.testing.assert_allclose(
+        probs, np.tile(np.bincount(bank_labels, minlength=3) / len(bank_labels), (4, 1))
+    )
+    gbt = MoERetrieverClassifier(
+        "hist_gbt",
+        MODALITIES,
+        random_state=0,
+        config={"model": {"method_options": {"hist_gbt": {"max_iter": 20}}}},
+    )
     gbt.fit(X.iloc[:110], y[:110])
     assert gbt.score(X.iloc[110:], y[110:]) > 0.5
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(gbt)).predict_proba(X), gbt.predict_proba(X))

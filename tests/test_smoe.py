@@ -14,8 +14,13 @@ from moe_retriever.models.smoe import SparseMoE, build_sparse_moe, load_balancin
 
 def dense_reference(experts: FFNExperts, x, indices, weights):
     """Every expert on every token, combined with a dense (T, E) weight matrix."""
-    all_out = torch.stack([F.gelu(x @ experts.w1[e] + experts.b1[e]) @ experts.w2[e] + experts.b2[e]
-                           for e in range(experts.n_experts)], dim=1)  # (T, E, d)
+    all_out = torch.stack(
+        [
+            F.gelu(x @ experts.w1[e] + experts.b1[e]) @ experts.w2[e] + experts.b2[e]
+            for e in range(experts.n_experts)
+        ],
+        dim=1,
+    )  # (T, E, d)
     dense_w = torch.zeros(x.shape[0], experts.n_experts).scatter_add(1, indices, weights)
     return (all_out * dense_w.unsqueeze(-1)).sum(1)
 
@@ -35,7 +40,7 @@ def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
     g = torch.randn_like(out)
     grads = torch.autograd.grad((out * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
     ref_grads = torch.autograd.grad((ref * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -96,14 +101,21 @@ def test_load_balancing_loss_matches_switch_formula():
     # perfectly uniform routing gives 1
     uniform = torch.full((6, 6), 1 / 6)
     idx = torch.arange(6).unsqueeze(1)
-    assert torch.allclose(load_balancing_loss(uniform, idx, torch.zeros(6, dtype=torch.long), allowed),
-                          torch.tensor(1.0))
+    assert torch.allclose(
+        load_balancing_loss(uniform, idx, torch.zeros(6, dtype=torch.long), allowed), torch.tensor(1.0)
+    )
 
 
 def test_aux_terms_are_unweighted_recomputed_and_skipped_at_weight_zero():
     torch.manual_seed(5)
-    cfg = MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8,
-                    aux_loss_weight=0.5, z_loss_weight=0.1)
+    cfg = MoEConfig(
+        experts_per_modality=4,
+        shared_experts=2,
+        top_k=2,
+        expert_hidden=8,
+        aux_loss_weight=0.5,
+        z_loss_weight=0.1,
+    )
     moe = build_sparse_moe(8, cfg, n_pools=3)
     x, pools = torch.randn(30, 8), torch.randint(0, 3, (30,))
     first = moe(x, pools).losses
@@ -111,14 +123,18 @@ def test_aux_terms_are_unweighted_recomputed_and_skipped_at_weight_zero():
     assert sorted(first) == ["load_balance", "z_loss"]
     # unweighted: the plain functions of the router's output (one router)
     route = moe.routers[0](x, moe.allowed[pools])
-    torch.testing.assert_close(first["load_balance"],
-                               load_balancing_loss(route.probs, route.indices, pools, moe.allowed))
+    torch.testing.assert_close(
+        first["load_balance"], load_balancing_loss(route.probs, route.indices, pools, moe.allowed)
+    )
     torch.testing.assert_close(first["z_loss"], router_z_loss(route.logits))
     for name in first:
         assert torch.equal(first[name], second[name]), "terms are recomputed, not accumulated"
         assert first[name].requires_grad
-    zero = build_sparse_moe(8, MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2,
-                                         expert_hidden=8, aux_loss_weight=0.0), n_pools=3)
+    zero = build_sparse_moe(
+        8,
+        MoEConfig(experts_per_modality=4, shared_experts=2, top_k=2, expert_hidden=8, aux_loss_weight=0.0),
+        n_pools=3,
+    )
     assert zero.loss_terms == () and zero(x, pools).losses == {}
 
 
@@ -130,7 +146,9 @@ def test_multiple_routers_average_their_mixtures():
     out = moe(x, pools)
     assert out.indices.shape == (20, 6)
     allowed = moe.allowed[pools]
-    manual = sum(moe.experts(x, r(x, allowed).indices, r(x, allowed).weights, "loop") for r in moe.routers) / 3
+    manual = (
+        sum(moe.experts(x, r(x, allowed).indices, r(x, allowed).weights, "loop") for r in moe.routers) / 3
+    )
     assert torch.allclose(out.hidden, manual, atol=1e-5)
 
 
@@ -162,11 +180,17 @@ def _reference_router(router, x):
 def test_sparse_transformer_layer_matches_dense_mixing_with_each_router(kind):
     torch.manual_seed(8)
     dim, n_experts, k = 8, 5, 2
-    router = (TopKRouter(dim, n_experts, k, noisy=True, softmax="after_topk") if kind == "topk"
-              else LaplaceRouter(dim, n_experts, k, noisy=True))
+    router = (
+        TopKRouter(dim, n_experts, k, noisy=True, softmax="after_topk")
+        if kind == "topk"
+        else LaplaceRouter(dim, n_experts, k, noisy=True)
+    )
     experts = FFNExperts(n_experts, dim, 16)
-    layer = SparseTransformerLayer(torch.nn.MultiheadAttention(dim, 2, batch_first=True),
-                                   SparseMoE([router], experts, loss_terms=("load_balance",)), 0.0)
+    layer = SparseTransformerLayer(
+        torch.nn.MultiheadAttention(dim, 2, batch_first=True),
+        SparseMoE([router], experts, loss_terms=("load_balance",)),
+        0.0,
+    )
     layer.eval()  # no exploration noise
     x = torch.randn(6, 3, dim)
     out, moe_out = layer(x)
@@ -175,8 +199,9 @@ def test_sparse_transformer_layer_matches_dense_mixing_with_each_router(kind):
     x1 = x + layer.attn(h, h, h, need_weights=False)[0]
     tokens = layer.norm2(x1).reshape(-1, dim)
     dense = _reference_router(router, tokens)
-    ref = x1 + dense_reference(experts, tokens, torch.arange(n_experts).expand(len(tokens), -1),
-                               dense).reshape(6, 3, dim)
+    ref = x1 + dense_reference(
+        experts, tokens, torch.arange(n_experts).expand(len(tokens), -1), dense
+    ).reshape(6, 3, dim)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert set(moe_out.losses) == {"load_balance"}
     (out.pow(2).sum() + moe_out.losses["load_balance"]).backward()

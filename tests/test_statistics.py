@@ -11,8 +11,15 @@ from scipy import stats
 
 from moe_retriever.analysis.plotting import critical_difference_png
 from moe_retriever.training.statistics import (
-    average_ranks, corrected_resampled_t, friedman, holm, nemenyi_cd, rank_cliques, t_interval,
-    wilcoxon_p)
+    average_ranks,
+    corrected_resampled_t,
+    friedman,
+    holm,
+    nemenyi_cd,
+    rank_cliques,
+    t_interval,
+    wilcoxon_p,
+)
 
 
 def test_t_interval_matches_the_textbook_formula():
@@ -47,8 +54,10 @@ def _exact_wilcoxon(d):
     """Two-sided exact signed-rank p-value by enumerating all sign flips (no ties, no zeros)."""
     ranks = stats.rankdata(np.abs(d))
     w_plus = ranks[d > 0].sum()
-    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in
-            itertools.product([0, 1], repeat=len(d))]
+    sums = [
+        sum(r for r, s in zip(ranks, signs, strict=True) if s)
+        for signs in itertools.product([0, 1], repeat=len(d))
+    ]
     lower = min(w_plus, ranks.sum() - w_plus)
     return min(1.0, 2 * np.mean(np.array(sums) <= lower))
 
@@ -74,7 +83,7 @@ def test_friedman_equals_the_textbook_statistic_and_needs_three_methods():
     scores = rng.random((6, 4))  # no ties
     n, k = scores.shape
     ranks = stats.rankdata(-scores, axis=1).mean(axis=0)
-    chi2 = 12 * n / (k * (k + 1)) * (np.sum(ranks ** 2) - k * (k + 1) ** 2 / 4)
+    chi2 = 12 * n / (k * (k + 1)) * (np.sum(ranks**2) - k * (k + 1) ** 2 / 4)
     res = friedman(scores)
     assert res.statistic == pytest.approx(chi2)
     assert res.p_value == pytest.approx(stats.chi2.sf(chi2, k - 1))

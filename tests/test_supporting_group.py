@@ -62,12 +62,14 @@ def test_sampled_indices_are_group_members_and_distinct(m):
         assert set(drawn) <= allowed
         if len(allowed) >= len(drawn):
             assert len(set(drawn)) == len(drawn), "draws must be without replacement"
-        assert not valid[p, int(n_draws[p]):].any()
+        assert not valid[p, int(n_draws[p]) :].any()
 
 
 def test_sampling_is_uniform_over_the_group():
     m = 3
-    bank = torch.tensor([[1, 1, 1]] * 5 + [[1, 0, 1]] * 3 + [[0, 1, 1]] * 2 + [[1, 1, 0]] * 4, dtype=torch.bool)
+    bank = torch.tensor(
+        [[1, 1, 1]] * 5 + [[1, 0, 1]] * 3 + [[0, 1, 1]] * 2 + [[1, 1, 0]] * 4, dtype=torch.bool
+    )
     index = SupportingGroupIndex(observed_to_codes(bank), m)
     # sample observes modality 0 only, target 2: group = rows observing {0, 2} -> 8 rows
     n = 40_000
@@ -121,4 +123,5 @@ def test_all_pairs_for_all_masks_small_m():
         bank = codes_to_observed(torch.tensor(bank_codes), 2)
         for code, t in [(1, 1), (2, 0)]:
             assert index.members(code, t).tolist() == brute_force_group(
-                bank, {i for i in range(2) if code >> i & 1}, t)
+                bank, {i for i in range(2) if code >> i & 1}, t
+            )

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_MODEL
 from safetensors.torch import load_file
 
+from conftest import TINY_MODEL
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
@@ -17,8 +17,12 @@ from moe_retriever.training.experiment import prepare_seed, run_experiment
 from moe_retriever.training.trainer import Trainer
 
 TINY = [
-    "data.options={n_samples: 240, n_modalities: 3, n_classes: 2}", *TINY_MODEL,
-    "train.epochs=3", "train.warmup_epochs=1", "train.seeds=[0, 1]", "train.progress=false",
+    "data.options={n_samples: 240, n_modalities: 3, n_classes: 2}",
+    *TINY_MODEL,
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.seeds=[0, 1]",
+    "train.progress=false",
 ]
 
 
@@ -27,9 +31,13 @@ def tiny_cfg(*extra):
 
 
 def test_total_loss_is_cross_entropy_plus_each_weighted_term():
-    cfg = tiny_cfg("model.retriever.moe.aux_loss_weight=0.5", "model.retriever.moe.z_loss_weight=0.25",
-                   "model.retriever.reconstruction_weight=2.0")
+    cfg = tiny_cfg(
+        "model.retriever.moe.aux_loss_weight=0.5",
+        "model.retriever.moe.z_loss_weight=0.25",
+        "model.retriever.reconstruction_weight=2.0",
+    )
     from moe_retriever.data.sources import load_dataset
+
     data = prepare_seed(cfg, load_dataset(cfg.data), 0)
     torch.manual_seed(0)
     model = build_model(cfg, data.train.modalities, data.train.n_classes)
@@ -45,10 +53,11 @@ def test_total_loss_is_cross_entropy_plus_each_weighted_term():
     trainer.retrieval_generator.manual_seed(1)
     routes = []
     hook = model.retriever.moe.routers[0].register_forward_hook(
-        lambda module, args, output: routes.append((args[1], output)))
+        lambda module, args, output: routes.append((args[1], output))
+    )
     out = model(batch, trainer.bank, retrieve=True, generator=trainer.retrieval_generator)
     hook.remove()
-    (allowed, route), = routes
+    ((allowed, route),) = routes
     moe = model.retriever.moe
     pools = allowed.float().argmax(1) // moe.pool_experts  # first allowed: a pool expert
     assert torch.equal(moe.allowed[pools], allowed)
@@ -65,7 +74,7 @@ def test_total_loss_is_cross_entropy_plus_each_weighted_term():
     torch.testing.assert_close(out.losses["retriever.z_loss"], z_loss)
     expected_ce = torch.nn.functional.cross_entropy(out.logits, batch.labels)
     torch.testing.assert_close(ce, expected_ce)
-    expected = (expected_ce + 2.0 * out.losses["reconstruction"] + 0.5 * load_balance + 0.25 * z_loss)
+    expected = expected_ce + 2.0 * out.losses["reconstruction"] + 0.5 * load_balance + 0.25 * z_loss
     torch.testing.assert_close(loss, expected)
     # during warm-up there is no retrieval and no auxiliary term
     loss_w, ce_w, terms_w = trainer.loss(batch, retrieve=False)
@@ -75,15 +84,20 @@ def test_total_loss_is_cross_entropy_plus_each_weighted_term():
 def test_zero_weight_terms_are_not_computed_and_unknown_terms_raise():
     cfg = tiny_cfg("model.retriever.moe.aux_loss_weight=0", "model.retriever.reconstruction_weight=0")
     from moe_retriever.data.sources import load_dataset
+
     data = prepare_seed(cfg, load_dataset(cfg.data), 0)
     model = build_model(cfg, data.train.modalities, data.train.n_classes)
     model.train()
     calls = []
     model.retriever.moe.routers[0].register_forward_hook(lambda *a: calls.append(1))
-    out = model(data.train.batch(torch.arange(32)), RetrievalBank(data.train),
-                generator=torch.Generator().manual_seed(0))
+    out = model(
+        data.train.batch(torch.arange(32)),
+        RetrievalBank(data.train),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert calls and out.losses == {}  # the router ran; no term was computed
     from moe_retriever.training.losses import weighted_sum
+
     with pytest.raises(RuntimeError, match="fusion.typo"):
         weighted_sum({"fusion.typo": torch.tensor(1.0)}, model.loss_weights)
     with pytest.raises(RuntimeError, match="weight is 0"):
@@ -93,6 +107,7 @@ def test_zero_weight_terms_are_not_computed_and_unknown_terms_raise():
 def test_history_records_every_term_per_epoch(tmp_path):
     cfg = tiny_cfg("model.retriever.moe.z_loss_weight=0.01", "train.seeds=[0]")
     from moe_retriever.data.sources import load_dataset
+
     data = prepare_seed(cfg, load_dataset(cfg.data), 0)
     torch.manual_seed(0)
     model = build_model(cfg, data.train.modalities, data.train.n_classes)
@@ -103,7 +118,8 @@ def test_history_records_every_term_per_epoch(tmp_path):
     for entry in history:
         retrieval_terms = terms if entry["retrieval"] else []
         assert sorted(k for k in entry if k.startswith("loss.")) == sorted(
-            ["loss.cross_entropy"] + retrieval_terms)
+            ["loss.cross_entropy"] + retrieval_terms
+        )
         assert all(math.isfinite(entry[k]) for k in ["loss", "loss.cross_entropy"] + retrieval_terms)
     # a retrieval epoch's total is more than its cross-entropy by the weighted terms (means of
     # per-step values; every step of the tiny split computes every term)
@@ -131,13 +147,22 @@ def test_run_directory_and_evaluate_reproduce_metrics(tmp_path, capsys):
     assert "bank.observed" in tensors
     assert main(["evaluate", "--run", str(out), "--json"]) == 0
     printed = capsys.readouterr().out
-    evaluated = json.loads(printed[printed.index("{"):])
+    evaluated = json.loads(printed[printed.index("{") :])
     for metric in ("accuracy", "macro_f1", "auroc", "auprc"):
         assert evaluated["test"][metric]["per_seed"] == pytest.approx(saved["test"][metric]["per_seed"])
 
 
 def test_cli_train_reports_config_errors(tmp_path, capsys):
-    code = main(["train", "--config", "configs/synthetic.yaml", "--out", str(tmp_path / "x"),
-                 "--set", "model.retriever.moe.top_k=99"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "configs/synthetic.yaml",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "model.retriever.moe.top_k=99",
+        ]
+    )
     assert code == 2
     assert "model.retriever.moe.top_k" in capsys.readouterr().err

@@ -11,16 +11,33 @@ from moe_retriever.config import ConfigError, load_config
 from moe_retriever.training.experiment import run_experiment
 from moe_retriever.tuning import COMMON_SPACE, search_space, tune
 
-TINY = ["data.options.n_samples=120", "train.epochs=3", "train.warmup_epochs=1", "train.seeds=[0]",
-        "model.hidden=16", "model.encoder.hidden=16", "model.retriever.moe.expert_hidden=16"]
-SPACE = {"model.hidden": None, "model.retriever.moe.experts_per_modality": None,
-         "model.retriever.n_intra": {"type": "categorical", "choices": [None, 2]}}
+TINY = [
+    "data.options.n_samples=120",
+    "train.epochs=3",
+    "train.warmup_epochs=1",
+    "train.seeds=[0]",
+    "model.hidden=16",
+    "model.encoder.hidden=16",
+    "model.retriever.moe.expert_hidden=16",
+]
+SPACE = {
+    "model.hidden": None,
+    "model.retriever.moe.experts_per_modality": None,
+    "model.retriever.n_intra": {"type": "categorical", "choices": [None, 2]},
+}
 
 
 def test_three_trials_in_sqlite_and_best_yaml_trains_to_the_best_validation_score(tmp_path):
     out = tmp_path / "tune"
-    result = tune("configs/synthetic.yaml", "moe_retriever", 3, out, overrides=TINY,
-                  space_overrides=SPACE, log=lambda *a: None)
+    result = tune(
+        "configs/synthetic.yaml",
+        "moe_retriever",
+        3,
+        out,
+        overrides=TINY,
+        space_overrides=SPACE,
+        log=lambda *a: None,
+    )
     storage = f"sqlite:///{out / 'study.db'}"
     study = optuna.load_study(study_name="synthetic-moe_retriever", storage=storage)
     assert len(study.trials) == 3
@@ -36,17 +53,31 @@ def test_three_trials_in_sqlite_and_best_yaml_trains_to_the_best_validation_scor
     rerun = run_experiment(cfg, None, log=lambda *a: None)
     assert rerun["val"]["macro_f1"]["mean"] == pytest.approx(study.best_value, abs=1e-12)
     # running again adds nothing: the study already holds its three finished trials
-    tune("configs/synthetic.yaml", "moe_retriever", 3, out, overrides=TINY, space_overrides=SPACE,
-         log=lambda *a: None)
+    tune(
+        "configs/synthetic.yaml",
+        "moe_retriever",
+        3,
+        out,
+        overrides=TINY,
+        space_overrides=SPACE,
+        log=lambda *a: None,
+    )
     assert len(optuna.load_study(study_name="synthetic-moe_retriever", storage=storage).trials) == 3
 
 
 def test_pruning_reports_every_epoch_and_stops_weak_trials(tmp_path):
     # a threshold no score reaches prunes every trial right after the first report
     with pytest.raises(RuntimeError, match="no trial .* completed"):
-        tune("configs/synthetic.yaml", "zero", 2, tmp_path, overrides=TINY,
-             space_overrides={"model.hidden": None}, pruner=optuna.pruners.ThresholdPruner(lower=2.0),
-             log=lambda *a: None)
+        tune(
+            "configs/synthetic.yaml",
+            "zero",
+            2,
+            tmp_path,
+            overrides=TINY,
+            space_overrides={"model.hidden": None},
+            pruner=optuna.pruners.ThresholdPruner(lower=2.0),
+            log=lambda *a: None,
+        )
     study = optuna.load_study(study_name="synthetic-zero", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in study.trials)
@@ -57,8 +88,9 @@ def test_spaces_common_entries_method_knobs_and_yaml_overrides():
     space = search_space("moe_retriever", cfg)
     assert set(COMMON_SPACE) <= set(space) and "model.retriever.moe.top_k" in space
     assert "train.lr" not in search_space("hist_gbt", cfg)  # fitted directly: its own knobs only
-    space = search_space("zero", cfg, {"train.lr": None, "train.batch_size":
-                                       {"type": "categorical", "choices": [16, 32]}})
+    space = search_space(
+        "zero", cfg, {"train.lr": None, "train.batch_size": {"type": "categorical", "choices": [16, 32]}}
+    )
     assert "train.lr" not in space and space["train.batch_size"]["choices"] == [16, 32]
     with pytest.raises(ConfigError, match="nothing to search"):
         search_space("majority", cfg)
@@ -69,11 +101,33 @@ def test_spaces_common_entries_method_knobs_and_yaml_overrides():
 def test_cli_tune_writes_best_yaml_that_train_accepts(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({k: v for k, v in SPACE.items()} | {"train.weight_decay": None}))
-    args = ["tune", "--config", "configs/synthetic.yaml", "--method", "zero", "--trials", "2",
-            "--out", str(tmp_path / "t"), "--space", str(space)]
+    args = [
+        "tune",
+        "--config",
+        "configs/synthetic.yaml",
+        "--method",
+        "zero",
+        "--trials",
+        "2",
+        "--out",
+        str(tmp_path / "t"),
+        "--space",
+        str(space),
+    ]
     for item in TINY:
         args += ["--set", item]
     assert main(args) == 0
-    assert main(["train", "--config", str(tmp_path / "t" / "best.yaml"), "--out",
-                 str(tmp_path / "run"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "t" / "best.yaml"),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "run" / "results.json").is_file()

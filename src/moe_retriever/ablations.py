@@ -33,30 +33,52 @@ def _presets() -> dict[str, Ablation]:
     out = [
         Ablation("no_intra", "w/o intra-modal context", overrides=("model.retriever.intra=false",)),
         Ablation("no_inter", "w/o inter-modal context", overrides=("model.retriever.inter=false",)),
-        Ablation("no_routing", "w/o context-aware routing (0.5 mean intra + 0.5 mean inter, the "
-                 "released code)", overrides=("model.retriever.mode=mean",)),
+        Ablation(
+            "no_routing",
+            "w/o context-aware routing (0.5 mean intra + 0.5 mean inter, the released code)",
+            overrides=("model.retriever.mode=mean",),
+        ),
     ]
-    out += [Ablation(f"experts_{e}", f"E_T = {e}", overrides=(f"{MOE}.experts_per_modality={e}",))
-            for e in (4, 8, 16)]
-    out += [Ablation(f"shared_{e}", f"E_sh = {e}", overrides=(f"{MOE}.shared_experts={e}",))
-            for e in (1, 2, 4, 8)]
-    out += [Ablation(f"routers_{r}", f"{r} router{'s' if r > 1 else ''} (the paper's |R|)", overrides=(f"{MOE}.num_routers={r}",))
-            for r in (1, 2, 4)]
-    out += [Ablation(f"top_k_{k}", f"top-k = {k}", overrides=(f"{MOE}.top_k={k}",))
-            for k in (1, 2, 4)]
+    out += [
+        Ablation(f"experts_{e}", f"E_T = {e}", overrides=(f"{MOE}.experts_per_modality={e}",))
+        for e in (4, 8, 16)
+    ]
+    out += [
+        Ablation(f"shared_{e}", f"E_sh = {e}", overrides=(f"{MOE}.shared_experts={e}",)) for e in (1, 2, 4, 8)
+    ]
+    out += [
+        Ablation(
+            f"routers_{r}",
+            f"{r} router{'s' if r > 1 else ''} (the paper's |R|)",
+            overrides=(f"{MOE}.num_routers={r}",),
+        )
+        for r in (1, 2, 4)
+    ]
+    out += [Ablation(f"top_k_{k}", f"top-k = {k}", overrides=(f"{MOE}.top_k={k}",)) for k in (1, 2, 4)]
     out += [
         # not in the paper: the library trains the retriever with an extra masked-modality loss
-        Ablation("no_reconstruction", "w/o the masked-modality retrieval loss (the paper's "
-                 "objective)", overrides=("model.retriever.reconstruction_weight=0",)),
-        Ablation("fusion_layers_2", "2 x Transformer fusion layers",
-                 overrides=("model.fusion.layers=2",)),
-        Ablation("smoe_fusion", "sparse-MoE fusion layer instead of the Transformer",
-                 overrides=("model.fusion.kind=smoe",)),
+        Ablation(
+            "no_reconstruction",
+            "w/o the masked-modality retrieval loss (the paper's objective)",
+            overrides=("model.retriever.reconstruction_weight=0",),
+        ),
+        Ablation("fusion_layers_2", "2 x Transformer fusion layers", overrides=("model.fusion.layers=2",)),
+        Ablation(
+            "smoe_fusion",
+            "sparse-MoE fusion layer instead of the Transformer",
+            overrides=("model.fusion.kind=smoe",),
+        ),
     ]
     # not in the paper: the observed mask as an extra input to fusion (model.missing_indicators)
-    out += [Ablation(f"{m}_indicators", f"{m} with missingness indicators in fusion", method=m,
-                     overrides=("model.missing_indicators=true",))
-            for m in ("moe_retriever", "zero", "mean", "learned_token", "modality_dropout")]
+    out += [
+        Ablation(
+            f"{m}_indicators",
+            f"{m} with missingness indicators in fusion",
+            method=m,
+            overrides=("model.missing_indicators=true",),
+        )
+        for m in ("moe_retriever", "zero", "mean", "learned_token", "modality_dropout")
+    ]
     return {a.name: a for a in out}
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -36,10 +36,18 @@ from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
-from .models.retriever import TokenKind
-from .training.experiment import (CHECKPOINT, LoadedModel, Partition, SeedData, load_seed_checkpoint,
-                                  partition_checkpoints, partition_from_meta, prepare_partition,
-                                  run_checkpoints)
+from .models.retriever import MoERetriever, TokenKind
+from .training.experiment import (
+    CHECKPOINT,
+    LoadedModel,
+    Partition,
+    SeedData,
+    load_seed_checkpoint,
+    partition_checkpoints,
+    partition_from_meta,
+    prepare_partition,
+    run_checkpoints,
+)
 from .training.trainer import Trainer, resolve_device
 
 # TokenRouting.kind of each TokenKind: the fallback stands in for an intra-modal token
@@ -51,6 +59,7 @@ class SchemaMismatchError(DataValidationError):
 
 
 # --------------------------------------------------------------------------- run directories
+
 
 def fold_checkpoints(run_dir: str | Path) -> dict[tuple[int, int], Path]:
     """``{(seed, fold): path}`` of every ``fold_s<seed>_k<fold>/model.safetensors`` of a
@@ -72,8 +81,10 @@ def best_fold(run_dir: str | Path, seed: int | None = None) -> tuple[int, int]:
     if seed is not None:
         folds = [f for f in folds if f[0] == int(seed)]
     if not folds:
-        raise InputNotFoundError(f"{run}: no fold_s{'*' if seed is None else seed}_k*/{CHECKPOINT} "
-                                "found; is this a cross-validation run directory?")
+        raise InputNotFoundError(
+            f"{run}: no fold_s{'*' if seed is None else seed}_k*/{CHECKPOINT} "
+            "found; is this a cross-validation run directory?"
+        )
     scores = _validation_scores(run, {f: f"fold_s{f[0]}_k{f[1]}" for f in folds})
     if not scores:
         return folds[0]
@@ -85,8 +96,8 @@ def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
     config = run / "config.yaml"
     if config.is_file():
         import yaml
-        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get(
-            "select_metric", metric)
+
+        metric = ((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("select_metric", metric)
     scores = {}
     for key, name in dirs.items():
         path = run / name / "metrics.json"
@@ -102,8 +113,9 @@ def seed_checkpoints(run_dir: str | Path) -> dict[int, Path]:
     run = Path(run_dir)
     found = {s: path for (s, k), path in partition_checkpoints(run).items() if k is None}
     if not found:
-        raise InputNotFoundError(f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory "
-                                 f"written by `moe-retriever train`?")
+        raise InputNotFoundError(
+            f"{run}: no seed_*/{CHECKPOINT} found; is this a run directory written by `moe-retriever train`?"
+        )
     return found
 
 
@@ -124,6 +136,7 @@ def best_seed(run_dir: str | Path) -> int:
 
 # --------------------------------------------------------------------------- schema checks
 
+
 def schema_differences(new: list[ModalitySpec], trained: list[ModalitySpec]) -> list[str]:
     """Every way ``new`` differs from the training modalities, as readable lines.
 
@@ -134,8 +147,10 @@ def schema_differences(new: list[ModalitySpec], trained: list[ModalitySpec]) -> 
     out = []
     unknown = [s.name for s in new if s.name not in by_name]
     if unknown:
-        out.append(f"modalities not in the training data: {unknown} "
-                   f"(training modalities: {[s.name for s in trained]})")
+        out.append(
+            f"modalities not in the training data: {unknown} "
+            f"(training modalities: {[s.name for s in trained]})"
+        )
     for spec in new:
         ref = by_name.get(spec.name)
         if ref is None:
@@ -153,8 +168,10 @@ def schema_differences(new: list[ModalitySpec], trained: list[ModalitySpec]) -> 
                 continue
         if spec.columns is None or ref.columns is None:  # nothing but the shape to compare
             if tuple(spec.shape) != tuple(ref.shape):
-                out.append(f"modality {spec.name!r}: per-sample shape {tuple(spec.shape)}, "
-                           f"training had {tuple(ref.shape)}")
+                out.append(
+                    f"modality {spec.name!r}: per-sample shape {tuple(spec.shape)}, "
+                    f"training had {tuple(ref.shape)}"
+                )
     return out
 
 
@@ -166,11 +183,11 @@ def _few(items: list[str], limit: int = 10) -> str:
 def check_schema(new: list[ModalitySpec], trained: list[ModalitySpec], source: str) -> None:
     diffs = schema_differences(new, trained)
     if diffs:
-        raise SchemaMismatchError(f"{source} does not match the training data:\n  - "
-                                  + "\n  - ".join(diffs))
+        raise SchemaMismatchError(f"{source} does not match the training data:\n  - " + "\n  - ".join(diffs))
 
 
 # --------------------------------------------------------------------------- retrieval results
+
 
 @dataclass
 class TokenRouting:
@@ -220,11 +237,15 @@ class Retrieval:
 
     def for_sample(self, sample_id: str) -> dict[str, np.ndarray]:
         """``{missing modality name: retrieved embedding}`` of one sample."""
-        return {self.modality_names[self.targets[p]]: self.embeddings[p]
-                for p, i in enumerate(self.sample_ids) if i == sample_id}
+        return {
+            self.modality_names[self.targets[p]]: self.embeddings[p]
+            for p, i in enumerate(self.sample_ids)
+            if i == sample_id
+        }
 
 
 # --------------------------------------------------------------------------- the trained run
+
 
 class TrainedRun:
     """One seed's trained model with its bank and preprocessing (see :func:`load_run`)."""
@@ -235,8 +256,14 @@ class TrainedRun:
         self.device = resolve_device(device)
         self.bank = RetrievalBank(loaded.bank, self.device)
         cfg = loaded.cfg
-        self.trainer = Trainer(loaded.model, cfg.train, self.bank, self.device,
-                               self.partition.rng_seed, cfg.model.retriever.eval_draws)
+        self.trainer = Trainer(
+            loaded.model,
+            cfg.train,
+            self.bank,
+            self.device,
+            self.partition.rng_seed,
+            cfg.model.retriever.eval_draws,
+        )
         self._seed_data: SeedData | None = None
 
     # ------------------------------------------------------------------ metadata
@@ -277,12 +304,17 @@ class TrainedRun:
     def retrieves(self) -> bool:
         """True when the model routes context tokens through the MoE retriever."""
         retriever = getattr(self.model, "retriever", None)
-        return retriever is not None and getattr(retriever, "moe", None) is not None \
+        return (
+            retriever is not None
+            and getattr(retriever, "moe", None) is not None
             and self.cfg.model.retriever.mode == "moe"
+        )
 
     def expert_names(self) -> list[str]:
         """Retriever experts as ``<modality letter>_<i>`` and ``Shared_<i>`` (e.g. ``I_3``)."""
-        return self.model.retriever.moe.expert_names(modality_letters(self.modality_names))
+        retriever = self.model.retriever
+        assert isinstance(retriever, MoERetriever), "only for models that retrieve (see retrieves)"
+        return retriever.moe.expert_names(modality_letters(self.modality_names))
 
     # ------------------------------------------------------------------ data
     def seed_data(self, dataset: MultimodalDataset | None = None) -> SeedData:
@@ -312,8 +344,11 @@ class TrainedRun:
                 continue
             new_spec = dataset.modalities[new_pos[spec.name]]
             x = dataset.features[spec.name].float()
-            if new_spec.columns is not None and spec.columns is not None \
-                    and tuple(new_spec.columns) != tuple(spec.columns):
+            if (
+                new_spec.columns is not None
+                and spec.columns is not None
+                and tuple(new_spec.columns) != tuple(spec.columns)
+            ):
                 order = [list(new_spec.columns).index(c) for c in spec.columns]
                 x = x[..., order]
             obs = dataset.observed[:, new_pos[spec.name]]
@@ -341,8 +376,7 @@ class TrainedRun:
 
     def prediction_table(self, dataset: MultimodalDataset, standardized: bool = False) -> pd.DataFrame:
         """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
-        return probability_table(dataset.ids, self.class_names,
-                                 self.predict_proba(dataset, standardized))
+        return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset, standardized))
 
     @torch.no_grad()
     def retrieve(self, dataset: MultimodalDataset, standardized: bool = False) -> Retrieval:
@@ -370,11 +404,17 @@ class TrainedRun:
             r = out.retrieval
             if r is not None and r.token_pairs is not None:
                 pair = r.token_pairs.cpu()
-                traced.append({"pair": pair + n_pairs, "sample_row": rows_p[pair],
-                               "kind": r.token_kinds.cpu(), "modality": r.token_modalities.cpu(),
-                               "bank_row": r.token_bank_rows.cpu(),
-                               "experts": r.expert_indices.cpu(),
-                               "weights": r.expert_weights.float().cpu()})
+                traced.append(
+                    {
+                        "pair": pair + n_pairs,
+                        "sample_row": rows_p[pair],
+                        "kind": r.token_kinds.cpu(),
+                        "modality": r.token_modalities.cpu(),
+                        "bank_row": r.token_bank_rows.cpu(),
+                        "experts": r.expert_indices.cpu(),
+                        "weights": r.expert_weights.float().cpu(),
+                    }
+                )
             n_pairs += int(rows_p.numel())
         d = int(self.cfg.model.hidden)
         rows_all = torch.cat(pair_rows) if pair_rows else torch.zeros(0, dtype=torch.long)
@@ -382,28 +422,41 @@ class TrainedRun:
         weights, tokens = np.zeros((n_pairs, len(names))), None
         if traced:
             tok = {k: torch.cat([t[k] for t in traced]) for k in traced[0]}
-            weights = _mean_expert_weights(tok["pair"], tok["experts"], tok["weights"], n_pairs,
-                                           len(names))
+            weights = _mean_expert_weights(tok["pair"], tok["experts"], tok["weights"], n_pairs, len(names))
             kind, bank_row, sample_row = tok["kind"], tok["bank_row"], tok["sample_row"]
-            code = torch.where(kind == TokenKind.INTRA, bank_codes[bank_row.clamp(min=0)],
-                               torch.where(kind == TokenKind.INTER, codes[sample_row], -1))
-            source_id = [self.bank.ids[b] if k == TokenKind.INTRA
-                         else dataset.ids[s] if k == TokenKind.INTER else ""
-                         for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist())]
+            code = torch.where(
+                kind == TokenKind.INTRA,
+                bank_codes[bank_row.clamp(min=0)],
+                torch.where(kind == TokenKind.INTER, codes[sample_row], -1),
+            )
+            source_id = [
+                self.bank.ids[b] if k == TokenKind.INTRA else dataset.ids[s] if k == TokenKind.INTER else ""
+                for k, b, s in zip(kind.tolist(), bank_row.tolist(), sample_row.tolist(), strict=True)
+            ]
             tokens = TokenRouting(
-                tok["pair"].numpy(), np.array([KIND_NAMES[k] for k in kind.tolist()], dtype=str),
-                tok["modality"].numpy(), code.numpy(), source_id,
-                tok["experts"].numpy(), tok["weights"].numpy())
+                tok["pair"].numpy(),
+                np.array([KIND_NAMES[k] for k in kind.tolist()], dtype=str),
+                tok["modality"].numpy(),
+                code.numpy(),
+                source_id,
+                tok["experts"].numpy(),
+                tok["weights"].numpy(),
+            )
         return Retrieval(
-            [dataset.ids[i] for i in rows_all.tolist()], rows_all.numpy(),
+            [dataset.ids[i] for i in rows_all.tolist()],
+            rows_all.numpy(),
             (torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)).numpy(),
             self.modality_names,
             (torch.cat(embeddings) if embeddings else torch.zeros(0, d)).numpy(),
-            names, weights, tokens)
+            names,
+            weights,
+            tokens,
+        )
 
 
-def _mean_expert_weights(pair: Tensor, experts: Tensor, weights: Tensor, n_pairs: int,
-                         n_experts: int) -> np.ndarray:
+def _mean_expert_weights(
+    pair: Tensor, experts: Tensor, weights: Tensor, n_pairs: int, n_experts: int
+) -> np.ndarray:
     """(P, E): each expert's router weight summed over a pair's tokens / the pair's token count."""
     per_token = torch.zeros(pair.shape[0], n_experts).scatter_add(1, experts, weights)
     total = torch.zeros(n_pairs, n_experts).index_add(0, pair, per_token)
@@ -443,11 +496,14 @@ class RunEnsemble:
             if member.class_names != first.class_names:
                 raise SchemaMismatchError(
                     f"{name}: classes {member.class_names} differ from {first_name}'s "
-                    f"{first.class_names}; these models do not form one ensemble")
+                    f"{first.class_names}; these models do not form one ensemble"
+                )
             diffs = schema_differences(member.modalities, first.modalities)
             if diffs or len(member.modalities) != len(first.modalities):
-                raise SchemaMismatchError(f"{name}: modalities differ from {first_name}'s: "
-                                          + "; ".join(diffs or ["another modality count"]))
+                raise SchemaMismatchError(
+                    f"{name}: modalities differ from {first_name}'s: "
+                    + "; ".join(diffs or ["another modality count"])
+                )
 
     @property
     def class_names(self) -> list[str]:
@@ -474,8 +530,27 @@ class RunEnsemble:
         return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
 
 
-def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
-             ensemble: bool = False) -> TrainedRun | RunEnsemble:
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", ensemble: Literal[False] = False
+) -> TrainedRun: ...
+
+
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", *, ensemble: Literal[True]
+) -> RunEnsemble: ...
+
+
+@overload
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", ensemble: bool = False
+) -> TrainedRun | RunEnsemble: ...
+
+
+def load_run(
+    run_dir: str | Path, seed: int | None = None, device: str = "auto", ensemble: bool = False
+) -> TrainedRun | RunEnsemble:
     """Load one seed of a run directory written by ``moe-retriever train``, or with
     ``ensemble`` every model of it (:func:`run_checkpoints`) as a :class:`RunEnsemble`.
 
@@ -488,8 +563,13 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
     if ensemble:
         if seed is not None:
             raise ValueError("load_run: give a seed or ensemble=True, not both")
-        return RunEnsemble({name: TrainedRun(load_seed_checkpoint(path), run, device)
-                            for name, path in run_checkpoints(run).items()}, run)
+        return RunEnsemble(
+            {
+                name: TrainedRun(load_seed_checkpoint(path), run, device)
+                for name, path in run_checkpoints(run).items()
+            },
+            run,
+        )
     if fold_checkpoints(run):
         s, k = best_fold(run, seed)
         return TrainedRun(load_seed_checkpoint(fold_checkpoints(run)[(s, k)]), run, device)
@@ -505,8 +585,9 @@ def load_run(run_dir: str | Path, seed: int | None = None, device: str = "auto",
 UNLABELLED = "unlabelled"
 
 
-def load_new_data(path: str | Path, format: str | None = None,
-                  trust_pickle: bool = False) -> MultimodalDataset:
+def load_new_data(
+    path: str | Path, format: str | None = None, trust_pickle: bool = False
+) -> MultimodalDataset:
     """Load data to predict for, in any supported on-disk format (auto-detected by default).
 
     Labels are optional in the folder format here: when ``dataset.yaml`` has no ``label`` entry,
@@ -519,9 +600,11 @@ def load_new_data(path: str | Path, format: str | None = None,
     spec_file = root / "dataset.yaml"
     if format in (None, "folder") and spec_file.is_file():
         import yaml
+
         spec = yaml.safe_load(spec_file.read_text())
         if isinstance(spec, dict) and "label" not in spec:
             import tempfile
+
             with tempfile.TemporaryDirectory(prefix="moe-retriever-predict-") as tmp:
                 view = _labelled_view(root, spec, Path(tmp))
                 return load_dataset(DataConfig(path=str(view), format="folder"))
@@ -557,8 +640,10 @@ def _labelled_view(root: Path, spec: dict[str, Any], tmp: Path) -> Path:
     labels = pd.DataFrame({id_column: list(ids), "label": UNLABELLED})
     labels.to_csv(tmp / "labels.csv", index=False)
     view = {k: v for k, v in spec.items() if k != "splits"}
-    view.update(name=spec.get("name") or root.resolve().name, modalities=entries,
-                label={"file": str(tmp / "labels.csv"), "column": "label"})
+    view.update(
+        name=spec.get("name") or root.resolve().name,
+        modalities=entries,
+        label={"file": str(tmp / "labels.csv"), "column": "label"},
+    )
     (tmp / "dataset.yaml").write_text(yaml.safe_dump(view, sort_keys=False))
     return tmp
-

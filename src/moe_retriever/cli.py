@@ -14,7 +14,8 @@ COMMANDS = [train, evaluate, compare, datasets, predict, analyze, tune]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moe-retriever",
-        description="MoE-Retriever: retrieve embeddings of missing modalities with a sparse MoE.")
+        description="MoE-Retriever: retrieve embeddings of missing modalities with a sparse MoE.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS:
         module.register(sub)

@@ -8,7 +8,7 @@ as the authors' released code does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -49,7 +49,8 @@ def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes
         raise ConfigError(
             f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "
             "takes no missingness indicators; they apply to the methods that fill missing "
-            "embeddings before our fusion (see docs/method.md)")
+            "embeddings before our fusion (see docs/method.md)"
+        )
     return model
 
 

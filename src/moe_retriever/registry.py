@@ -3,7 +3,8 @@ a config selects one by that name."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -29,16 +30,17 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: register the decorated function or class under ``name``."""
+
         def deco(entry: F) -> F:
             self.add(name, entry)  # type: ignore[arg-type]  # F is the registered entry type
             return entry
+
         return deco
 
     def get(self, name: str, where: str | None = None) -> T:
         """The entry called ``name``; ``where`` replaces the config key in the error message."""
         if name not in self._entries:
-            raise ConfigError(f"{where or self.key}: unknown {self.what} {name!r}; "
-                              f"available: {self.names()}")
+            raise ConfigError(f"{where or self.key}: unknown {self.what} {name!r}; available: {self.names()}")
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -53,7 +53,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
 
+from .baselines.common import DirectMethod
 from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
@@ -97,8 +99,10 @@ _CHECKPOINT_KEY = "estimator"  # the estimator's entry in the checkpoint metadat
 
 # --------------------------------------------------------------------------- input conversion
 
-def from_modality_list(Xs: Sequence[Any], names: Sequence[str] | None = None
-                       ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+
+def from_modality_list(
+    Xs: Sequence[Any], names: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Per-modality blocks (imml's ``Xs``: one 2-D array or DataFrame per modality, rows aligned,
     a missing modality's row all NaN) as one DataFrame and its ``modalities`` mapping.
 
@@ -107,32 +111,39 @@ def from_modality_list(Xs: Sequence[Any], names: Sequence[str] | None = None
     result keeps (arrays get positions).
     """
     if isinstance(Xs, (pd.DataFrame, np.ndarray)) or not isinstance(Xs, Sequence) or not Xs:
-        raise DataValidationError("from_modality_list: expected a non-empty list of per-modality "
-                                  "2-D arrays or DataFrames")
+        raise DataValidationError(
+            "from_modality_list: expected a non-empty list of per-modality 2-D arrays or DataFrames"
+        )
     names = [f"modality_{i}" for i in range(len(Xs))] if names is None else [str(n) for n in names]
     if len(names) != len(Xs):
         raise DataValidationError(f"from_modality_list: {len(names)} names for {len(Xs)} modalities")
     if len(set(names)) != len(names):
         raise DataValidationError(f"from_modality_list: duplicate modality names {names}")
-    index, blocks, modalities = None, [], {}
-    for name, block in zip(names, Xs):
+    index = None
+    blocks: list[pd.DataFrame] = []
+    modalities: dict[str, list[str]] = {}
+    for name, block in zip(names, Xs, strict=True):
         if isinstance(block, pd.DataFrame):
             if index is None:
                 index = block.index
             elif not block.index.equals(index):
                 raise DataValidationError(
                     f"from_modality_list: modality {name!r} has another row index than the first "
-                    f"DataFrame; align the blocks (e.g. reindex) first")
+                    f"DataFrame; align the blocks (e.g. reindex) first"
+                )
             values, cols = block.to_numpy(), [str(c) for c in block.columns]
         else:
             values = np.asarray(block)
             if values.ndim != 2:
-                raise DataValidationError(f"from_modality_list: modality {name!r} is not 2-D "
-                                          f"(shape {values.shape})")
+                raise DataValidationError(
+                    f"from_modality_list: modality {name!r} is not 2-D (shape {values.shape})"
+                )
             cols = [str(j) for j in range(values.shape[1])]
         if blocks and values.shape[0] != blocks[0].shape[0]:
-            raise DataValidationError(f"from_modality_list: modality {name!r} has {values.shape[0]} "
-                                      f"rows, {names[0]!r} has {blocks[0].shape[0]}")
+            raise DataValidationError(
+                f"from_modality_list: modality {name!r} has {values.shape[0]} "
+                f"rows, {names[0]!r} has {blocks[0].shape[0]}"
+            )
         modalities[name] = [f"{name}__{c}" for c in cols]
         blocks.append(pd.DataFrame(values, columns=modalities[name]))
     frame = pd.concat(blocks, axis=1)
@@ -142,11 +153,11 @@ def from_modality_list(Xs: Sequence[Any], names: Sequence[str] | None = None
 
 
 def _column_names(X: Any) -> list[Any] | None:
-    if isinstance(X, (list, tuple)) and X and all(
-            isinstance(b, pd.DataFrame) or np.ndim(b) == 2 for b in X):
+    if isinstance(X, (list, tuple)) and X and all(isinstance(b, pd.DataFrame) or np.ndim(b) == 2 for b in X):
         raise DataValidationError(
             "X is a list of per-modality blocks; convert it with "
-            "moe_retriever.sklearn.from_modality_list(Xs, names) -> (frame, modalities) first")
+            "moe_retriever.sklearn.from_modality_list(Xs, names) -> (frame, modalities) first"
+        )
     return list(X.columns) if isinstance(X, pd.DataFrame) else None
 
 
@@ -157,14 +168,15 @@ def _row_labels(X: Any, n: int) -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: int
-                        ) -> dict[str, list[int]]:
+def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: int) -> dict[str, list[int]]:
     """``{name: column positions}``; every column in exactly one modality."""
     if modalities is None:
         return {SINGLE_MODALITY: list(range(n_features))}
     if not isinstance(modalities, Mapping) or not modalities:
-        raise ConfigError("modalities: expected a non-empty dict of modality name -> columns "
-                          f"(a list) or column-name prefix (a string), got {modalities!r}")
+        raise ConfigError(
+            "modalities: expected a non-empty dict of modality name -> columns "
+            f"(a list) or column-name prefix (a string), got {modalities!r}"
+        )
     position = {c: j for j, c in enumerate(columns)} if columns is not None else None
     owner: dict[int, str] = {}
     out = {}
@@ -187,11 +199,14 @@ def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: 
                 elif isinstance(item, numbers.Integral) and 0 <= int(item) < n_features:
                     cols.append(int(item))
                 else:
-                    raise ConfigError(f"modalities.{name}: {item!r} is not a column position of an "
-                                      f"array with {n_features} columns")
+                    raise ConfigError(
+                        f"modalities.{name}: {item!r} is not a column position of an "
+                        f"array with {n_features} columns"
+                    )
         else:
-            raise ConfigError(f"modalities.{name}: expected a non-empty list of columns or a "
-                              f"prefix string, got {spec!r}")
+            raise ConfigError(
+                f"modalities.{name}: expected a non-empty list of columns or a prefix string, got {spec!r}"
+            )
         for j in cols:
             if j in owner:
                 label = columns[j] if columns is not None else j
@@ -201,14 +216,22 @@ def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: 
     unused = [j for j in range(n_features) if j not in owner]
     if unused:
         labels = [columns[j] if columns is not None else j for j in unused]
-        raise ConfigError(f"modalities: column(s) {labels[:10]}{' ...' if len(labels) > 10 else ''} "
-                          f"belong to no modality; drop them from X or add them to a modality")
+        raise ConfigError(
+            f"modalities: column(s) {labels[:10]}{' ...' if len(labels) > 10 else ''} "
+            f"belong to no modality; drop them from X or add them to a modality"
+        )
     return out
 
 
-def _to_dataset(values: np.ndarray, labels: np.ndarray, class_names: list[str],
-                modalities: dict[str, list[int]], column_labels: list[str], rows: list[str],
-                loaded: bool) -> MultimodalDataset:
+def _to_dataset(
+    values: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    modalities: dict[str, list[int]],
+    column_labels: list[str],
+    rows: list[str],
+    loaded: bool,
+) -> MultimodalDataset:
     """A MultimodalDataset from a float matrix; a modality is missing where all its values are NaN.
 
     ``loaded``: the data a model is fitted on, which must observe every modality somewhere."""
@@ -225,14 +248,21 @@ def _to_dataset(values: np.ndarray, labels: np.ndarray, class_names: list[str],
                 f"row {rows[i]!r}, modality {name!r}: {len(bad)} of {len(cols)} values are NaN "
                 f"(columns {bad[:5]}{' ...' if len(bad) > 5 else ''}; {int(partial.sum())} such "
                 f"row(s)); a modality is missing only when all its columns are NaN, so impute "
-                f"these values or blank the whole modality")
+                f"these values or blank the whole modality"
+            )
         features[name] = torch.from_numpy(np.where(missing[:, None], 0.0, block)).float()
         observed.append(~missing)
-        specs.append(ModalitySpec(name, (len(cols),), "tabular",
-                                  tuple(column_labels[j] for j in cols)))
-    return MultimodalDataset(specs, features, torch.from_numpy(np.stack(observed, axis=1)),
-                             torch.from_numpy(labels.astype(np.int64)), rows, class_names, "X",
-                             require_every_modality=loaded)
+        specs.append(ModalitySpec(name, (len(cols),), "tabular", tuple(column_labels[j] for j in cols)))
+    return MultimodalDataset(
+        specs,
+        features,
+        torch.from_numpy(np.stack(observed, axis=1)),
+        torch.from_numpy(labels.astype(np.int64)),
+        rows,
+        class_names,
+        "X",
+        require_every_modality=loaded,
+    )
 
 
 def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,12 +276,15 @@ def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.
         val += idx[:n_val].tolist()
         train += idx[n_val:].tolist()
     if not val:
-        raise DataValidationError(f"fit: {len(y)} samples leave no validation sample for model "
-                                  f"selection (every class has a single sample)")
+        raise DataValidationError(
+            f"fit: {len(y)} samples leave no validation sample for model "
+            f"selection (every class has a single sample)"
+        )
     return np.sort(train), np.sort(val)
 
 
 # --------------------------------------------------------------------------- configuration
+
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     *sections, last = key.split(".")
@@ -288,6 +321,7 @@ def _json_value(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- the estimator
 
+
 class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     """scikit-learn classifier for incomplete multimodal tabular data (see the module docstring).
 
@@ -311,21 +345,51 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     best_epoch_, best_val_ (validation metrics of the selected epoch), history_.
     """
 
-    def __init__(self, method: str = "moe_retriever", modalities: Mapping[str, Any] | None = None,
-                 *, config: Mapping[str, Any] | None = None, config_path: str | None = None,
-                 random_state: Any = None, validation_fraction: float = 0.2,
-                 verbose: bool = False, device: str | None = None,
-                 epochs: int | None = None, warmup_epochs: int | None = None,
-                 batch_size: int | None = None, lr: float | None = None,
-                 weight_decay: float | None = None, class_weights: bool | None = None,
-                 select_metric: str | None = None, hidden: int | None = None,
-                 dropout: float | None = None, encoder_hidden: int | None = None,
-                 encoder_layers: int | None = None, heads: int | None = None,
-                 experts_per_modality: int | None = None, shared_experts: int | None = None,
-                 top_k: int | None = None, expert_hidden: int | None = None,
-                 n_intra: int | None = None, eval_draws: int | None = None,
-                 reconstruction_weight: float | None = None,
-                 standardize: bool | None = None) -> None:
+    # the fitted attributes (set by fit and load; absent before, which check_is_fitted tests)
+    classes_: np.ndarray
+    modalities_: dict[str, list[int]]
+    config_: ExperimentConfig
+    seed_: int
+    model_: torch.nn.Module | DirectMethod
+    stats_: dict[str, tuple[Tensor, Tensor]]
+    bank_: MultimodalDataset
+    best_epoch_: int
+    best_val_: dict[str, float]
+    history_: list[dict[str, Any]]
+    _trainer: Trainer | None
+
+    def __init__(
+        self,
+        method: str = "moe_retriever",
+        modalities: Mapping[str, Any] | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        config_path: str | None = None,
+        random_state: Any = None,
+        validation_fraction: float = 0.2,
+        verbose: bool = False,
+        device: str | None = None,
+        epochs: int | None = None,
+        warmup_epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        class_weights: bool | None = None,
+        select_metric: str | None = None,
+        hidden: int | None = None,
+        dropout: float | None = None,
+        encoder_hidden: int | None = None,
+        encoder_layers: int | None = None,
+        heads: int | None = None,
+        experts_per_modality: int | None = None,
+        shared_experts: int | None = None,
+        top_k: int | None = None,
+        expert_hidden: int | None = None,
+        n_intra: int | None = None,
+        eval_draws: int | None = None,
+        reconstruction_weight: float | None = None,
+        standardize: bool | None = None,
+    ) -> None:
         self.method = method
         self.modalities = modalities
         self.config = config
@@ -362,7 +426,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         from .methods import METHODS
 
         if seed is None:
-            seed = self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+            seed = int(self.random_state) if isinstance(self.random_state, numbers.Integral) else 0
         # the file is read (and checked) as `moe-retriever train --config` reads it
         data = to_dict(load_config(self.config_path)) if self.config_path is not None else {}
         if self.config is not None:
@@ -389,8 +453,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit / predict
     def fit(self, X: Any, y: Any) -> MoERetrieverClassifier:
         """Train on ``X`` (rows with any observed modalities) and labels ``y``."""
-        if not isinstance(self.validation_fraction, numbers.Real) or \
-                not 0 < self.validation_fraction < 1:
+        if not isinstance(self.validation_fraction, numbers.Real) or not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
         seed = self._seed()
         cfg = self.resolved_config(seed)
@@ -400,12 +463,14 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise DataValidationError(f"y has 1 class ({classes[0]!r}); a classifier needs at "
-                                      f"least two classes")
+            raise DataValidationError(
+                f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
+            )
         modalities = _resolve_modalities(self.modalities, columns, values.shape[1])
         class_names = [str(c) for c in classes]
-        dataset = _to_dataset(values, encoded, class_names, modalities, self._column_labels(columns, values),
-                              rows, loaded=True)
+        dataset = _to_dataset(
+            values, encoded, class_names, modalities, self._column_labels(columns, values), rows, loaded=True
+        )
         train_pos, val_pos = _holdout(encoded, float(self.validation_fraction), seed)
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
@@ -427,8 +492,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _column_labels(columns: list[Any] | None, values: np.ndarray) -> list[str]:
-        return [str(c) for c in columns] if columns is not None else \
-            [str(j) for j in range(values.shape[1])]
+        return [str(c) for c in columns] if columns is not None else [str(j) for j in range(values.shape[1])]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(N, C) class probabilities, columns in :attr:`classes_` order. Each row may observe
@@ -437,11 +501,18 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         columns = _column_names(X)
         values = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
         rows = _row_labels(X, values.shape[0])
-        dataset = _to_dataset(values, np.zeros(values.shape[0], dtype=np.int64),
-                              [str(c) for c in self.classes_], self.modalities_,
-                              self._column_labels(columns, values), rows, loaded=False)
+        dataset = _to_dataset(
+            values,
+            np.zeros(values.shape[0], dtype=np.int64),
+            [str(c) for c in self.classes_],
+            self.modalities_,
+            self._column_labels(columns, values),
+            rows,
+            loaded=False,
+        )
         dataset = standardize(dataset, self.stats_)
         if self._trainer is None:  # a method fitted without the Trainer
+            assert isinstance(self.model_, DirectMethod)
             return np.asarray(self.model_.predict_proba(dataset), dtype=np.float64)
         return self._trainer.predict_proba(dataset).astype(np.float64)
 
@@ -461,9 +532,16 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     def _make_trainer(self) -> Trainer:
         """The evaluation Trainer of a fitted model: retrieval from the training rows (the bank),
         draws restarted from the seed on every call, as in ``evaluate`` and ``predict``."""
+        assert isinstance(self.model_, torch.nn.Module), "a method fitted without the Trainer"
         device = resolve_device(self.config_.train.device)
-        return Trainer(self.model_, self.config_.train, RetrievalBank(self.bank_, device), device,
-                       self.seed_, self.config_.model.retriever.eval_draws)
+        return Trainer(
+            self.model_,
+            self.config_.train,
+            RetrievalBank(self.bank_, device),
+            device,
+            self.seed_,
+            self.config_.model.retriever.eval_draws,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
@@ -484,17 +562,31 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         if self._trainer is None:
             raise NotImplementedError(
                 f"save: method {self.method!r} is fitted without the Trainer and has no safetensors "
-                f"checkpoint; pickle the estimator instead (unpickle only files you trust)")
+                f"checkpoint; pickle the estimator instead (unpickle only files you trust)"
+            )
+        assert isinstance(self.model_, torch.nn.Module)
         meta = {
             "params": _json_value(self.get_params(deep=False)),
-            "classes": _json_value(self.classes_), "classes_dtype": self.classes_.dtype.str,
-            "modalities": self.modalities_, "n_features_in": int(self.n_features_in_),
-            "feature_names_in": (_json_value(self.feature_names_in_)
-                                 if hasattr(self, "feature_names_in_") else None),
-            "best_epoch": self.best_epoch_, "best_val": self.best_val_, "history": self.history_,
+            "classes": _json_value(self.classes_),
+            "classes_dtype": self.classes_.dtype.str,
+            "modalities": self.modalities_,
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": (
+                _json_value(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None
+            ),
+            "best_epoch": self.best_epoch_,
+            "best_val": self.best_val_,
+            "history": self.history_,
         }
-        save_seed_checkpoint(Path(path), self.config_, self.seed_, self.model_.state_dict(),
-                             self.bank_, self.stats_, {_CHECKPOINT_KEY: meta})
+        save_seed_checkpoint(
+            Path(path),
+            self.config_,
+            self.seed_,
+            self.model_.state_dict(),
+            self.bank_,
+            self.stats_,
+            {_CHECKPOINT_KEY: meta},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> MoERetrieverClassifier:
@@ -502,8 +594,10 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         loaded = load_seed_checkpoint(path)
         meta = loaded.meta.get(_CHECKPOINT_KEY)
         if meta is None:
-            raise DataValidationError(f"{path}: not written by MoERetrieverClassifier.save "
-                                      f"(a run's checkpoint: use moe_retriever.load_run)")
+            raise DataValidationError(
+                f"{path}: not written by MoERetrieverClassifier.save "
+                f"(a run's checkpoint: use moe_retriever.load_run)"
+            )
         est = cls(**meta["params"])
         est.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
         est.n_features_in_ = meta["n_features_in"]

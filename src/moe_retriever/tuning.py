@@ -108,8 +108,9 @@ def search_space(method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None
     for key, spec in space.items():
         _check_spec(key, spec)
     if not space:
-        raise ConfigError(f"tune: nothing to search for method {method!r}; give a search space "
-                          f"(--space FILE)")
+        raise ConfigError(
+            f"tune: nothing to search for method {method!r}; give a search space (--space FILE)"
+        )
     return space
 
 
@@ -128,8 +129,7 @@ def fitted_directly(method: str) -> bool:
 def _check_spec(key: str, spec: Any) -> None:
     where = f"search space entry {key!r}"
     if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
-        raise ConfigError(f"{where}: expected a mapping with type float, int or categorical, "
-                          f"got {spec!r}")
+        raise ConfigError(f"{where}: expected a mapping with type float, int or categorical, got {spec!r}")
     missing = [f for f in _KINDS[spec["type"]] if f not in spec]
     if missing:
         raise ConfigError(f"{where}: missing {missing}")
@@ -161,11 +161,21 @@ def suggest(trial: Any, space: SpaceSpec) -> dict[str, Any]:
     values = {}
     for key, spec in space.items():
         if spec["type"] == "float":
-            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                              log=bool(spec.get("log", False)), step=spec.get("step"))
+            values[key] = trial.suggest_float(
+                key,
+                float(spec["low"]),
+                float(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=spec.get("step"),
+            )
         elif spec["type"] == "int":
-            values[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
-                                            log=bool(spec.get("log", False)), step=spec.get("step", 1))
+            values[key] = trial.suggest_int(
+                key,
+                int(spec["low"]),
+                int(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=spec.get("step", 1),
+            )
         else:
             values[key] = trial.suggest_categorical(key, list(spec["choices"]))
     return values
@@ -185,10 +195,20 @@ class TuneResult:
     n_trials: int
 
 
-def tune(config: str | Path | None, method: str, trials: int, out: str | Path,
-         storage: str | None = None, timeout: float | None = None, seed: int = 0,
-         overrides: list[str] | None = None, space_overrides: SpaceSpec | None = None,
-         study_name: str | None = None, pruner: Any = None, log=print) -> TuneResult:
+def tune(
+    config: str | Path | None,
+    method: str,
+    trials: int,
+    out: str | Path,
+    storage: str | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    space_overrides: SpaceSpec | None = None,
+    study_name: str | None = None,
+    pruner: Any = None,
+    log=print,
+) -> TuneResult:
     """Search ``method``'s settings on ``config``; write ``best.yaml`` and ``trials.csv`` to ``out``.
 
     ``trials`` is the study's total of finished (complete or pruned) trials: running the same
@@ -212,11 +232,15 @@ def tune(config: str | Path | None, method: str, trials: int, out: str | Path,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if pruner is None:
         # validation scores of the zero-filled warm-up epochs say little about the method
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3,
-                                             n_warmup_steps=cfg.train.warmup_epochs + 1)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.train.warmup_epochs + 1)
     study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+    )
     dataset = load_dataset(cfg.data)
     epochs = cfg.train.epochs
 
@@ -229,27 +253,33 @@ def tune(config: str | Path | None, method: str, trials: int, out: str | Path,
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        results = run_experiment(trial_cfg, None, dataset=dataset, log=lambda *a, **k: None,
-                                 on_epoch=report)
+        results = run_experiment(trial_cfg, None, dataset=dataset, log=lambda *a, **k: None, on_epoch=report)
         return float(results["val"][metric]["mean"])
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < trials:
-        study.optimize(objective, timeout=timeout, catch=(TrainingDivergedError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
-                       n_trials=None if timeout is not None else trials - done)
+        study.optimize(
+            objective,
+            timeout=timeout,
+            catch=(TrainingDivergedError,),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
+            n_trials=None if timeout is not None else trials - done,
+        )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"tune: no trial of study {name!r} completed (see {out / 'trials.csv'})")
     best = study.best_trial
+    assert best.value is not None  # the best trial is a completed one
     best_cfg = load_config(config, [*(overrides or []), f"method={method}"] + as_overrides(best.params))
     best_path = out / "best.yaml"
     save_config(best_cfg, best_path)
     table = study.trials_dataframe()
     trials_path = out / "trials.csv"
     table.to_csv(trials_path, index=False)
-    log(f"{name}: {len(complete)} complete, "
+    log(
+        f"{name}: {len(complete)} complete, "
         f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} pruned; best "
-        f"validation {metric} {100 * best.value:.2f} (trial {best.number})")
+        f"validation {metric} {100 * best.value:.2f} (trial {best.number})"
+    )
     return TuneResult(float(best.value), dict(best.params), best_path, trials_path, len(study.trials))

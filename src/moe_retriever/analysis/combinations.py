@@ -26,9 +26,11 @@ class CombinationCounts:
         return [int(v) for v in np.sum(list(self.counts.values()), axis=0)]
 
     def to_json(self) -> dict:
-        return {"combinations": self.names,
-                "counts": {k: dict(zip(self.names, v)) for k, v in self.counts.items()},
-                "total": dict(zip(self.names, self.totals))}
+        return {
+            "combinations": self.names,
+            "counts": {k: dict(zip(self.names, v, strict=True)) for k, v in self.counts.items()},
+            "total": dict(zip(self.names, self.totals, strict=True)),
+        }
 
 
 def combination_counts(splits: dict[str, MultimodalDataset]) -> CombinationCounts:
@@ -37,11 +39,14 @@ def combination_counts(splits: dict[str, MultimodalDataset]) -> CombinationCount
     names = first.modality_names
     n_codes = 1 << first.n_modalities
     per_split = {k: torch.bincount(ds.codes, minlength=n_codes) for k, ds in splits.items()}
-    total = sum(per_split.values())
+    total = torch.stack(list(per_split.values())).sum(dim=0)
     present = [c for c in range(n_codes) if int(total[c]) > 0]
     present.sort(key=lambda c: (-int(total[c]), combination_name(c, names)))
-    return CombinationCounts([combination_name(c, names) for c in present], present,
-                             {k: [int(v[c]) for c in present] for k, v in per_split.items()})
+    return CombinationCounts(
+        [combination_name(c, names) for c in present],
+        present,
+        {k: [int(v[c]) for c in present] for k, v in per_split.items()},
+    )
 
 
 def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -> Path:
@@ -51,11 +56,16 @@ def plot_combination_counts(result: CombinationCounts, path: Path, title: str) -
     for split, values in result.counts.items():
         ax.bar(x, values, bottom=bottom, label=split, color=SPLIT_COLORS.get(split))
         bottom += np.asarray(values)
-    for xi, total in zip(x, bottom):
+    for xi, total in zip(x.tolist(), bottom, strict=True):
         ax.text(xi, total, str(int(total)), ha="center", va="bottom", fontsize=8)
     long = len(result.names) > 8 or max(map(len, result.names), default=0) > 6
-    ax.set_xticks(x, labels=result.names, rotation=40 if long else 0, ha="right" if long else "center",
-                  rotation_mode="anchor")
+    ax.set_xticks(
+        x,
+        labels=result.names,
+        rotation=40 if long else 0,
+        ha="right" if long else "center",
+        rotation_mode="anchor",
+    )
     ax.set_xlabel("observed modality combination")
     ax.set_ylabel("samples")
     ax.set_title(title, fontsize=10)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,14 +69,20 @@ class MethodCost:
     def to_json(self) -> dict[str, Any]:
         def stats(v: list[float]) -> dict[str, float] | None:
             return {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} if v else None
-        return {"label": self.label, "method": self.method,
-                "train_epoch_seconds": stats(self.epoch_seconds),
-                "inference_seconds": stats(self.inference_seconds),
-                "flops_per_sample": self.flops_per_sample, "parameters": self.parameters,
-                "note": self.note}
+
+        return {
+            "label": self.label,
+            "method": self.method,
+            "train_epoch_seconds": stats(self.epoch_seconds),
+            "inference_seconds": stats(self.inference_seconds),
+            "flops_per_sample": self.flops_per_sample,
+            "parameters": self.parameters,
+            "note": self.note,
+        }
 
 
 # --------------------------------------------------------------------------- where costs come from
+
 
 def train_run_source(run_dir: Path, seed: int | None = None) -> CostSource:
     """A ``moe-retriever train`` run directory."""
@@ -119,8 +126,9 @@ def _same_data(a: ExperimentConfig, b: ExperimentConfig) -> bool:
     return to_dict(a.data) == to_dict(b.data)
 
 
-def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
-                 seed: int | None = None) -> list[CostSource]:
+def cost_sources(
+    paths: list[Path], like: ExperimentConfig | None = None, seed: int | None = None
+) -> list[CostSource]:
     """Sources from ``train`` run directories and ``compare`` output directories."""
     out: list[CostSource] = []
     for path in paths:
@@ -130,8 +138,10 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
         elif results.is_file() and "studies" in json.loads(results.read_text()):
             out.extend(comparison_sources(path, like))
         else:
-            raise InputNotFoundError(f"{path}: neither a `train` run directory (config.yaml, seed_*) "
-                                     f"nor a `compare` output directory (results.json with studies)")
+            raise InputNotFoundError(
+                f"{path}: neither a `train` run directory (config.yaml, seed_*) "
+                f"nor a `compare` output directory (results.json with studies)"
+            )
     labels = [s.label for s in out]
     for s in out:  # the same method from two places: tell them apart by directory
         if labels.count(s.label) > 1 and s.run_dir is not None:
@@ -140,6 +150,7 @@ def cost_sources(paths: list[Path], like: ExperimentConfig | None = None,
 
 
 # --------------------------------------------------------------------------- measuring
+
 
 @contextlib.contextmanager
 def exact_dispatch(model: torch.nn.Module) -> Iterator[None]:
@@ -171,7 +182,11 @@ def measure(src: CostSource, datasets: dict[str, MultimodalDataset], device: str
     if key not in datasets:
         datasets[key] = load_dataset(src.cfg.data)
     trained = src.run_dir is not None and src.seed in trained_seeds(src.run_dir)
-    run = load_run(src.run_dir, src.seed, device) if trained else _fresh_run(src, datasets[key], device)
+    run = (
+        load_run(src.run_dir, src.seed, device)
+        if trained and src.run_dir is not None
+        else _fresh_run(src, datasets[key], device)
+    )
     if run is None:
         cost.note = "fitted without the trainer: no FLOP or parameter count"
         return cost
@@ -199,6 +214,7 @@ def measure_all(sources: list[CostSource], device: str = "cpu") -> list[MethodCo
 
 # --------------------------------------------------------------------------- figure
 
+
 def _scale(values: list[float]) -> tuple[float, str]:
     top = max(values) if values else 0.0
     for factor, unit in ((1e9, "GFLOPs"), (1e6, "MFLOPs"), (1e3, "kFLOPs")):
@@ -216,18 +232,30 @@ def plot_efficiency(costs: list[MethodCost], path: Path) -> Path:
     def bars(ax, values, errors, title, ylabel, log=False):
         shown = [v if v is not None else 0.0 for v in values]
         ax.bar(x, shown, yerr=errors, color=colors, capsize=3)
-        for i, (xi, v) in enumerate(zip(x, values)):
+        for i, (xi, v) in enumerate(zip(x, values, strict=True)):
             if v is None:  # at the foot of the axis, which a log scale never reaches
-                ax.text(xi, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center",
-                        fontsize=8)
+                ax.text(xi, 0.02, "n/a", transform=ax.get_xaxis_transform(), ha="center", fontsize=8)
                 continue
             top = v + (errors[i] if errors is not None else 0.0)  # above the error bar
-            ax.annotate(f"{v:,.0f}" if v >= 1000 else f"{v:.3g}", (xi, top), xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                f"{v:,.0f}" if v >= 1000 else f"{v:.3g}",
+                (xi, top),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.margins(y=0.15)
         tilt = len(costs) > 2
-        ax.set_xticks(x, labels=labels, rotation=40 if tilt else 0, ha="right" if tilt else "center",
-                      rotation_mode="anchor", fontsize=8)
+        ax.set_xticks(
+            x,
+            labels=labels,
+            rotation=40 if tilt else 0,
+            ha="right" if tilt else "center",
+            rotation_mode="anchor",
+            fontsize=8,
+        )
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         if log and any(v for v in values if v):
@@ -239,11 +267,14 @@ def plot_efficiency(costs: list[MethodCost], path: Path) -> Path:
     train = [mean_std(c.epoch_seconds) for c in costs]
     bars(axes[0], [m for m, _ in train], [s for _, s in train], "training time per epoch", "seconds")
     infer = [mean_std(c.inference_seconds) for c in costs]
-    bars(axes[1], [m for m, _ in infer], [s for _, s in infer], "inference time per test epoch",
-         "seconds")
+    bars(axes[1], [m for m, _ in infer], [s for _, s in infer], "inference time per test epoch", "seconds")
     factor, unit = _scale([c.flops_per_sample or 0.0 for c in costs])
-    bars(axes[2], [c.flops_per_sample / factor if c.flops_per_sample is not None else None
-                   for c in costs], None, "FLOPs per test sample", unit)
-    bars(axes[3], [c.parameters for c in costs], None, "parameters (log scale)", "parameters",
-         log=True)
+    bars(
+        axes[2],
+        [c.flops_per_sample / factor if c.flops_per_sample is not None else None for c in costs],
+        None,
+        "FLOPs per test sample",
+        unit,
+    )
+    bars(axes[3], [c.parameters for c in costs], None, "parameters (log scale)", "parameters", log=True)
     return save(fig, path)

@@ -48,29 +48,35 @@ class ExpertUsage:
 
     def summary(self, top: int = 3) -> list[dict]:
         """Per combination: tokens, the most selected experts and the share per expert group."""
-        groups = sorted({e.rsplit("_", 1)[0] for e in self.experts},
-                        key=lambda g: (g == "Shared", g))
+        groups = sorted({e.rsplit("_", 1)[0] for e in self.experts}, key=lambda g: (g == "Shared", g))
         group_of = np.array([e.rsplit("_", 1)[0] for e in self.experts])
         ratio = self.by_combination
         out = []
         for i, name in enumerate(self.combinations):
             order = np.argsort(-ratio[i], kind="stable")[:top]
-            out.append({
-                "combination": name, "tokens": int(self.tokens[i]),
-                "intra_tokens": int(self.intra_tokens[i]),
-                "top_experts": [(self.experts[e], round(float(ratio[i, e]), 4)) for e in order],
-                "group_share": {g: round(float(ratio[i, group_of == g].sum()), 4) for g in groups},
-            })
+            out.append(
+                {
+                    "combination": name,
+                    "tokens": int(self.tokens[i]),
+                    "intra_tokens": int(self.intra_tokens[i]),
+                    "top_experts": [(self.experts[e], round(float(ratio[i, e]), 4)) for e in order],
+                    "group_share": {g: round(float(ratio[i, group_of == g].sum()), 4) for g in groups},
+                }
+            )
         return out
 
     def to_json(self) -> dict:
-        return {"definition": "selection counts of routed tokens by the observed combination of "
-                              "the sample each token comes from",
-                "combinations": self.combinations, "experts": self.experts,
-                "selections": self.selections.astype(int).tolist(),
-                "tokens": self.tokens.astype(int).tolist(),
-                "intra_tokens": self.intra_tokens.astype(int).tolist(),
-                "fallback_tokens": self.fallback_tokens, "summary": self.summary()}
+        return {
+            "definition": "selection counts of routed tokens by the observed combination of "
+            "the sample each token comes from",
+            "combinations": self.combinations,
+            "experts": self.experts,
+            "selections": self.selections.astype(int).tolist(),
+            "tokens": self.tokens.astype(int).tolist(),
+            "intra_tokens": self.intra_tokens.astype(int).tolist(),
+            "fallback_tokens": self.fallback_tokens,
+            "summary": self.summary(),
+        }
 
 
 def expert_usage(retrieval: Retrieval) -> ExpertUsage:
@@ -90,9 +96,15 @@ def expert_usage(retrieval: Retrieval) -> ExpertUsage:
     intra = np.bincount(row, weights=is_intra, minlength=len(present))
     order = np.lexsort((present, -tokens))
     names = retrieval.modality_names
-    return ExpertUsage([combination_name(int(c), names) for c in present[order]],
-                       [int(c) for c in present[order]], list(retrieval.expert_names),
-                       selections[order], tokens[order], intra[order], int((~routed).sum()))
+    return ExpertUsage(
+        [combination_name(int(c), names) for c in present[order]],
+        [int(c) for c in present[order]],
+        list(retrieval.expert_names),
+        selections[order],
+        tokens[order],
+        intra[order],
+        int((~routed).sum()),
+    )
 
 
 def _size(usage: ExpertUsage) -> tuple[float, float]:
@@ -101,19 +113,34 @@ def _size(usage: ExpertUsage) -> tuple[float, float]:
 
 def plot_by_combination(usage: ExpertUsage, path: Path) -> Path:
     fig, (ax,) = figure(*_size(usage))
-    labels = [f"{c} ({n})" for c, n in zip(usage.combinations, usage.tokens)]
-    heatmap(ax, usage.by_combination, labels, usage.experts,
-            "Expert selection ratio per input combination (rows sum to 1)",
-            "share of the combination's selections", cmap="Blues", vmin=0,
-            xlabel="expert", ylabel="input combination (tokens)")
+    labels = [f"{c} ({n})" for c, n in zip(usage.combinations, usage.tokens, strict=True)]
+    heatmap(
+        ax,
+        usage.by_combination,
+        labels,
+        usage.experts,
+        "Expert selection ratio per input combination (rows sum to 1)",
+        "share of the combination's selections",
+        cmap="Blues",
+        vmin=0,
+        xlabel="expert",
+        ylabel="input combination (tokens)",
+    )
     return save(fig, path)
 
 
 def plot_by_expert(usage: ExpertUsage, path: Path) -> Path:
     fig, (ax,) = figure(*_size(usage))
-    heatmap(ax, usage.by_expert, usage.combinations, usage.experts,
-            "Input combinations each expert selected (columns sum to 1)",
-            "share of the expert's selections", cmap="Oranges", vmin=0,
-            xlabel="expert", ylabel="input combination")
+    heatmap(
+        ax,
+        usage.by_expert,
+        usage.combinations,
+        usage.experts,
+        "Input combinations each expert selected (columns sum to 1)",
+        "share of the expert's selections",
+        cmap="Oranges",
+        vmin=0,
+        xlabel="expert",
+        ylabel="input combination",
+    )
     return save(fig, path)
-

@@ -36,8 +36,12 @@ class GradientConflict:
     samples: int
 
     def to_json(self) -> dict:
-        return {"label": self.label, "modalities": self.modalities, "samples": self.samples,
-                "cosine": np.round(self.cosine, 4).tolist()}
+        return {
+            "label": self.label,
+            "modalities": self.modalities,
+            "samples": self.samples,
+            "cosine": np.round(self.cosine, 4).tolist(),
+        }
 
 
 def gradient_conflict(run: TrainedRun, dataset: MultimodalDataset, label: str) -> GradientConflict:
@@ -57,8 +61,9 @@ def gradient_conflict(run: TrainedRun, dataset: MultimodalDataset, label: str) -
                 fused_input = captured[-1]
                 captured.clear()
                 if fused_input.dim() != 3 or fused_input.shape[1] != m or not fused_input.requires_grad:
-                    raise UsageError(f"{label}: the fusion input is not a (batch, {m}, d) tensor "
-                                     f"of modality embeddings")
+                    raise UsageError(
+                        f"{label}: the fusion input is not a (batch, {m}, d) tensor of modality embeddings"
+                    )
                 labels = batch.labels[rows.cpu()].to(out.logits.device)
                 known = labels >= 0  # samples whose class training knows
                 if not bool(known.any()):
@@ -79,9 +84,20 @@ def plot_gradient_conflict(results: list[GradientConflict], path: Path) -> Path:
     n = len(results)
     m = len(results[0].modalities)
     fig, axes = figure(max(4.2, (1.0 + 0.55 * m) * n + 1.2 * n), 0.55 * m + 1.8, ncols=n)
-    for ax, res in zip(axes, results):
+    for ax, res in zip(axes, results, strict=True):
         letters = modality_letters(res.modalities)
-        heatmap(ax, res.cosine, letters, letters, f"{res.label} ({res.samples} samples)",
-                "cosine similarity", cmap="coolwarm", vmin=-1, vmax=1, annotate=m <= 10,
-                xlabel="modality", ylabel="modality")
+        heatmap(
+            ax,
+            res.cosine,
+            letters,
+            letters,
+            f"{res.label} ({res.samples} samples)",
+            "cosine similarity",
+            cmap="coolwarm",
+            vmin=-1,
+            vmax=1,
+            annotate=m <= 10,
+            xlabel="modality",
+            ylabel="modality",
+        )
     return save(fig, path)

@@ -24,17 +24,29 @@ def figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Ax
     return fig, list(axes[0])
 
 
-def heatmap(ax: Axes, matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
-            title: str, colorbar: str, cmap: str = "viridis", vmin: float | None = None,
-            vmax: float | None = None, annotate: bool = False, xlabel: str = "",
-            ylabel: str = "") -> None:
+def heatmap(
+    ax: Axes,
+    matrix: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str,
+    colorbar: str,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool = False,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> None:
     """A labelled heatmap; ``annotate`` writes each value in its cell (for small matrices)."""
-    image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                      interpolation="nearest")
-    ax.set_xticks(range(len(col_labels)), labels=list(col_labels), rotation=90 if len(col_labels) > 8 else 0,
-                  fontsize=8 if len(col_labels) > 16 else 9)
-    ax.set_yticks(range(len(row_labels)), labels=list(row_labels),
-                  fontsize=8 if len(row_labels) > 16 else 9)
+    image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks(
+        range(len(col_labels)),
+        labels=list(col_labels),
+        rotation=90 if len(col_labels) > 8 else 0,
+        fontsize=8 if len(col_labels) > 16 else 9,
+    )
+    ax.set_yticks(range(len(row_labels)), labels=list(row_labels), fontsize=8 if len(row_labels) > 16 else 9)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -47,22 +59,32 @@ def heatmap(ax: Axes, matrix: np.ndarray, row_labels: Sequence[str], col_labels:
                 if np.isfinite(value):
                     r, g, b, _ = image.cmap(image.norm(value))
                     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # perceived luminance
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if dark else "black",
+                    )
 
 
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     # the temporary file's name does not end in the format, so it is passed explicitly
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI,
-                                               facecolor="white"))
+    atomic_write(
+        path,
+        lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI, facecolor="white"),
+    )
     plt.close(fig)
     return path
 
 
-def critical_difference_png(avg_ranks: dict[str, float], cd: float, path: Path, title: str,
-                            cliques: Sequence[Sequence[str]] = ()) -> Path:
+def critical_difference_png(
+    avg_ranks: dict[str, float], cd: float, path: Path, title: str, cliques: Sequence[Sequence[str]] = ()
+) -> Path:
     """Demšar's critical-difference diagram: methods placed on an average-rank axis (1 = best, on
     the left), the CD as a scale bar, and a thick bar under each group of methods that cannot be
     told apart (``cliques``: lists of method names, from ``statistics.rank_cliques``)."""
@@ -76,9 +98,9 @@ def critical_difference_png(avg_ranks: dict[str, float], cd: float, path: Path, 
     ax.set_ylim(-depth, 1.1)
     ax.axis("off")
     ax.plot([lo, hi], [0, 0], color="black", lw=1)
-    for r in range(lo, hi + 1):
-        ax.plot([r, r], [0, 0.08], color="black", lw=1)
-        ax.text(r, 0.14, str(r), ha="center", va="bottom", fontsize=9)
+    for tick in range(lo, hi + 1):
+        ax.plot([tick, tick], [0, 0.08], color="black", lw=1)
+        ax.text(tick, 0.14, str(tick), ha="center", va="bottom", fontsize=9)
     ax.plot([lo, lo + cd], [0.7, 0.7], color="black", lw=1.5)
     for x in (lo, lo + cd):
         ax.plot([x, x], [0.64, 0.76], color="black", lw=1.5)
@@ -89,12 +111,12 @@ def critical_difference_png(avg_ranks: dict[str, float], cd: float, path: Path, 
         y = -0.25 - 0.18 * len(cliques) - 0.32 * (i if left else k - 1 - i)
         x_text = lo - 0.5 if left else hi + 0.5
         ax.plot([r, r, x_text], [0, y, y], color="0.25", lw=0.9)
-        ax.text(x_text, y + 0.04, f"{name} ({r:.2f})", ha="left" if left else "right",
-                va="bottom", fontsize=9)
+        ax.text(
+            x_text, y + 0.04, f"{name} ({r:.2f})", ha="left" if left else "right", va="bottom", fontsize=9
+        )
     for j, group in enumerate(cliques):
         ranks = [avg_ranks[n] for n in group]
         y = -0.12 - 0.18 * j
-        ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", lw=3.5,
-                solid_capstyle="butt")
+        ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", lw=3.5, solid_capstyle="butt")
     ax.set_title(title, fontsize=10)
     return save(fig, path)

@@ -74,10 +74,16 @@ def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) ->
     return {"train": data.train, "val": data.val, "test": data.test}[split]
 
 
-def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | None = None,
-                split: str = "all", compare: list[str | Path] | None = None,
-                tsne_combination: str | None = None, device: str = "cpu",
-                log: Callable[[str], None] = print) -> Report:
+def analyze_run(
+    run_dir: str | Path,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    split: str = "all",
+    compare: list[str | Path] | None = None,
+    tsne_combination: str | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> Report:
     """Run every analysis on one seed of ``run_dir`` (default: the best by validation score).
 
     ``compare``: further ``train`` run directories or a ``compare`` output directory whose
@@ -88,17 +94,34 @@ def analyze_run(run_dir: str | Path, seed: int | None = None, out: str | Path | 
     out_dir = Path(out) if out is not None else run_dir / "analysis"
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(run.cfg.data)
-    inputs = AnalysisInputs(run, run_dir, dataset, run.seed_data(dataset),
-                            analysed_samples(run, dataset, split), split, out_dir, device,
-                            [run_dir] + [Path(p) for p in compare or []])
-    log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: "
-        f"{len(inputs.samples)})")
-    sections = [combinations_section(inputs), expert_usage_section(inputs), efficiency_section(inputs),
-                gradient_conflict_section(inputs), tsne_section(inputs, tsne_combination),
-                retrieval_value_section(inputs)]
+    inputs = AnalysisInputs(
+        run,
+        run_dir,
+        dataset,
+        run.seed_data(dataset),
+        analysed_samples(run, dataset, split),
+        split,
+        out_dir,
+        device,
+        [run_dir] + [Path(p) for p in compare or []],
+    )
+    log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: {len(inputs.samples)})")
+    sections = [
+        combinations_section(inputs),
+        expert_usage_section(inputs),
+        efficiency_section(inputs),
+        gradient_conflict_section(inputs),
+        tsne_section(inputs, tsne_combination),
+        retrieval_value_section(inputs),
+    ]
     present = [s for s in sections if s is not None]
-    record: dict[str, Any] = {"run": str(run_dir), "method": run.method, "seed": run.seed,
-                              "dataset": dataset.name, "split": split}
+    record: dict[str, Any] = {
+        "run": str(run_dir),
+        "method": run.method,
+        "seed": run.seed,
+        "dataset": dataset.name,
+        "split": split,
+    }
     for section in present:
         record.update(section.data)
     atomic_write_text(out_dir / "analysis.json", json.dumps(record, indent=2, default=_json_default))
@@ -112,13 +135,18 @@ def combinations_section(a: AnalysisInputs) -> Section:
     """Fig. 3a: samples per observed modality combination, stacked by split."""
     run = a.run
     counts = combination_counts({"train": a.data.train, "val": a.data.val, "test": a.data.test})
-    path = plot_combination_counts(counts, a.out_dir / "combinations.png",
-                                   f"{a.dataset.name}: samples per observed combination (seed {run.seed})")
+    path = plot_combination_counts(
+        counts,
+        a.out_dir / "combinations.png",
+        f"{a.dataset.name}: samples per observed combination (seed {run.seed})",
+    )
     return Section(
         "Modality combinations (Fig. 3a)",
         f"Samples per observed modality combination under seed {run.seed}'s missingness "
-        f"({_missing_text(run)}), stacked by split." + _letters_text(run.modality_names), [path],
-        data={"combinations": counts.to_json()})
+        f"({_missing_text(run)}), stacked by split." + _letters_text(run.modality_names),
+        [path],
+        data={"combinations": counts.to_json()},
+    )
 
 
 def expert_usage_section(a: AnalysisInputs) -> Section:
@@ -126,11 +154,14 @@ def expert_usage_section(a: AnalysisInputs) -> Section:
     run = a.run
     title = "Expert selection per input combination (Fig. 3b, 3c)"
     if not run.retrieves:
-        return Section(title, f"Not available: method {run.method!r} does not route tokens "
-                              f"through the MoE retriever.")
+        return Section(
+            title, f"Not available: method {run.method!r} does not route tokens through the MoE retriever."
+        )
     usage = expert_usage(run.retrieve(a.samples, standardized=True))
-    paths = [plot_by_combination(usage, a.out_dir / "expert_usage_by_combination.png"),
-             plot_by_expert(usage, a.out_dir / "expert_usage_by_expert.png")]
+    paths = [
+        plot_by_combination(usage, a.out_dir / "expert_usage_by_combination.png"),
+        plot_by_expert(usage, a.out_dir / "expert_usage_by_expert.png"),
+    ]
     return Section(
         title,
         f"Router selections of the retriever's context tokens over {_samples_text(a.split)} "
@@ -141,9 +172,15 @@ def expert_usage_section(a: AnalysisInputs) -> Section:
         f"(rows sum to 1); bottom: share of each expert's selections per combination "
         f"(columns sum to 1). Experts <letter>_i belong to the pool of the missing modality "
         f"being retrieved; Shared_i serve every target."
-        + (f" {usage.fallback_tokens} fallback tokens (no bank sample with the target) are "
-           f"not shown." if usage.fallback_tokens else ""),
-        paths, _usage_table(usage), data={"expert_usage": usage.to_json()})
+        + (
+            f" {usage.fallback_tokens} fallback tokens (no bank sample with the target) are not shown."
+            if usage.fallback_tokens
+            else ""
+        ),
+        paths,
+        _usage_table(usage),
+        data={"expert_usage": usage.to_json()},
+    )
 
 
 def efficiency_section(a: AnalysisInputs) -> Section:
@@ -156,8 +193,11 @@ def efficiency_section(a: AnalysisInputs) -> Section:
         "records), inference seconds per pass over the test split (mean ± std of "
         f"{TIMING_REPEATS} timings on {a.run.device}), FLOPs per test sample "
         "(torch.utils.flop_counter; sparse layers count only the experts a token was routed to) "
-        "and parameter counts.", [path], _cost_table(costs),
-        data={"efficiency": [c.to_json() for c in costs]})
+        "and parameter counts.",
+        [path],
+        _cost_table(costs),
+        data={"efficiency": [c.to_json() for c in costs]},
+    )
 
 
 def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
@@ -166,11 +206,15 @@ def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
     run = a.run
     conflicts, notes = [], []
     for source in a.sources:
-        if not (source / "config.yaml").is_file() or not (any(source.glob("seed_*"))
-                                                            or any(source.glob("fold_s*"))):
+        if not (source / "config.yaml").is_file() or not (
+            any(source.glob("seed_*")) or any(source.glob("fold_s*"))
+        ):
             continue  # compare outputs keep no trained weights
-        other = run if source == a.run_dir else load_run(
-            source, run.seed if run.seed in trained_seeds(source) else None, a.device)
+        other = (
+            run
+            if source == a.run_dir
+            else load_run(source, run.seed if run.seed in trained_seeds(source) else None, a.device)
+        )
         label = other.method if source == a.run_dir or other.method != run.method else source.name
         try:
             conflicts.append(gradient_conflict(other, other.seed_data(a.dataset).test, label))
@@ -185,7 +229,9 @@ def gradient_conflict_section(a: AnalysisInputs) -> Section | None:
         "embedding entering fusion (observed, or retrieved when missing) and L the sample's "
         "cross-entropy. Positive: the loss moves both modalities' representations the same "
         "way; negative: they conflict." + (" Skipped: " + "; ".join(notes) if notes else ""),
-        [path], data={"gradient_conflict": [c.to_json() for c in conflicts]})
+        [path],
+        data={"gradient_conflict": [c.to_json() for c in conflicts]},
+    )
 
 
 def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section | None:
@@ -195,8 +241,9 @@ def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section |
     if getattr(run.model, "retriever", None) is None:
         return None
     title = "Sample embeddings before and after retrieval (Fig. 6)"
-    code = (_combination_code(combination, run.modality_names) if combination
-            else choose_combination(a.samples))
+    code = (
+        _combination_code(combination, run.modality_names) if combination else choose_combination(a.samples)
+    )
     if code is None:
         return Section(title, "Not available: no incomplete combination has enough samples.")
     emb = embedding_map(run, a.samples, code)
@@ -208,8 +255,10 @@ def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section |
         f"left with the missing "
         f"embeddings zero-filled, right with them retrieved. Silhouette of the labels in "
         f"the embedding space: {emb.silhouette_before:.3f} before, "
-        f"{emb.silhouette_after:.3f} after (higher: tighter classes).", [path],
-        data={"tsne": emb.to_json()})
+        f"{emb.silhouette_after:.3f} after (higher: tighter classes).",
+        [path],
+        data={"tsne": emb.to_json()},
+    )
 
 
 def retrieval_value_section(a: AnalysisInputs) -> Section:
@@ -218,15 +267,17 @@ def retrieval_value_section(a: AnalysisInputs) -> Section:
     true embedding."""
     run, title = a.run, "Value of retrieval"
     if getattr(run.model, "retriever", None) is None:
-        return Section(title, f"Not available: method {run.method!r} does not retrieve missing "
-                              f"embeddings.")
+        return Section(title, f"Not available: method {run.method!r} does not retrieve missing embeddings.")
     value = value_of_retrieval(run, a.data.test)
     path = plot_retrieval_value(value, a.out_dir / "retrieval_value.png")
     n_modalities = len(run.modality_names)
-    masked = (f": the {value.samples['masked'] // n_modalities} complete test samples, each once "
-              "per modality with that modality hidden, where `true` puts the hidden modality's "
-              "own embedding back (the unmasked model)." if "masked" in value.samples else
-              ": not available, the test split has no complete sample.")
+    masked = (
+        f": the {value.samples['masked'] // n_modalities} complete test samples, each once "
+        "per modality with that modality hidden, where `true` puts the hidden modality's "
+        "own embedding back (the unmasked model)."
+        if "masked" in value.samples
+        else ": not available, the test split has no complete sample."
+    )
     cosine = ", ".join(f"{k} {v:.3f}" for k, v in value.cosine_to_true.items()) or "n/a"
     return Section(
         title,
@@ -236,7 +287,10 @@ def retrieval_value_section(a: AnalysisInputs) -> Section:
         "supporting group; everything else is the trained model. Left: the test samples "
         f"with their own missingness. Right{masked} Mean cosine similarity to the true "
         f"embedding: {cosine}.",
-        [path], _value_table(value), data={"retrieval_value": value.to_json()})
+        [path],
+        _value_table(value),
+        data={"retrieval_value": value.to_json()},
+    )
 
 
 def _samples_text(split: str) -> str:
@@ -253,6 +307,7 @@ def _letters_text(names: list[str]) -> str:
 def _missing_text(run: TrainedRun) -> str:
     def text(mis) -> str:
         return f"{mis.kind}, p = {mis.p}" if mis.kind not in ("natural", "none", "patterns") else mis.kind
+
     shift = run.cfg.data.missing_test
     return text(run.cfg.data.missing) + (f"; validation and test: {text(shift)}" if shift else "")
 
@@ -261,16 +316,23 @@ def _combination_code(text: str, names: list[str]) -> int:
     for code in range(1, 1 << len(names)):
         if combination_name(code, names) == text:
             return code
-    raise UsageError(f"unknown combination {text!r}; e.g. "
-                     f"{[combination_name(c, names) for c in range(1, min(1 << len(names), 6))]}")
+    raise UsageError(
+        f"unknown combination {text!r}; e.g. "
+        f"{[combination_name(c, names) for c in range(1, min(1 << len(names), 6))]}"
+    )
 
 
 def _usage_table(usage) -> list[list[str]]:
     rows = [["combination", "tokens (intra)", "most selected experts", "share per expert group"]]
     for s in usage.summary():
-        rows.append([s["combination"], f"{s['tokens']} ({s['intra_tokens']})",
-                     ", ".join(f"{e} {100 * r:.1f}%" for e, r in s["top_experts"]),
-                     ", ".join(f"{g} {100 * r:.0f}%" for g, r in s["group_share"].items() if r > 0)])
+        rows.append(
+            [
+                s["combination"],
+                f"{s['tokens']} ({s['intra_tokens']})",
+                ", ".join(f"{e} {100 * r:.1f}%" for e, r in s["top_experts"]),
+                ", ".join(f"{g} {100 * r:.0f}%" for g, r in s["group_share"].items() if r > 0),
+            ]
+        )
     return rows
 
 
@@ -278,12 +340,20 @@ def _value_table(value) -> list[list[str]]:
     rows = [["samples", "fill", "accuracy", "macro-F1", "AUROC", "AUPRC"]]
     for name, variants in value.metrics.items():
         for v, m in variants.items():
-            ci = {k: f" [{100 * m[k + '_ci'][0]:.1f}, {100 * m[k + '_ci'][1]:.1f}]"
-                  for k in ("accuracy", "macro_f1")}
-            rows.append([f"{name} (n = {value.samples[name]})", v,
-                         f"{100 * m['accuracy']:.2f}{ci['accuracy']}",
-                         f"{100 * m['macro_f1']:.2f}{ci['macro_f1']}",
-                         f"{100 * m['auroc']:.2f}", f"{100 * m['auprc']:.2f}"])
+            ci = {
+                k: f" [{100 * m[k + '_ci'][0]:.1f}, {100 * m[k + '_ci'][1]:.1f}]"
+                for k in ("accuracy", "macro_f1")
+            }
+            rows.append(
+                [
+                    f"{name} (n = {value.samples[name]})",
+                    v,
+                    f"{100 * m['accuracy']:.2f}{ci['accuracy']}",
+                    f"{100 * m['macro_f1']:.2f}{ci['macro_f1']}",
+                    f"{100 * m['auroc']:.2f}",
+                    f"{100 * m['auprc']:.2f}",
+                ]
+            )
     return rows
 
 
@@ -294,11 +364,19 @@ def _cost_table(costs) -> list[list[str]]:
         mean = sum(v) / len(v)
         std = math.sqrt(sum((x - mean) ** 2 for x in v) / len(v))
         return f"{mean:.3f} ± {std:.3f}"
+
     rows = [["method", "train s/epoch", "inference s/test epoch", "FLOPs/sample", "parameters", "note"]]
     for c in costs:
-        rows.append([c.label, ms(c.epoch_seconds), ms(c.inference_seconds),
-                     f"{c.flops_per_sample:.3g}" if c.flops_per_sample is not None else "n/a",
-                     f"{c.parameters:,}" if c.parameters is not None else "n/a", c.note])
+        rows.append(
+            [
+                c.label,
+                ms(c.epoch_seconds),
+                ms(c.inference_seconds),
+                f"{c.flops_per_sample:.3g}" if c.flops_per_sample is not None else "n/a",
+                f"{c.parameters:,}" if c.parameters is not None else "n/a",
+                c.note,
+            ]
+        )
     return rows
 
 
@@ -325,19 +403,26 @@ th { background: #f3f3f3; }
 def render_html(run: TrainedRun, sections: list[Section], record: dict[str, Any]) -> str:
     esc = html.escape
     metrics = _seed_metrics(run)
-    head = (f"Method <b>{esc(run.method)}</b> on <b>{esc(str(record['dataset']))}</b>, seed "
-            f"{run.seed} of the run {esc(str(record['run']))}; modalities "
-            f"{esc(', '.join(run.modality_names))}; classes {esc(', '.join(run.class_names))}.")
+    head = (
+        f"Method <b>{esc(run.method)}</b> on <b>{esc(str(record['dataset']))}</b>, seed "
+        f"{run.seed} of the run {esc(str(record['run']))}; modalities "
+        f"{esc(', '.join(run.modality_names))}; classes {esc(', '.join(run.class_names))}."
+    )
     if metrics:
-        head += " Test split of this seed: " + ", ".join(
-            f"{k} {100 * v:.2f}%" for k, v in metrics.items()) + "."
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-             f"<title>MoE-Retriever analysis: {esc(run.method)}</title>",
-             f"<style>{_STYLE}</style></head><body>",
-             "<h1>MoE-Retriever analysis</h1>", f"<p>{head}</p>",
-             f"<p class='caption'>Generated {datetime.date.today().isoformat()} by "
-             f"<code>moe-retriever analyze</code>; the numbers behind every figure are in "
-             f"analysis.json next to this file.</p>"]
+        head += (
+            " Test split of this seed: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items()) + "."
+        )
+    parts = [
+        "<!DOCTYPE html>",
+        "<html><head><meta charset='utf-8'>",
+        f"<title>MoE-Retriever analysis: {esc(run.method)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>MoE-Retriever analysis</h1>",
+        f"<p>{head}</p>",
+        f"<p class='caption'>Generated {datetime.date.today().isoformat()} by "
+        f"<code>moe-retriever analyze</code>; the numbers behind every figure are in "
+        f"analysis.json next to this file.</p>",
+    ]
     for section in sections:
         parts.append(f"<h2>{esc(section.title)}</h2>")
         for image in section.images:

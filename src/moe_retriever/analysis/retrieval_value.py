@@ -27,13 +27,19 @@ from torch import Tensor
 
 from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch, MultimodalDataset
+from ..models.classifier import MultimodalClassifier
 from ..training.metrics import classification_metrics
 from .plotting import figure, save
 
 FILLS = ("retrieved", "zeros", "train_mean", "random_member")
 BOOTSTRAP = 1000
-VARIANT_COLORS = {"retrieved": "#4C72B0", "zeros": "#C44E52", "train_mean": "#DD8452",
-                  "random_member": "#8172B3", "true": "#55A868"}
+VARIANT_COLORS = {
+    "retrieved": "#4C72B0",
+    "zeros": "#C44E52",
+    "train_mean": "#DD8452",
+    "random_member": "#8172B3",
+    "true": "#55A868",
+}
 
 
 @dataclass
@@ -45,17 +51,22 @@ class RetrievalValue:
     cosine_to_true: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "samples": self.samples, "cosine_to_true": self.cosine_to_true,
-                "bootstrap_resamples": BOOTSTRAP}
+        return {
+            "metrics": self.metrics,
+            "samples": self.samples,
+            "cosine_to_true": self.cosine_to_true,
+            "bootstrap_resamples": BOOTSTRAP,
+        }
 
 
-def _embed_all(model: torch.nn.Module, batch: Batch, size: int) -> Tensor:
+def _embed_all(model: MultimodalClassifier, batch: Batch, size: int) -> Tensor:
     """(N, M, d) encoder embeddings of a batch, in chunks of ``size``; zeros where unobserved."""
     device = batch.observed.device
-    parts = [model.encode(batch.select(torch.arange(s, min(s + size, len(batch)), device=device)))
-             for s in range(0, len(batch), size)]
-    return torch.cat(parts) if parts else torch.zeros(0, model.n_modalities, model.cfg.hidden,
-                                                      device=device)
+    parts = [
+        model.encode(batch.select(torch.arange(s, min(s + size, len(batch)), device=device)))
+        for s in range(0, len(batch), size)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, model.n_modalities, model.cfg.hidden, device=device)
 
 
 @torch.no_grad()
@@ -68,12 +79,14 @@ def train_mean_embeddings(run) -> Tensor:
     return (emb * obs).sum(0) / obs.sum(0).clamp(min=1)
 
 
-def _fill(run, emb: Tensor, observed: Tensor, variant: str, mean: Tensor,
-          generator: torch.Generator) -> Tensor:
+def _fill(
+    run, emb: Tensor, observed: Tensor, variant: str, mean: Tensor | None, generator: torch.Generator
+) -> Tensor:
     pair_b, pair_t = (~observed).nonzero(as_tuple=True)
     if variant == "zeros" or pair_b.numel() == 0:
         return emb
     if variant == "train_mean":
+        assert mean is not None, "the train_mean fill needs the mean embeddings"
         return emb.index_put((pair_b, pair_t), mean[pair_t])
     # one member of G(T | mc), encoded by the T encoder (zeros when no bank sample has T)
     codes = observed_to_codes(observed)[pair_b]
@@ -83,8 +96,9 @@ def _fill(run, emb: Tensor, observed: Tensor, variant: str, mean: Tensor,
 
 
 @torch.no_grad()
-def fill_probabilities(run, dataset: MultimodalDataset, variant: str, mean: Tensor | None = None,
-                       true_emb: Tensor | None = None) -> np.ndarray:
+def fill_probabilities(
+    run, dataset: MultimodalDataset, variant: str, mean: Tensor | None = None, true_emb: Tensor | None = None
+) -> np.ndarray:
     """(N, C) class probabilities of standardised ``dataset`` with the missing embeddings filled
     by ``variant`` (one of FILLS, or ``true`` with ``true_emb`` from :func:`true_embeddings`)."""
     model, size = run.model, run.cfg.train.eval_batch_size
@@ -101,6 +115,7 @@ def fill_probabilities(run, dataset: MultimodalDataset, variant: str, mean: Tens
         idx = torch.arange(s, min(s + size, len(batch)), device=run.device)
         part = batch.select(idx)
         if variant == "true":
+            assert true_emb is not None, 'the "true" variant needs true_emb'
             emb, observed = true_emb[idx], torch.ones_like(part.observed)
         else:
             emb, observed = model.encode(part), part.observed
@@ -110,8 +125,9 @@ def fill_probabilities(run, dataset: MultimodalDataset, variant: str, mean: Tens
     return torch.cat(out).numpy()
 
 
-def _with_ci(probs: np.ndarray, labels: np.ndarray, n_classes: int, seed: int,
-             group: int = 1) -> dict[str, Any]:
+def _with_ci(
+    probs: np.ndarray, labels: np.ndarray, n_classes: int, seed: int, group: int = 1
+) -> dict[str, Any]:
     """The metrics, plus percentile 95% intervals of accuracy and macro-F1 over BOOTSTRAP
     resamples of the samples (macro-F1 as in classification_metrics: every class, 0 for a class
     with no true or predicted sample). ``group``: consecutive rows that come from one sample
@@ -142,11 +158,20 @@ def masked_complete(test: MultimodalDataset) -> MultimodalDataset | None:
     hidden = torch.arange(m).repeat(complete.numel())
     observed = torch.ones(len(rows), m, dtype=torch.bool)
     observed[torch.arange(len(rows)), hidden] = False
-    ids = [f"{test.ids[i]}#{test.modality_names[h]}" for i, h in zip(rows.tolist(), hidden.tolist())]
+    ids = [
+        f"{test.ids[i]}#{test.modality_names[h]}" for i, h in zip(rows.tolist(), hidden.tolist(), strict=True)
+    ]
     return MultimodalDataset(
-        test.modalities, {k: v[rows] for k, v in test.features.items()}, observed, test.labels[rows],
-        ids, test.class_names, test.name, {k: v[rows] for k, v in test.lengths.items()},
-        require_every_modality=False)
+        test.modalities,
+        {k: v[rows] for k, v in test.features.items()},
+        observed,
+        test.labels[rows],
+        ids,
+        test.class_names,
+        test.name,
+        {k: v[rows] for k, v in test.lengths.items()},
+        require_every_modality=False,
+    )
 
 
 @torch.no_grad()
@@ -156,7 +181,8 @@ def true_embeddings(run, test: MultimodalDataset) -> Tensor:
     run.model.eval()
     batch = run.to_batch(complete, standardized=True).to(run.device)
     return _embed_all(run.model, batch, run.cfg.train.eval_batch_size).repeat_interleave(
-        test.n_modalities, dim=0)
+        test.n_modalities, dim=0
+    )
 
 
 def value_of_retrieval(run, test: MultimodalDataset) -> RetrievalValue:
@@ -166,19 +192,23 @@ def value_of_retrieval(run, test: MultimodalDataset) -> RetrievalValue:
     mean = train_mean_embeddings(run)
     n_classes = len(run.class_names)
     metrics, samples, cosine = {}, {}, {}
-    sets = {"test": (test, None)}
+    sets: dict[str, tuple[MultimodalDataset, Tensor | None]] = {"test": (test, None)}
     masked = masked_complete(test)
+    truth = None
     if masked is not None:
-        sets["masked"] = (masked, true_embeddings(run, test))
+        truth = true_embeddings(run, test)
+        sets["masked"] = (masked, truth)
     for name, (ds, true_emb) in sets.items():
         labels = ds.labels.numpy()
         variants = FILLS + (("true",) if true_emb is not None else ())
         group = test.n_modalities if name == "masked" else 1
-        metrics[name] = {v: _with_ci(fill_probabilities(run, ds, v, mean, true_emb), labels, n_classes,
-                                     run.seed, group) for v in variants}
+        metrics[name] = {
+            v: _with_ci(fill_probabilities(run, ds, v, mean, true_emb), labels, n_classes, run.seed, group)
+            for v in variants
+        }
         samples[name] = len(ds)
-    if masked is not None:
-        cosine = _cosine_to_true(run, masked, sets["masked"][1], mean)
+    if masked is not None and truth is not None:
+        cosine = _cosine_to_true(run, masked, truth, mean)
     return RetrievalValue(metrics, samples, cosine)
 
 
@@ -193,14 +223,16 @@ def _cosine_to_true(run, masked: MultimodalDataset, true_emb: Tensor, mean: Tens
     emb = run.model.encode(batch)
     for v in ("train_mean", "random_member"):
         fills[v] = _fill(run, emb, batch.observed, v, mean, generator)
-    return {v: float(torch.nn.functional.cosine_similarity(f[hidden_b, hidden_t], truth, dim=-1).mean())
-            for v, f in fills.items()}
+    return {
+        v: float(torch.nn.functional.cosine_similarity(f[hidden_b, hidden_t], truth, dim=-1).mean())
+        for v, f in fills.items()
+    }
 
 
 def plot_retrieval_value(result: RetrievalValue, path: Path, metric: str = "macro_f1") -> Path:
     sets = list(result.metrics)
     fig, axes = figure(4.2 * len(sets), 3.6, ncols=len(sets))
-    for ax, name in zip(axes, sets):
+    for ax, name in zip(axes, sets, strict=True):
         variants = list(result.metrics[name])
         values = [100 * result.metrics[name][v][metric] for v in variants]
         ci = np.array([[100 * c for c in result.metrics[name][v][f"{metric}_ci"]] for v in variants])
@@ -209,8 +241,11 @@ def plot_retrieval_value(result: RetrievalValue, path: Path, metric: str = "macr
         ax.bar(x, values, yerr=err, capsize=3, color=[VARIANT_COLORS[v] for v in variants])
         ax.set_xticks(x, labels=[v.replace("_", "\n") for v in variants], fontsize=8)
         ax.set_ylabel(f"test {metric} (%)")
-        title = ("test samples, own missingness" if name == "test"
-                 else "complete test samples, one modality hidden")
+        title = (
+            "test samples, own missingness"
+            if name == "test"
+            else "complete test samples, one modality hidden"
+        )
         ax.set_title(f"{title} (n = {result.samples[name]})", fontsize=9)
         low = min(c[0] for c in ci)
         ax.set_ylim(max(0.0, low - 10), min(100.0, max(c[1] for c in ci) + 5))

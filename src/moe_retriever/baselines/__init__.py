@@ -5,11 +5,35 @@ retrieval) and train with the shared Trainer; ``majority`` and ``hist_gbt`` are 
 (``fit_direct = True``). Method-specific settings live under ``model.method_options.<method>``.
 """
 
-from . import (fusemoe, flex_moe, hist_gbt, late_fusion, learned_token, m3care, majority, mean,
-               mmformer, modality_dropout, muse, shaspec)
+from . import (
+    flex_moe,
+    fusemoe,
+    hist_gbt,
+    late_fusion,
+    learned_token,
+    m3care,
+    majority,
+    mean,
+    mmformer,
+    modality_dropout,
+    muse,
+    shaspec,
+)
 from .common import BaselineClassifier, DirectMethod
 
 __all__ = [
-    "BaselineClassifier", "DirectMethod", "flex_moe", "fusemoe", "hist_gbt", "late_fusion",
-    "learned_token", "m3care", "majority", "mean", "mmformer", "modality_dropout", "muse", "shaspec",
+    "BaselineClassifier",
+    "DirectMethod",
+    "flex_moe",
+    "fusemoe",
+    "hist_gbt",
+    "late_fusion",
+    "learned_token",
+    "m3care",
+    "majority",
+    "mean",
+    "mmformer",
+    "modality_dropout",
+    "muse",
+    "shaspec",
 ]

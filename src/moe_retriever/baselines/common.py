@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -81,8 +81,14 @@ class BaselineClassifier(MultimodalClassifier):
         observed = self.training_mask(batch, generator) if self.training else batch.observed
         return self.encode(masked_batch(batch, observed)), observed
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         emb = self.fill(emb, observed)
         fused, losses = self.fuse(emb, observed)
@@ -120,8 +126,9 @@ class DirectMethod:
         self.modalities = list(modalities)
         self.n_classes = n_classes
 
-    def fit(self, train: MultimodalDataset, val: MultimodalDataset,
-            select_metric: str = "macro_f1") -> FitResult:  # pragma: no cover - interface
+    def fit(
+        self, train: MultimodalDataset, val: MultimodalDataset, select_metric: str = "macro_f1"
+    ) -> FitResult:  # pragma: no cover - interface
         raise NotImplementedError
 
     def predict_proba(self, dataset: MultimodalDataset) -> np.ndarray:  # pragma: no cover

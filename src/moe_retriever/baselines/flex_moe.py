@@ -51,31 +51,42 @@ class FlexMoE(BaselineClassifier):
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
         m, d = self.n_modalities, cfg.hidden
-        self.missing_bank = nn.Parameter(torch.randn(2 ** m, m, d) * 0.02)
+        self.missing_bank = nn.Parameter(torch.randn(2**m, m, d) * 0.02)
 
     def make_fusion(self, cfg: ModelConfig) -> SMoEFusion:
         # its own fusion: sparse Transformer layers with a noisy top-k router
         opt = self.options = method_options(cfg, self.method, FlexMoEOptions)
         m, d = self.n_modalities, cfg.hidden
-        n_combinations = 2 ** m - 1
+        n_combinations = 2**m - 1
         self.n_experts = n = max(opt.experts, n_combinations)
         terms = ("load_balance",) if opt.router_loss_weight > 0 else ()
 
         def make_moe() -> SparseMoE:
             router = TopKRouter(d, n, min(opt.top_k, n), opt.noisy_gating, softmax="after_topk")
-            return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
-                             dispatch=cfg.fusion.moe.dispatch, loss_terms=terms)
+            return SparseMoE(
+                [router],
+                FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
+                dispatch=cfg.fusion.moe.dispatch,
+                loss_terms=terms,
+            )
 
-        return sparse_fusion(m, d, cfg.fusion.heads, cfg.dropout, opt.layers, make_moe,
-                             loss_prefix=self.method)
+        return sparse_fusion(
+            m, d, cfg.fusion.heads, cfg.dropout, opt.layers, make_moe, loss_prefix=self.method
+        )
 
     @property
     def loss_weights(self) -> dict[str, float]:
         w = self.options.router_loss_weight
         return {**super().loss_weights, "flex_moe.load_balance": w, "flex_moe.router_ce": w}
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         observed = batch.observed
         codes = observed_to_codes(observed)
         emb = self.encode(batch)
@@ -86,11 +97,11 @@ class FlexMoE(BaselineClassifier):
         token_incomplete = (~observed.all(dim=1)).repeat_interleave(self.n_modalities)
         if self.options.router_loss_weight > 0 and bool(token_incomplete.any()):
             token_target = (codes - 1).repeat_interleave(self.n_modalities)[token_incomplete]
-            losses["flex_moe.router_ce"] = torch.stack([
-                F.cross_entropy(out.routes[0].logits[token_incomplete], token_target) for out in routed]).sum()
+            losses["flex_moe.router_ce"] = torch.stack(
+                [F.cross_entropy(out.routes[0].logits[token_incomplete], token_target) for out in routed]
+            ).sum()
         fused = self.fusion.pool(x)
         return ModelOutput(self.head(fused), losses, emb, fused)
 
     def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return upgrade_moe_fusion_keys(state)
-

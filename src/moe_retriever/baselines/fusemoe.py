@@ -44,12 +44,13 @@ class FuseMoE(BaselineClassifier):
 
         def make_moe() -> SparseMoE:
             router = LaplaceRouter(d, n, min(opt.top_k, n), opt.noisy_gating)
-            return SparseMoE([router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
-                             dispatch=cfg.fusion.moe.dispatch)
+            return SparseMoE(
+                [router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden), dispatch=cfg.fusion.moe.dispatch
+            )
 
-        return sparse_fusion(self.n_modalities, d, cfg.fusion.heads, cfg.dropout, opt.layers,
-                             make_moe, loss_prefix=self.method)
+        return sparse_fusion(
+            self.n_modalities, d, cfg.fusion.heads, cfg.dropout, opt.layers, make_moe, loss_prefix=self.method
+        )
 
     def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return upgrade_moe_fusion_keys(state)
-

@@ -71,35 +71,43 @@ class HistGBT(DirectMethod):
         self.options = method_options(cfg, self.method, HistGBTOptions)
         fixed = sorted(set(cfg.method_options.get(self.method) or {}) & set(GRID))
         if self.options.search and fixed:
-            raise ConfigError(f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
-                              "inner cross-validation; set search: false to fix them")
+            raise ConfigError(
+                f"model.method_options.hist_gbt: {fixed} are searched over {GRID} by "
+                "inner cross-validation; set search: false to fix them"
+            )
         self.best_iter = self.options.max_iter
         self.best_params: dict = {}
 
     def candidates(self) -> list[dict]:
         if not self.options.search:
             return [{k: getattr(self.options, k) for k in GRID}]
-        return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+        return [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
 
     def _classifier(self, params: dict, max_iter: int) -> HistGradientBoostingClassifier:
         # without early stopping or feature subsampling the fit is deterministic
         return HistGradientBoostingClassifier(
-            early_stopping=False, random_state=0, max_iter=max_iter,
-            min_samples_leaf=self.options.min_samples_leaf, **params)
+            early_stopping=False,
+            random_state=0,
+            max_iter=max_iter,
+            min_samples_leaf=self.options.min_samples_leaf,
+            **params,
+        )
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
         x = np.concatenate([concatenated_features(train), concatenated_features(val)])
         y = np.concatenate([train.labels.numpy(), val.labels.numpy()])
         max_iter = self.options.max_iter
-        stages = sorted({*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)),
-                         max_iter})
+        stages = sorted(
+            {*range(max(1, max_iter // STAGES), max_iter + 1, max(1, max_iter // STAGES)), max_iter}
+        )
         splitter = StratifiedKFold(n_splits=self.options.inner_folds, shuffle=True, random_state=0)
         with warnings.catch_warnings():
             # it warns (and still splits) when a class is smaller than the fold count
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
             folds = list(splitter.split(x, y))
-        best = (-np.inf, None, None, None)
+        # (score, params, iterations, validation metrics) of the best candidate so far
+        best: tuple[float, dict | None, int | None, dict[str, float] | None] = (-np.inf, None, None, None)
         history = []
         for params in self.candidates():
             oof = np.zeros((len(stages), len(y), self.n_classes))
@@ -115,11 +123,13 @@ class HistGBT(DirectMethod):
                 score = metrics[select_metric]
                 if not np.isnan(score) and score > best[0]:
                     best = (score, params, it, metrics)
-        _, params, self.best_iter, best_val = best
-        if params is None:  # every score NaN (e.g. one class): the first setting, all iterations
-            params, self.best_iter, best_val = self.candidates()[0], max_iter, {}
-        self.best_params = params
-        self.model = self._classifier(params, self.best_iter).fit(x, y)
+        _, best_params, best_iter, best_val = best
+        if best_params is None or best_iter is None or best_val is None:
+            # every score NaN (e.g. one class): the first setting, all iterations
+            best_params, best_iter, best_val = self.candidates()[0], max_iter, {}
+        self.best_iter = best_iter
+        self.best_params = best_params
+        self.model = self._classifier(best_params, self.best_iter).fit(x, y)
         seconds = time.perf_counter() - t0
         return FitResult(self.best_iter, best_val, history, seconds, [seconds])
 

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..data.dataset import Batch
-from ..models.classifier import ModelOutput
 from ..methods import register_method
+from ..models.classifier import ModelOutput
 from .common import BaselineClassifier
 
 
@@ -25,7 +25,7 @@ class LateFusion(BaselineClassifier):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head_weight = nn.Parameter(torch.empty(m, d, n_classes))
         self.head_bias = nn.Parameter(torch.zeros(m, n_classes))
-        nn.init.uniform_(self.head_weight, -d ** -0.5, d ** -0.5)
+        nn.init.uniform_(self.head_weight, -(d**-0.5), d**-0.5)
 
     def make_fusion(self, cfg: ModelConfig) -> None:
         return None  # no joint fusion
@@ -34,8 +34,14 @@ class LateFusion(BaselineClassifier):
         """(B, M, C) logits of each modality's own head."""
         return torch.einsum("bmd,mdc->bmc", self.dropout(emb), self.head_weight) + self.head_bias
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb = self.encode(batch)
         w = batch.observed.unsqueeze(-1).to(emb.dtype)
         probs = (torch.softmax(self.unimodal_logits(emb), dim=-1) * w).sum(1) / w.sum(1)
@@ -43,4 +49,3 @@ class LateFusion(BaselineClassifier):
         logits = probs.clamp(min=1e-12).log()
         fused = (emb * w).sum(1) / w.sum(1)
         return ModelOutput(logits, {}, emb, fused)
-

@@ -17,10 +17,9 @@ patients share a batch: evaluation uses the fixed ``train.eval_batch_size``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +33,9 @@ from ..models.fusion import build_fusion
 from .common import BaselineClassifier, method_options
 
 
-
 def _stacked(m: int, d_in: int, d_out: int) -> nn.Parameter:
     w = torch.empty(m, d_in, d_out)
-    nn.init.uniform_(w, -d_in ** -0.5, d_in ** -0.5)
+    nn.init.uniform_(w, -(d_in**-0.5), d_in**-0.5)
     return nn.Parameter(w)
 
 
@@ -64,8 +62,12 @@ class M3Care(BaselineClassifier):
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module:
         opt = self.options = method_options(cfg, self.method, M3CareOptions)
-        return build_fusion(dataclasses.replace(cfg.fusion, kind="transformer", layers=opt.fusion_layers),
-                            self.n_modalities, cfg.hidden, cfg.dropout)
+        return build_fusion(
+            dataclasses.replace(cfg.fusion, kind="transformer", layers=opt.fusion_layers),
+            self.n_modalities,
+            cfg.hidden,
+            cfg.dropout,
+        )
 
     def similarity_graph(self, x: Tensor, observed: Tensor) -> Tensor:
         """x (M, B, d), observed (M, B) -> thresholded patient similarity (B, B)."""
@@ -77,8 +79,14 @@ class M3Care(BaselineClassifier):
         sim = (kernel * both).sum(0) / shared.clamp(min=1)
         return sim * (sim > self.options.threshold)
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb = self.encode(batch)  # (B, M, d), zeros where missing
         obs = batch.observed
         x, obs_m = emb.transpose(0, 1), obs.t()  # (M, B, d), (M, B)
@@ -99,4 +107,3 @@ class M3Care(BaselineClassifier):
         out = torch.where(obs_m.unsqueeze(-1), own, imputed).transpose(0, 1)
         fused, losses = self.fuse(out, obs)
         return ModelOutput(self.head(fused), losses, out, fused)
-

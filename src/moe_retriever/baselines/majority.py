@@ -19,8 +19,7 @@ class MajorityClass(DirectMethod):
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         counts = np.bincount(train.labels.numpy(), minlength=self.n_classes).astype(np.float64)
         self.prior = counts / counts.sum()
-        val_metrics = classification_metrics(self.predict_proba(val), val.labels.numpy(),
-                                              self.n_classes)
+        val_metrics = classification_metrics(self.predict_proba(val), val.labels.numpy(), self.n_classes)
         return FitResult(best_epoch=1, best_val=val_metrics, epoch_seconds=[0.0])
 
     def predict_proba(self, dataset) -> np.ndarray:

@@ -22,6 +22,9 @@ class MeanImputationOptions:
 @register_method("mean")
 class MeanImputation(BaselineClassifier):
     method = "mean"
+    # buffers (registered in __init__)
+    running_mean: Tensor
+    seen: Tensor
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
@@ -35,8 +38,11 @@ class MeanImputation(BaselineClassifier):
         present = counts > 0
         batch_mean = (emb * observed.unsqueeze(-1)).sum(dim=0) / counts.clamp(min=1).unsqueeze(-1)
         # the first batch that observes a modality sets its mean; later ones move it by momentum
-        rate = torch.where(self.seen, torch.full_like(counts, self.options.momentum, dtype=emb.dtype),
-                           torch.ones_like(counts, dtype=emb.dtype))
+        rate = torch.where(
+            self.seen,
+            torch.full_like(counts, self.options.momentum, dtype=emb.dtype),
+            torch.ones_like(counts, dtype=emb.dtype),
+        )
         rate = (rate * present).unsqueeze(-1)
         self.running_mean.mul_(1 - rate).add_(rate * batch_mean)
         self.seen |= present

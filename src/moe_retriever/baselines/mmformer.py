@@ -4,8 +4,8 @@ Each modality embedding is expanded into ``tokens`` tokens, which pass a modalit
 (intra-modal) Transformer layer; the tokens of missing modalities are then zeroed by the mask
 (no attention mask, as in the paper), all tokens are concatenated and an inter-modal Transformer
 fuses them. Loss = fused loss + ``aux_weight`` x the mean cross-entropy of the shared head applied
-to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``). Training draws random modality subsets
-(``train_drop_p``).
+to each observed modality's own (intra-modal) features (``mmformer.unimodal_ce``). Training draws
+random modality subsets (``train_drop_p``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, drop_observed,
-                     method_options)
-
+from .common import BaselineClassifier, drop_observed, method_options
 
 
 def _transformer_layer(d: int, heads: int, ff_mult: int, dropout: float) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(d, heads, d * ff_mult, dropout, activation="gelu",
-                                      batch_first=True, norm_first=True)
+    return nn.TransformerEncoderLayer(
+        d, heads, d * ff_mult, dropout, activation="gelu", batch_first=True, norm_first=True
+    )
 
 
 @dataclass
@@ -49,12 +48,14 @@ class MMFormer(BaselineClassifier):
         m, d, t = self.n_modalities, cfg.hidden, opt.tokens
         f = cfg.fusion
         self.to_tokens = nn.Parameter(torch.empty(m, d, t * d))
-        nn.init.uniform_(self.to_tokens, -d ** -0.5, d ** -0.5)
+        nn.init.uniform_(self.to_tokens, -(d**-0.5), d**-0.5)
         self.token_position = nn.Parameter(torch.randn(m, t, d) * 0.02)
-        self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout)
-                                   for _ in range(m))
-        self.inter = nn.TransformerEncoder(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
-                                           opt.inter_layers, enable_nested_tensor=False)
+        self.intra = nn.ModuleList(_transformer_layer(d, f.heads, f.ff_mult, cfg.dropout) for _ in range(m))
+        self.inter = nn.TransformerEncoder(
+            _transformer_layer(d, f.heads, f.ff_mult, cfg.dropout),
+            opt.inter_layers,
+            enable_nested_tensor=False,
+        )
         self.norm = nn.LayerNorm(d)
 
     def make_fusion(self, cfg: ModelConfig) -> None:
@@ -68,8 +69,14 @@ class MMFormer(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         b, m, d = emb.shape
         t = self.options.tokens
@@ -84,4 +91,3 @@ class MMFormer(BaselineClassifier):
             own = intra[rows, mods].mean(dim=1)  # (n_observed, d) per-modality features
             losses["mmformer.unimodal_ce"] = F.cross_entropy(self.head(own), batch.labels[rows])
         return ModelOutput(self.head(fused), losses, emb, fused)
-

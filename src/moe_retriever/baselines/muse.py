@@ -26,7 +26,6 @@ from ..models.classifier import ModelOutput
 from .common import BaselineClassifier, drop_observed, method_options
 
 
-
 def _masked_mean(x: Tensor, w: Tensor, dim: int) -> Tensor:
     return (x * w).sum(dim) / w.sum(dim).clamp(min=1)
 
@@ -52,13 +51,16 @@ class BipartiteLayer(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, patients: Tensor, modalities: Tensor, edges: Tensor, mask: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, patients: Tensor, modalities: Tensor, edges: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """patients (B, d), modalities (M, d), edges (B, M, d), mask (B, M, 1) float."""
         b, m, d = edges.shape
         mod = modalities.unsqueeze(0).expand(b, m, d)
         msg = F.gelu(self.message(torch.cat([edges, mod], -1)))
-        patients = self.norm(patients + F.gelu(self.patient(torch.cat([patients, _masked_mean(msg, mask, 1)], -1))))
+        patients = self.norm(
+            patients + F.gelu(self.patient(torch.cat([patients, _masked_mean(msg, mask, 1)], -1)))
+        )
         modalities = F.gelu(self.modality(torch.cat([modalities, _masked_mean(msg, mask, 0)], -1)))
         mod = modalities.unsqueeze(0).expand(b, m, d)
         pat = patients.unsqueeze(1).expand(b, m, d)
@@ -106,8 +108,11 @@ class MUSE(BaselineClassifier):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "muse.contrastive": self.options.contrastive_weight,
-                "muse.supervised_contrastive": self.options.supcon_weight}
+        return {
+            **super().loss_weights,
+            "muse.contrastive": self.options.contrastive_weight,
+            "muse.supervised_contrastive": self.options.supcon_weight,
+        }
 
     def graph(self, emb: Tensor, observed: Tensor) -> Tensor:
         mask = observed.unsqueeze(-1).to(emb.dtype)
@@ -118,8 +123,14 @@ class MUSE(BaselineClassifier):
             patients, modalities, edges = layer(patients, modalities, edges, mask)
         return patients
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb = self.encode(batch)
         fused = self.graph(emb, batch.observed)
         losses = {}
@@ -133,6 +144,6 @@ class MUSE(BaselineClassifier):
                 losses["muse.contrastive"] = info_nce(z1, z2, tau)
             if opt.supcon_weight > 0:
                 losses["muse.supervised_contrastive"] = supervised_contrastive(
-                    torch.cat([z1, z2]), batch.labels.repeat(2), tau)
+                    torch.cat([z1, z2]), batch.labels.repeat(2), tau
+                )
         return ModelOutput(self.head(fused), losses, emb, fused)
-

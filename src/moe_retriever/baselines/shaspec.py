@@ -8,7 +8,8 @@ on every modality and one specific encoder per modality.
   code does (``missing_fill: first``), or the mean over the available ones (``mean``).
 * Loss: task + ``align_weight`` x L1 distance between the shared features of every modality pair
   both observed (``shaspec.alignment``) + ``domain_weight`` x cross-entropy of a classifier
-  predicting the modality from its specific feature (``shaspec.modality_ce``). Training also hides modalities at random (``train_drop_p``).
+  predicting the modality from its specific feature (``shaspec.modality_ce``). Training also
+  hides modalities at random (``train_drop_p``).
 
 The fused modality features go through our shared fusion and head.
 """
@@ -18,16 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import bounded
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
-from .common import (BaselineClassifier, drop_observed,
-                     method_options)
+from .common import BaselineClassifier, drop_observed, method_options
 
 
 @dataclass
@@ -44,13 +44,13 @@ class ShaSpec(BaselineClassifier):
 
     def __init__(self, modalities, n_classes, cfg) -> None:
         super().__init__(modalities, n_classes, cfg)
-        opt = self.options = method_options(cfg, self.method, ShaSpecOptions)
+        self.options = method_options(cfg, self.method, ShaSpecOptions)
         m, d = self.n_modalities, cfg.hidden
         self.shared = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         # specific encoders, one per modality, stored stacked: (M, d, d)
         self.specific_weight = nn.Parameter(torch.empty(m, d, d))
         self.specific_bias = nn.Parameter(torch.zeros(m, d))
-        nn.init.uniform_(self.specific_weight, -d ** -0.5, d ** -0.5)
+        nn.init.uniform_(self.specific_weight, -(d**-0.5), d**-0.5)
         self.combine = nn.Linear(2 * d, d)
         self.domain_classifier = nn.Linear(d, m)
 
@@ -58,8 +58,14 @@ class ShaSpec(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(self, batch: Batch, bank=None, retrieve: bool = True,
-                generator: torch.Generator | None = None, draws: int = 1) -> ModelOutput:
+    def forward(
+        self,
+        batch: Batch,
+        bank=None,
+        retrieve: bool = True,
+        generator: torch.Generator | None = None,
+        draws: int = 1,
+    ) -> ModelOutput:
         emb, observed = self.encode_visible(batch, generator)
         shared = self.shared(emb)
         specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
@@ -79,8 +85,11 @@ class ShaSpec(BaselineClassifier):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "shaspec.alignment": self.options.align_weight,
-                "shaspec.modality_ce": self.options.domain_weight}
+        return {
+            **super().loss_weights,
+            "shaspec.alignment": self.options.align_weight,
+            "shaspec.modality_ce": self.options.domain_weight,
+        }
 
     def auxiliary_losses(self, shared: Tensor, specific: Tensor, observed: Tensor) -> dict[str, Tensor]:
         m = self.n_modalities
@@ -95,6 +104,6 @@ class ShaSpec(BaselineClassifier):
             # the specific feature should tell which modality it came from
             rows, mods = observed.nonzero(as_tuple=True)
             losses["shaspec.modality_ce"] = F.cross_entropy(
-                self.domain_classifier(specific[rows, mods]), mods)
+                self.domain_classifier(specific[rows, mods]), mods
+            )
         return losses
-

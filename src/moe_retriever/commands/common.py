@@ -8,21 +8,35 @@ import json
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML experiment file (see configs/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
     p.add_argument("--method", help="method name (default: the config's)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the config's)")
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--log", nargs="+", choices=["tensorboard", "mlflow"],
-                   help="also send per-epoch scalars to TensorBoard (<out>/tensorboard/) and/or "
-                        "MLflow (MLFLOW_TRACKING_URI, else ./mlruns); history.csv is always written")
-    p.add_argument("--data", metavar="PATH",
-                   help="train on files at PATH (a folder with dataset.yaml, or a paper layout)")
+    p.add_argument(
+        "--log",
+        nargs="+",
+        choices=["tensorboard", "mlflow"],
+        help="also send per-epoch scalars to TensorBoard (<out>/tensorboard/) and/or "
+        "MLflow (MLFLOW_TRACKING_URI, else ./mlruns); history.csv is always written",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="train on files at PATH (a folder with dataset.yaml, or a paper layout)",
+    )
     p.add_argument("--format", help="layout of --data (default: auto-detected), e.g. folder")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow opening pickle / non-tensor .pt data files (they can run code)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow opening pickle / non-tensor .pt data files (they can run code)",
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:

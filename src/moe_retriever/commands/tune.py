@@ -13,11 +13,22 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space) if args.space else None
     overrides = [o for o in config_overrides(args) if not o.startswith("method=")]
     method = args.method or load_config(args.config, overrides).method
-    result = tune(args.config, method, args.trials, args.out, storage=args.storage,
-                  timeout=args.timeout, seed=args.sampler_seed, overrides=overrides,
-                  space_overrides=space, study_name=args.study)
-    print(f"best config: {result.best_config} (train it with "
-          f"`moe-retriever train --config {result.best_config}`)")
+    result = tune(
+        args.config,
+        method,
+        args.trials,
+        args.out,
+        storage=args.storage,
+        timeout=args.timeout,
+        seed=args.sampler_seed,
+        overrides=overrides,
+        space_overrides=space,
+        study_name=args.study,
+    )
+    print(
+        f"best config: {result.best_config} (train it with "
+        f"`moe-retriever train --config {result.best_config}`)"
+    )
     print(f"trials: {result.trials_table}")
     return 0
 
@@ -26,18 +37,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .common import add_config_options
 
     p = sub.add_parser(
-        "tune", help="search a method's hyperparameters (Optuna TPE, pruning on validation "
-                     "scores); writes best.yaml and trials.csv")
+        "tune",
+        help="search a method's hyperparameters (Optuna TPE, pruning on validation "
+        "scores); writes best.yaml and trials.csv",
+    )
     add_config_options(p)
-    p.add_argument("--trials", type=int, required=True,
-                   help="finished trials the study should hold (over all processes sharing it)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        help="finished trials the study should hold (over all processes sharing it)",
+    )
     p.add_argument("--out", required=True, help="output directory (best.yaml, trials.csv, study.db)")
-    p.add_argument("--storage", help="Optuna storage URL shared by several processes or machines "
-                                     "(default: sqlite:///OUT/study.db)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL shared by several processes or machines (default: sqlite:///OUT/study.db)",
+    )
     p.add_argument("--study", help="study name (default: <config name>-<method>)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    p.add_argument("--space", help="YAML search space: entries added to or replacing the "
-                                   "method's default space; `KEY: null` removes one")
-    p.add_argument("--sampler-seed", type=int, default=0,
-                   help="seed of the TPE sampler (give each parallel worker its own)")
+    p.add_argument(
+        "--space",
+        help="YAML search space: entries added to or replacing the "
+        "method's default space; `KEY: null` removes one",
+    )
+    p.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=0,
+        help="seed of the TPE sampler (give each parallel worker its own)",
+    )
     p.set_defaults(func=run)

@@ -8,7 +8,15 @@ from .supporting_group import SupportingGroupIndex
 from .synthetic import make_synthetic
 
 __all__ = [
-    "Batch", "DataValidationError", "ModalitySpec", "MultimodalDataset", "SupportingGroupIndex",
-    "apply_missingness", "codes_to_observed", "combination_name", "make_synthetic",
-    "observed_to_codes", "stratified_split",
+    "Batch",
+    "DataValidationError",
+    "ModalitySpec",
+    "MultimodalDataset",
+    "SupportingGroupIndex",
+    "apply_missingness",
+    "codes_to_observed",
+    "combination_name",
+    "make_synthetic",
+    "observed_to_codes",
+    "stratified_split",
 ]

@@ -24,7 +24,9 @@ class RetrievalBank:
         self.observed = dataset.observed.to(device)
         self.labels = dataset.labels.to(device)
         self.ids = list(dataset.ids)
-        self.index = SupportingGroupIndex(observed_to_codes(dataset.observed), dataset.n_modalities).to(device)
+        self.index = SupportingGroupIndex(observed_to_codes(dataset.observed), dataset.n_modalities).to(
+            device
+        )
 
     def __len__(self) -> int:
         return int(self.observed.shape[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from torch import Tensor
 def observed_to_codes(observed: Tensor) -> Tensor:
     """(N, M) bool -> (N,) int64 combination codes."""
     m = observed.shape[-1]
-    weights = (1 << torch.arange(m, device=observed.device, dtype=torch.long))
+    weights = 1 << torch.arange(m, device=observed.device, dtype=torch.long)
     return (observed.long() * weights).sum(dim=-1)
 
 

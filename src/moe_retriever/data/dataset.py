@@ -8,8 +8,8 @@ downstream can trust it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -43,7 +43,7 @@ class Batch:
     index: Tensor  # (B,) positions in the source dataset
     lengths: dict[str, Tensor] = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             {k: v.to(device, non_blocking=True) for k, v in self.features.items()},
             self.observed.to(device, non_blocking=True),
@@ -55,11 +55,15 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def select(self, index: Tensor) -> "Batch":
+    def select(self, index: Tensor) -> Batch:
         """The rows ``index`` of this batch (positions, or a boolean mask)."""
-        return Batch({k: v[index] for k, v in self.features.items()}, self.observed[index],
-                     self.labels[index], self.index[index],
-                     {k: v[index] for k, v in self.lengths.items()})
+        return Batch(
+            {k: v[index] for k, v in self.features.items()},
+            self.observed[index],
+            self.labels[index],
+            self.index[index],
+            {k: v[index] for k, v in self.lengths.items()},
+        )
 
 
 class MultimodalDataset:
@@ -93,7 +97,8 @@ class MultimodalDataset:
         self.labels = labels.long().clone()
         self.lengths = {k: torch.as_tensor(v).long() for k, v in (lengths or {}).items()}
         self.class_names = (
-            [str(c) for c in class_names] if class_names is not None
+            [str(c) for c in class_names]
+            if class_names is not None
             else [str(c) for c in range(int(self.labels.max()) + 1)]
         )
         # unobserved rows are zeroed so that nothing a model should not see can leak through
@@ -134,38 +139,45 @@ class MultimodalDataset:
         if tuple(observed.shape) != (n, len(names)):
             raise DataValidationError(
                 f"{self.name}: observed mask has shape {tuple(observed.shape)}, "
-                f"expected ({n}, {len(names)}) for modalities {names}")
+                f"expected ({n}, {len(names)}) for modalities {names}"
+            )
         if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
             raise DataValidationError(f"{self.name}: labels must be integers")
         n_classes = len(class_names) if class_names is not None else None
         bad = (labels < 0) | (labels >= n_classes) if n_classes is not None else labels < 0
         if bad.any():
-            i = int(bad.nonzero()[0, 0])
+            row = int(bad.nonzero()[0, 0])
             limit = f"0..{n_classes - 1}" if n_classes is not None else ">= 0"
             raise DataValidationError(
-                f"{self.name}: sample {self.ids[i]!r} has label {int(labels[i])} outside {limit}")
+                f"{self.name}: sample {self.ids[row]!r} has label {int(labels[row])} outside {limit}"
+            )
         observed = observed.bool()
         none = ~observed.any(dim=1)
         if none.any():
             bad_ids = [self.ids[i] for i in none.nonzero().flatten().tolist()[:10]]
             raise DataValidationError(
                 f"{self.name}: {int(none.sum())} sample(s) observe no modality (there is no context "
-                f"to retrieve from), e.g. {bad_ids}")
+                f"to retrieve from), e.g. {bad_ids}"
+            )
         for m, spec in enumerate(self.modalities):
             if spec.name not in features:
                 raise DataValidationError(f"{self.name}: no features for modality {spec.name!r}")
             x = torch.as_tensor(features[spec.name])
             if x.shape[0] != n:
                 raise DataValidationError(
-                    f"{self.name}: modality {spec.name!r} has {x.shape[0]} rows, expected {n}")
+                    f"{self.name}: modality {spec.name!r} has {x.shape[0]} rows, expected {n}"
+                )
             if tuple(x.shape[1:]) != tuple(spec.shape):
                 raise DataValidationError(
                     f"{self.name}: modality {spec.name!r} has per-sample shape {tuple(x.shape[1:])}, "
-                    f"its spec says {tuple(spec.shape)}")
+                    f"its spec says {tuple(spec.shape)}"
+                )
             if self._require_every_modality and not observed[:, m].any():
                 raise DataValidationError(f"{self.name}: modality {spec.name!r} is observed by no sample")
-            if not (x.dtype.is_floating_point or x.dtype in (torch.int64, torch.int32, torch.bool,
-                                                              torch.uint8, torch.int16, torch.int8)):
+            if not (
+                x.dtype.is_floating_point
+                or x.dtype in (torch.int64, torch.int32, torch.bool, torch.uint8, torch.int16, torch.int8)
+            ):
                 raise DataValidationError(f"{self.name}: modality {spec.name!r} has dtype {x.dtype}")
             if x.dtype.is_floating_point:
                 rows = x[observed[:, m]].flatten(1)
@@ -175,7 +187,8 @@ class MultimodalDataset:
                     bad_ids = [self.ids[i] for i in pos.tolist()[:10]]
                     raise DataValidationError(
                         f"{self.name}: modality {spec.name!r} has NaN/inf in observed rows of "
-                        f"{int((~finite).sum())} sample(s), e.g. {bad_ids}")
+                        f"{int((~finite).sum())} sample(s), e.g. {bad_ids}"
+                    )
         for key, value in lengths.items():
             if key not in names:
                 raise DataValidationError(f"{self.name}: lengths given for unknown modality {key!r}")
@@ -206,20 +219,26 @@ class MultimodalDataset:
     def combination_counts(self) -> dict[str, int]:
         """Number of samples per observed combination, largest first (the paper's Fig. 3a)."""
         codes, counts = torch.unique(self.codes, return_counts=True)
-        pairs = [(combination_name(int(c), self.modality_names), int(k)) for c, k in zip(codes, counts)]
+        pairs = [
+            (combination_name(int(c), self.modality_names), int(k))
+            for c, k in zip(codes, counts, strict=True)
+        ]
         return dict(sorted(pairs, key=lambda p: (-p[1], p[0])))
 
     def describe(self) -> str:
         widths = ", ".join(f"{s.name}:{'x'.join(map(str, s.shape))}" for s in self.modalities)
-        return (f"{self.name}: N={len(self)}, classes={self.n_classes}, modalities [{widths}], "
-                f"missingness={'natural' if self.natural_missingness else 'none'}")
+        return (
+            f"{self.name}: N={len(self)}, classes={self.n_classes}, modalities [{widths}], "
+            f"missingness={'natural' if self.natural_missingness else 'none'}"
+        )
 
-    def set_splits(self, splits: dict[str, Sequence[int] | Tensor]) -> None:
+    def set_splits(self, splits: Mapping[str, Sequence[int] | Tensor]) -> None:
         """Attach the data's own train / val / test split (sample positions); every part must be
         non-empty, in range and disjoint from the others."""
         if sorted(splits) != ["test", "train", "val"]:
             raise DataValidationError(
-                f"{self.name}: a split needs exactly the parts train, val and test, got {sorted(splits)}")
+                f"{self.name}: a split needs exactly the parts train, val and test, got {sorted(splits)}"
+            )
         parts = {k: torch.as_tensor(v, dtype=torch.long).flatten() for k, v in splits.items()}
         for key, pos in parts.items():
             if pos.numel() == 0:
@@ -227,16 +246,18 @@ class MultimodalDataset:
             bad = (pos < 0) | (pos >= len(self))
             if bad.any():
                 raise DataValidationError(
-                    f"{self.name}: the {key} split has position {int(pos[bad][0])} outside 0..{len(self) - 1}")
+                    f"{self.name}: the {key} split has position {int(pos[bad][0])} outside 0..{len(self) - 1}"
+                )
         counts = torch.bincount(torch.cat(list(parts.values())), minlength=len(self))
         if (counts > 1).any():
             i = int((counts > 1).nonzero()[0, 0])
             raise DataValidationError(
-                f"{self.name}: sample {self.ids[i]!r} appears more than once in the splits")
+                f"{self.name}: sample {self.ids[i]!r} appears more than once in the splits"
+            )
         self.splits = parts
 
     # ------------------------------------------------------------------ derived datasets
-    def subset(self, index: Tensor | Sequence[int]) -> "MultimodalDataset":
+    def subset(self, index: Tensor | Sequence[int]) -> MultimodalDataset:
         index = torch.as_tensor(index, dtype=torch.long)
         return MultimodalDataset(
             self.modalities,
@@ -251,23 +272,37 @@ class MultimodalDataset:
             require_every_modality=False,
         )
 
-    def with_observed(self, observed: Tensor) -> "MultimodalDataset":
+    def with_observed(self, observed: Tensor) -> MultimodalDataset:
         """The same data with a new observed mask, which may only hide modalities."""
         observed = observed.bool()
         if (observed & ~self.observed).any():
             raise DataValidationError(f"{self.name}: a new mask cannot reveal unobserved modalities")
         return MultimodalDataset(
-            self.modalities, self.features, observed, self.labels, self.ids, self.class_names,
-            self.name, self.lengths, self.natural_missingness,
+            self.modalities,
+            self.features,
+            observed,
+            self.labels,
+            self.ids,
+            self.class_names,
+            self.name,
+            self.lengths,
+            self.natural_missingness,
             require_every_modality=False,
         )
 
-    def map_features(self, fn) -> "MultimodalDataset":
+    def map_features(self, fn) -> MultimodalDataset:
         """Apply ``fn(spec, tensor) -> tensor`` to every modality (e.g. standardisation)."""
         feats = {s.name: fn(s, self.features[s.name]) for s in self.modalities}
         return MultimodalDataset(
-            self.modalities, feats, self.observed, self.labels, self.ids, self.class_names,
-            self.name, self.lengths, self.natural_missingness,
+            self.modalities,
+            feats,
+            self.observed,
+            self.labels,
+            self.ids,
+            self.class_names,
+            self.name,
+            self.lengths,
+            self.natural_missingness,
             require_every_modality=False,
         )
 
@@ -275,5 +310,4 @@ class MultimodalDataset:
         return self.full_batch().select(torch.as_tensor(index, dtype=torch.long))
 
     def full_batch(self) -> Batch:
-        return Batch(self.features, self.observed, self.labels,
-                     torch.arange(len(self)), dict(self.lengths))
+        return Batch(self.features, self.observed, self.labels, torch.arange(len(self)), dict(self.lengths))

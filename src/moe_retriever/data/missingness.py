@@ -51,8 +51,9 @@ def drop_mask(observed: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return _keep_one(observed, observed & keep, generator)
 
 
-def pattern_mask(observed: Tensor, patterns: list[MissingPattern], names: list[str],
-                 generator: torch.Generator) -> Tensor:
+def pattern_mask(
+    observed: Tensor, patterns: list[MissingPattern], names: list[str], generator: torch.Generator
+) -> Tensor:
     """Give every sample one allowed combination, drawn with the patterns' probabilities."""
     key = "data.missing.patterns"
     if not patterns:
@@ -71,8 +72,9 @@ def pattern_mask(observed: Tensor, patterns: list[MissingPattern], names: list[s
     probs_t = torch.tensor(probs, dtype=torch.float)
     if probs_t.sum() <= 0:
         raise DataValidationError(f"{key}: the probabilities sum to zero")
-    choice = torch.multinomial(probs_t / probs_t.sum(), observed.shape[0], replacement=True,
-                               generator=generator)
+    choice = torch.multinomial(
+        probs_t / probs_t.sum(), observed.shape[0], replacement=True, generator=generator
+    )
     allowed = torch.tensor(rows, dtype=torch.bool)[choice]
     return _keep_one(observed, observed & allowed, generator)
 
@@ -96,11 +98,11 @@ def modality_score(x: Tensor, rows: Tensor) -> np.ndarray:
     wider than ``MAX_PCA_WIDTH`` are first projected on a fixed random Gaussian basis. The sign is
     fixed so that the component's largest loading is positive, so the score is deterministic.
     """
-    rows = rows.cpu().numpy().astype(bool)
-    out = np.zeros(rows.shape[0])
-    if rows.sum() < 2:
+    mask = rows.cpu().numpy().astype(bool)
+    out = np.zeros(mask.shape[0])
+    if mask.sum() < 2:
         return out
-    sel = x.reshape(x.shape[0], -1)[torch.as_tensor(rows)].double().cpu().numpy()
+    sel = x.reshape(x.shape[0], -1)[torch.as_tensor(mask)].double().cpu().numpy()
     std = sel.std(0)
     sel = (sel - sel.mean(0)) / np.where(std > 1e-12, std, 1.0)
     if sel.shape[1] > MAX_PCA_WIDTH:
@@ -111,7 +113,7 @@ def modality_score(x: Tensor, rows: Tensor) -> np.ndarray:
     component = component if component[np.abs(component).argmax()] >= 0 else -component
     score = sel @ component
     sd = score.std()
-    out[rows] = (score - score.mean()) / (sd if sd > 1e-12 else 1.0)
+    out[mask] = (score - score.mean()) / (sd if sd > 1e-12 else 1.0)
     return out
 
 
@@ -121,8 +123,14 @@ def class_scores(labels: Tensor, n_classes: int) -> np.ndarray:
     return 2.0 * y / (n_classes - 1) - 1.0 if n_classes > 1 else np.zeros_like(y)
 
 
-def calibrate_intercepts(observed: Tensor, scores: np.ndarray, hideable: np.ndarray, p: float,
-                         strength: float, key: str = "data.missing") -> np.ndarray:
+def calibrate_intercepts(
+    observed: Tensor,
+    scores: np.ndarray,
+    hideable: np.ndarray,
+    p: float,
+    strength: float,
+    key: str = "data.missing",
+) -> np.ndarray:
     """Intercepts b (M,) of ``sigmoid(b_m + strength * scores[:, m])`` such that every hideable
     modality's expected realised missing rate, among the samples that observe it, equals ``p``.
 
@@ -160,15 +168,23 @@ def calibrate_intercepts(observed: Tensor, scores: np.ndarray, hideable: np.ndar
             if hi < 0:
                 raise ConfigError(
                     f"{key}.p: a realised missing rate of {p} is out of reach for modality {m} "
-                    f"(at most {hi + p:.3f}, because every sample keeps one modality)")
+                    f"(at most {hi + p:.3f}, because every sample keeps one modality)"
+                )
             b[m] = brentq(excess, -_INTERCEPT_BOUND, _INTERCEPT_BOUND, xtol=1e-12)
         if np.max(np.abs(b - before)) < 1e-9:
             break
     return b
 
 
-def logistic_mask(observed: Tensor, scores: np.ndarray, hideable: np.ndarray, p: float,
-                  strength: float, generator: torch.Generator, key: str = "data.missing") -> Tensor:
+def logistic_mask(
+    observed: Tensor,
+    scores: np.ndarray,
+    hideable: np.ndarray,
+    p: float,
+    strength: float,
+    generator: torch.Generator,
+    key: str = "data.missing",
+) -> Tensor:
     """Hide modality m of sample i with probability ``sigmoid(b_m + strength * scores[i, m])``,
     intercepts calibrated to a realised marginal rate ``p``; then keep one modality per sample."""
     if p == 0:
@@ -206,13 +222,13 @@ def _modality_positions(names: list[str], given: list[str], key: str) -> list[in
     if unknown:
         raise ConfigError(f"{key}: unknown modalities {unknown}; known: {names}")
     if sorted(given) != sorted(names):
-        raise ConfigError(f"{key}: must list every modality exactly once; got {given}, "
-                          f"modalities: {names}")
+        raise ConfigError(f"{key}: must list every modality exactly once; got {given}, modalities: {names}")
     return [names.index(n) for n in given]
 
 
-def simulated_mask(dataset: MultimodalDataset, cfg: MissingnessConfig, seed: int,
-                   key: str = "data.missing") -> Tensor:
+def simulated_mask(
+    dataset: MultimodalDataset, cfg: MissingnessConfig, seed: int, key: str = "data.missing"
+) -> Tensor:
     """The (N, M) observed mask after ``cfg``'s simulated missingness under ``seed``."""
     observed = dataset.observed
     if cfg.kind in ("natural", "none"):
@@ -239,15 +255,17 @@ def simulated_mask(dataset: MultimodalDataset, cfg: MissingnessConfig, seed: int
         score = modality_score(dataset.features[driver], observed[:, d])
         scores = np.repeat(score[:, None], m_count, axis=1)
     elif cfg.kind == "mnar":
-        scores = np.stack([modality_score(dataset.features[name], observed[:, m])
-                           for m, name in enumerate(names)], axis=1)
+        scores = np.stack(
+            [modality_score(dataset.features[name], observed[:, m]) for m, name in enumerate(names)], axis=1
+        )
     else:
         scores = np.repeat(class_scores(dataset.labels, dataset.n_classes)[:, None], m_count, axis=1)
     return logistic_mask(observed, scores, hideable, cfg.p, cfg.strength, generator, key)
 
 
-def apply_missingness(dataset: MultimodalDataset, cfg: MissingnessConfig, seed: int,
-                      key: str = "data.missing") -> MultimodalDataset:
+def apply_missingness(
+    dataset: MultimodalDataset, cfg: MissingnessConfig, seed: int, key: str = "data.missing"
+) -> MultimodalDataset:
     """Return ``dataset`` with simulated missingness applied (or unchanged for ``natural``).
 
     ``key`` names the config section in error messages (``data.missing_test`` for the shift)."""
@@ -265,14 +283,17 @@ def missing_rates(dataset: MultimodalDataset) -> dict[str, dict]:
         sel = missing[rows]
         return {n: float(sel[:, m].mean()) if len(sel) else float("nan") for m, n in enumerate(names)}
 
-    return {"overall": rates(torch.ones(len(dataset), dtype=torch.bool)),
-            "by_class": {c: rates(dataset.labels == k) for k, c in enumerate(dataset.class_names)}}
+    return {
+        "overall": rates(torch.ones(len(dataset), dtype=torch.bool)),
+        "by_class": {c: rates(dataset.labels == k) for k, c in enumerate(dataset.class_names)},
+    }
 
 
 def missingness_summary(dataset: MultimodalDataset, parts: dict[str, Tensor]) -> dict[str, dict]:
     """What a run's masks look like (``combinations.json``): samples per observed combination,
     and per modality the missing rate overall, per class and per split (``parts``: positions)."""
     rates = missing_rates(dataset)
-    rates["by_split"] = {k: missing_rates(dataset.subset(rows))["overall"]
-                         for k, rows in parts.items() if len(rows)}
+    rates["by_split"] = {
+        k: missing_rates(dataset.subset(rows))["overall"] for k, rows in parts.items() if len(rows)
+    }
     return {"combinations": dataset.combination_counts(), "missing_rate": rates}

@@ -26,12 +26,14 @@ def stratified_split(labels: Tensor, fractions: list[float], seed: int) -> tuple
             n_val, n_test = max(n_val, 1), max(n_test, 1)
         n_train = n - n_val - n_test
         parts[0] += idx[:n_train].tolist()
-        parts[1] += idx[n_train:n_train + n_val].tolist()
-        parts[2] += idx[n_train + n_val:].tolist()
+        parts[1] += idx[n_train : n_train + n_val].tolist()
+        parts[2] += idx[n_train + n_val :].tolist()
     out = []
-    for name, part in zip(("train", "validation", "test"), parts):
+    for name, part in zip(("train", "validation", "test"), parts, strict=True):
         if not part:
-            raise DataValidationError(f"the {name} split is empty: the dataset has too few samples ({len(y)})")
+            raise DataValidationError(
+                f"the {name} split is empty: the dataset has too few samples ({len(y)})"
+            )
         out.append(torch.tensor(sorted(rng.permutation(part).tolist()), dtype=torch.long))
     return out[0], out[1], out[2]
 
@@ -53,8 +55,9 @@ def stratified_folds(labels: Tensor, folds: int, seed: int) -> list[Tensor]:
     return [torch.tensor(sorted(p.tolist()), dtype=torch.long) for p in parts]
 
 
-def stratified_holdout(labels: Tensor, positions: Tensor, fraction: float,
-                       seed: int) -> tuple[Tensor, Tensor]:
+def stratified_holdout(
+    labels: Tensor, positions: Tensor, fraction: float, seed: int
+) -> tuple[Tensor, Tensor]:
     """Split ``positions`` (indices into ``labels``) into (kept, held out), holding out
     ``round(fraction * n)`` samples of each class, and at least one of every class with three or
     more samples in ``positions``; the held-out part is never empty."""
@@ -71,6 +74,7 @@ def stratified_holdout(labels: Tensor, positions: Tensor, fraction: float,
         held += idx[:n_held].tolist()
         kept += idx[n_held:].tolist()
     if not held or not kept:
-        raise ValueError(f"cannot hold out {fraction:.0%} of {len(pos)} training samples for "
-                         "validation: too few samples")
+        raise ValueError(
+            f"cannot hold out {fraction:.0%} of {len(pos)} training samples for validation: too few samples"
+        )
     return (torch.tensor(sorted(kept), dtype=torch.long), torch.tensor(sorted(held), dtype=torch.long))

@@ -33,8 +33,9 @@ class SupportingGroupIndex:
 
     def __init__(self, codes: Tensor, n_modalities: int) -> None:
         if not 1 <= n_modalities <= MAX_MODALITIES:
-            raise DataValidationError(f"supporting groups support 1..{MAX_MODALITIES} modalities, "
-                                      f"got {n_modalities}")
+            raise DataValidationError(
+                f"supporting groups support 1..{MAX_MODALITIES} modalities, got {n_modalities}"
+            )
         codes = torch.as_tensor(codes).long().flatten()
         n_codes = 1 << n_modalities
         if codes.numel() and (codes.min() < 0 or codes.max() >= n_codes):
@@ -53,7 +54,7 @@ class SupportingGroupIndex:
         self.group_size = self.cumulative[:, -1].clone()
 
     # ------------------------------------------------------------------ device handling
-    def to(self, device: torch.device | str) -> "SupportingGroupIndex":
+    def to(self, device: torch.device | str) -> SupportingGroupIndex:
         for name in ("order", "counts", "block_start", "cumulative", "group_size"):
             setattr(self, name, getattr(self, name).to(device))
         return self
@@ -76,8 +77,10 @@ class SupportingGroupIndex:
         blocks = [s for s in range(1 << self.n_modalities) if (s & r) == r and int(self.counts[s]) > 0]
         if not blocks:
             return torch.empty(0, dtype=torch.long, device=self.device)
-        parts = [self.order[int(self.block_start[s]):int(self.block_start[s]) + int(self.counts[s])]
-                 for s in blocks]
+        parts = [
+            self.order[int(self.block_start[s]) : int(self.block_start[s]) + int(self.counts[s])]
+            for s in blocks
+        ]
         return torch.sort(torch.cat(parts)).values
 
     def sample(
@@ -129,9 +132,9 @@ class SupportingGroupIndex:
         t_all = torch.minimum((uniform * (j_all + 1).to(uniform.dtype)).long(), j_all)
         chosen = t_all[:, :1]
         for i in range(1, k):
-            t = t_all[:, i:i + 1]
+            t = t_all[:, i : i + 1]
             dup = (chosen == t).any(dim=1, keepdim=True)
-            chosen = torch.cat([chosen, torch.where(dup, j_all[:, i:i + 1], t)], dim=1)
+            chosen = torch.cat([chosen, torch.where(dup, j_all[:, i : i + 1], t)], dim=1)
         pos = torch.where(valid, torch.where(with_replacement, repl, chosen), 0)
         # position within the group -> superset block -> bank position
         cum = self.cumulative[req]  # (P, 2^M)

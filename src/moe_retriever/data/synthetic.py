@@ -32,8 +32,9 @@ def make_synthetic(
 ) -> MultimodalDataset:
     """Generate the dataset; ``seed`` fixes the data itself (runs draw splits from their own seed)."""
     if n_modalities < 2:
-        raise ConfigError(f"data.options.n_modalities: the synthetic task needs at least two, "
-                          f"got {n_modalities}")
+        raise ConfigError(
+            f"data.options.n_modalities: the synthetic task needs at least two, got {n_modalities}"
+        )
     widths = list(widths) if widths is not None else [16, 24, 12, 20, 16, 8, 12, 10][:n_modalities]
     if len(widths) != n_modalities:
         raise ConfigError(f"data.options.widths: {len(widths)} entries for {n_modalities} modalities")
@@ -46,12 +47,11 @@ def make_synthetic(
     features, specs = {}, []
     for m in range(n_modalities):
         w = widths[m]
-        a = torch.randn(latent_dim, w, generator=g) / latent_dim ** 0.5
-        b = torch.randn(w, w, generator=g) / w ** 0.5
+        a = torch.randn(latent_dim, w, generator=g) / latent_dim**0.5
+        b = torch.randn(w, w, generator=g) / w**0.5
         x = torch.tanh(z @ a) @ b + noise * torch.randn(n_samples, w, generator=g)
         features[names[m]] = x
-        specs.append(ModalitySpec(names[m], (w,), "tabular",
-                                  tuple(f"{names[m]}_{j}" for j in range(w))))
+        specs.append(ModalitySpec(names[m], (w,), "tabular", tuple(f"{names[m]}_{j}" for j in range(w))))
     observed = torch.ones(n_samples, n_modalities, dtype=torch.bool)
     if natural_missing > 0:
         # modality m is missing with a probability that grows with the label for odd m and shrinks
@@ -62,7 +62,10 @@ def make_synthetic(
         observed = torch.rand(n_samples, n_modalities, generator=g) >= prob
         observed[:, 0] = True
     return MultimodalDataset(
-        specs, features, observed, labels,
+        specs,
+        features,
+        observed,
+        labels,
         ids=[f"s{i:05d}" for i in range(n_samples)],
         class_names=[f"class_{c}" for c in range(n_classes)],
         name="synthetic",

@@ -33,8 +33,9 @@ MAX_SEGMENTS = 6
 MIN_SAVED_MACS = 1 << 20
 
 
-def padded_segments(counts: list[int], row_macs: int, max_segments: int = MAX_SEGMENTS
-                    ) -> list[tuple[int, int, int]]:
+def padded_segments(
+    counts: list[int], row_macs: int, max_segments: int = MAX_SEGMENTS
+) -> list[tuple[int, int, int]]:
     """Cut experts ``0..E-1`` into contiguous ``(start, end, capacity)`` segments.
 
     Each segment is padded to its own largest load (``capacity``); cuts are added greedily where
@@ -50,7 +51,7 @@ def padded_segments(counts: list[int], row_macs: int, max_segments: int = MAX_SE
         if best_i < 0 or best_saving * row_macs < MIN_SAVED_MACS:
             break
         a, b = segments[best_i]
-        segments[best_i:best_i + 1] = [(a, best_cut), (best_cut, b)]
+        segments[best_i : best_i + 1] = [(a, best_cut), (best_cut, b)]
     return [(a, b, max(counts[a:b])) for a, b in segments]
 
 
@@ -116,16 +117,25 @@ class FFNExperts(nn.Module):
         segments = padded_segments(host_counts, 2 * self.dim * self.hidden)
         # one split per weight (not a slice per segment): its backward is a single concatenation
         sizes = [b - a for a, b, _ in segments]
-        params = zip(self.w1.split(sizes), self.b1.split(sizes), self.w2.split(sizes), self.b2.split(sizes))
+        params = zip(
+            self.w1.split(sizes),
+            self.b1.split(sizes),
+            self.w2.split(sizes),
+            self.b2.split(sizes),
+            strict=True,
+        )
         outs, first = [], 0
-        for (a, b, capacity), (w1, b1, w2, b2) in zip(segments, params):
+        for (a, b, capacity), (w1, b1, w2, b2) in zip(segments, params, strict=True):
             n = sum(host_counts[a:b])
             if n == 0:
                 continue
             # the segment's assignments are contiguous in expert order; row = expert * C + slot
-            rows = (expert_sorted[first:first + n] - a) * capacity + slot[first:first + n]
-            buf = x_sorted.new_zeros((b - a) * capacity, self.dim).index_copy(
-                0, rows, x_sorted[first:first + n]).view(b - a, capacity, self.dim)
+            rows = (expert_sorted[first : first + n] - a) * capacity + slot[first : first + n]
+            buf = (
+                x_sorted.new_zeros((b - a) * capacity, self.dim)
+                .index_copy(0, rows, x_sorted[first : first + n])
+                .view(b - a, capacity, self.dim)
+            )
             h = F.gelu(torch.baddbmm(b1.unsqueeze(1), buf, w1))
             y = torch.baddbmm(b2.unsqueeze(1), h, w2)
             outs.append(y.view(-1, self.dim).index_select(0, rows))
@@ -137,8 +147,9 @@ class FFNExperts(nn.Module):
     def _split(self, x_sorted: Tensor, counts: Tensor) -> Tensor:
         chunks = x_sorted.split(counts.tolist())
         outs = []
-        for chunk, w1, b1, w2, b2 in zip(chunks, self.w1.unbind(0), self.b1.unbind(0),
-                                         self.w2.unbind(0), self.b2.unbind(0)):
+        for chunk, w1, b1, w2, b2 in zip(
+            chunks, self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True
+        ):
             if chunk.shape[0]:
                 outs.append(F.gelu(chunk @ w1 + b1) @ w2 + b2)
         return torch.cat(outs) if outs else x_sorted.new_zeros(0, self.dim)

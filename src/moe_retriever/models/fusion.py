@@ -12,7 +12,7 @@ terms, unweighted and by name.
 from __future__ import annotations
 
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +25,9 @@ class TransformerFusion(nn.Module):
     def __init__(self, n_modalities: int, dim: int, cfg: FusionConfig, dropout: float) -> None:
         super().__init__()
         self.modality_embedding = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, cfg.heads, dim * cfg.ff_mult, dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, cfg.heads, dim * cfg.ff_mult, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
@@ -61,8 +62,12 @@ class SMoEFusion(nn.Module):
     The layers' auxiliary terms are summed over layers and named ``<loss_prefix>.<term>``.
     """
 
-    def __init__(self, modality_embedding: nn.Parameter, layers: list[SparseTransformerLayer],
-                 loss_prefix: str = "fusion") -> None:
+    def __init__(
+        self,
+        modality_embedding: nn.Parameter,
+        layers: list[SparseTransformerLayer],
+        loss_prefix: str = "fusion",
+    ) -> None:
         super().__init__()
         self.modality_embedding = modality_embedding
         self.layers = nn.ModuleList(layers)
@@ -94,14 +99,24 @@ class SMoEFusion(nn.Module):
         return self.pool(x), self.layer_losses(routed)
 
 
-def sparse_fusion(n_modalities: int, dim: int, heads: int, dropout: float, layers: int,
-                  make_moe: Callable[[], SparseMoE], loss_prefix: str = "fusion") -> SMoEFusion:
+def sparse_fusion(
+    n_modalities: int,
+    dim: int,
+    heads: int,
+    dropout: float,
+    layers: int,
+    make_moe: Callable[[], SparseMoE],
+    loss_prefix: str = "fusion",
+) -> SMoEFusion:
     """An :class:`SMoEFusion` of ``layers`` blocks, each with its own attention and ``make_moe()``
     (created in that order, after the modality embeddings)."""
     embedding = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
-    blocks = [SparseTransformerLayer(nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True),
-                                     make_moe(), dropout)
-              for _ in range(layers)]
+    blocks = [
+        SparseTransformerLayer(
+            nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True), make_moe(), dropout
+        )
+        for _ in range(layers)
+    ]
     return SMoEFusion(embedding, blocks, loss_prefix)
 
 
@@ -109,6 +124,12 @@ def build_fusion(cfg: FusionConfig, n_modalities: int, dim: int, dropout: float)
     if cfg.kind == "transformer":
         return TransformerFusion(n_modalities, dim, cfg, dropout)
     if cfg.kind == "smoe":
-        return sparse_fusion(n_modalities, dim, cfg.heads, dropout, cfg.layers,
-                             lambda: build_sparse_moe(dim, cfg.moe, n_pools=1))
+        return sparse_fusion(
+            n_modalities,
+            dim,
+            cfg.heads,
+            dropout,
+            cfg.layers,
+            lambda: build_sparse_moe(dim, cfg.moe, n_pools=1),
+        )
     typing.assert_never(cfg.kind)  # the config loader admits FusionKind values only

@@ -66,9 +66,11 @@ def padded_self_attention(attn: nn.MultiheadAttention, x: Tensor, valid: Tensor)
     q, k, v = qkv.view(p, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
     # additive key mask as nn.MultiheadAttention builds it: 0 where valid, -inf where padded
     mask = torch.zeros(p, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(
-        ~valid.view(p, 1, 1, length), float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                         dropout_p=attn.dropout if attn.training else 0.0)
+        ~valid.view(p, 1, 1, length), float("-inf")
+    )
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0
+    )
     # project in (length, P, d) layout and return the (P, length, d) transpose, the strides
     # nn.MultiheadAttention returns: a following dropout then draws the very same mask
     return attn.out_proj(out.permute(2, 0, 1, 3).reshape(length, p, d)).transpose(0, 1)
@@ -92,8 +94,15 @@ class MoERetriever(nn.Module):
         self.out_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, intra: Tensor, intra_valid: Tensor, inter: Tensor, inter_valid: Tensor,
-                targets: Tensor, intra_rows: Tensor | None = None) -> RetrieverOutput:
+    def forward(
+        self,
+        intra: Tensor,
+        intra_valid: Tensor,
+        inter: Tensor,
+        inter_valid: Tensor,
+        targets: Tensor,
+        intra_rows: Tensor | None = None,
+    ) -> RetrieverOutput:
         """intra (P, K, d) / intra_valid (P, K); inter (P, M, d) / inter_valid (P, M); targets (P,).
 
         ``intra_rows`` (P, K): the bank row each intra slot was drawn from (-1 where invalid);
@@ -124,12 +133,20 @@ class MoERetriever(nn.Module):
             return RetrieverOutput(out, {})
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
-        types = torch.cat([
-            torch.full((k,), TokenKind.INTRA, device=tokens.device, dtype=torch.long),
-            torch.full((inter.shape[1],), TokenKind.INTER, device=tokens.device, dtype=torch.long)])
+        types = torch.cat(
+            [
+                torch.full((k,), TokenKind.INTRA, device=tokens.device, dtype=torch.long),
+                torch.full((inter.shape[1],), TokenKind.INTER, device=tokens.device, dtype=torch.long),
+            ]
+        )
         if self.cfg.token_embeddings:
-            mods = torch.cat([targets.unsqueeze(1).expand(p, k),
-                              torch.arange(inter.shape[1], device=tokens.device).expand(p, -1)], dim=1)
+            mods = torch.cat(
+                [
+                    targets.unsqueeze(1).expand(p, k),
+                    torch.arange(inter.shape[1], device=tokens.device).expand(p, -1),
+                ],
+                dim=1,
+            )
             tokens = tokens + self.type_embedding(types).unsqueeze(0) + self.modality_embedding(mods)
         h = self.attn_norm(tokens)
         tokens = tokens + self.dropout(padded_self_attention(self.attn, h, valid))
@@ -145,5 +162,13 @@ class MoERetriever(nn.Module):
             intra_rows = torch.full_like(intra_valid, -1, dtype=torch.long)
         # inter slots get row -1; the fallback's slot was an invalid draw, so already -1
         rows = torch.cat([intra_rows, intra_rows.new_full(inter_valid.shape, -1)], dim=1)
-        return RetrieverOutput(self.out_norm(out), routed.losses, pair_idx, kinds, modalities,
-                               rows[pair_idx, slot_idx], routed.indices, routed.weights)
+        return RetrieverOutput(
+            self.out_norm(out),
+            routed.losses,
+            pair_idx,
+            kinds,
+            modalities,
+            rows[pair_idx, slot_idx],
+            routed.indices,
+            routed.weights,
+        )

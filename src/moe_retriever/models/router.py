@@ -27,8 +27,14 @@ class RouterOutput:
 
 
 class TopKRouter(nn.Module):
-    def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False,
-                 softmax: RouterSoftmax = "before_topk") -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_experts: int,
+        top_k: int,
+        noisy: bool = False,
+        softmax: RouterSoftmax = "before_topk",
+    ) -> None:
         super().__init__()
         self.gate = nn.Linear(dim, n_experts, bias=False)
         self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
@@ -60,7 +66,7 @@ class LaplaceRouter(nn.Module):
 
     def __init__(self, dim: int, n_experts: int, top_k: int, noisy: bool = False) -> None:
         super().__init__()
-        self.keys = nn.Parameter(torch.randn(n_experts, dim) * dim ** -0.5)
+        self.keys = nn.Parameter(torch.randn(n_experts, dim) * dim**-0.5)
         self.noise = nn.Linear(dim, n_experts, bias=False) if noisy else None
         self.top_k = top_k
         self.n_experts = n_experts

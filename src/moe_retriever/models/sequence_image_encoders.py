@@ -18,7 +18,8 @@ rows per modality and batch (sometimes a single one or none), and GroupNorm does
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,16 +34,23 @@ def _options(spec: ModalitySpec, cfg: EncoderConfig, defaults: dict[str, Any]) -
     """``defaults`` updated with ``cfg.options``; unknown option keys are an error."""
     unknown = sorted(set(cfg.options) - set(defaults))
     if unknown:
-        raise ConfigError(f"modality {spec.name!r}: encoder {cfg.kind!r} has no option(s) {unknown}; "
-                          f"allowed: {sorted(defaults)}")
+        raise ConfigError(
+            f"modality {spec.name!r}: encoder {cfg.kind!r} has no option(s) {unknown}; "
+            f"allowed: {sorted(defaults)}"
+        )
     return {**defaults, **cfg.options}
 
 
 def _int_list(spec: ModalitySpec, kind: str, key: str, value: Any) -> list[int]:
-    if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-        raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} option {key!r} must be a "
-                          f"non-empty list of positive integers, got {value!r}")
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        raise ConfigError(
+            f"modality {spec.name!r}: encoder {kind!r} option {key!r} must be a "
+            f"non-empty list of positive integers, got {value!r}"
+        )
     return [int(v) for v in value]
 
 
@@ -53,18 +61,32 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 # --------------------------------------------------------------------------- recurrent
 
+
 class RecurrentEncoder(ModalityEncoder):
     """LSTM or GRU over (n, L, F); the last valid step's top-layer state -> (n, out_dim)."""
 
-    def __init__(self, cell: str, in_dim: int, hidden: int, out_dim: int, layers: int = 1,
-                 dropout: float = 0.1, input_norm: bool = True) -> None:
+    def __init__(
+        self,
+        cell: str,
+        in_dim: int,
+        hidden: int,
+        out_dim: int,
+        layers: int = 1,
+        dropout: float = 0.1,
+        input_norm: bool = True,
+    ) -> None:
         super().__init__()
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         # per-step LayerNorm over features: sequence features (e.g. acoustic descriptors) come
         # unscaled, and the tabular standardiser does not touch sequences
         self.norm = nn.LayerNorm(in_dim) if input_norm and in_dim > 1 else nn.Identity()
-        self.rnn = rnn(in_dim, hidden, num_layers=max(layers, 1), batch_first=True,
-                       dropout=dropout if layers > 1 else 0.0)
+        self.rnn = rnn(
+            in_dim,
+            hidden,
+            num_layers=max(layers, 1),
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.head = MLPEncoder(hidden, hidden, out_dim, layers=1, dropout=dropout)
         self.out_dim = out_dim
 
@@ -85,9 +107,12 @@ def _recurrent(cell: str):
         if len(spec.shape) != 2:
             raise ConfigError(
                 f"modality {spec.name!r}: encoder {cell!r} needs sequences with per-sample shape "
-                f"(steps, features), got {tuple(spec.shape)}")
-        return RecurrentEncoder(cell, int(spec.shape[1]), cfg.hidden, out_dim, cfg.layers,
-                                cfg.dropout, bool(opts["input_norm"]))
+                f"(steps, features), got {tuple(spec.shape)}"
+            )
+        return RecurrentEncoder(
+            cell, int(spec.shape[1]), cfg.hidden, out_dim, cfg.layers, cfg.dropout, bool(opts["input_norm"])
+        )
+
     return factory
 
 
@@ -97,22 +122,35 @@ register_encoder("gru")(_recurrent("gru"))
 
 # --------------------------------------------------------------------------- convolutional
 
+
 class ConvEncoder(ModalityEncoder):
     """Conv blocks (each: ``convs`` x [conv 3, GroupNorm, ReLU], then max-pool 2) -> global
     average pool -> MLP head. ``dims`` is 2 (images) or 3 (volumes)."""
 
-    def __init__(self, dims: int, in_channels: int, channels: Sequence[int], convs: Sequence[int],
-                 hidden: int, out_dim: int, layers: int = 2, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        channels: Sequence[int],
+        convs: Sequence[int],
+        hidden: int,
+        out_dim: int,
+        layers: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
         pool = {2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims]
         gap = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[dims]
         blocks: list[nn.Module] = []
         c_in = in_channels
-        for c_out, n_convs in zip(channels, convs):
+        for c_out, n_convs in zip(channels, convs, strict=True):
             for _ in range(n_convs):
-                blocks += [conv(c_in, c_out, kernel_size=3, padding=1), _group_norm(c_out),
-                           nn.ReLU(inplace=True)]
+                blocks += [
+                    conv(c_in, c_out, kernel_size=3, padding=1),
+                    _group_norm(c_out),
+                    nn.ReLU(inplace=True),
+                ]
                 c_in = c_out
             # ceil_mode keeps a size-1 side at 1, so small inputs survive every block
             blocks.append(pool(kernel_size=2, ceil_mode=True))
@@ -133,22 +171,24 @@ def _conv_factory(dims: int, kind: str, defaults: dict[str, Any]):
         opts = _options(spec, cfg, defaults)
         if len(spec.shape) not in (dims, dims + 1):
             layout = "(C, H, W) or (H, W)" if dims == 2 else "(C, D, H, W) or (D, H, W)"
-            raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} needs per-sample shape "
-                              f"{layout}, got {tuple(spec.shape)}")
+            raise ConfigError(
+                f"modality {spec.name!r}: encoder {kind!r} needs per-sample shape "
+                f"{layout}, got {tuple(spec.shape)}"
+            )
         channels = _int_list(spec, kind, "channels", opts["channels"])
         convs = _int_list(spec, kind, "convs", opts["convs"])
         if len(convs) != len(channels):
-            raise ConfigError(f"modality {spec.name!r}: encoder {kind!r} options 'channels' and "
-                              f"'convs' must have the same length, got {channels} and {convs}")
+            raise ConfigError(
+                f"modality {spec.name!r}: encoder {kind!r} options 'channels' and "
+                f"'convs' must have the same length, got {channels} and {convs}"
+            )
         in_channels = int(spec.shape[0]) if len(spec.shape) == dims + 1 else 1
-        return ConvEncoder(dims, in_channels, channels, convs, cfg.hidden, out_dim, cfg.layers,
-                           cfg.dropout)
+        return ConvEncoder(dims, in_channels, channels, convs, cfg.hidden, out_dim, cfg.layers, cfg.dropout)
+
     return factory
 
 
 # VGG11 stacks 1, 1, 2, 2, 2 convolutions per block at widths 64..512; four blocks at a quarter of
 # the width suit the small images of the paper's datasets
-register_encoder("vgg2d")(_conv_factory(2, "vgg2d", {"channels": [16, 32, 64, 128],
-                                                      "convs": [1, 1, 2, 2]}))
-register_encoder("cnn3d")(_conv_factory(3, "cnn3d", {"channels": [8, 16, 32, 64],
-                                                      "convs": [1, 1, 1, 1]}))
+register_encoder("vgg2d")(_conv_factory(2, "vgg2d", {"channels": [16, 32, 64, 128], "convs": [1, 1, 2, 2]}))
+register_encoder("cnn3d")(_conv_factory(3, "cnn3d", {"channels": [8, 16, 32, 64], "convs": [1, 1, 1, 1]}))

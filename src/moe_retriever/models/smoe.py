@@ -43,7 +43,8 @@ def load_balancing_loss(probs: Tensor, indices: Tensor, pools: Tensor, allowed: 
     n_pools, n_experts = allowed.shape
     k = indices.shape[1]
     one_hot = torch.zeros_like(probs).scatter_add(
-        1, indices, torch.ones_like(indices, dtype=probs.dtype))  # (T, E) assignment counts
+        1, indices, torch.ones_like(indices, dtype=probs.dtype)
+    )  # (T, E) assignment counts
     tokens = torch.bincount(pools, minlength=n_pools).to(probs.dtype)  # (n_pools,)
     assign = probs.new_zeros(n_pools, n_experts).index_add(0, pools, one_hot)
     prob_sum = probs.new_zeros(n_pools, n_experts).index_add(0, pools, probs)
@@ -74,9 +75,15 @@ class SparseMoE(nn.Module):
 
     allowed: Tensor
 
-    def __init__(self, routers: Sequence[nn.Module], experts: FFNExperts, n_pools: int = 1,
-                 pool_experts: int = 0, dispatch: str = "auto",
-                 loss_terms: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        routers: Sequence[nn.Module],
+        experts: FFNExperts,
+        n_pools: int = 1,
+        pool_experts: int = 0,
+        dispatch: str = "auto",
+        loss_terms: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.n_pools = n_pools
         self.pool_experts = pool_experts
@@ -84,12 +91,14 @@ class SparseMoE(nn.Module):
         self.shared_experts = self.n_experts - n_pools * pool_experts
         unknown = set(loss_terms) - {"load_balance", "z_loss"}
         if unknown or self.shared_experts < 0:
-            raise ValueError(f"SparseMoE: unknown loss terms {sorted(unknown)} or more pool experts "
-                             f"({n_pools} x {pool_experts}) than experts ({self.n_experts})")
+            raise ValueError(
+                f"SparseMoE: unknown loss terms {sorted(unknown)} or more pool experts "
+                f"({n_pools} x {pool_experts}) than experts ({self.n_experts})"
+            )
         allowed = torch.zeros(n_pools, self.n_experts, dtype=torch.bool)
         for p in range(n_pools):
-            allowed[p, p * pool_experts:(p + 1) * pool_experts] = True
-        allowed[:, n_pools * pool_experts:] = True
+            allowed[p, p * pool_experts : (p + 1) * pool_experts] = True
+        allowed[:, n_pools * pool_experts :] = True
         self.register_buffer("allowed", allowed, persistent=False)
         self.routers = nn.ModuleList(routers)
         self.experts = experts
@@ -114,7 +123,8 @@ class SparseMoE(nn.Module):
         losses: dict[str, Tensor] = {}
         if "load_balance" in self.loss_terms and x.shape[0] > 0:
             losses["load_balance"] = _mean(
-                [load_balancing_loss(o.probs, o.indices, pools, self.allowed) for o in routes])
+                [load_balancing_loss(o.probs, o.indices, pools, self.allowed) for o in routes]
+            )
         if "z_loss" in self.loss_terms and x.shape[0] > 0:
             losses["z_loss"] = _mean([router_z_loss(o.logits) for o in routes])
         return MoEOutput(hidden, losses, indices, weights, routes)
@@ -133,10 +143,13 @@ def build_sparse_moe(dim: int, cfg: MoEConfig, n_pools: int = 1) -> SparseMoE:
     e_t, e_sh = cfg.experts_per_modality, cfg.shared_experts
     n_experts = n_pools * e_t + e_sh
     if not 1 <= cfg.top_k <= e_t + e_sh:
-        raise ValueError(f"top_k={cfg.top_k} must be in [1, {e_t + e_sh}] "
-                         f"(experts_per_modality + shared_experts)")
-    routers = [TopKRouter(dim, n_experts, cfg.top_k, cfg.noisy_gating, cfg.router_softmax)
-               for _ in range(cfg.num_routers)]
+        raise ValueError(
+            f"top_k={cfg.top_k} must be in [1, {e_t + e_sh}] (experts_per_modality + shared_experts)"
+        )
+    routers = [
+        TopKRouter(dim, n_experts, cfg.top_k, cfg.noisy_gating, cfg.router_softmax)
+        for _ in range(cfg.num_routers)
+    ]
     experts = FFNExperts(n_experts, dim, cfg.expert_hidden)
     terms = tuple(name for name, weight in moe_loss_weights(cfg).items() if weight > 0)
     return SparseMoE(routers, experts, n_pools, e_t, cfg.dispatch, terms)

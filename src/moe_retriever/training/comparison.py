@@ -89,6 +89,7 @@ ALPHA = 0.05
 
 # --------------------------------------------------------------------------- config
 
+
 @dataclass
 class CompareDataset:
     """One dataset of a study: an experiment YAML plus overrides (e.g. the missing rate)."""
@@ -141,15 +142,21 @@ def load_compare_config(path: str | Path) -> CompareConfig:
             raise ConfigError(f"{where}: needs datasets and methods")
         for name in study.methods:
             if name not in METHODS and name not in ABLATIONS:
-                raise ConfigError(f"{where}: methods: {name!r} is neither a method "
-                                  f"{sorted(METHODS)} nor an ablation preset {sorted(ABLATIONS)}")
+                raise ConfigError(
+                    f"{where}: methods: {name!r} is neither a method "
+                    f"{sorted(METHODS)} nor an ablation preset {sorted(ABLATIONS)}"
+                )
     return cfg
 
 
 def entry_config(cmp: CompareConfig, ds: CompareDataset, entry: str) -> ExperimentConfig:
     """The experiment config of one (dataset, method or preset) cell of a study."""
-    overrides = [*cmp.overrides, *ds.overrides, f"train.seeds=[{','.join(map(str, cmp.seeds))}]",
-                 "train.progress=false"]
+    overrides = [
+        *cmp.overrides,
+        *ds.overrides,
+        f"train.seeds=[{','.join(map(str, cmp.seeds))}]",
+        "train.progress=false",
+    ]
     if entry in ABLATIONS:
         overrides = ABLATIONS[entry].apply(overrides)
     else:
@@ -182,8 +189,10 @@ def run_key(cfg: ExperimentConfig) -> str:
 
 # --------------------------------------------------------------------------- references
 
-def majority_reference(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int,
-                       partition: Partition | None = None) -> dict[str, Any]:
+
+def majority_reference(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, partition: Partition | None = None
+) -> dict[str, Any]:
     """What predicting the training split's majority class scores on this seed's (or this
     ``partition``'s) test split, and a fingerprint of that test split (its sample ids and
     observed masks)."""
@@ -194,13 +203,19 @@ def majority_reference(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: 
     m = classification_metrics(probs, data.test.labels.numpy(), dataset.n_classes)
     digest = hashlib.sha1("\n".join(data.test.ids).encode())
     digest.update(data.test.observed.numpy().tobytes())
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "test_fingerprint": digest.hexdigest()[:12], "n_test": len(data.test)}
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "test_fingerprint": digest.hexdigest()[:12],
+        "n_test": len(data.test),
+    }
 
 
 def ties_majority(test: dict[str, float], ref: dict[str, Any]) -> bool:
-    return (abs(test["accuracy"] - ref["accuracy"]) < TIE_TOLERANCE
-            and abs(test["macro_f1"] - ref["macro_f1"]) < TIE_TOLERANCE)
+    return (
+        abs(test["accuracy"] - ref["accuracy"]) < TIE_TOLERANCE
+        and abs(test["macro_f1"] - ref["macro_f1"]) < TIE_TOLERANCE
+    )
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:
@@ -212,25 +227,38 @@ def machine_description(device: torch.device) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "device": str(device)}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
 
 
 # --------------------------------------------------------------------------- running
 
+
 class Comparison:
     """Runs (or reuses) every cell of a comparison config and aggregates the results."""
 
-    def __init__(self, cmp: CompareConfig, out_dir: str | Path, device: str = "auto",
-                 cached_only: bool = False, log=print) -> None:
+    def __init__(
+        self,
+        cmp: CompareConfig,
+        out_dir: str | Path,
+        device: str = "auto",
+        cached_only: bool = False,
+        log=print,
+    ) -> None:
         self.cmp = cmp
         self.out = Path(out_dir)
         self.device = resolve_device(device)
         self.cached_only = cached_only
         self.log = log
         self._datasets: dict[str, MultimodalDataset] = {}
-        self._references: dict[tuple[str, int], dict[str, Any]] = {}
+        self._references: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors: list[str] = []
 
     def dataset(self, cfg: ExperimentConfig) -> MultimodalDataset:
@@ -240,8 +268,9 @@ class Comparison:
             self._datasets[key] = load_dataset(d)
         return self._datasets[key]
 
-    def reference(self, cfg: ExperimentConfig, seed: int,
-                  partition: Partition | None = None) -> dict[str, Any]:
+    def reference(
+        self, cfg: ExperimentConfig, seed: int, partition: Partition | None = None
+    ) -> dict[str, Any]:
         part = partition if partition is not None else Partition(seed)
         key = (json.dumps([to_dict(cfg.data), cfg.protocol.folds], sort_keys=True), part.name)
         if key not in self._references:
@@ -250,21 +279,26 @@ class Comparison:
 
     def with_protocol(self, cfg: ExperimentConfig, ds: CompareDataset) -> ExperimentConfig:
         """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``)."""
-        if any(o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides,
-                                                                            *ds.overrides]):
+        if any(
+            o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides, *ds.overrides]
+        ):
             return cfg
         protocol = self.cmp.protocol
         if protocol is None:
             small = len(self.dataset(cfg)) < CV_MAX_SAMPLES
-            protocol = (replace(DEFAULT_CV, repeats=min(DEFAULT_CV.repeats, len(self.cmp.seeds)))
-                        if small else ProtocolConfig(kind="holdout"))
+            protocol = (
+                replace(DEFAULT_CV, repeats=min(DEFAULT_CV.repeats, len(self.cmp.seeds)))
+                if small
+                else ProtocolConfig(kind="holdout")
+            )
         try:
             return replace(cfg, protocol=replace(protocol)).validate()
         except ConfigError as exc:
             raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
 
-    def run_seed(self, cfg: ExperimentConfig, seed: int, label: str,
-                 partition: Partition | None = None) -> dict[str, Any] | None:
+    def run_seed(
+        self, cfg: ExperimentConfig, seed: int, label: str, partition: Partition | None = None
+    ) -> dict[str, Any] | None:
         part = partition if partition is not None else Partition(seed)
         label = label if part.fold is None else f"{label} | {part.label}"
         key = run_key(cfg)
@@ -289,8 +323,10 @@ class Comparison:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2))
         t = result["test"]
-        self.log(f"{label} seed {seed}: acc {100 * t['accuracy']:.2f}, "
-                 f"F1 {100 * t['macro_f1']:.2f} ({result['cpu_seconds']:.1f} CPU s)")
+        self.log(
+            f"{label} seed {seed}: acc {100 * t['accuracy']:.2f}, "
+            f"F1 {100 * t['macro_f1']:.2f} ({result['cpu_seconds']:.1f} CPU s)"
+        )
         return result
 
     def run(self) -> dict[str, Any]:
@@ -300,31 +336,50 @@ class Comparison:
             tables = []
             for ds in study.datasets:
                 label = ds.label or Path(ds.config).stem
-                rows, table_info = [], None
+                rows = []
+                table_info: dict[str, Any] | None = None
                 for entry in study.methods:
                     cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
                     if table_info is None:
                         table_info = self.table_info(cfg, label)
                     key = run_key(cfg)
                     same_as = first_entry.setdefault(key, f"{label}/{entry}")
-                    runs = {unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p)
-                            for p in protocol_partitions(cfg)}
+                    runs = {
+                        unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p)
+                        for p in protocol_partitions(cfg)
+                    }
                     done = {s: r for s, r in runs.items() if r is not None}
-                    row = self.row(entry, cfg, key, done, table_info["references"],
-                                   same_as if same_as != f"{label}/{entry}" else None)
+                    row = self.row(
+                        entry,
+                        cfg,
+                        key,
+                        done,
+                        table_info["references"],
+                        same_as if same_as != f"{label}/{entry}" else None,
+                    )
                     if done:
                         row["by_combination"] = combination_results(
-                            list(done.values()), table_info["modality_names"])
+                            list(done.values()), table_info["modality_names"]
+                        )
                     rows.append(row)
+                assert table_info is not None  # a study has methods (checked when loaded)
                 table = {**table_info, "rows": rows}
                 add_paired_comparisons(table)
                 tables.append(table)
-            studies.append({"title": study.title, "note": study.note, "tables": tables,
-                            "ranks": study_ranks(tables)})
-        return {"name": self.cmp.name, "seeds": self.cmp.seeds, "machine": machine_description(self.device),
-                "date": datetime.date.today().isoformat(), "studies": studies, "errors": self.errors,
-                "std": "population (ddof=0) over seeds", "tie_tolerance": TIE_TOLERANCE,
-                "alpha": ALPHA}
+            studies.append(
+                {"title": study.title, "note": study.note, "tables": tables, "ranks": study_ranks(tables)}
+            )
+        return {
+            "name": self.cmp.name,
+            "seeds": self.cmp.seeds,
+            "machine": machine_description(self.device),
+            "date": datetime.date.today().isoformat(),
+            "studies": studies,
+            "errors": self.errors,
+            "std": "population (ddof=0) over seeds",
+            "tie_tolerance": TIE_TOLERANCE,
+            "alpha": ALPHA,
+        }
 
     def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
         dataset = self.dataset(cfg)
@@ -332,27 +387,44 @@ class Comparison:
         refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in partitions}
         masked, _ = partition_split(cfg, dataset, partitions[0])
         shift = cfg.data.missing_test
-        return {"label": label, "dataset": dataset.describe(), "missingness": to_dict(cfg.data.missing),
-                "missingness_test": to_dict(shift) if shift is not None else None,
-                "combinations": masked.combination_counts(), "references": refs,
-                "epochs": cfg.train.epochs, "eval_batch_size": cfg.train.eval_batch_size,
-                "select_metric": cfg.train.select_metric, "protocol": to_dict(cfg.protocol),
-                "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
-                "modality_names": dataset.modality_names}
+        return {
+            "label": label,
+            "dataset": dataset.describe(),
+            "missingness": to_dict(cfg.data.missing),
+            "missingness_test": to_dict(shift) if shift is not None else None,
+            "combinations": masked.combination_counts(),
+            "references": refs,
+            "epochs": cfg.train.epochs,
+            "eval_batch_size": cfg.train.eval_batch_size,
+            "select_metric": cfg.train.select_metric,
+            "protocol": to_dict(cfg.protocol),
+            "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
+            "modality_names": dataset.modality_names,
+        }
 
     @staticmethod
-    def row(entry: str, cfg: ExperimentConfig, key: str, runs: dict[Any, dict[str, Any]],
-            refs: dict[Any, dict[str, Any]], same_as: str | None) -> dict[str, Any]:
+    def row(
+        entry: str,
+        cfg: ExperimentConfig,
+        key: str,
+        runs: dict[Any, dict[str, Any]],
+        refs: dict[Any, dict[str, Any]],
+        same_as: str | None,
+    ) -> dict[str, Any]:
         cv = cfg.protocol.kind == "cv"
         # holdout runs are keyed by seed, cv runs by partition name (in protocol order)
         units = list(runs) if cv else sorted(runs)
         seeds = sorted({runs[u]["seed"] for u in units}) if cv else units
         row: dict[str, Any] = {
-            "entry": entry, "method": cfg.method, "config_key": key, "seeds": seeds,
+            "entry": entry,
+            "method": cfg.method,
+            "config_key": key,
+            "seeds": seeds,
             "partitions": [u if cv else f"seed_{u}" for u in units],
             "kind": "ablation" if entry in ABLATIONS else "method",
             "description": ABLATIONS[entry].description if entry in ABLATIONS else entry,
-            "same_run_as": same_as}
+            "same_run_as": same_as,
+        }
         if not units:
             return row
         row["test"] = with_intervals([runs[u]["test"] for u in units], [runs[u] for u in units], cv)
@@ -373,22 +445,30 @@ def unit_key(part: Partition) -> int | str:
 
 # --------------------------------------------------------------------------- paired tests
 
+
 def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: bool) -> dict[str, Any] | None:
     """Row ``a`` minus row ``b`` on ``metric`` over the runs both have (same seeds / folds):
     mean difference, its 95 % interval and p-value (corrected resampled t for cv, t over seeds
     for holdout) and the Wilcoxon signed-rank p-value."""
     if "test" not in a or "test" not in b:
         return None
-    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"]))
-    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"]))
+    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"], strict=True))
+    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"], strict=True))
     common = [u for u in a["partitions"] if u in vb]
     diffs = np.array([va[u] - vb[u] for u in common], dtype=np.float64)
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
         return None
     est = corrected_resampled_t(diffs, a["n_train"], a["n_test"]) if cv else t_interval(diffs)
-    return {"mean_diff": est.mean, "lo": est.lo, "hi": est.hi, "p_value": est.p_value,
-            "p_wilcoxon": wilcoxon_p(diffs), "n": est.n, "method": est.method}
+    return {
+        "mean_diff": est.mean,
+        "lo": est.lo,
+        "hi": est.hi,
+        "p_value": est.p_value,
+        "p_wilcoxon": wilcoxon_p(diffs),
+        "n": est.n,
+        "method": est.method,
+    }
 
 
 def add_paired_comparisons(table: dict[str, Any]) -> None:
@@ -411,21 +491,25 @@ def add_paired_comparisons(table: dict[str, Any]) -> None:
                 if cell is not None:
                     row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
                     cells.append(cell)
-            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells])):
+            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
                 cell["p_holm"] = adjusted
                 significant = not math.isnan(adjusted) and adjusted < ALPHA
-                cell["verdict"] = ("n.s." if not significant else
-                                   "better" if cell["mean_diff"] > 0 else "worse")
+                cell["verdict"] = (
+                    "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+                )
 
 
 # --------------------------------------------------------------------------- per combination
 
+
 def _subset_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
-    return {"n": len(y), "accuracy": float(np.mean(y == pred)),
-            "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro",
-                                       zero_division=0))}
+    return {
+        "n": len(y),
+        "accuracy": float(np.mean(y == pred)),
+        "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
+    }
 
 
 def combination_results(records: list[dict[str, Any]], modality_names: list[str]) -> dict[str, Any] | None:
@@ -440,17 +524,22 @@ def combination_results(records: list[dict[str, Any]], modality_names: list[str]
     pred = np.concatenate([p["pred"] for p in preds])
     code = np.concatenate([p["code"] for p in preds])
     full = (1 << len(modality_names)) - 1
-    combos = {combination_name(int(c), modality_names): _subset_scores(y[code == c], pred[code == c])
-              for c in sorted(np.unique(code), key=lambda c: (-int(np.sum(code == c)), int(c)))}
+    combos = {
+        combination_name(int(c), modality_names): _subset_scores(y[code == c], pred[code == c])
+        for c in sorted(np.unique(code), key=lambda c: (-int(np.sum(code == c)), int(c)))
+    }
     candidates = {k: v for k, v in combos.items() if v["n"] >= 10} or combos
     complete = code == full
-    return {"combinations": combos,
-            "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
-            "complete": _subset_scores(y[complete], pred[complete]) if complete.any() else None,
-            "incomplete": _subset_scores(y[~complete], pred[~complete]) if (~complete).any() else None}
+    return {
+        "combinations": combos,
+        "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
+        "complete": _subset_scores(y[complete], pred[complete]) if complete.any() else None,
+        "incomplete": _subset_scores(y[~complete], pred[~complete]) if (~complete).any() else None,
+    }
 
 
 # --------------------------------------------------------------------------- across datasets
+
 
 def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[str, Any] | None:
     """Average ranks (1 = best mean ``metric``) of the entries that have results on every table
@@ -461,21 +550,34 @@ def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[
         return None
     entries = None
     for t in tables:
-        have = [r["entry"] for r in t["rows"] if "test" in r
-                and not (r["same_run_as"] or "").startswith(f"{t['label']}/")
-                and not math.isnan(r["test"][metric]["mean"])]
+        have = [
+            r["entry"]
+            for r in t["rows"]
+            if "test" in r
+            and not (r["same_run_as"] or "").startswith(f"{t['label']}/")
+            and not math.isnan(r["test"][metric]["mean"])
+        ]
         entries = have if entries is None else [e for e in entries if e in have]
     if not entries or len(entries) < 2:
         return None
-    scores = np.array([[next(r for r in t["rows"] if r["entry"] == e)["test"][metric]["mean"]
-                        for e in entries] for t in tables])
+    scores = np.array(
+        [
+            [next(r for r in t["rows"] if r["entry"] == e)["test"][metric]["mean"] for e in entries]
+            for t in tables
+        ]
+    )
     ranks = average_ranks(scores)
     cd = nemenyi_cd(len(entries), len(tables), ALPHA)
     out: dict[str, Any] = {
-        "metric": metric, "entries": entries, "datasets": [t["label"] for t in tables],
-        "average_ranks": dict(zip(entries, map(float, ranks))), "cd": cd, "alpha": ALPHA,
+        "metric": metric,
+        "entries": entries,
+        "datasets": [t["label"] for t in tables],
+        "average_ranks": dict(zip(entries, map(float, ranks), strict=True)),
+        "cd": cd,
+        "alpha": ALPHA,
         "cliques": [[entries[i] for i in c] for c in rank_cliques(ranks, cd)],
-        "friedman": None}
+        "friedman": None,
+    }
     if len(entries) >= 3:
         f = friedman(scores)
         out["friedman"] = {"statistic": f.statistic, "p_value": f.p_value}
@@ -495,20 +597,35 @@ def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
     ranked = [s for s in results["studies"] if s.get("ranks")]
     for study in ranked:
         ranks = study["ranks"]
-        name = ("critical_difference.png" if len(ranked) == 1
-                else f"critical_difference_{study_slug(study['title'])}.png")
-        critical_difference_png(ranks["average_ranks"], ranks["cd"], out / name,
-                                f"{study['title'][:70]}: average rank of {ranks['metric']} "
-                                f"over {len(ranks['datasets'])} datasets",
-                                ranks["cliques"])
+        name = (
+            "critical_difference.png"
+            if len(ranked) == 1
+            else f"critical_difference_{study_slug(study['title'])}.png"
+        )
+        critical_difference_png(
+            ranks["average_ranks"],
+            ranks["cd"],
+            out / name,
+            f"{study['title'][:70]}: average rank of {ranks['metric']} "
+            f"over {len(ranks['datasets'])} datasets",
+            ranks["cliques"],
+        )
         ranks["figure"] = name
 
 
 # --------------------------------------------------------------------------- report
 
 METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
-SUMMARY_TABLE_HEADER = ("table", "MoE-Retriever F1", "MoE-Retriever acc", "best other (F1)",
-                        "ΔF1 vs it", "ΔF1 vs zero", "ΔF1 vs official_retriever", "F1 rank")
+SUMMARY_TABLE_HEADER = (
+    "table",
+    "MoE-Retriever F1",
+    "MoE-Retriever acc",
+    "best other (F1)",
+    "ΔF1 vs it",
+    "ΔF1 vs zero",
+    "ΔF1 vs official_retriever",
+    "F1 rank",
+)
 
 _CELL_NOTE = (
     "Every cell: test metric in %, mean [95 % interval] over the table's runs: the folds of "
@@ -520,14 +637,16 @@ _CELL_NOTE = (
     "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
     "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
     "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
-    "both equal those of predicting the training split's majority class.")
+    "both equal those of predicting the training split's majority class."
+)
 _METHODS_NOTE = (
     "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
     "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
     "(the authors' released code); every other method is one module of "
     "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
     "uses. `hist_gbt` selects its settings by inner cross-validation on the training part; "
-    "`majority` predicts the training class frequencies.")
+    "`majority` predicts the training class frequencies."
+)
 _SUMMARY_NOTE = (
     "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
     "best other method by mean macro-F1, and paired differences of macro-F1 in "
@@ -535,7 +654,8 @@ _SUMMARY_NOTE = (
     "the same model with zero-filled missing embeddings (`zero`) and against "
     "retrieval without routing (`official_retriever`): mean [95 % interval] and "
     "the verdict at {alpha} after Holm's adjustment within the table (better / "
-    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion).")
+    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion)."
+)
 
 
 def missingness_text(mis: dict[str, Any]) -> str:
@@ -548,13 +668,22 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
     MoE-Retriever against the best other method of each table."""
     m = results["machine"]
     lines = [
-        f"# Results: {results['name']}", "",
-        "Generated, not edited by hand, by", "", "```", command, "```", "",
+        f"# Results: {results['name']}",
+        "",
+        "Generated, not edited by hand, by",
+        "",
+        "```",
+        command,
+        "```",
+        "",
         f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
-        f"Python {m['python']}.", "",
-        _CELL_NOTE.format(seeds=results["seeds"]), "",
-        _METHODS_NOTE, "",
+        f"Python {m['python']}.",
+        "",
+        _CELL_NOTE.format(seeds=results["seeds"]),
+        "",
+        _METHODS_NOTE,
+        "",
     ]
     summary = []
     for study in results["studies"]:
@@ -562,10 +691,14 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         if study["note"]:
             lines += [study["note"], ""]
         for table in study["tables"]:
-            lines += [f"### {table['label']}", "", _table_caption(table, results["seeds"]), "",
-                      *markdown_table(METHOD_TABLE_HEADER,
-                                      _method_rows(table["rows"], len(table["references"]))),
-                      ""]
+            lines += [
+                f"### {table['label']}",
+                "",
+                _table_caption(table, results["seeds"]),
+                "",
+                *markdown_table(METHOD_TABLE_HEADER, _method_rows(table["rows"], len(table["references"]))),
+                "",
+            ]
             lines += paired_markdown(table) + combination_markdown(table)
             summary.append(_summary_row(table))
         lines += ranks_markdown(study)
@@ -573,9 +706,14 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
     summary_rows = [s for s in summary if s]
     if summary_rows:
-        lines += ["## MoE-Retriever against the best other method", "",
-                  _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)), "",
-                  *markdown_table(SUMMARY_TABLE_HEADER, summary_rows), ""]
+        lines += [
+            "## MoE-Retriever against the best other method",
+            "",
+            _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)),
+            "",
+            *markdown_table(SUMMARY_TABLE_HEADER, summary_rows),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -592,20 +730,23 @@ def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
     if table.get("missingness_test"):
         mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
     protocol = protocol_text(table.get("protocol"), table.get("protocol_seeds", seeds))
-    return (f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
-            f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
-            f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
-            f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-            f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + ".")
+    return (
+        f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
+        f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
+        f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
+        f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
+        f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + "."
+    )
 
 
 def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
     """The cells of a table's method rows; the best mean of each metric column in bold; a row
     with fewer than the table's ``n_runs`` runs says how many it has."""
     ran = [r for r in rows if "test" in r]
-    best = {k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])),
-                   default=math.nan)
-            for k in METRICS}
+    best = {
+        k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])), default=math.nan)
+        for k in METRICS
+    }
     out = []
     for r in rows:
         name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
@@ -618,9 +759,14 @@ def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
         n = len(r.get("partitions", r["seeds"]))  # results stored before protocols: seeds
         partial = f" ({n} of {n_runs} runs)" if n < n_runs else ""
         ties = sum(r["ties_majority"])
-        out.append([f"{name}{partial}",
-                    *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
-                    f"{r['cpu_seconds']['mean']:.1f}", f"{ties}/{n}" if ties else ""])
+        out.append(
+            [
+                f"{name}{partial}",
+                *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                f"{r['cpu_seconds']['mean']:.1f}",
+                f"{ties}/{n}" if ties else "",
+            ]
+        )
     return out
 
 
@@ -647,25 +793,37 @@ def _summary_row(table: dict[str, Any]) -> list[str] | None:
     if not ours:
         return None
     # other methods only (ablation tables compare variants, not methods); each run counted once
-    others = [r for r in rows if r["kind"] == "method" and r["entry"] != "moe_retriever"
-              and r["config_key"] != ours[0]["config_key"]]
+    others = [
+        r
+        for r in rows
+        if r["kind"] == "method"
+        and r["entry"] != "moe_retriever"
+        and r["config_key"] != ours[0]["config_key"]
+    ]
     if not others:
         return None
     o = ours[0]["test"]
     best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return [table["label"], fmt_interval(o["macro_f1"]), fmt_interval(o["accuracy"]),
-            f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})", _versus(ours[0], best),
-            _versus(ours[0], by_name.get("zero")), _versus(ours[0], by_name.get("official_retriever")),
-            f"{rank} of {len(others) + 1}"]
+    return [
+        table["label"],
+        fmt_interval(o["macro_f1"]),
+        fmt_interval(o["accuracy"]),
+        f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})",
+        _versus(ours[0], best),
+        _versus(ours[0], by_name.get("zero")),
+        _versus(ours[0], by_name.get("official_retriever")),
+        f"{rank} of {len(others) + 1}",
+    ]
 
 
 def _fingerprints(refs: dict[Any, dict[str, Any]]) -> str:
     # holdout references are keyed by seed (a string once read back from results.json)
     if not any(str(k).startswith("fold_") for k in refs):
-        return "Test fingerprints: " + ", ".join(f"seed {s}: `{r['test_fingerprint']}`"
-                                                 for s, r in refs.items())
+        return "Test fingerprints: " + ", ".join(
+            f"seed {s}: `{r['test_fingerprint']}`" for s, r in refs.items()
+        )
     digest = hashlib.sha1(" ".join(r["test_fingerprint"] for r in refs.values()).encode())
     return f"Fingerprint of the {len(refs)} test folds: `{digest.hexdigest()[:12]}`"
 
@@ -681,19 +839,22 @@ def _p(x: float) -> str:
 def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str]:
     """Per method: its ``metric`` minus that of each paired reference, in points, with the 95 %
     interval, the Holm-adjusted t p-value, the Wilcoxon p-value and the verdict."""
-    refs = [ref for ref in PAIRED_REFERENCES
-            if any(ref in r.get("paired", {}) for r in table["rows"])]
+    refs = [ref for ref in PAIRED_REFERENCES if any(ref in r.get("paired", {}) for r in table["rows"])]
     if not refs:
         return []
     header = ["method"]
     for ref in refs:
         header += [f"Δ vs {ref} [95 %]", "p (Holm)", "p Wilcoxon", "verdict"]
-    lines = [f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
-             "reference, points): mean [95 % interval], p-value of the "
-             f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
-             f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
-             "p-value (better / worse / n.s.).", "",
-             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines = [
+        f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
+        "reference, points): mean [95 % interval], p-value of the "
+        f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
+        f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
+        "p-value (better / worse / n.s.).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
     for r in table["rows"]:
         cells = [r["entry"].replace("|", "\\|")]
         paired = r.get("paired", {})
@@ -705,8 +866,12 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
                 cells += ["", "", "", ""]
                 continue
             interval = "" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"
-            cells += [_pct(c["mean_diff"], True) + interval, _p(c["p_holm"]), _p(c["p_wilcoxon"]),
-                      c["verdict"]]
+            cells += [
+                _pct(c["mean_diff"], True) + interval,
+                _p(c["p_holm"]),
+                _p(c["p_wilcoxon"]),
+                c["verdict"],
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -717,8 +882,11 @@ def _units(table: dict[str, Any]) -> str:
 
 
 def _test_name(table: dict[str, Any]) -> str:
-    return ("corrected resampled t-test" if (table.get("protocol") or {}).get("kind") == "cv"
-            else "paired t-test over seeds")
+    return (
+        "corrected resampled t-test"
+        if (table.get("protocol") or {}).get("kind") == "cv"
+        else "paired t-test over seeds"
+    )
 
 
 def combination_markdown(table: dict[str, Any]) -> list[str]:
@@ -727,19 +895,25 @@ def combination_markdown(table: dict[str, Any]) -> list[str]:
     rows = [r for r in table["rows"] if r.get("by_combination")]
     if not rows:
         return []
-    lines = ["Per input combination (test predictions pooled over the runs; F1 = macro-F1 over "
-             "the classes present): accuracy / F1 in % on complete and incomplete samples, and "
-             "the combination with the lowest F1 (n = pooled predictions).", "",
-             "| method | complete acc / F1 | incomplete acc / F1 | worst combination: F1 (n) |",
-             "|---|---|---|---|"]
+    lines = [
+        "Per input combination (test predictions pooled over the runs; F1 = macro-F1 over "
+        "the classes present): accuracy / F1 in % on complete and incomplete samples, and "
+        "the combination with the lowest F1 (n = pooled predictions).",
+        "",
+        "| method | complete acc / F1 | incomplete acc / F1 | worst combination: F1 (n) |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         c = r["by_combination"]
 
         def pair(x: dict[str, Any] | None) -> str:
             return "n/a" if x is None else f"{_pct(x['accuracy'])} / {_pct(x['macro_f1'])} (n {x['n']})"
+
         worst = c["combinations"][c["worst"]]
-        lines.append(f"| {r['entry']} | {pair(c['complete'])} | {pair(c['incomplete'])} | "
-                     f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']}) |")
+        lines.append(
+            f"| {r['entry']} | {pair(c['complete'])} | {pair(c['incomplete'])} | "
+            f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']}) |"
+        )
     return lines + [""]
 
 
@@ -748,24 +922,38 @@ def ranks_markdown(study: dict[str, Any]) -> list[str]:
     if not ranks:
         return []
     f = ranks["friedman"]
-    friedman_text = (f"Friedman test: χ² = {f['statistic']:.2f}, p = {_p(f['p_value'])}"
-                     if f else "Friedman test: not run (it needs three or more methods)")
+    friedman_text = (
+        f"Friedman test: χ² = {f['statistic']:.2f}, p = {_p(f['p_value'])}"
+        if f
+        else "Friedman test: not run (it needs three or more methods)"
+    )
     order = sorted(ranks["average_ranks"], key=ranks["average_ranks"].get)
-    lines = [f"#### Ranks across the {len(ranks['datasets'])} datasets of this study", "",
-             f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
-             f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
-             "by a bar in the diagram differ by less than that and cannot be told apart.", "",
-             "| method | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|",
-             "| average rank | " + " | ".join(f"{ranks['average_ranks'][e]:.2f}" for e in order) + " |",
-             ""]
+    lines = [
+        f"#### Ranks across the {len(ranks['datasets'])} datasets of this study",
+        "",
+        f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
+        f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
+        "by a bar in the diagram differ by less than that and cannot be told apart.",
+        "",
+        "| method | " + " | ".join(order) + " |",
+        "|---" * (len(order) + 1) + "|",
+        "| average rank | " + " | ".join(f"{ranks['average_ranks'][e]:.2f}" for e in order) + " |",
+        "",
+    ]
     if ranks.get("figure"):
         lines += [f"![critical-difference diagram]({ranks['figure']})", ""]
     return lines
 
 
-def run_comparison(config_path: str | Path, out_dir: str | Path, device: str = "auto",
-                   cached_only: bool = False, markdown: str | Path | None = None,
-                   command: str | None = None, log=print) -> dict[str, Any]:
+def run_comparison(
+    config_path: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    cached_only: bool = False,
+    markdown: str | Path | None = None,
+    command: str | None = None,
+    log=print,
+) -> dict[str, Any]:
     """Run a comparison config; write ``results.json`` and ``results.md`` (and ``markdown``)."""
     cmp = load_compare_config(config_path)
     results = Comparison(cmp, out_dir, device, cached_only, log).run()

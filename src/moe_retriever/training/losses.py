@@ -6,30 +6,36 @@ term whose weight is 0 is never computed, and the run history records every comp
 epoch mean as ``loss.<name>`` (unweighted) next to ``loss`` (the total) and
 ``loss.cross_entropy``.
 
-=============================  ==============================================  =========================================
-name                           term                                            weight (config key)
-=============================  ==============================================  =========================================
-reconstruction                 MSE of a hidden observed modality, retrieved    ``model.retriever.reconstruction_weight``
-                               from the rest, to its encoder embedding
-retriever.load_balance         Switch load balancing of the retriever's MoE,   ``model.retriever.moe.aux_loss_weight``
-                               within each expert pool
-retriever.z_loss               ST-MoE router z-loss of the retriever's MoE     ``model.retriever.moe.z_loss_weight``
-fusion.load_balance            load balancing of the SMoE fusion, summed       ``model.fusion.moe.aux_loss_weight``
-                               over layers
-fusion.z_loss                  router z-loss of the SMoE fusion (summed)       ``model.fusion.moe.z_loss_weight``
-flex_moe.load_balance          Flex-MoE's load balancing (summed over layers)  ``method_options.flex_moe.router_loss_weight``
-flex_moe.router_ce             Flex-MoE's router cross-entropy towards the     ``method_options.flex_moe.router_loss_weight``
-                               expert of an incomplete sample's combination
-shaspec.alignment              L1 distance of shared features of modality      ``method_options.shaspec.align_weight``
-                               pairs observed together
-shaspec.modality_ce            cross-entropy of the modality classifier on     ``method_options.shaspec.domain_weight``
-                               specific features
-muse.contrastive               InfoNCE between the graph and an edge-dropped   ``method_options.muse.contrastive_weight``
-                               view
-muse.supervised_contrastive    SupCon over both views                          ``method_options.muse.supcon_weight``
-mmformer.unimodal_ce           cross-entropy of the head on each observed      ``method_options.mmformer.aux_weight``
-                               modality's own features
-=============================  ==============================================  =========================================
+===========================  =================================  ==============================================
+name                         term                               weight (config key)
+===========================  =================================  ==============================================
+reconstruction               MSE of a hidden observed           ``model.retriever.reconstruction_weight``
+                             modality, retrieved from the
+                             rest, to its encoder embedding
+retriever.load_balance       Switch load balancing of the       ``model.retriever.moe.aux_loss_weight``
+                             retriever's MoE, within each
+                             expert pool
+retriever.z_loss             ST-MoE router z-loss of the        ``model.retriever.moe.z_loss_weight``
+                             retriever's MoE
+fusion.load_balance          load balancing of the SMoE         ``model.fusion.moe.aux_loss_weight``
+                             fusion, summed over layers
+fusion.z_loss                router z-loss of the SMoE fusion   ``model.fusion.moe.z_loss_weight``
+                             (summed)
+flex_moe.load_balance        Flex-MoE's load balancing (summed  ``method_options.flex_moe.router_loss_weight``
+                             over layers)
+flex_moe.router_ce           Flex-MoE's router cross-entropy    ``method_options.flex_moe.router_loss_weight``
+                             towards the expert of an
+                             incomplete sample's combination
+shaspec.alignment            L1 distance of shared features of  ``method_options.shaspec.align_weight``
+                             modality pairs observed together
+shaspec.modality_ce          cross-entropy of the modality      ``method_options.shaspec.domain_weight``
+                             classifier on specific features
+muse.contrastive             InfoNCE between the graph and an   ``method_options.muse.contrastive_weight``
+                             edge-dropped view
+muse.supervised_contrastive  SupCon over both views             ``method_options.muse.supcon_weight``
+mmformer.unimodal_ce         cross-entropy of the head on each  ``method_options.mmformer.aux_weight``
+                             observed modality's own features
+===========================  =================================  ==============================================
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ def weighted_sum(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor
     total = None
     for name, term in losses.items():
         if name not in weights:
-            raise RuntimeError(f"the model returned loss term {name!r}, which its loss_weights "
-                               f"{sorted(weights)} do not name")
+            raise RuntimeError(
+                f"the model returned loss term {name!r}, which its loss_weights {sorted(weights)} do not name"
+            )
         if weights[name] == 0:
             raise RuntimeError(f"the model computed loss term {name!r} although its weight is 0")
         weighted = weights[name] * term

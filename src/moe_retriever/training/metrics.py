@@ -19,8 +19,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, n_classes: int
     pred = probs.argmax(axis=1)
     out = {
         "accuracy": float(accuracy_score(labels, pred)),
-        "macro_f1": float(f1_score(labels, pred, average="macro", labels=np.arange(n_classes),
-                                   zero_division=0)),
+        "macro_f1": float(
+            f1_score(labels, pred, average="macro", labels=np.arange(n_classes), zero_division=0)
+        ),
     }
     present = np.unique(labels)
     if len(present) < 2:

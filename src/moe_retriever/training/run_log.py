@@ -64,14 +64,15 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
     left.set_yscale("log")
     left.set_title("training losses (log scale)")
     for column in [c for c in frame if c.startswith("val_")]:
-        right.plot(epochs, frame[column].astype(float), marker=".", label=column[len("val_"):])
+        right.plot(epochs, frame[column].astype(float), marker=".", label=column[len("val_") :])
     right.set_title("validation metrics")
     right.set_ylim(0, 1.02)
     if "retrieval" in frame and not frame["retrieval"].all():
         last_warmup = float(epochs[~frame["retrieval"].astype(bool)].max())
         for ax in (left, right):
-            ax.axvspan(epochs.min() - 0.5, last_warmup + 0.5, color="0.9", zorder=0,
-                       label="warm-up (zero-filled)")
+            ax.axvspan(
+                epochs.min() - 0.5, last_warmup + 0.5, color="0.9", zorder=0, label="warm-up (zero-filled)"
+            )
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
@@ -83,8 +84,11 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 
 def _scalars(entry: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in entry.items()
-            if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in entry.items()
+        if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v))
+    }
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -126,15 +130,17 @@ class ExperimentLogger:
                 uri = f"sqlite:///{local / 'mlflow.db'}"
             self._client = mlflow.tracking.MlflowClient(uri)
             found = self._client.get_experiment_by_name(cfg.name)
-            self._experiment = (found.experiment_id if found is not None
-                                else self._client.create_experiment(cfg.name))
+            self._experiment = (
+                found.experiment_id if found is not None else self._client.create_experiment(cfg.name)
+            )
             self._parent = self._client.create_run(
-                self._experiment, run_name=f"{cfg.name}-{cfg.method}").info.run_id
+                self._experiment, run_name=f"{cfg.name}-{cfg.method}"
+            ).info.run_id
             from mlflow.entities import Param
 
             params = [Param(k, str(v)[:500]) for k, v in _flatten(to_dict(cfg)).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
-                self._client.log_batch(self._parent, params=params[i:i + 100])
+                self._client.log_batch(self._parent, params=params[i : i + 100])
 
     def epoch(self, unit: str, entry: dict[str, Any]) -> None:
         step = int(entry["epoch"])
@@ -153,8 +159,8 @@ class ExperimentLogger:
             run_id = self._runs.get(unit)
             if run_id is None:
                 run_id = self._runs[unit] = self._client.create_run(
-                    self._experiment, run_name=unit,
-                    tags={"mlflow.parentRunId": self._parent}).info.run_id
+                    self._experiment, run_name=unit, tags={"mlflow.parentRunId": self._parent}
+                ).info.run_id
             self._log_metrics(run_id, scalars, step)
 
     def _log_metrics(self, run_id: str, scalars: dict[str, float], step: int = 0) -> None:
@@ -168,10 +174,13 @@ class ExperimentLogger:
     def final(self, results: dict[str, Any]) -> None:
         """Log the aggregated test metrics on the experiment's run and close every sink."""
         if self._client is not None:
-            metrics = {f"test.{name}": float(value["mean"])
-                       for name, value in results.get("test", {}).items()
-                       if isinstance(value, dict) and isinstance(value.get("mean"), (int, float))
-                       and math.isfinite(value["mean"])}
+            metrics = {
+                f"test.{name}": float(value["mean"])
+                for name, value in results.get("test", {}).items()
+                if isinstance(value, dict)
+                and isinstance(value.get("mean"), (int, float))
+                and math.isfinite(value["mean"])
+            }
             self._log_metrics(self._parent, metrics)
         self.close("FINISHED")
 

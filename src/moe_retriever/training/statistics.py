@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 HOLDOUT_INTERVAL = "t over seeds"
@@ -39,7 +39,7 @@ class Estimate:
         return asdict(self)
 
 
-def _finite(values: Sequence[float]) -> np.ndarray:
+def _finite(values: ArrayLike) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).ravel()
     return x[np.isfinite(x)]
 
@@ -61,15 +61,16 @@ def _t_estimate(x: np.ndarray, variance: float, confidence: float, method: str) 
     return Estimate(mean, mean - half, mean + half, p, n, method)
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+def t_interval(values: ArrayLike, confidence: float = 0.95) -> Estimate:
     """Student t interval of the mean over independent runs (holdout seeds); NaNs are ignored."""
     x = _finite(values)
     variance = float(x.var(ddof=1)) / len(x) if len(x) > 1 else math.nan
     return _t_estimate(x, variance, confidence, HOLDOUT_INTERVAL)
 
 
-def corrected_resampled_t(values: Sequence[float], n_train: float, n_test: float,
-                          confidence: float = 0.95) -> Estimate:
+def corrected_resampled_t(
+    values: ArrayLike, n_train: float, n_test: float, confidence: float = 0.95
+) -> Estimate:
     """Nadeau-Bengio corrected resampled t over the J = folds x repeats values of repeated
     cross-validation (scores, or paired differences of scores): variance of the mean
     ``(1/J + n_test/n_train) * s^2`` with the sample variance ``s^2``, J - 1 degrees of freedom.
@@ -81,7 +82,7 @@ def corrected_resampled_t(values: Sequence[float], n_train: float, n_test: float
     return _t_estimate(x, variance, confidence, CV_INTERVAL)
 
 
-def wilcoxon_p(diffs: Sequence[float]) -> float:
+def wilcoxon_p(diffs: ArrayLike) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired differences; 1 when every difference is
     zero (nothing to rank), NaN without differences. Zero differences are dropped (scipy's
     ``zero_method="wilcox"``)."""
@@ -93,7 +94,7 @@ def wilcoxon_p(diffs: Sequence[float]) -> float:
     return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
+def holm(pvalues: ArrayLike) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error), in the input order; NaN entries
     stay NaN and do not count towards the family size."""
     p = np.asarray(pvalues, dtype=np.float64)
@@ -144,16 +145,16 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05) -> float:
     return q * math.sqrt(n_methods * (n_methods + 1) / (6 * n_datasets))
 
 
-def rank_cliques(avg_ranks: Sequence[float], cd: float) -> list[tuple[int, ...]]:
+def rank_cliques(avg_ranks: ArrayLike, cd: float) -> list[tuple[int, ...]]:
     """Maximal groups of methods (indices) whose average ranks all lie within less than ``cd`` of
     each other: the methods that cannot be told apart, joined by a bar in the diagram."""
     r = np.asarray(avg_ranks, dtype=np.float64)
     order = np.argsort(r, kind="stable")
-    spans = []
+    spans: list[tuple[int, int]] = []
     for a in range(len(order)):
         b = a
         while b + 1 < len(order) and r[order[b + 1]] - r[order[a]] < cd:
             b += 1
         if b > a and not any(s <= a and b <= e for s, e in spans):
             spans.append((a, b))
-    return [tuple(int(i) for i in order[a:b + 1]) for a, b in spans]
+    return [tuple(int(i) for i in order[a : b + 1]) for a, b in spans]

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...config import DataConfig
 from ...errors import ConfigError, InputNotFoundError
@@ -39,9 +40,11 @@ FORMATS: Registry[Format] = Registry("format", key="data.format")
 
 def register_format(name: str, detect: Callable[[Path], bool]) -> Callable[[Loader], Loader]:
     """Decorator: register a loader ``load(path, trust_pickle=False, **options)`` as a layout."""
+
     def deco(fn: Loader) -> Loader:
         FORMATS.add(name, Format(name, detect, fn))
         return fn
+
     return deco
 
 
@@ -50,8 +53,7 @@ def detect_format(path: Path) -> str:
     if len(claims) == 1:
         return claims[0]
     if not claims:
-        raise ConfigError(f"{path}: no known data layout recognised; "
-                          f"pass --format one of {FORMATS.names()}")
+        raise ConfigError(f"{path}: no known data layout recognised; pass --format one of {FORMATS.names()}")
     raise ConfigError(f"{path}: ambiguous data layout (matches {sorted(claims)}); pass --format")
 
 
@@ -63,8 +65,12 @@ def check_options(source: str, loader: Loader, *args: Any, **options: Any) -> No
     try:
         signature.bind(*args, **options)
     except TypeError as exc:
-        allowed = [name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY
-                   or (p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("path", "trust_pickle"))]
+        allowed = [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind is p.KEYWORD_ONLY
+            or (p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("path", "trust_pickle"))
+        ]
         raise ConfigError(f"data.options for {source!r}: {exc}; allowed: {allowed}") from None
 
 
@@ -87,7 +93,12 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
 
 
 # modules that register formats and datasets (imported last: they use the registries above)
-from . import folder  # noqa: E402,F401
-from . import builtin  # noqa: E402,F401
-from . import miniacc  # noqa: E402,F401
-from . import adni, enrico, mimic, mosi  # noqa: E402,F401  (the paper's dataset layouts)
+from . import (  # noqa: E402,F401  (the paper's dataset layouts)
+    adni,
+    builtin,  # noqa: E402,F401
+    enrico,
+    folder,  # noqa: E402,F401
+    mimic,
+    miniacc,  # noqa: E402,F401
+    mosi,
+)

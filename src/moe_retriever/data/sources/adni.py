@@ -20,8 +20,9 @@ A subject lacks a modality when it has no row in that modality's file, or its ro
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,17 @@ import torch.nn.functional as F
 from ...errors import ConfigError, InputNotFoundError, MissingDependencyError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, align_rows, build_dataset, empty_rows, load_npy,
-                           read_csv_text, read_split_json, require_file, select_modalities)
+from .layout_utils import (
+    ModalityRows,
+    align_rows,
+    build_dataset,
+    empty_rows,
+    load_npy,
+    read_csv_text,
+    read_split_json,
+    require_file,
+    select_modalities,
+)
 from .nifti import read_nifti
 
 MODALITIES = ("image", "genomic", "clinical", "biospecimen")  # the paper's I, G, C, B
@@ -62,11 +72,15 @@ def _find(root: Path, rel: str) -> Path | None:
 
 
 def detect(path: Path) -> bool:
-    return path.is_dir() and _find(path, FILES["label"]) is not None and (
-        _find(path, FILES["splits"]) is not None)
+    return (
+        path.is_dir()
+        and _find(path, FILES["label"]) is not None
+        and (_find(path, FILES["splits"]) is not None)
+    )
 
 
 # --------------------------------------------------------------------------- labels
+
 
 def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
     df = read_csv_text(path, ("PTID", "DIAGNOSIS"))
@@ -76,7 +90,8 @@ def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
     if bad.any():
         r = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataValidationError(
-            f"{path}: row {r + 2}, column DIAGNOSIS: {df['DIAGNOSIS'].iloc[r]!r} is not 1, 2 or 3")
+            f"{path}: row {r + 2}, column DIAGNOSIS: {df['DIAGNOSIS'].iloc[r]!r} is not 1, 2 or 3"
+        )
     seen: dict[str, int] = {}
     for r, i in enumerate(ids):
         if i in seen:
@@ -86,6 +101,7 @@ def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 # --------------------------------------------------------------------------- tabular modalities
+
 
 def _fill_columns(x: np.ndarray, observed: np.ndarray, how: str) -> np.ndarray:
     """Fill NaN cells of observed rows with the column's mode (SNP dosages) or mean."""
@@ -107,16 +123,25 @@ def _fill_columns(x: np.ndarray, observed: np.ndarray, how: str) -> np.ndarray:
     return np.nan_to_num(x, nan=0.0)
 
 
-def _tabular(name: str, row_ids: Sequence[str], x: np.ndarray, columns: Sequence[str] | None,
-             ids: Sequence[str], path: Path, fill: str) -> ModalityRows:
+def _tabular(
+    name: str,
+    row_ids: Sequence[str],
+    x: np.ndarray,
+    columns: Sequence[str] | None,
+    ids: Sequence[str],
+    path: Path,
+    fill: str,
+) -> ModalityRows:
     rows, pos = align_rows(row_ids, ids, path)
     feats = np.zeros((len(ids), x.shape[1]), dtype=np.float32)
     observed = np.zeros(len(ids), dtype=bool)
     feats[pos] = x[rows]
     observed[pos] = ~np.all(np.isnan(x[rows]), axis=1)
-    return ModalityRows(ModalitySpec(name, (x.shape[1],), "tabular",
-                                     tuple(columns) if columns is not None else None),
-                        _fill_columns(feats, observed, fill), observed)
+    return ModalityRows(
+        ModalitySpec(name, (x.shape[1],), "tabular", tuple(columns) if columns is not None else None),
+        _fill_columns(feats, observed, fill),
+        observed,
+    )
 
 
 def read_feature_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -129,8 +154,9 @@ def read_feature_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     bad = values.isna().to_numpy() & cells.notna().to_numpy()
     if bad.any():
         r, c = (int(v[0]) for v in np.nonzero(bad))
-        raise DataValidationError(f"{path}: row {r + 2}, column {cells.columns[c]!r}: "
-                                  f"{cells.iat[r, c]!r} is not a number")
+        raise DataValidationError(
+            f"{path}: row {r + 2}, column {cells.columns[c]!r}: {cells.iat[r, c]!r} is not a number"
+        )
     ids = [str(i).strip() for i in df.iloc[:, 0]]
     return ids, values.to_numpy(dtype=np.float32), [str(c) for c in cells.columns]
 
@@ -140,7 +166,9 @@ def read_h5ad(path: Path) -> tuple[list[str], np.ndarray, list[str] | None]:
     try:
         import h5py
     except ImportError as exc:
-        raise MissingDependencyError(f"reading {path} needs h5py: pip install 'moe-retriever[datasets]'") from exc
+        raise MissingDependencyError(
+            f"reading {path} needs h5py: pip install 'moe-retriever[datasets]'"
+        ) from exc
 
     def names(node: Any) -> list[str]:
         if isinstance(node, h5py.Group):
@@ -163,12 +191,16 @@ def read_h5ad(path: Path) -> tuple[list[str], np.ndarray, list[str] | None]:
                 x = np.asarray(node[()], dtype=np.float32)
             else:
                 import scipy.sparse as sp
+
                 encoding = node.attrs.get("encoding-type", b"")
                 encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
                 shape = tuple(int(s) for s in node.attrs.get("shape", node.attrs.get("h5sparse_shape")))
                 matrix = sp.csc_matrix if encoding.startswith("csc") else sp.csr_matrix
-                x = matrix((node["data"][()], node["indices"][()], node["indptr"][()]),
-                           shape=shape).toarray().astype(np.float32)
+                x = (
+                    matrix((node["data"][()], node["indices"][()], node["indptr"][()]), shape=shape)
+                    .toarray()
+                    .astype(np.float32)
+                )
             obs = names(f["obs"])
             var = names(f["var"]) if "var" in f else None
     except OSError as exc:
@@ -180,6 +212,7 @@ def read_h5ad(path: Path) -> tuple[list[str], np.ndarray, list[str] | None]:
 
 # --------------------------------------------------------------------------- image
 
+
 def read_subjects(path: Path) -> tuple[list[str], pd.Series]:
     """``<PTID>_<date>`` per line (PTID = the first three ``_`` parts, e.g. 002_S_0295)."""
     lines = [line.strip() for line in path.read_text().splitlines()]
@@ -187,8 +220,9 @@ def read_subjects(path: Path) -> tuple[list[str], pd.Series]:
     for n, line in enumerate(lines, start=1):
         parts = line.split("_")
         if len(parts) < 4:
-            raise DataValidationError(f"{path}: line {n}: {line!r} is not <PTID>_<scan date>, "
-                                      f"e.g. 002_S_0295_2006-04-18")
+            raise DataValidationError(
+                f"{path}: line {n}: {line!r} is not <PTID>_<scan date>, e.g. 002_S_0295_2006-04-18"
+            )
         ptids.append("_".join(parts[:3]))
         dates.append(parts[-1])
     parsed = pd.to_datetime(pd.Series(dates), errors="coerce")
@@ -210,11 +244,13 @@ def _pool(volumes: torch.Tensor, factor: int) -> torch.Tensor:
     return volumes if factor <= 1 else F.avg_pool3d(volumes, factor, factor, ceil_mode=True)
 
 
-def read_image(root: Path, files: dict[str, str], ids: Sequence[str], trust_pickle: bool,
-               pool: int, mask_label: float) -> ModalityRows:
+def read_image(
+    root: Path, files: dict[str, str], ids: Sequence[str], trust_pickle: bool, pool: int, mask_label: float
+) -> ModalityRows:
     npy = require_file(_find(root, files["image"]) or root / files["image"], "adni", "image array")
-    subj = require_file(_find(root, files["image_subjects"]) or root / files["image_subjects"],
-                        "adni", "image subject list")
+    subj = require_file(
+        _find(root, files["image_subjects"]) or root / files["image_subjects"], "adni", "image subject list"
+    )
     data = load_npy(npy, trust_pickle, mmap=True)
     ptids, dates = read_subjects(subj)
     if data.shape[0] != len(ptids):
@@ -225,21 +261,25 @@ def read_image(root: Path, files: dict[str, str], ids: Sequence[str], trust_pick
     mask_path = _find(root, files["image_mask"])
     if data.ndim == 2 and mask_path is None:
         # without the atlas the voxels cannot be put back in place: a flat vector for the MLP
-        warnings.warn(f"adni: {files['image_mask']} not found; the image modality is used as a flat "
-                      f"vector of {data.shape[1]} voxels", stacklevel=3)
+        warnings.warn(
+            f"adni: {files['image_mask']} not found; the image modality is used as a flat "
+            f"vector of {data.shape[1]} voxels",
+            stacklevel=3,
+        )
         x = np.asarray(data[src], dtype=np.float32)
         feats = np.zeros((len(ids), data.shape[1]), dtype=np.float32)
         feats[pos] = np.nan_to_num(x, nan=0.0)
         observed = np.zeros(len(ids), dtype=bool)
         observed[pos] = ~empty_rows(x)
         return ModalityRows(ModalitySpec("image", (data.shape[1],), "tabular"), feats, observed)
-    if data.ndim == 2:
+    if data.ndim == 2 and mask_path is not None:  # (without a mask it returned above)
         mask = read_nifti(mask_path) if mask_path.suffix != ".npy" else load_npy(mask_path, False)
         inside = mask == mask_label
         if int(inside.sum()) != data.shape[1]:
             raise DataValidationError(
                 f"{npy}: {data.shape[1]} voxel columns, but {mask_path} has {int(inside.sum())} voxels "
-                f"labelled {mask_label:g}")
+                f"labelled {mask_label:g}"
+            )
         # crop to the mask's bounding box: the rest is always zero
         coords = np.nonzero(inside)
         box = inside[tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)]
@@ -250,17 +290,20 @@ def read_image(root: Path, files: dict[str, str], ids: Sequence[str], trust_pick
             out[:, flat] = torch.from_numpy(np.asarray(data[chunk], dtype=np.float32))
             return out.reshape(len(chunk), 1, *box.shape)
     elif data.ndim in (4, 5):
+
         def volumes(chunk: np.ndarray) -> torch.Tensor:
             v = torch.from_numpy(np.asarray(data[chunk], dtype=np.float32))
             return v.unsqueeze(1) if v.dim() == 4 else v
     else:
-        raise DataValidationError(f"{npy}: expected (scans, voxels), (scans, D, H, W) or "
-                                  f"(scans, C, D, H, W), got shape {data.shape}")
+        raise DataValidationError(
+            f"{npy}: expected (scans, voxels), (scans, D, H, W) or "
+            f"(scans, C, D, H, W), got shape {data.shape}"
+        )
     shape = tuple(_pool(volumes(src[:1]), pool).shape[1:]) if len(src) else (1,)
     feats = np.zeros((len(ids), *shape), dtype=np.float32)
     for start in range(0, len(src), _CHUNK):
-        v = torch.nan_to_num(volumes(src[start:start + _CHUNK]), nan=0.0)
-        feats[pos[start:start + _CHUNK]] = _pool(v, pool).numpy()
+        v = torch.nan_to_num(volumes(src[start : start + _CHUNK]), nan=0.0)
+        feats[pos[start : start + _CHUNK]] = _pool(v, pool).numpy()
     observed = np.zeros(len(ids), dtype=bool)
     observed[pos] = ~empty_rows(feats[pos])
     return ModalityRows(ModalitySpec("image", shape, "volume"), feats, observed)
@@ -268,10 +311,18 @@ def read_image(root: Path, files: dict[str, str], ids: Sequence[str], trust_pick
 
 # --------------------------------------------------------------------------- loader
 
+
 @register_format("adni", detect=detect)
-def load_adni(path: Path, trust_pickle: bool = False, *, modalities: Sequence[str] | str | None = None,
-              image_pool: int = 2, mask_label: float = 150, files: dict[str, str] | None = None,
-              use_splits: bool = True) -> MultimodalDataset:
+def load_adni(
+    path: Path,
+    trust_pickle: bool = False,
+    *,
+    modalities: Sequence[str] | str | None = None,
+    image_pool: int = 2,
+    mask_label: float = 150,
+    files: dict[str, str] | None = None,
+    use_splits: bool = True,
+) -> MultimodalDataset:
     """Load the Flex-MoE ADNI files under ``path``.
 
     modalities: names or the paper's letters ("IGCB"); default: every modality whose file exists.
@@ -289,7 +340,8 @@ def load_adni(path: Path, trust_pickle: bool = False, *, modalities: Sequence[st
     ids, labels = read_labels(label_path)
     parts: list[ModalityRows] = []
     selected = select_modalities(modalities, MODALITIES, LETTERS, "adni") or [
-        m for m in MODALITIES if _find(root, names[m]) is not None]
+        m for m in MODALITIES if _find(root, names[m]) is not None
+    ]
     if not selected:
         raise InputNotFoundError(f"adni layout: {root} holds none of {[names[m] for m in MODALITIES]}")
     for m in selected:

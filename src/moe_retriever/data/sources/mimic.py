@@ -16,16 +16,25 @@ all zero, e.g. no codes) or its sequence has no non-zero step. Files are opened 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, as_array, build_dataset, load_torch_file, read_csv_text,
-                           read_split_json, require_file, rows_from_array, select_modalities)
+from .layout_utils import (
+    ModalityRows,
+    as_array,
+    build_dataset,
+    load_torch_file,
+    read_csv_text,
+    read_split_json,
+    require_file,
+    rows_from_array,
+    select_modalities,
+)
 
 MODALITIES = ("lab", "note", "code")  # the paper's L, N, C
 LETTERS = {"L": "lab", "N": "note", "C": "code"}
@@ -39,8 +48,11 @@ def modality_file(root: Path, name: str) -> Path:
 
 
 def detect(path: Path) -> bool:
-    return path.is_dir() and (path / LABEL_FILE).is_file() and any(
-        modality_file(path, m).is_file() for m in MODALITIES)
+    return (
+        path.is_dir()
+        and (path / LABEL_FILE).is_file()
+        and any(modality_file(path, m).is_file() for m in MODALITIES)
+    )
 
 
 def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
@@ -49,20 +61,29 @@ def read_labels(path: Path) -> tuple[list[str], np.ndarray]:
     bad = ~y.isin([0, 1])
     if bad.any():
         r = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataValidationError(f"{path}: row {r + 2}, column one_year_mortality: "
-                                  f"{df['one_year_mortality'].iloc[r]!r} is not 0 or 1")
+        raise DataValidationError(
+            f"{path}: row {r + 2}, column one_year_mortality: "
+            f"{df['one_year_mortality'].iloc[r]!r} is not 0 or 1"
+        )
     ids = df["subject_id"].astype(str).str.strip().tolist()
     seen: dict[str, int] = {}
     for r, i in enumerate(ids):
         if i in seen:
-            raise DataValidationError(f"{path}: subject_id {i!r} appears twice (rows {seen[i] + 2} and {r + 2})")
+            raise DataValidationError(
+                f"{path}: subject_id {i!r} appears twice (rows {seen[i] + 2} and {r + 2})"
+            )
         seen[i] = r
     return ids, y.to_numpy().astype(np.int64)
 
 
 @register_format("mimic", detect=detect)
-def load_mimic(path: Path, trust_pickle: bool = False, *, modalities: Sequence[str] | str | None = None,
-               use_splits: bool = True) -> MultimodalDataset:
+def load_mimic(
+    path: Path,
+    trust_pickle: bool = False,
+    *,
+    modalities: Sequence[str] | str | None = None,
+    use_splits: bool = True,
+) -> MultimodalDataset:
     """Load the Flex-MoE MIMIC-IV files under ``path``.
 
     modalities: names or the paper's letters ("LNC"); default: every ``<name>_x.pt`` present.
@@ -72,13 +93,16 @@ def load_mimic(path: Path, trust_pickle: bool = False, *, modalities: Sequence[s
     ids, labels = read_labels(require_file(root / LABEL_FILE, "mimic", "label file"))
     parts: list[ModalityRows] = []
     selected = select_modalities(modalities, MODALITIES, LETTERS, "mimic") or [
-        m for m in MODALITIES if modality_file(root, m).is_file()]
+        m for m in MODALITIES if modality_file(root, m).is_file()
+    ]
     for m in selected:
         f = require_file(modality_file(root, m), "mimic", f"{m} file")
         x = as_array(load_torch_file(f, trust_pickle), f)
         if len(x) != len(ids):
-            raise DataValidationError(f"{f}: {len(x)} rows, but {root / LABEL_FILE} has {len(ids)} "
-                                      f"labelled subjects; the rows must be aligned with it")
+            raise DataValidationError(
+                f"{f}: {len(x)} rows, but {root / LABEL_FILE} has {len(ids)} "
+                f"labelled subjects; the rows must be aligned with it"
+            )
         parts.append(rows_from_array(m, x, f))
     split_path = root / SPLIT_FILE
     splits = read_split_json(split_path) if use_splits and split_path.is_file() else None

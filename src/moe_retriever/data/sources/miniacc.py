@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def cached_file(cache_dir: str | Path | None = None) -> Path:
 
 # --------------------------------------------------------------------------- fetching
 
+
 def _run(cmd: list[str], cwd: Path, hint: str) -> None:
     try:
         done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -68,15 +70,16 @@ def _run(cmd: list[str], cwd: Path, hint: str) -> None:
         raise DatasetUnavailableError(f"miniacc: {cmd[0]} is not available here; {hint}") from exc
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise DatasetUnavailableError(
-            f"miniacc: {' '.join(cmd)} failed ({' | '.join(tail)}); {hint}")
+        raise DatasetUnavailableError(f"miniacc: {' '.join(cmd)} failed ({' | '.join(tail)}); {hint}")
 
 
 def fetch_miniacc(cache_dir: str | Path | None = None, deb: str | Path | None = None) -> Path:
     """Download (or take ``deb``), unpack and cache ``miniACC.RData``; returns its path."""
     target = cached_file(cache_dir)
-    hint = (f"on Debian/Ubuntu run `apt-get update` as root once, or download "
-            f"{DEBIAN_PACKAGE}_*.deb elsewhere and pass it with --deb FILE")
+    hint = (
+        f"on Debian/Ubuntu run `apt-get update` as root once, or download "
+        f"{DEBIAN_PACKAGE}_*.deb elsewhere and pass it with --deb FILE"
+    )
     with tempfile.TemporaryDirectory(prefix="miniacc-") as tmp:
         work = Path(tmp)
         if deb is None:
@@ -88,8 +91,11 @@ def fetch_miniacc(cache_dir: str | Path | None = None, deb: str | Path | None = 
         deb = Path(deb)
         if not deb.is_file():
             raise InputNotFoundError(f"--deb: {deb} does not exist")
-        _run(["dpkg-deb", "-x", str(deb.resolve()), str(work / "root")], work,
-             "dpkg-deb (Debian's package tool) is needed to unpack the .deb")
+        _run(
+            ["dpkg-deb", "-x", str(deb.resolve()), str(work / "root")],
+            work,
+            "dpkg-deb (Debian's package tool) is needed to unpack the .deb",
+        )
         found = sorted((work / "root").glob(f"**/{RDATA_MEMBER}"))
         if not found:
             raise DatasetUnavailableError(f"miniacc: {deb} holds no {RDATA_MEMBER}")
@@ -100,6 +106,7 @@ def fetch_miniacc(cache_dir: str | Path | None = None, deb: str | Path | None = 
 
 
 # --------------------------------------------------------------------------- reading R data
+
 
 def _r_to_python(obj: Any, envs: dict[int, dict] | None = None) -> Any:
     """Turn an ``rdata.parser`` object tree into Python values.
@@ -154,7 +161,9 @@ def _r_to_python(obj: Any, envs: dict[int, dict] | None = None) -> Any:
         na = value == np.iinfo(np.int32).min
         if "levels" in attrs and kind == T.INT:
             levels = attrs["levels"]
-            return [None if bad else levels[i - 1] for i, bad in zip(value.tolist(), na.tolist())]
+            return [
+                None if bad else levels[i - 1] for i, bad in zip(value.tolist(), na.tolist(), strict=True)
+            ]
         if na.any():
             value = np.where(na, np.nan, value.astype(np.float64))
     elif kind == T.REAL:
@@ -162,7 +171,7 @@ def _r_to_python(obj: Any, envs: dict[int, dict] | None = None) -> Any:
     elif kind == T.VEC:
         value = [_r_to_python(c, envs) for c in obj.value]
         if "names" in attrs:
-            return dict(zip(attrs["names"], value))
+            return dict(zip(attrs["names"], value, strict=True))
         return value
     else:
         return None
@@ -178,14 +187,17 @@ def read_miniacc_object(path: Path) -> dict[str, Any]:
     except ImportError as exc:
         raise DatasetUnavailableError(
             "dataset 'miniacc' is read with the Python package 'rdata', which is not installed; "
-            "install it with: pip install rdata") from exc
+            "install it with: pip install rdata"
+        ) from exc
     try:
         parsed = rdata.parser.parse_file(path)
         top = _r_to_python(parsed.object)
         return top["miniACC"]
     except Exception as exc:  # a truncated or foreign file fails deep inside the parser
-        raise DataValidationError(f"{path}: not the miniACC R data file ({type(exc).__name__}: {exc}); "
-                                  f"fetch it again with: {FETCH_COMMAND}") from exc
+        raise DataValidationError(
+            f"{path}: not the miniACC R data file ({type(exc).__name__}: {exc}); "
+            f"fetch it again with: {FETCH_COMMAND}"
+        ) from exc
 
 
 def _assay_matrix(experiment: Any) -> tuple[np.ndarray, list[str], list[str]]:
@@ -199,7 +211,7 @@ def _assay_matrix(experiment: Any) -> tuple[np.ndarray, list[str], list[str]]:
     return np.asarray(matrix["array"], dtype=np.float64), list(rows), list(cols)
 
 
-def _ordinal(values: list[Any], codes: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def _ordinal(values: list[Any], codes: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Coded values (0 where unknown) and an indicator of unknown values."""
     coded = np.array([codes.get(v, np.nan) if v is not None else np.nan for v in values])
     unknown = np.isnan(coded)
@@ -211,8 +223,11 @@ def clinical_features(col: dict[str, Any]) -> pd.DataFrame:
     unknown; outcome columns (vital status, days to death or last follow-up) and molecular
     cluster labels are left out so that nothing leaks the label."""
     age = np.asarray(col["years_to_birth"], dtype=np.float64)  # age at diagnosis, in years
-    out = {"age": np.where(np.isnan(age), 0.0, age), "age_missing": np.isnan(age).astype(np.float64),
-           "male": np.array([g == "male" for g in col["gender"]], dtype=np.float64)}
+    out = {
+        "age": np.where(np.isnan(age), 0.0, age),
+        "age_missing": np.isnan(age).astype(np.float64),
+        "male": np.array([g == "male" for g in col["gender"]], dtype=np.float64),
+    }
     coded = {
         "stage": ("pathologic_stage", {"stage i": 1, "stage ii": 2, "stage iii": 3, "stage iv": 4}),
         "t_stage": ("pathology_T_stage", {"t1": 1, "t2": 2, "t3": 3, "t4": 4}),
@@ -232,7 +247,8 @@ def load_miniacc(cache_dir: str | None = None) -> MultimodalDataset:
     path = cached_file(cache_dir)
     if not path.is_file():
         raise DatasetUnavailableError(
-            f"dataset 'miniacc' is not in the cache ({path}); fetch it once with: {FETCH_COMMAND}")
+            f"dataset 'miniacc' is not in the cache ({path}); fetch it once with: {FETCH_COMMAND}"
+        )
     mae = read_miniacc_object(path)
     col = mae["colData"]
     patients = [str(p) for p in col["rownames"]]
@@ -263,6 +279,13 @@ def load_miniacc(cache_dir: str | None = None) -> MultimodalDataset:
     specs.append(ModalitySpec("clinical", (clinical.shape[1],), "tabular", tuple(clinical.columns)))
     features["clinical"] = torch.tensor(clinical.to_numpy(dtype=np.float32))
     observed[:, -1] = True
-    return MultimodalDataset(specs, features, torch.from_numpy(observed),
-                             torch.from_numpy(status.astype(np.int64)), patients, CLASS_NAMES,
-                             "miniacc", natural_missingness=True)
+    return MultimodalDataset(
+        specs,
+        features,
+        torch.from_numpy(observed),
+        torch.from_numpy(status.astype(np.int64)),
+        patients,
+        CLASS_NAMES,
+        "miniacc",
+        natural_missingness=True,
+    )

@@ -9,16 +9,16 @@ Opening a pickle can run code, so it is read only with ``trust_pickle``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, MultimodalDataset
 from . import register_format
-from .layout_utils import (ModalityRows, build_dataset, load_pickle, rows_from_array,
-                           select_modalities)
+from .layout_utils import ModalityRows, build_dataset, load_pickle, rows_from_array, select_modalities
 
 MODALITIES = ("vision", "audio", "text")  # the paper's V, A, T
 LETTERS = {"V": "vision", "A": "audio", "T": "text"}
@@ -53,8 +53,9 @@ def _pad_steps(x: np.ndarray, steps: int) -> np.ndarray:
 
 
 @register_format("mosi", detect=detect)
-def load_mosi(path: Path, trust_pickle: bool = False, *,
-              modalities: Sequence[str] | str | None = None) -> MultimodalDataset:
+def load_mosi(
+    path: Path, trust_pickle: bool = False, *, modalities: Sequence[str] | str | None = None
+) -> MultimodalDataset:
     """Load ``mosi_data.pkl`` (``path`` is the file or its folder).
 
     modalities: names or the paper's letters ("VAT"); default: all three.
@@ -83,22 +84,29 @@ def load_mosi(path: Path, trust_pickle: bool = False, *,
         for m in selected:
             x = np.asarray(block[m], dtype=np.float32)
             if x.ndim != 3 or x.shape[0] != n:
-                raise DataValidationError(f"{f}: {part}/{m} has shape {x.shape}; expected "
-                                          f"({n}, steps, features) for {n} labels")
+                raise DataValidationError(
+                    f"{f}: {part}/{m} has shape {x.shape}; expected ({n}, steps, features) for {n} labels"
+                )
             arrays[m].append(x)
         part_ids = _ids(block, part, n)
         splits[split] = part_ids
         ids += part_ids
         labels.append((y > 0).astype(np.int64))
     if len(set(ids)) != len(ids):  # the pickle's ids are not unique: number the samples instead
-        ids = [f"{part}/{i}" for part, p_ids in zip(PARTS, splits.values()) for i in range(len(p_ids))]
+        ids = [
+            f"{part}/{i}"
+            for part, p_ids in zip(PARTS, splits.values(), strict=True)
+            for i in range(len(p_ids))
+        ]
         offsets = np.cumsum([0] + [len(p) for p in splits.values()])
-        splits = {s: ids[offsets[k]:offsets[k + 1]] for k, s in enumerate(splits)}
+        splits = {s: ids[offsets[k] : offsets[k + 1]] for k, s in enumerate(splits)}
     parts: list[ModalityRows] = []
     for m in selected:
         widths = {x.shape[2:] for x in arrays[m]}
         if len(widths) != 1:
-            raise DataValidationError(f"{f}: {m} has different feature widths across splits: {sorted(widths)}")
+            raise DataValidationError(
+                f"{f}: {m} has different feature widths across splits: {sorted(widths)}"
+            )
         steps = max(x.shape[1] for x in arrays[m])
         # non-finite values (-inf in the audio features) become 0, as MultiBench does
         x = np.concatenate([_pad_steps(a, steps) for a in arrays[m]])

@@ -16,8 +16,18 @@ import numpy as np
 from ..dataset import DataValidationError
 
 # NIfTI-1 datatype codes
-_DTYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8,
-           512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64}
+_DTYPES = {
+    2: np.uint8,
+    4: np.int16,
+    8: np.int32,
+    16: np.float32,
+    64: np.float64,
+    256: np.int8,
+    512: np.uint16,
+    768: np.uint32,
+    1024: np.int64,
+    1280: np.uint64,
+}
 HEADER_SIZE = 348
 
 
@@ -33,16 +43,18 @@ def read_nifti(path: str | Path) -> np.ndarray:
         if struct.unpack(endian + "i", raw[:4])[0] == HEADER_SIZE:
             break
     else:
-        raise DataValidationError(f"{path}: not a NIfTI-1 file (header size field is not 348; "
-                                  f"NIfTI-2 is not supported)")
+        raise DataValidationError(
+            f"{path}: not a NIfTI-1 file (header size field is not 348; NIfTI-2 is not supported)"
+        )
     if raw[344:347] != b"n+1":
-        raise DataValidationError(f"{path}: only single-file NIfTI-1 (magic 'n+1') is supported, "
-                                  f"got magic {raw[344:348]!r}")
+        raise DataValidationError(
+            f"{path}: only single-file NIfTI-1 (magic 'n+1') is supported, got magic {raw[344:348]!r}"
+        )
     dim = struct.unpack(endian + "8h", raw[40:56])
     ndim = dim[0]
     if not 1 <= ndim <= 7:
         raise DataValidationError(f"{path}: invalid number of dimensions {ndim}")
-    shape = tuple(int(d) for d in dim[1:1 + ndim])
+    shape = tuple(int(d) for d in dim[1 : 1 + ndim])
     datatype = struct.unpack(endian + "h", raw[70:72])[0]
     if datatype not in _DTYPES:
         raise DataValidationError(f"{path}: unsupported NIfTI datatype code {datatype}")
