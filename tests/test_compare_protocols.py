@@ -157,3 +157,21 @@ def test_compare_defaults_to_five_by_three_cv_on_small_datasets(compared):
 
     cfg = comparison.with_protocol(entry_config(cmp, ds, "zero"), ds)
     assert (cfg.protocol.kind, cfg.protocol.folds, cfg.protocol.repeats) == ("cv", 5, 3)
+
+
+def test_compare_runs_and_tabulates_only_the_chosen_studies(compared, capsys):
+    config, out, root = compared
+    two = json.loads(config.read_text())
+    second = {**two["studies"][0], "title": "Tiny, majority only", "methods": ["majority"]}
+    two["studies"].append(second)
+    path = root / "two_studies.yaml"
+    path.write_text(json.dumps(two))
+    args = ["compare", "--config", str(path), "--out", str(out), "--device", "cpu", "--cached-only"]
+    assert main([*args, "--studies", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [s["title"] for s in results["studies"]] == ["Tiny, majority only"]
+    # every majority fold was stored by the first run: the table holds all six
+    rows = results["studies"][0]["tables"][0]["rows"]
+    assert [r["entry"] for r in rows] == ["majority"] and len(rows[0]["test"]["macro_f1"]["per_fold"]) == 6
+    assert main([*args, "--studies", "3"]) == 2
+    assert "--studies [3]" in capsys.readouterr().err

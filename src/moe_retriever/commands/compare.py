@@ -14,6 +14,8 @@ def documented_command(args: argparse.Namespace) -> str:
     parts = ["moe-retriever", "compare", "--config", args.config, "--out", args.out]
     if args.markdown:
         parts += ["--markdown", args.markdown]
+    if args.studies:
+        parts += ["--studies", *map(str, args.studies)]
     if args.threads:
         parts += ["--threads", str(args.threads)]
     if args.device != "auto":
@@ -41,7 +43,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     args.out = args.out or str(Path("runs") / "compare" / Path(args.config).stem)
     run_comparison(
-        args.config, args.out, args.device, args.cached_only, args.markdown, documented_command(args)
+        args.config,
+        args.out,
+        args.device,
+        args.cached_only,
+        args.markdown,
+        documented_command(args),
+        studies=args.studies,
     )
     print(
         f"results: {args.out}/results.json, {args.out}/results.md"
@@ -72,6 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cached-only",
         action="store_true",
         help="run nothing: build the tables from the finished runs in --out",
+    )
+    p.add_argument(
+        "--studies",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run and tabulate only these studies of the config (1 = the first); the others' "
+        "stored runs stay untouched",
     )
     p.add_argument("--list", action="store_true", help="list methods and ablation presets")
     p.set_defaults(func=run)

@@ -50,6 +50,7 @@ from ..config import (
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
+from ..errors import UsageError
 from ..methods import METHODS
 from .checkpoint import atomic_write_text
 from .experiment import (
@@ -953,9 +954,20 @@ def run_comparison(
     markdown: str | Path | None = None,
     command: str | None = None,
     log=print,
+    studies: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run a comparison config; write ``results.json`` and ``results.md`` (and ``markdown``)."""
+    """Run a comparison config; write ``results.json`` and ``results.md`` (and ``markdown``).
+
+    ``studies``: 1-based positions of the config's studies to run and tabulate (default: all).
+    """
     cmp = load_compare_config(config_path)
+    if studies:
+        bad = [i for i in studies if not 1 <= i <= len(cmp.studies)]
+        if bad:
+            raise UsageError(
+                f"--studies {bad}: {config_path} has {len(cmp.studies)} studies (numbered from 1)"
+            )
+        cmp.studies = [cmp.studies[i - 1] for i in studies]
     results = Comparison(cmp, out_dir, device, cached_only, log).run()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
