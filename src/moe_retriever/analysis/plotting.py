@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def heatmap(
         fontsize=8 if len(col_labels) > 16 else 9,
     )
     ax.set_yticks(range(len(row_labels)), labels=list(row_labels), fontsize=8 if len(row_labels) > 16 else 9)
-    ax.set_title(title, fontsize=10)
+    # a long study title wraps instead of running off the figure
+    ax.set_title(textwrap.fill(title, 90), fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
@@ -118,5 +120,6 @@ def critical_difference_png(
         ranks = [avg_ranks[n] for n in group]
         y = -0.12 - 0.18 * j
         ax.plot([min(ranks) - 0.03, max(ranks) + 0.03], [y, y], color="black", lw=3.5, solid_capstyle="butt")
-    ax.set_title(title, fontsize=10)
+    # a long study title wraps instead of running off the figure
+    ax.set_title(textwrap.fill(title, 90), fontsize=10)
     return save(fig, path)
