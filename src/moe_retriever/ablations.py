@@ -69,6 +69,28 @@ def _presets() -> dict[str, Ablation]:
             overrides=("model.fusion.kind=smoe",),
         ),
     ]
+    # not in the paper: the speed options for wide modalities, compared with the exact default
+    out += [
+        Ablation(
+            "bank_cache_epoch",
+            "bank embeddings cached once per epoch",
+            overrides=("model.retriever.bank_cache=epoch",),
+        ),
+        Ablation(
+            "lowrank_encoder",
+            "low-rank (rank 32) first layer in the MLP encoders",
+            overrides=("model.encoder.options.first_layer=lowrank",),
+        ),
+    ]
+    # a cheaper reference for large comparisons: gradient boosting without its inner grid search
+    out += [
+        Ablation(
+            "hist_gbt_default",
+            "hist_gbt with default settings, no grid search",
+            method="hist_gbt",
+            overrides=("model.method_options.hist_gbt.search=false",),
+        )
+    ]
     # not in the paper: the observed mask as an extra input to fusion (model.missing_indicators)
     out += [
         Ablation(
