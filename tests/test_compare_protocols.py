@@ -11,7 +11,7 @@ from _tiny_run import TINY, write_folder
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.sources import load_dataset
-from moe_retriever.training.comparison import Comparison, load_compare_config
+from moe_retriever.training.comparison import Comparison, load_compare_config, study_slug
 
 METHODS = ["majority", "zero", "moe_retriever"]
 
@@ -138,12 +138,13 @@ def test_cv_compare_ranks_methods_and_draws_the_diagram(compared):
     ranks = results["studies"][0]["ranks"]
     assert sorted(ranks["average_ranks"]) == sorted(METHODS)
     assert sum(ranks["average_ranks"].values()) == pytest.approx(6.0)  # 1 + 2 + 3 per dataset
-    assert 0 <= ranks["friedman"]["p_value"] <= 1 and ranks["figure"] == "critical_difference.png"
-    image = np.asarray(Image.open(out / "critical_difference.png").convert("L"))
+    figure = f"critical_difference_{study_slug(results['studies'][0]['title'])}.png"
+    assert 0 <= ranks["friedman"]["p_value"] <= 1 and ranks["figure"] == figure
+    image = np.asarray(Image.open(out / figure).convert("L"))
     assert 0.002 < (image < 128).mean() < 0.5
     text = (root / "docs" / "results.md").read_text()
-    assert "![critical-difference diagram](critical_difference.png)" in text
-    assert (root / "docs" / "critical_difference.png").is_file()
+    assert f"![critical-difference diagram]({figure})" in text
+    assert (root / "docs" / figure).is_file()
     assert "| worst combination" in text and "p (Holm)" in text
 
 

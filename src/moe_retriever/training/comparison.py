@@ -590,19 +590,15 @@ def study_slug(title: str) -> str:
 
 
 def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
-    """``critical_difference.png`` in ``out`` when one study has ranks,
-    ``critical_difference_<study-slug>.png`` per study when several have; the file name is
-    stored in the study's ``ranks.figure``."""
+    """``critical_difference_<study-slug>.png`` in ``out`` for every study with ranks; the file
+    name is stored in the study's ``ranks.figure``."""
     from ..analysis.plotting import critical_difference_png
 
     ranked = [s for s in results["studies"] if s.get("ranks")]
     for study in ranked:
         ranks = study["ranks"]
-        name = (
-            "critical_difference.png"
-            if len(ranked) == 1
-            else f"critical_difference_{study_slug(study['title'])}.png"
-        )
+        # named after the study, so comparisons that share an --out or a docs folder keep theirs
+        name = f"critical_difference_{study_slug(study['title'])}.png"
         critical_difference_png(
             ranks["average_ranks"],
             ranks["cd"],
