@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from _tiny_run import TINY
-from moe_retriever.config import load_config
+from moe_retriever.config import ConfigError, load_config
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.training import comparison as comparison_module
 from moe_retriever.training import experiment as experiment_module
@@ -180,3 +180,44 @@ def test_trials_score_the_validation_split_only_and_the_best_model_is_tested_onc
     again = train_seed(best_cfg, dataset, part.seed, None, CPU, partition=part)
     assert again["val"]["macro_f1"] == pytest.approx(record["tuning"]["best_val"], abs=1e-12)
     assert again["test"] == pytest.approx(record["test"], abs=1e-12)
+
+
+def test_the_tuned_config_reuses_the_shared_runs_of_the_results_comparison():
+    tuned_cmp = load_compare_config("configs/compare/tuned.yaml")
+    results_cmp = load_compare_config("configs/compare/results.yaml")
+    shared, tuned = tuned_cmp.studies
+    assert shared.tuning is not None and shared.tuning.trials == 0 and tuned.tuning is None
+    assert tuned_cmp.tuning is not None and tuned_cmp.tuning.trials == 8
+    assert shared.methods == tuned.methods and len(shared.methods) == 4
+    runner = Comparison(tuned_cmp, "unused", "cpu")
+    reference = Comparison(results_cmp, "unused", "cpu")
+    by_config = {ds.config: ds for ds in results_cmp.studies[0].datasets}
+    for ds in shared.datasets:
+        for method in shared.methods:
+            cfg = runner.with_protocol(entry_config(tuned_cmp, ds, method), ds)
+            ref_ds = by_config[ds.config]
+            ref = reference.with_protocol(entry_config(results_cmp, ref_ds, method), ref_ds)
+            # same key and the same partitions (the results comparison's first repeat)
+            assert run_key(cfg) == run_key(ref)
+            parts = [p.name for p in protocol_partitions(cfg)]
+            assert parts == [p.name for p in protocol_partitions(ref)][: len(parts)]
+            space, _ = entry_space(tuned_cmp.tuning, method, cfg)
+            assert space == search_space(method, cfg)
+
+
+@pytest.mark.parametrize(
+    ("tuning", "message"),
+    [
+        ({"trials": -1}, "tuning.trials: must be >= 0"),
+        ({"trials": 2, "space": "SPACE"}, "name neither a method nor an ablation preset"),
+    ],
+)
+def test_bad_tuning_settings_name_the_key(tmp_path, tuning, message):
+    (tmp_path / "bad_space.yaml").write_text(yaml.safe_dump({"not_a_method": {}}))
+    tuning = {k: str(tmp_path / "bad_space.yaml") if v == "SPACE" else v for k, v in tuning.items()}
+    config = _config(tmp_path)
+    config["studies"][1]["tuning"] = tuning
+    (tmp_path / "cmp.yaml").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_compare_config(tmp_path / "cmp.yaml")
+    assert "studies[1] ('Tuned')" in str(err.value)

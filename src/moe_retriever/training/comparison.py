@@ -18,6 +18,11 @@ Every method is paired with ``moe_retriever`` and ``zero`` on the same folds (co
 t and Wilcoxon, Holm-adjusted within a table), studies with two or more datasets get average
 ranks, the Friedman test and a critical-difference diagram, and the pooled test predictions give
 per-combination results.
+
+Tuning: with ``tuning`` (of the comparison or of a study), every (dataset, method, partition)
+cell runs its own Optuna study of ``tuning.trials`` trials on the partition's train / validation
+splits (``tuning.tune_partition``) and its best trial's model is tested; tuned records are keyed
+by ``tuned_run_key`` and hold the chosen values.
 """
 
 from __future__ import annotations
