@@ -28,13 +28,25 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, load_config, save_config
+from .config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 from .data.sources import load_dataset
 from .methods import METHODS
+
+if TYPE_CHECKING:
+    from .data.dataset import MultimodalDataset
+    from .training.experiment import Partition
 
 SpaceSpec = dict[str, dict[str, Any]]
 
@@ -92,9 +104,12 @@ METHOD_SPACES: dict[str, SpaceSpec] = {
 _KINDS = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
 
 
-def search_space(method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None = None) -> SpaceSpec:
+def search_space(
+    method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None = None, allow_empty: bool = False
+) -> SpaceSpec:
     """The space searched for ``method``: the common entries when the method trains by gradient
-    descent, then the method's own, then ``overrides`` (``None`` values remove an entry)."""
+    descent, then the method's own, then ``overrides`` (``None`` values remove an entry). An
+    empty space is an error unless ``allow_empty``."""
     if method not in METHODS:
         raise ConfigError(f"method: unknown method {method!r}; available: {sorted(METHODS)}")
     direct = fitted_directly(method)
@@ -107,7 +122,7 @@ def search_space(method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None
             space[key] = spec
     for key, spec in space.items():
         _check_spec(key, spec)
-    if not space:
+    if not space and not allow_empty:
         raise ConfigError(
             f"tune: nothing to search for method {method!r}; give a search space (--space FILE)"
         )
@@ -186,6 +201,19 @@ def as_overrides(values: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
+def default_pruner(cfg: ExperimentConfig) -> Any:
+    """Optuna's median pruner, waiting for three finished trials and the warm-up epochs."""
+    import optuna
+
+    # validation scores of the zero-filled warm-up epochs say little about the method
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.train.warmup_epochs + 1)
+
+
+def with_values(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """``cfg`` with a trial's values (dotted config keys) set."""
+    return from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), as_overrides(values))).validate()
+
+
 @dataclass
 class TuneResult:
     best_value: float
@@ -231,8 +259,7 @@ def tune(
     metric = cfg.train.select_metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if pruner is None:
-        # validation scores of the zero-filled warm-up epochs say little about the method
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.train.warmup_epochs + 1)
+        pruner = default_pruner(cfg)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -283,3 +310,93 @@ def tune(
         f"validation {metric} {100 * best.value:.2f} (trial {best.number})"
     )
     return TuneResult(float(best.value), dict(best.params), best_path, trials_path, len(study.trials))
+
+
+# --------------------------------------------------------------------------- nested in a comparison
+
+
+def partition_sampler_seed(sampler_seed: int, part: Partition) -> int:
+    """The TPE seed of the search in one outer partition: distinct per partition, reproducible."""
+    return 1_000_003 * sampler_seed + part.rng_seed
+
+
+def tune_partition(
+    cfg: ExperimentConfig,
+    dataset: MultimodalDataset,
+    part: Partition,
+    space: SpaceSpec,
+    trials: int,
+    device: Any,
+    sampler_seed: int = 0,
+) -> dict[str, Any]:
+    """Search ``space`` inside one outer partition of a comparison and test the best trial's model.
+
+    Every trial trains on the partition's training split and is scored by the validation metric
+    (``train.select_metric``) on its validation split; the test split is used once, by the best
+    trial's model (kept from its trial, not retrained). ``trials`` trials in all (pruned ones
+    count); the study lives in memory, the partition being the unit a comparison stores and
+    reuses. Returns the record of :func:`~moe_retriever.training.experiment.partition_record`
+    with the search's ``tuned_params``, ``n_trials`` and ``tuning`` (best validation score and
+    every trial) added, and ``config``: the best trial's config.
+    """
+    import optuna
+
+    from .training.experiment import fit_model, partition_record, prepare_partition
+    from .training.trainer import TrainingDivergedError
+
+    data = prepare_partition(cfg, dataset, part)
+    metric = cfg.train.select_metric
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=partition_sampler_seed(sampler_seed, part)),
+        pruner=default_pruner(cfg),
+    )
+    # the best trial so far: its score, config and fitted model (what the test split sees)
+    best: dict[str, Any] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        trial_cfg = with_values(cfg, values)
+
+        def report(epoch: int, entry: dict[str, Any]) -> None:
+            trial.report(entry[f"val_{metric}"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        fitted = fit_model(
+            trial_cfg,
+            data.train,
+            data.val,
+            data.train.n_classes,
+            part.rng_seed,
+            device,
+            on_epoch=report,
+        )
+        score = float(fitted[1].best_val[metric])
+        if not best or score > best["score"]:
+            best.update(score=score, cfg=trial_cfg, fitted=fitted, params=values, number=trial.number)
+        return score
+
+    study.optimize(objective, n_trials=trials, catch=(TrainingDivergedError,))
+    if not best:
+        raise RuntimeError(f"tuning: none of the {trials} trials completed")
+    record = partition_record(data, part, *best["fitted"])
+    states = [t.state.name.lower() for t in study.trials]
+    record["config"] = to_dict(best["cfg"])
+    record["tuned_params"] = best["params"]
+    record["n_trials"] = len(study.trials)
+    record["tuning"] = {
+        "objective": f"validation {metric}",
+        "best_trial": best["number"],
+        "best_val": best["score"],
+        "sampler_seed": partition_sampler_seed(sampler_seed, part),
+        "complete": states.count("complete"),
+        "pruned": states.count("pruned"),
+        "failed": states.count("fail"),
+        "trials": [
+            {"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params}
+            for t in study.trials
+        ],
+    }
+    return record

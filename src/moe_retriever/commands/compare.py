@@ -66,7 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "5-fold cross-validation x 3 repeats unless the config "
         "sets protocol; see docs/evaluation.md)",
     )
-    p.add_argument("--config", help="comparison YAML (see configs/compare/)")
+    p.add_argument(
+        "--config",
+        help="comparison YAML (see configs/compare/); its `tuning: {trials: N}` tunes every "
+        "method in each outer fold, nested (docs/evaluation.md, configs/compare/tuned.yaml)",
+    )
     p.add_argument(
         "--out",
         help="output directory (default runs/compare/<config name>); finished "

@@ -18,6 +18,11 @@ Every method is paired with ``moe_retriever`` and ``zero`` on the same folds (co
 t and Wilcoxon, Holm-adjusted within a table), studies with two or more datasets get average
 ranks, the Friedman test and a critical-difference diagram, and the pooled test predictions give
 per-combination results.
+
+Tuning: with ``tuning`` (of the comparison or of a study), every (dataset, method, partition)
+cell runs its own Optuna study of ``tuning.trials`` trials on the partition's train / validation
+splits (``tuning.tune_partition``) and its best trial's model is tested; tuned records are keyed
+by ``tuned_run_key`` and hold the chosen values.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..methods import METHODS
+from ..tuning import SpaceSpec, fitted_directly, load_space, search_space, tune_partition
 from .checkpoint import atomic_write_text
 from .experiment import (
     Partition,
@@ -101,12 +107,28 @@ class CompareDataset:
 
 
 @dataclass
+class TuningConfig:
+    """Nested hyperparameter search: in every outer partition, each method (or preset) gets its
+    own Optuna study of ``trials`` trials on that partition's train / validation splits; the
+    best trial's model is tested. ``trials: 0`` switches tuning off (e.g. for one study when the
+    comparison's ``tuning`` is set). ``space``: a YAML file mapping method or preset names to
+    search-space overrides in the format of ``moe-retriever tune --space`` (relative paths are
+    read from the working directory). ``sampler_seed`` is combined with each partition's seed."""
+
+    trials: int = 0
+    space: str | None = None
+    sampler_seed: int = 0
+
+
+@dataclass
 class CompareStudy:
     title: str
     datasets: list[CompareDataset] = field(default_factory=list)
     # registered method names (methods.METHODS) or ablation preset names (ablations.ABLATIONS)
     methods: list[str] = field(default_factory=list)
     note: str = ""
+    # overrides the comparison's ``tuning`` for this study (``{trials: 0}``: shared settings)
+    tuning: TuningConfig | None = None
 
 
 @dataclass
@@ -120,6 +142,8 @@ class CompareConfig:
     # for datasets under CV_MAX_SAMPLES samples, holdout otherwise. A ``protocol...`` override
     # of a dataset (or of ``overrides``) wins over both.
     protocol: ProtocolConfig | None = None
+    # nested tuning of every study that does not set its own (None: shared settings)
+    tuning: TuningConfig | None = None
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:
@@ -137,10 +161,12 @@ def load_compare_config(path: str | Path) -> CompareConfig:
         raise ConfigError(f"{path}: studies: at least one study is needed")
     if not cfg.seeds:
         raise ConfigError(f"{path}: seeds: at least one seed is needed")
+    _check_tuning(cfg.tuning, f"{path}: tuning")
     for i, study in enumerate(cfg.studies):
         where = f"{path}: studies[{i}] ({study.title!r})"
         if not study.datasets or not study.methods:
             raise ConfigError(f"{where}: needs datasets and methods")
+        _check_tuning(study.tuning, f"{where}: tuning")
         for name in study.methods:
             if name not in METHODS and name not in ABLATIONS:
                 raise ConfigError(
@@ -148,6 +174,51 @@ def load_compare_config(path: str | Path) -> CompareConfig:
                     f"{sorted(METHODS)} nor an ablation preset {sorted(ABLATIONS)}"
                 )
     return cfg
+
+
+def _check_tuning(tuning: TuningConfig | None, where: str) -> None:
+    if tuning is None:
+        return
+    if tuning.trials < 0:
+        raise ConfigError(f"{where}.trials: must be >= 0 (0: no tuning), got {tuning.trials}")
+    if tuning.space is not None:
+        spaces = load_space(tuning.space)
+        bad = sorted(k for k in spaces if k not in METHODS and k not in ABLATIONS)
+        if bad:
+            raise ConfigError(
+                f"{where}.space: {tuning.space}: {bad} name neither a method nor an ablation preset "
+                "(the file maps method or preset names to search-space overrides)"
+            )
+
+
+def study_tuning(cmp: CompareConfig, study: CompareStudy) -> TuningConfig | None:
+    """The tuning of a study's cells: its own, else the comparison's; None when off."""
+    tuning = study.tuning if study.tuning is not None else cmp.tuning
+    return tuning if tuning is not None and tuning.trials > 0 else None
+
+
+def entry_space(
+    tuning: TuningConfig, entry: str, cfg: ExperimentConfig
+) -> tuple[SpaceSpec | None, str | None]:
+    """The search space of one (method or preset) cell, or None and why the cell is not tuned.
+
+    A preset's own overrides stay fixed: the keys it sets are left out of the space."""
+    if fitted_directly(cfg.method):
+        return None, "fitted directly, one run"
+    spaces = load_space(tuning.space) if tuning.space is not None else {}
+    overrides = dict(spaces.get(cfg.method) or {})
+    if entry != cfg.method:
+        overrides.update(spaces.get(entry) or {})
+    fixed = {o.split("=", 1)[0].strip() for o in ABLATIONS[entry].overrides} if entry in ABLATIONS else set()
+    overrides.update({key: None for key in fixed})
+    space = search_space(cfg.method, cfg, overrides, allow_empty=True)
+    return (space, None) if space else (None, "empty search space, one run")
+
+
+def tuned_run_key(cfg: ExperimentConfig, tuning: TuningConfig, space: SpaceSpec) -> str:
+    """The key of a tuned cell: the untuned run's key plus everything the search depends on."""
+    d = {"run": run_key(cfg), "trials": tuning.trials, "sampler_seed": tuning.sampler_seed, "space": space}
+    return "tuned-" + hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def entry_config(cmp: CompareConfig, ds: CompareDataset, entry: str) -> ExperimentConfig:
@@ -298,11 +369,18 @@ class Comparison:
             raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
 
     def run_seed(
-        self, cfg: ExperimentConfig, seed: int, label: str, partition: Partition | None = None
+        self,
+        cfg: ExperimentConfig,
+        seed: int,
+        label: str,
+        partition: Partition | None = None,
+        tuning: tuple[TuningConfig, SpaceSpec] | None = None,
     ) -> dict[str, Any] | None:
+        """The record of one partition: stored, or trained now (with ``tuning``: the nested
+        search's best trial, see :func:`~moe_retriever.tuning.tune_partition`)."""
         part = partition if partition is not None else Partition(seed)
         label = label if part.fold is None else f"{label} | {part.label}"
-        key = run_key(cfg)
+        key = run_key(cfg) if tuning is None else tuned_run_key(cfg, *tuning)
         path = self.out / "runs" / key / f"{part.name}.json"
         if path.is_file():
             return json.loads(path.read_text())
@@ -311,7 +389,14 @@ class Comparison:
         dataset = self.dataset(cfg)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
-            result = train_seed(cfg, dataset, part.seed, None, self.device, partition=part)
+            if tuning is None:
+                result = train_seed(cfg, dataset, part.seed, None, self.device, partition=part)
+                result["config"] = to_dict(cfg)
+            else:
+                settings, space = tuning
+                result = tune_partition(
+                    cfg, dataset, part, space, settings.trials, self.device, settings.sampler_seed
+                )
         except (RuntimeError, ValueError) as exc:
             # one failed run (e.g. a diverged loss) must not stop the rest of the comparison
             self.errors.append(f"{label} seed {seed}: {type(exc).__name__}: {exc}")
@@ -319,7 +404,6 @@ class Comparison:
             return None
         result["cpu_seconds"] = time.process_time() - cpu0
         result["wall_seconds"] = time.perf_counter() - wall0
-        result["config"] = to_dict(cfg)
         result.pop("history", None)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2))
@@ -327,6 +411,7 @@ class Comparison:
         self.log(
             f"{label} seed {seed}: acc {100 * t['accuracy']:.2f}, "
             f"F1 {100 * t['macro_f1']:.2f} ({result['cpu_seconds']:.1f} CPU s)"
+            + (f", tuned in {result['n_trials']} trials" if tuning is not None else "")
         )
         return result
 
@@ -335,6 +420,7 @@ class Comparison:
         first_entry: dict[str, str] = {}
         for study in self.cmp.studies:
             tables = []
+            tuning = study_tuning(self.cmp, study)
             for ds in study.datasets:
                 label = ds.label or Path(ds.config).stem
                 rows = []
@@ -342,11 +428,13 @@ class Comparison:
                 for entry in study.methods:
                     cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
                     if table_info is None:
-                        table_info = self.table_info(cfg, label)
-                    key = run_key(cfg)
+                        table_info = self.table_info(cfg, label, tuning)
+                    space, untuned = entry_space(tuning, entry, cfg) if tuning else (None, None)
+                    searched = (tuning, space) if tuning is not None and space is not None else None
+                    key = run_key(cfg) if searched is None else tuned_run_key(cfg, *searched)
                     same_as = first_entry.setdefault(key, f"{label}/{entry}")
                     runs = {
-                        unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p)
+                        unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p, searched)
                         for p in protocol_partitions(cfg)
                     }
                     done = {s: r for s, r in runs.items() if r is not None}
@@ -362,6 +450,8 @@ class Comparison:
                         row["by_combination"] = combination_results(
                             list(done.values()), table_info["modality_names"]
                         )
+                    if tuning is not None:
+                        row["tuning"] = tuning_summary(list(done.values()), untuned)
                     rows.append(row)
                 assert table_info is not None  # a study has methods (checked when loaded)
                 table = {**table_info, "rows": rows}
@@ -382,7 +472,9 @@ class Comparison:
             "alpha": ALPHA,
         }
 
-    def table_info(self, cfg: ExperimentConfig, label: str) -> dict[str, Any]:
+    def table_info(
+        self, cfg: ExperimentConfig, label: str, tuning: TuningConfig | None = None
+    ) -> dict[str, Any]:
         dataset = self.dataset(cfg)
         partitions = protocol_partitions(cfg)
         refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in partitions}
@@ -401,6 +493,7 @@ class Comparison:
             "protocol": to_dict(cfg.protocol),
             "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
             "modality_names": dataset.modality_names,
+            "tuning": to_dict(tuning) if tuning is not None else None,
         }
 
     @staticmethod
@@ -437,6 +530,36 @@ class Comparison:
         row["best_epochs"] = [runs[u]["best_epoch"] for u in units]
         row["ties_majority"] = [ties_majority(runs[u]["test"], refs[u]) for u in units]
         return row
+
+
+def tuning_summary(records: list[dict[str, Any]], untuned: str | None) -> dict[str, Any]:
+    """A tuned row's searches: per hyperparameter (``chosen``) the most frequent chosen value over
+    the partitions (``value``, ``count``, ``of`` how many), or for a continuous one the median
+    (``median``), and all chosen values; the mean best validation score; or, for a cell that was
+    not searched, why (``untuned``)."""
+    if untuned is not None:
+        return {"untuned": untuned}
+    searched = [r for r in records if "tuned_params" in r]
+    params: dict[str, list[Any]] = {}
+    for r in searched:
+        for k, v in r["tuned_params"].items():
+            params.setdefault(k, []).append(v)
+    chosen = {}
+    for k, values in params.items():
+        if all(isinstance(v, float) for v in values):
+            chosen[k] = {"median": float(np.median(values)), "of": len(values), "values": values}
+            continue
+        texts = [json.dumps(v) for v in values]
+        top = max(texts, key=lambda t: (texts.count(t), -texts.index(t)))
+        chosen[k] = {"value": json.loads(top), "count": texts.count(top), "of": len(values), "values": values}
+    return {
+        "n_trials": sorted({r["n_trials"] for r in searched}),
+        "best_val_mean": float(np.mean([r["tuning"]["best_val"] for r in searched]))
+        if searched
+        else math.nan,
+        "objective": searched[0]["tuning"]["objective"] if searched else None,
+        "chosen": chosen,
+    }
 
 
 def unit_key(part: Partition) -> int | str:
@@ -696,7 +819,7 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                 *markdown_table(METHOD_TABLE_HEADER, _method_rows(table["rows"], len(table["references"]))),
                 "",
             ]
-            lines += paired_markdown(table) + combination_markdown(table)
+            lines += paired_markdown(table) + combination_markdown(table) + tuned_values_markdown(table)
             summary.append(_summary_row(table))
         lines += ranks_markdown(study)
     if results.get("errors"):
@@ -732,8 +855,53 @@ def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
         f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
         f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
         f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-        f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + "."
+        f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + "." + _tuning_text(table)
     )
+
+
+def _tuning_text(table: dict[str, Any]) -> str:
+    """The caption's sentence on nested tuning (empty for shared settings)."""
+    tuning = table.get("tuning")
+    if not tuning:
+        return ""
+    untuned = [r["entry"] for r in table["rows"] if (r.get("tuning") or {}).get("untuned")]
+    return (
+        f" **Tuned**: in every outer partition each method's settings were chosen by its own "
+        f"Optuna study of {tuning['trials']} trials (seeded TPE, median pruning; same budget for "
+        "every method), each trial trained on the partition's training split and scored by "
+        f"validation {table['select_metric']}; the best trial's model is the one tested, so the "
+        "test fold never informs the choice. *CPU s* is the whole search of a partition."
+        + (
+            f" Not tuned (no search space or fitted directly; one run): {', '.join(untuned)}."
+            if untuned
+            else ""
+        )
+    )
+
+
+def tuned_values_markdown(table: dict[str, Any]) -> list[str]:
+    """One line per tuned row: the most frequent chosen value of each hyperparameter (the median
+    of a continuous one)."""
+    lines = []
+    for r in table["rows"]:
+        chosen = (r.get("tuning") or {}).get("chosen")
+        if chosen:
+            values = "; ".join(
+                f"`{k}` median {c['median']:.3g}"
+                if "median" in c
+                else f"`{k}` = {json.dumps(c['value'])} ({c['count']}/{c['of']})"
+                for k, c in chosen.items()
+            )
+            lines.append(f"- {r['entry']}: {values}")
+    if not lines:
+        return []
+    return [
+        "Tuned values over the partitions: the most frequent choice (times chosen) or, for a "
+        "continuous setting, the median:",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:

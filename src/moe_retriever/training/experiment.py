@@ -636,14 +636,20 @@ def fit_and_test(
     model, fit, trainer = fit_model(
         cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
     )
-    if trainer is None:
-        probs = model.predict_proba(data.test)
-    else:
-        if log_dir is not None:
-            # a resumed fit's history also holds the epochs before the interruption
-            write_history(log_dir, fit.history)
-            plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
-        probs = trainer.predict_proba(data.test)
+    if trainer is not None and log_dir is not None:
+        # a resumed fit's history also holds the epochs before the interruption
+        write_history(log_dir, fit.history)
+        plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
+    return partition_record(data, part, model, fit, trainer)
+
+
+def partition_record(
+    data: SeedData, part: Partition, model: Any, fit: FitResult, trainer: Trainer | None
+) -> dict[str, Any]:
+    """The record of ``metrics.json`` for a model fitted on ``data.train`` (``fit_model``'s
+    results): its test metrics and predictions on ``data.test`` and its training summary."""
+    n_classes = data.train.n_classes
+    probs = model.predict_proba(data.test) if trainer is None else trainer.predict_proba(data.test)
     test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
     return {
         "seed": part.seed,
