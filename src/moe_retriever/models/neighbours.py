@@ -22,13 +22,14 @@ Two backends with one ``search`` signature:
 
 * :class:`ExactNeighbourSearch` scans the bank in chunks (memory P x chunk scores) and merges a
   running top-k; the reference, used by default.
-* :class:`FaissNeighbourSearch` (the optional ``knn`` extra, faiss-cpu): an inverted-file index
-  (IVF, inner product) over the same vectors. Group restriction is done by filtering, not by one
-  index per required set: the queries of each distinct required set are searched with a faiss
-  ``IDSelectorBitmap`` of the group's members, so results are members only. The fetched
-  candidates (over-fetched 2k + 1, for the excluded sample and re-ranking) are re-scored exactly
-  with the mean cosine, and a query for which the filtered index returns fewer members than the
-  group holds (a small group spread over unprobed lists) is answered by the exact search.
+* :class:`FaissNeighbourSearch` (the optional ``knn`` extra, faiss-cpu): inverted-file indexes
+  (IVF, inner product), one per observed set s of the queries, over the blocks of s of the bank
+  samples observing all of s. Group restriction is done by filtering, not by one index per
+  required set: the queries of each (observed set, required set) are searched with a faiss
+  ``IDSelectorBitmap`` of the group's members, so results are members only. The k + 1 fetched
+  candidates (one for the excluded sample) are re-scored exactly; pairs of a relaxed group, and
+  pairs for which the filtered index returns fewer members than the group holds (a small group
+  spread over unprobed lists), are answered by the exact search.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ FAISS_AUTO_MIN_BANK = 100_000
 def unit_vectors(embeddings: Tensor, observed: Tensor) -> Tensor:
     """(..., M, d) embeddings -> (..., M * d): each modality's block scaled to unit length,
     zeros where ``observed`` (..., M) is False."""
-    unit = F.normalize(embeddings.float(), dim=-1) * observed.unsqueeze(-1).to(torch.float)
-    return unit.flatten(-2)
+    unit = F.normalize(embeddings.float(), dim=-1)
+    return unit.mul_(observed.unsqueeze(-1).to(torch.float)).flatten(-2)  # in place: one bank-sized copy
 
 
 class NeighbourSearch(Protocol):
@@ -161,34 +162,63 @@ def faiss_available() -> bool:
 
 
 class FaissNeighbourSearch:
-    """Approximate top-k group members from a faiss IVF index (see the module docstring).
+    """Approximate top-k group members from faiss IVF indexes (see the module docstring).
 
-    ``nlist`` inverted lists (default 4 sqrt(N), at most N / 39 so every list has training
-    points) and ``nprobe`` of them visited per query (default nlist / 16, at least 8). Results are
-    members of the group and their scores exact; only which members are found is approximate.
+    One inverted-file index per observed set s of the queries, built on first use: the bank
+    samples that observe every modality of s, restricted to the blocks of s. Members of an
+    exact group G(T | s) are among them, and the inner product there is |s| times the score, so
+    each index ranks by the score itself; one index over all M blocks would place the bank
+    vectors by modalities the query lacks, and found fewer than half of the true neighbours in
+    the benchmark. Pairs of a relaxed group (not all of s observed by the members) are searched
+    exactly.
+
+    ``nlist`` inverted lists per index (default sqrt(n), at most n / 40, so k-means has 40
+    training points per list, taken as a fixed subsample) and ``nprobe`` of them visited per
+    query (default nlist / 16, at least 8). Results are members of the group and their scores
+    exact; only which members are found is approximate.
     """
 
     def __init__(
         self, embeddings: Tensor, observed: Tensor, nlist: int | None = None, nprobe: int | None = None
     ) -> None:
-        faiss = faiss_module()
+        faiss_module()
         self.exact = ExactNeighbourSearch(embeddings, observed)
         self.device = self.exact.vectors.device
-        x = np.ascontiguousarray(self.exact.vectors.detach().cpu().numpy(), dtype=np.float32)
-        n, dim = x.shape
-        self.nlist = int(nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)))
-        self.nprobe = int(nprobe or min(self.nlist, max(8, self.nlist // 16)))
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
-        # k-means on a fixed subsample (faiss would subsample 256 points per list itself, at random)
-        train = x[np.random.default_rng(0).permutation(n)[: 64 * self.nlist]] if n > 64 * self.nlist else x
-        self.index.train(train)
-        self.index.add(x)
+        self.n_modalities, self.dim = observed.shape[1], embeddings.shape[2]
+        self.nlist, self.nprobe = nlist, nprobe
         self.codes = self.exact.codes.cpu().numpy()
+        self.indexes: dict[int, Any] = {}  # observed set -> IVF index, ids = bank positions
         self.selectors: dict[int, tuple[Any, Any, int]] = {}  # required set -> (bits, selector, size)
 
     def __len__(self) -> int:
         return len(self.exact)
+
+    def index_of(self, s: int) -> Any:
+        """The IVF index of observed set s (built on first use)."""
+        if s not in self.indexes:
+            faiss = faiss_module()
+            positions = np.flatnonzero((self.codes & s) == s)
+            blocks = [m for m in range(self.n_modalities) if s >> m & 1]
+            pos, cols = torch.from_numpy(positions).unsqueeze(1), torch.tensor(blocks).unsqueeze(0)
+            x = self.exact.vectors.view(len(self), self.n_modalities, self.dim)[pos, cols]  # one copy
+            x = np.ascontiguousarray(x.reshape(len(positions), -1).cpu().numpy(), dtype=np.float32)
+            n = len(positions)
+            nlist = self.nlist or max(1, min(int(math.sqrt(n)), n // 40))
+            index = faiss.IndexIVFFlat(
+                faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT
+            )
+            n_train = 40 * nlist
+            train = x[np.sort(np.random.default_rng(0).permutation(n)[:n_train])] if n > n_train else x
+            index.train(train)
+            index.add_with_ids(x, positions.astype(np.int64))
+            index.nprobe = min(nlist, self.nprobe or max(8, nlist // 16))
+            self.indexes[s] = index
+        return self.indexes[s]
+
+    def build(self, observed_sets: Tensor) -> None:
+        """Build the indexes of these observed sets (codes) now rather than at first search."""
+        for s in observed_sets.unique().tolist():
+            self.index_of(int(s))
 
     def group_selector(self, r: int) -> tuple[Any, int]:
         """The faiss selector of group r's members and the group's size (cached per r)."""
@@ -196,11 +226,8 @@ class FaissNeighbourSearch:
             faiss = faiss_module()
             member = (self.codes & r) == r
             bits = np.packbits(member, bitorder="little")  # kept alive with the selector
-            self.selectors[r] = (
-                bits,
-                faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bits)),
-                int(member.sum()),
-            )
+            selector = faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bits))
+            self.selectors[r] = (bits, selector, int(member.sum()))
         _, selector, size = self.selectors[r]
         return selector, size
 
@@ -216,32 +243,37 @@ class FaissNeighbourSearch:
             exclude = torch.full((p,), -1, dtype=torch.long, device=self.device)
         out_s = q.new_full((p, k), -math.inf)
         out_i = torch.full((p, k), -1, dtype=torch.long, device=self.device)
-        fetch = min(len(self), 2 * k + 1)
-        short = torch.zeros(p, dtype=torch.bool, device=self.device)
-        q_np = np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32)
-        for r in required.unique().tolist():
-            if r < 0:
-                continue
-            rows = (required == r).nonzero().squeeze(1)
+        fetch = min(len(self), k + 1)  # the excluded sample may take one place
+        obs_codes = observed_to_codes(q_obs)
+        # relaxed groups (members need not observe all of s) go to the exact search
+        short = (required >= 0) & ((required & obs_codes) != obs_codes)
+        q_blocks = q.view(p, self.n_modalities, self.dim)
+        keys = torch.stack([obs_codes, required], dim=1)
+        for s, r in torch.unique(keys[(required >= 0) & ~short], dim=0).tolist():
+            rows = ((obs_codes == s) & (required == r)).nonzero().squeeze(1)
+            blocks = [m for m in range(self.n_modalities) if s >> m & 1]
+            x = np.ascontiguousarray(
+                q_blocks[rows][:, blocks].reshape(len(rows), -1).cpu().numpy(), np.float32
+            )
+            index = self.index_of(s)
             selector, size = self.group_selector(r)
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
-            _, found = self.index.search(q_np[rows.cpu().numpy()], fetch, params=params)
-            found = torch.from_numpy(found).to(self.device)
-            ok = (found >= 0) & (found != exclude[rows].unsqueeze(1))
-            s = self.exact.scores_of(q[rows], q_obs[rows].to(torch.float), found.clamp(min=0))
-            s = s.masked_fill(~ok, -math.inf)
-            top = s.topk(min(k, fetch), dim=1)
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+            _, found_np = index.search(x, fetch, params=params)
+            found = torch.from_numpy(found_np).to(self.device)
+            ex = exclude[rows]
+            ok = (found >= 0) & (found != ex.unsqueeze(1))
+            scores = self.exact.scores_of(q[rows], q_obs[rows].to(torch.float), found.clamp(min=0))
+            top = scores.masked_fill(~ok, -math.inf).topk(min(k, fetch), dim=1)
             out_s[rows, : top.values.shape[1]] = top.values
             out_i[rows, : top.values.shape[1]] = found.gather(1, top.indices)
-            # members other than the excluded sample that the group holds, up to k
-            ex = exclude[rows]
+            # a group that holds more members (besides the excluded sample) than were found
             ex_member = (ex >= 0) & ((self.exact.codes[ex.clamp(min=0)] & r) == r)
-            wanted = (size - ex_member.long()).clamp(max=k)
-            short[rows] = ok.sum(dim=1) < wanted
+            short[rows] = ok.sum(dim=1) < (size - ex_member.long()).clamp(max=k)
         if bool(short.any()):
             rows = short.nonzero().squeeze(1)
-            ex_rows = exclude[rows]
-            out_s[rows], out_i[rows] = self.exact._search(q[rows], q_obs[rows], required[rows], k, ex_rows)
+            out_s[rows], out_i[rows] = self.exact._search(
+                q[rows], q_obs[rows], required[rows], k, exclude[rows]
+            )
         return out_s, torch.where(torch.isfinite(out_s), out_i, -1)
 
 
