@@ -200,8 +200,9 @@ class FaissNeighbourSearch:
             positions = np.flatnonzero((self.codes & s) == s)
             blocks = [m for m in range(self.n_modalities) if s >> m & 1]
             pos, cols = torch.from_numpy(positions).unsqueeze(1), torch.tensor(blocks).unsqueeze(0)
-            x = self.exact.vectors.view(len(self), self.n_modalities, self.dim)[pos, cols]  # one copy
-            x = np.ascontiguousarray(x.reshape(len(positions), -1).cpu().numpy(), dtype=np.float32)
+            # the blocks of s of the samples observing s, gathered in one copy (shared by x)
+            blocks_of_s = self.exact.vectors.view(len(self), self.n_modalities, self.dim)[pos, cols]
+            x = np.ascontiguousarray(blocks_of_s.reshape(len(positions), -1).cpu().numpy(), dtype=np.float32)
             n = len(positions)
             nlist = self.nlist or max(1, min(int(math.sqrt(n)), n // 40))
             index = faiss.IndexIVFFlat(
