@@ -217,9 +217,11 @@ class FaissNeighbourSearch:
         return self.indexes[s]
 
     def build(self, observed_sets: Tensor) -> None:
-        """Build the indexes of these observed sets (codes) now rather than at first search."""
+        """Build the indexes of these observed sets (codes) now rather than at first search;
+        a set no bank sample observes needs none (its pairs' groups are relaxed)."""
         for s in observed_sets.unique().tolist():
-            self.index_of(int(s))
+            if ((self.codes & s) == s).any():
+                self.index_of(int(s))
 
     def group_selector(self, r: int) -> tuple[Any, int]:
         """The faiss selector of group r's members and the group's size (cached per r)."""
