@@ -1,6 +1,6 @@
-"""Run every benchmark (a-g) and write their figures into docs/performance.md.
+"""Run every benchmark (a-h) and write their figures into docs/performance.md.
 
-    .venv/bin/python benchmarks/run_all.py            # about 2 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run_all.py            # about 4 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run, under a minute
 
 Each benchmark runs in a fresh process (clean memory figures), prints its markdown section and
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "flops": "bench_flops.py",  # (e)
     "memory": "bench_memory.py",  # (f)
     "wide": "bench_wide.py",  # (g)
+    "knn": "bench_knn.py",  # (h)
 }
 
 

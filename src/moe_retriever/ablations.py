@@ -82,6 +82,14 @@ def _presets() -> dict[str, Ablation]:
             overrides=("model.encoder.options.first_layer=lowrank",),
         ),
     ]
+    # not in the paper: intra context from the most similar supporting-group members
+    out += [
+        Ablation(
+            "knn_retrieval",
+            "intra context drawn from the most similar supporting-group members",
+            overrides=("model.retriever.sampling=knn",),
+        )
+    ]
     # a cheaper reference for large comparisons: gradient boosting without its inner grid search
     out += [
         Ablation(

@@ -27,6 +27,8 @@ MissingKind = Literal["natural", "none", "drop", "mar", "mnar", "label", "monoto
 RouterSoftmax = Literal["before_topk", "after_topk"]
 Dispatch = Literal["auto", "bmm", "split", "loop"]
 RetrieverMode = Literal["moe", "mean", "zero"]
+RetrieverSampling = Literal["uniform", "knn"]
+KnnIndex = Literal["exact", "faiss", "auto"]
 FusionKind = Literal["transformer", "smoe"]
 SelectMetric = Literal["macro_f1", "accuracy", "auroc", "auprc"]
 LoggerName = Literal["tensorboard", "mlflow"]
@@ -136,6 +138,19 @@ class RetrieverConfig:
     mode ``moe``: the paper's MoE-Retriever (Eq. 3); ``mean``: 0.5 * mean(intra) + 0.5 *
     mean(inter), what the authors' released code returns (no routing); ``zero``: zero-filled
     missing embeddings (retrieval switched off).
+
+    sampling: how the intra-modal context is drawn from the supporting group G(T | mc).
+    ``uniform`` (the paper): uniformly at random. ``knn``: among the group members most similar
+    to the sample, by the mean cosine between the sample's encoder embeddings and the bank's
+    over the modalities the sample observes; training draws ``n_intra`` distinct members of the
+    ``knn_k`` best (at least ``n_intra``) with probabilities softmax(similarity /
+    ``knn_temperature``), evaluation takes the ``n_intra`` best (deterministic, so
+    ``eval_draws`` has no effect). The bank embeddings it compares with come from the bank
+    table, refreshed on the ``bank_cache`` schedule, or once per epoch when that is ``none``
+    (the intra context itself is still encoded with gradient then). ``knn_index``: ``exact``
+    (chunked scan of the bank), ``faiss`` (an approximate IVF index; needs the ``knn`` extra)
+    or ``auto`` (faiss when installed and the bank has more than 100,000 samples). See
+    docs/method.md.
     """
 
     mode: RetrieverMode = "moe"
@@ -161,6 +176,10 @@ class RetrieverConfig:
     # the table from the current weights (the same embeddings as "none"). Faster with wide dense
     # encoders; cost 1-2 macro-F1 points in a quick check (docs/performance.md).
     bank_cache: str = "none"
+    sampling: RetrieverSampling = "uniform"
+    knn_k: int = bounded(16, min=1)  # candidates of a training draw (raised to n_intra)
+    knn_temperature: float = 0.1  # softmax temperature of training draws, > 0
+    knn_index: KnnIndex = "auto"
     moe: MoEConfig = field(default_factory=MoEConfig)
 
 
@@ -274,6 +293,11 @@ class ExperimentConfig:
         _check(r.eval_draws >= 1, "model.retriever.eval_draws", "must be >= 1")
         _check(r.reconstruction_weight >= 0, "model.retriever.reconstruction_weight", "must be >= 0")
         bank_cache_period(r.bank_cache)
+        _check(
+            r.knn_temperature > 0 and math.isfinite(r.knn_temperature),
+            "model.retriever.knn_temperature",
+            f"must be a finite number > 0, got {r.knn_temperature}",
+        )
         _validate_moe(r.moe, "model.retriever.moe")
         f = m.fusion
         _check(m.hidden % f.heads == 0, "model.fusion.heads", "must divide model.hidden")

@@ -10,10 +10,11 @@ from torch import Tensor, nn
 
 from ..config import EncoderConfig, ModelConfig, bank_cache_period
 from ..data.bank import RetrievalBank
-from ..data.combinations import observed_to_codes
+from ..data.combinations import codes_to_observed, observed_to_codes
 from ..data.dataset import Batch, ModalitySpec
 from .encoders import build_encoder
 from .fusion import build_fusion
+from .neighbours import NeighbourSearch, build_neighbour_search, faiss_module, select_neighbours
 from .retriever import MoERetriever, RetrieverOutput
 from .smoe import moe_loss_weights
 
@@ -80,11 +81,28 @@ class MultimodalClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, n_classes))
         # model.retriever.bank_cache: None (encode drawn bank samples each step) or the period
         self.bank_cache_period = bank_cache_period(cfg.retriever.bank_cache)
+        # sampling: knn compares with the bank table, refreshed on the bank_cache schedule or,
+        # without a cache, once per epoch
+        self.knn = cfg.retriever.sampling == "knn" and self.retriever is not None
+        self.bank_table_period = (
+            self.bank_cache_period if self.bank_cache_period is not None or not self.knn else 0
+        )
         self.bank_table: BankTable | None = None
+        # the neighbour search over the bank table it was built from
+        self.neighbours: tuple[BankTable, NeighbourSearch] | None = None
+        if self.knn and cfg.retriever.knn_index == "faiss":
+            faiss_module()  # fail before training when faiss is missing
         # created last, so every other parameter starts as it does without indicators
         self.missing_embedding = (
             nn.Parameter(torch.randn(self.n_modalities, d) * 0.02) if cfg.missing_indicators else None
         )
+
+    def __getstate__(self) -> dict:
+        # copies and pickles (the scikit-learn estimator's) rebuild the neighbour search on
+        # demand: a faiss index can be neither copied nor pickled
+        state = super().__getstate__()
+        state["neighbours"] = None
+        return state
 
     def make_fusion(self, cfg: ModelConfig) -> nn.Module | None:
         """The fusion module (``cfg.fusion``); methods with their own fusion override this, and
@@ -146,16 +164,21 @@ class MultimodalClassifier(nn.Module):
 
     def before_train_step(self, bank: RetrievalBank, step: int) -> None:
         """Called by the trainer before every retrieval step (``step`` counts from 0 in each
-        epoch): refreshes the bank table on the ``bank_cache`` schedule."""
-        period = self.bank_cache_period
+        epoch): refreshes the bank table on the ``bank_cache`` schedule (every epoch for
+        ``sampling: knn`` without a cache)."""
+        period = self.bank_table_period
         if period is not None and (step == 0 if period == 0 else step % period == 0):
             self.refresh_bank_table(bank)
 
     def cached_bank_table(self, bank: RetrievalBank) -> Tensor | None:
-        """The table intra context is read from, or None without a cache. In training the
-        trainer's schedule refreshes it; in evaluation it always matches the current weights."""
+        """The table intra context is read from, or None without a cache."""
         if self.bank_cache_period is None:
             return None
+        return self.current_bank_table(bank)
+
+    def current_bank_table(self, bank: RetrievalBank) -> Tensor:
+        """The bank table: in training as the trainer's schedule left it (computed if there is
+        none for this bank); in evaluation always from the current weights."""
         current = self.bank_table
         if (
             current is None
@@ -165,6 +188,41 @@ class MultimodalClassifier(nn.Module):
             return self.refresh_bank_table(bank)
         return current.table
 
+    def neighbour_search(self, bank: RetrievalBank) -> NeighbourSearch:
+        """The search over the current bank table (``knn_index``), rebuilt when the table is."""
+        table = self.current_bank_table(bank)
+        current = self.bank_table
+        assert current is not None
+        if self.neighbours is None or self.neighbours[0] is not current:
+            n = len(bank)
+            emb = table[:-1].view(self.n_modalities, n, -1).transpose(0, 1)  # (N, M, d)
+            self.neighbours = (
+                current,
+                build_neighbour_search(self.cfg.retriever.knn_index, emb, bank.observed),
+            )
+        return self.neighbours[1]
+
+    def nearest_members(
+        self,
+        bank: RetrievalBank,
+        codes: Tensor,
+        targets: Tensor,
+        n_intra: Tensor,
+        generator: torch.Generator | None,
+        exclude: Tensor | None,
+        queries: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """``sampling: knn`` draws (P, K) and validity: the supporting-group members (same
+        relaxation as the uniform sampler) most similar to each pair's sample; see
+        :mod:`.neighbours`."""
+        r = self.cfg.retriever
+        required = bank.index.required_sets(codes.to(bank.index.device), targets.to(bank.index.device))
+        k = max(r.knn_k, int(n_intra.max()))
+        scores, positions = self.neighbour_search(bank).search(
+            queries.detach(), codes_to_observed(codes, self.n_modalities), required, k, exclude
+        )
+        return select_neighbours(scores, positions, n_intra, r.knn_temperature, generator, self.training)
+
     def intra_context(
         self,
         bank: RetrievalBank,
@@ -173,17 +231,23 @@ class MultimodalClassifier(nn.Module):
         n_intra: Tensor,
         generator: torch.Generator | None,
         exclude: Tensor | None = None,
+        queries: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Sample and encode the intra-modal context of P pairs: (P, K, d), validity (P, K) and
         the bank row of each draw (P, K), -1 where invalid.
 
         ``exclude`` (P,) drops draws of that bank position (a bank sample whose own modality is
-        hidden must not see itself). Each distinct (modality, bank sample) of the call is encoded
-        once, batched per modality.
+        hidden must not see itself). ``queries`` (P, M, d), the pairs' own embeddings (the
+        observed set is ``codes``): draw the most similar group members (:meth:`nearest_members`)
+        instead of uniformly. Each distinct (modality, bank sample) of the call is encoded once,
+        batched per modality.
         """
-        idx, valid = bank.index.sample(codes, targets, n_intra, generator)
-        if exclude is not None:
-            valid = valid & (idx != exclude.unsqueeze(1))
+        if queries is None:
+            idx, valid = bank.index.sample(codes, targets, n_intra, generator)
+            if exclude is not None:
+                valid = valid & (idx != exclude.unsqueeze(1))
+        else:
+            idx, valid = self.nearest_members(bank, codes, targets, n_intra, generator, exclude, queries)
         n_bank = len(bank)
         # one key per draw, target * n_bank + bank position; invalid draws share the key -1
         keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
@@ -235,11 +299,22 @@ class MultimodalClassifier(nn.Module):
         )
         inter = emb[pair_b]
         inter_valid = observed[pair_b]
+        # knn: the sample's observed embeddings choose its context (deterministic in evaluation,
+        # where repeated draws would all be the same)
+        queries = inter.detach() if self.knn else None
+        if self.knn and not self.training:
+            draws = 1
         retrieved: Tensor | None = None
         out: RetrieverOutput | None = None
         for _ in range(draws):
             intra, intra_valid, intra_rows = self.intra_context(
-                bank, codes, pair_t, n_intra, generator, bank_rows[pair_b] if bank_rows is not None else None
+                bank,
+                codes,
+                pair_t,
+                n_intra,
+                generator,
+                bank_rows[pair_b] if bank_rows is not None else None,
+                queries,
             )
             out = self.retriever(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings

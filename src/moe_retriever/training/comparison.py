@@ -252,6 +252,11 @@ def run_key(cfg: ExperimentConfig) -> str:
         d["train"].pop(key)
     if cfg.method not in RETRIEVING_METHODS:
         d["model"].pop("retriever")
+    elif cfg.model.retriever.sampling == "uniform":
+        # the knn options change nothing under uniform sampling: without them, the keys of runs
+        # stored before they existed stay valid
+        for key in ("sampling", "knn_k", "knn_temperature", "knn_index"):
+            d["model"]["retriever"].pop(key)
     if cfg.protocol.kind == "holdout":
         d.pop("protocol")  # keys of holdout runs stored before protocols existed stay valid
     else:
