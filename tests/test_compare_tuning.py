@@ -221,3 +221,21 @@ def test_bad_tuning_settings_name_the_key(tmp_path, tuning, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_compare_config(tmp_path / "cmp.yaml")
     assert "studies[1] ('Tuned')" in str(err.value)
+
+
+def test_tuned_minus_shared_is_paired_on_the_same_folds(compared):
+    import numpy as np
+
+    config, out, results = compared
+    shared, tuned = _rows(results, 0), _rows(results, 1)
+    cells = {c["entry"]: c for c in results["tuning_effect"]}
+    assert set(cells) == set(TUNED)  # majority is the same run under both studies: no row
+    for name, cell in cells.items():
+        a = dict(zip(tuned[name]["partitions"], tuned[name]["test"]["macro_f1"]["per_fold"], strict=True))
+        b = dict(zip(shared[name]["partitions"], shared[name]["test"]["macro_f1"]["per_fold"], strict=True))
+        assert set(a) == set(b) and cell["n"] == len(a) == 3
+        assert cell["mean_diff"] == pytest.approx(np.mean([a[u] - b[u] for u in a]))
+        assert cell["lo"] <= cell["mean_diff"] <= cell["hi"] and cell["p_holm"] >= cell["p_value"]
+    text = (out / "results.md").read_text()
+    assert "## Tuned minus shared settings" in text
+    assert sum(line.startswith("| tiny | ") for line in text.splitlines()) == len(TUNED)

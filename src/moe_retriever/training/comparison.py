@@ -471,6 +471,7 @@ class Comparison:
             "machine": machine_description(self.device),
             "date": datetime.date.today().isoformat(),
             "studies": studies,
+            "tuning_effect": tuning_effect(studies),
             "errors": self.errors,
             "std": "population (ddof=0) over seeds",
             "tie_tolerance": TIE_TOLERANCE,
@@ -626,6 +627,46 @@ def add_paired_comparisons(table: dict[str, Any]) -> None:
                 cell["verdict"] = (
                     "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
                 )
+
+
+def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> list[dict[str, Any]]:
+    """Tuned minus shared settings, paired on the same partitions: for every row of a tuned
+    study's table whose method the same dataset (table label) also has in a study with shared
+    settings. Holm-adjusted over all the cells, verdicts as in :func:`add_paired_comparisons`."""
+    shared = {
+        t["label"]: {r["entry"]: r for r in t["rows"]}
+        for study in studies
+        for t in study["tables"]
+        if not t.get("tuning")
+    }
+    cells = []
+    for study in studies:
+        for table in study["tables"]:
+            if not table.get("tuning") or table["label"] not in shared:
+                continue
+            cv = table.get("protocol", {}).get("kind") == "cv"
+            for row in table["rows"]:
+                other = shared[table["label"]].get(row["entry"])
+                if other is None or (row.get("tuning") or {}).get("untuned"):
+                    continue
+                diff = paired_difference(row, other, metric, cv)
+                if diff is None:
+                    continue
+                cells.append(
+                    {
+                        "dataset": table["label"],
+                        "entry": row["entry"],
+                        "metric": metric,
+                        "shared": other["test"][metric],
+                        "tuned": row["test"][metric],
+                        **diff,
+                    }
+                )
+    for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
+        cell["p_holm"] = adjusted
+        significant = not math.isnan(adjusted) and adjusted < ALPHA
+        cell["verdict"] = "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+    return cells
 
 
 # --------------------------------------------------------------------------- per combination
@@ -827,6 +868,7 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
             lines += paired_markdown(table) + combination_markdown(table) + tuned_values_markdown(table)
             summary.append(_summary_row(table))
         lines += ranks_markdown(study)
+    lines += tuning_effect_markdown(results.get("tuning_effect") or [])
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
     summary_rows = [s for s in summary if s]
@@ -1044,6 +1086,49 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+TUNING_EFFECT_HEADER = [
+    "dataset",
+    "method",
+    "shared",
+    "tuned",
+    "Δ tuned − shared [95 %]",
+    "p (Holm)",
+    "p Wilcoxon",
+    "verdict",
+]
+
+
+def tuning_effect_markdown(cells: list[dict[str, Any]]) -> list[str]:
+    """The section on tuned minus shared settings (see :func:`tuning_effect`)."""
+    if not cells:
+        return []
+    rows = [
+        [
+            c["dataset"],
+            c["entry"].replace("|", "\\|"),
+            _cell(c["shared"], False),
+            _cell(c["tuned"], False),
+            _pct(c["mean_diff"], True)
+            + ("" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"),
+            _p(c["p_holm"]),
+            _p(c["p_wilcoxon"]),
+            c["verdict"],
+        ]
+        for c in cells
+    ]
+    return [
+        "## Tuned minus shared settings",
+        "",
+        f"Each method's test {cells[0]['metric']} with its tuned settings minus the same method "
+        "with the shared settings, paired on the same partitions (points): mean "
+        "[95 % interval], the p-value Holm-adjusted over the rows of this section, the Wilcoxon "
+        f"signed-rank p-value (unadjusted) and the verdict at {ALPHA}.",
+        "",
+        *markdown_table(TUNING_EFFECT_HEADER, rows),
+        "",
+    ]
 
 
 def _units(table: dict[str, Any]) -> str:
