@@ -208,6 +208,18 @@ def test_config_precedence_file_then_dict_then_keywords(tmp_path):
     assert cfg.model.encoder.hidden == ExperimentConfig().model.encoder.hidden  # default kept
 
 
+def test_knn_retrieval_and_indicators_through_keywords(frame):
+    X, y = frame
+    clf = MoERetrieverClassifier(
+        modalities=MODALITIES, random_state=0, sampling="knn", missing_indicators=True, **TINY
+    )
+    clf.fit(X.iloc[:110], y[:110])
+    assert clf.config_.model.retriever.sampling == "knn" and clf.config_.model.missing_indicators
+    assert clf.get_params()["sampling"] == "knn"
+    # knn evaluation is deterministic: two predictions of the same rows agree exactly
+    np.testing.assert_array_equal(clf.predict_proba(X.iloc[110:]), clf.predict_proba(X.iloc[110:]))
+
+
 def test_the_keyword_table_matches_the_constructor_and_the_config():
     own = {"method", "modalities", "config", "config_path", "random_state", "validation_fraction", "verbose"}
     params = set(inspect.signature(MoERetrieverClassifier).parameters)

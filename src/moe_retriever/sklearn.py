@@ -90,6 +90,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "n_intra": ("model.retriever.n_intra",),
     "eval_draws": ("model.retriever.eval_draws",),
     "reconstruction_weight": ("model.retriever.reconstruction_weight",),
+    "sampling": ("model.retriever.sampling",),
+    "missing_indicators": ("model.missing_indicators",),
     "standardize": ("data.standardize",),
 }
 
@@ -388,6 +390,8 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         n_intra: int | None = None,
         eval_draws: int | None = None,
         reconstruction_weight: float | None = None,
+        sampling: str | None = None,
+        missing_indicators: bool | None = None,
         standardize: bool | None = None,
     ) -> None:
         self.method = method
@@ -417,6 +421,8 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         self.n_intra = n_intra
         self.eval_draws = eval_draws
         self.reconstruction_weight = reconstruction_weight
+        self.sampling = sampling
+        self.missing_indicators = missing_indicators
         self.standardize = standardize
 
     # ------------------------------------------------------------------ configuration
