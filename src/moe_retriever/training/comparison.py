@@ -601,6 +601,15 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
     }
 
 
+def add_holm_verdicts(cells: list[dict[str, Any]]) -> None:
+    """Give every paired difference of one family its Holm-adjusted ``p_holm`` and a verdict:
+    "better" / "worse" when ``p_holm`` < ``ALPHA``, else "n.s."."""
+    for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
+        cell["p_holm"] = adjusted
+        significant = not math.isnan(adjusted) and adjusted < ALPHA
+        cell["verdict"] = "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+
+
 def add_paired_comparisons(table: dict[str, Any]) -> None:
     """Give every row ``paired[reference][metric]``: its difference to each of
     ``PAIRED_REFERENCES`` in the table, with ``p_holm`` (Holm over the table's rows, per
@@ -621,18 +630,13 @@ def add_paired_comparisons(table: dict[str, Any]) -> None:
                 if cell is not None:
                     row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
                     cells.append(cell)
-            for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
-                cell["p_holm"] = adjusted
-                significant = not math.isnan(adjusted) and adjusted < ALPHA
-                cell["verdict"] = (
-                    "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
-                )
+            add_holm_verdicts(cells)
 
 
 def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> list[dict[str, Any]]:
     """Tuned minus shared settings, paired on the same partitions: for every row of a tuned
     study's table whose method the same dataset (table label) also has in a study with shared
-    settings. Holm-adjusted over all the cells, verdicts as in :func:`add_paired_comparisons`."""
+    settings, Holm-adjusted over all the cells (:func:`add_holm_verdicts`)."""
     shared = {
         t["label"]: {r["entry"]: r for r in t["rows"]}
         for study in studies
@@ -662,10 +666,7 @@ def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> li
                         **diff,
                     }
                 )
-    for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
-        cell["p_holm"] = adjusted
-        significant = not math.isnan(adjusted) and adjusted < ALPHA
-        cell["verdict"] = "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+    add_holm_verdicts(cells)
     return cells
 
 
