@@ -209,6 +209,15 @@ def default_pruner(cfg: ExperimentConfig) -> Any:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.train.warmup_epochs + 1)
 
 
+def report_or_prune(trial: Any, value: float, step: int) -> None:
+    """Report a trial's validation score at ``step``; end the trial when the pruner says so."""
+    import optuna
+
+    trial.report(value, step)
+    if trial.should_prune():
+        raise optuna.TrialPruned()
+
+
 def with_values(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
     """``cfg`` with a trial's values (dotted config keys) set."""
     return from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), as_overrides(values))).validate()
@@ -273,12 +282,10 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
-        trial_cfg = load_config(config, base + as_overrides(values))
+        trial_cfg = with_values(cfg, values)
 
         def report(unit: int, epoch: int, entry: dict[str, Any]) -> None:
-            trial.report(entry[f"val_{metric}"], unit * epochs + epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            report_or_prune(trial, entry[f"val_{metric}"], unit * epochs + epoch)
 
         results = run_experiment(trial_cfg, None, dataset=dataset, log=lambda *a, **k: None, on_epoch=report)
         return float(results["val"][metric]["mean"])
@@ -360,9 +367,7 @@ def tune_partition(
         trial_cfg = with_values(cfg, values)
 
         def report(epoch: int, entry: dict[str, Any]) -> None:
-            trial.report(entry[f"val_{metric}"], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            report_or_prune(trial, entry[f"val_{metric}"], epoch)
 
         fitted = fit_model(
             trial_cfg,
