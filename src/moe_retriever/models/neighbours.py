@@ -57,6 +57,12 @@ def unit_vectors(embeddings: Tensor, observed: Tensor) -> Tensor:
     return unit.mul_(observed.unsqueeze(-1).to(torch.float)).flatten(-2)  # in place: one bank-sized copy
 
 
+def in_group(codes: Tensor, required: Tensor | int) -> Tensor:
+    """Whether combination ``codes`` contain the ``required`` set (broadcast), i.e. belong to its
+    supporting group; never for required -1."""
+    return ((codes & required) == required) & (required >= 0)
+
+
 class NeighbourSearch(Protocol):
     def search(
         self, queries: Tensor, query_observed: Tensor, required: Tensor, k: int, exclude: Tensor | None = None
@@ -85,8 +91,7 @@ class ExactNeighbourSearch:
 
     def members(self, required: Tensor, positions: Tensor) -> Tensor:
         """(P, C) bool: bank ``positions`` (P, C) belong to the group of ``required`` (P,)."""
-        r = required.unsqueeze(1)
-        return ((self.codes[positions] & r) == r) & (r >= 0)
+        return in_group(self.codes[positions], required.unsqueeze(1))
 
     def scores_of(self, queries: Tensor, query_observed: Tensor, positions: Tensor) -> Tensor:
         """Mean cosine (P, C) between the pairs' unit vectors (P, M * d) / masks (P, M) and the
@@ -126,8 +131,7 @@ class ExactNeighbourSearch:
             dot = q @ self.vectors[start:end].T  # (P, chunk)
             shared = q_obs @ self.observed[start:end].T
             s = torch.where(shared > 0, dot / shared.clamp(min=1), 0.0)
-            codes = self.codes[start:end].unsqueeze(0)
-            keep = ((codes & r) == r) & (r >= 0)
+            keep = in_group(self.codes[start:end].unsqueeze(0), r)
             positions = torch.arange(start, end, device=q.device).unsqueeze(0).expand(p, -1)
             if exclude is not None:
                 keep = keep & (positions != exclude.unsqueeze(1))
@@ -270,7 +274,7 @@ class FaissNeighbourSearch:
             out_s[rows, : top.values.shape[1]] = top.values
             out_i[rows, : top.values.shape[1]] = found.gather(1, top.indices)
             # a group that holds more members (besides the excluded sample) than were found
-            ex_member = (ex >= 0) & ((self.exact.codes[ex.clamp(min=0)] & r) == r)
+            ex_member = (ex >= 0) & in_group(self.exact.codes[ex.clamp(min=0)], r)
             short[rows] = ok.sum(dim=1) < (size - ex_member.long()).clamp(max=k)
         if bool(short.any()):
             rows = short.nonzero().squeeze(1)
