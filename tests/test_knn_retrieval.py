@@ -121,13 +121,11 @@ def test_similarity_uses_only_the_observed_modalities(data):
     targets = torch.tensor([2] * 5)
     queries = torch.randn(5, M, 16, generator=torch.Generator().manual_seed(0))
     n = torch.full((5,), 2)
-    first = model.nearest_members(bank, codes, targets, n, None, None, queries)
+    first = model.intra_context(bank, codes, targets, n, None, None, queries)
     queries[:, 2:] = torch.randn(5, 2, 16)  # unobserved modalities must not matter
     assert all(
         torch.equal(a, b)
-        for a, b in zip(
-            first, model.nearest_members(bank, codes, targets, n, None, None, queries), strict=True
-        )
+        for a, b in zip(first, model.intra_context(bank, codes, targets, n, None, None, queries), strict=True)
     )
 
 

@@ -202,27 +202,6 @@ class MultimodalClassifier(nn.Module):
             )
         return self.neighbours[1]
 
-    def nearest_members(
-        self,
-        bank: RetrievalBank,
-        codes: Tensor,
-        targets: Tensor,
-        n_intra: Tensor,
-        generator: torch.Generator | None,
-        exclude: Tensor | None,
-        queries: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """``sampling: knn`` draws (P, K) and validity: the supporting-group members (same
-        relaxation as the uniform sampler) most similar to each pair's sample; see
-        :mod:`.neighbours`."""
-        r = self.cfg.retriever
-        required = bank.index.required_sets(codes.to(bank.index.device), targets.to(bank.index.device))
-        k = max(r.knn_k, int(n_intra.max()))
-        scores, positions = self.neighbour_search(bank).search(
-            queries.detach(), codes_to_observed(codes, self.n_modalities), required, k, exclude
-        )
-        return select_neighbours(scores, positions, n_intra, r.knn_temperature, generator, self.training)
-
     def intra_context(
         self,
         bank: RetrievalBank,
@@ -238,7 +217,7 @@ class MultimodalClassifier(nn.Module):
 
         ``exclude`` (P,) drops draws of that bank position (a bank sample whose own modality is
         hidden must not see itself). ``queries`` (P, M, d), the pairs' own embeddings (the
-        observed set is ``codes``): draw the most similar group members (:meth:`nearest_members`)
+        observed set is ``codes``): draw the most similar group members (:mod:`.neighbours`)
         instead of uniformly. Each distinct (modality, bank sample) of the call is encoded once,
         batched per modality.
         """
@@ -247,7 +226,20 @@ class MultimodalClassifier(nn.Module):
             if exclude is not None:
                 valid = valid & (idx != exclude.unsqueeze(1))
         else:
-            idx, valid = self.nearest_members(bank, codes, targets, n_intra, generator, exclude, queries)
+            # the supporting-group members (same relaxation as the uniform sampler) most similar
+            # to each pair's sample; see .neighbours
+            r = self.cfg.retriever
+            required = bank.index.required_sets(codes.to(bank.index.device), targets.to(bank.index.device))
+            scores, positions = self.neighbour_search(bank).search(
+                queries.detach(),
+                codes_to_observed(codes, self.n_modalities),
+                required,
+                max(r.knn_k, int(n_intra.max())),
+                exclude,
+            )
+            idx, valid = select_neighbours(
+                scores, positions, n_intra, r.knn_temperature, generator, self.training
+            )
         n_bank = len(bank)
         # one key per draw, target * n_bank + bank position; invalid draws share the key -1
         keys = torch.where(valid, targets.unsqueeze(1) * n_bank + idx, -1)
