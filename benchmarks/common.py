@@ -71,7 +71,7 @@ def finish(args: argparse.Namespace, title: str, body: str) -> str:
     text = f"### {title}\n\nMachine: {machine_line()}.\n\n{body.rstrip()}\n"
     print(text)
     if args.out is not None:
-        from moe_retriever.training.checkpoint import atomic_write_text
+        from moe_retriever.files import atomic_write_text
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)

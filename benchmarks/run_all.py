@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from moe_retriever.training.checkpoint import atomic_write_text
+from moe_retriever.files import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -1,4 +1,4 @@
-"""Every results file is written through ``checkpoint.atomic_write``: a writer that fails or a
+"""Every results file is written through ``files.atomic_write``: a writer that fails or a
 process killed mid-write leaves the previous file complete."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from moe_retriever.training.checkpoint import atomic_write, atomic_write_text
+from moe_retriever.files import atomic_write, atomic_write_text
 
 
 def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
@@ -35,7 +35,7 @@ def test_a_process_killed_mid_write_leaves_the_old_file(tmp_path):
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from moe_retriever.training.checkpoint import atomic_write\n"
+        "from moe_retriever.files import atomic_write\n"
         "def write(tmp):\n"
         "    tmp.write_bytes(b'half of the new')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError as ConfigError  # re-exported
-from .training.checkpoint import atomic_write_text
+from .files import atomic_write_text
 
 T = typing.TypeVar("T")
 

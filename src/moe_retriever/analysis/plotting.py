@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..training.checkpoint import atomic_write  # noqa: E402
+from ..files import atomic_write  # noqa: E402
 
 DPI = 110
 

@@ -18,7 +18,7 @@ from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
 from ..errors import UsageError
-from ..training.checkpoint import atomic_write_text
+from ..files import atomic_write_text
 from ..training.experiment import SeedData, partition_split, standardize
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from ..api import RunEnsemble, load_new_data, load_run
-    from ..training.checkpoint import atomic_write_text
+    from ..files import atomic_write_text
 
     trained = load_run(args.run, args.seed, args.device, ensemble=args.ensemble)
     dataset = load_new_data(args.data, args.format, args.trust_pickle)

@@ -6,8 +6,6 @@ Nothing is unpickled when loading, so a checkpoint from an untrusted source cann
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..errors import CheckpointError as CheckpointError  # re-exported
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Create or replace ``path`` atomically: ``write`` fills a temporary file next to it, which is
-    flushed to disk and renamed onto ``path``. Readers, and a process killed mid-write, see the old
-    file or the complete new one, never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()))
+from ..files import atomic_write
 
 
 def save_tensors(

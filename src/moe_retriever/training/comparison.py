@@ -56,9 +56,9 @@ from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
 from ..errors import UsageError
+from ..files import atomic_write_text
 from ..methods import METHODS
 from ..tuning import SpaceSpec, fitted_directly, load_space, search_space, tune_partition
-from .checkpoint import atomic_write_text
 from .experiment import (
     Partition,
     fmt_interval,

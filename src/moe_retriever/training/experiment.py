@@ -38,8 +38,9 @@ from ..data.missingness import apply_missingness, missingness_summary, simulated
 from ..data.sources import load_dataset
 from ..data.splits import stratified_folds, stratified_holdout, stratified_split
 from ..errors import CheckpointError, InputNotFoundError
+from ..files import atomic_write_text
 from ..methods import build_model
-from .checkpoint import atomic_write_text, load_state_into, load_tensors, save_tensors
+from .checkpoint import load_state_into, load_tensors, save_tensors
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import ConfigError, ExperimentConfig, to_dict
-from .checkpoint import atomic_write_text
+from ..files import atomic_write_text
 
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"

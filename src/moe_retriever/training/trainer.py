@@ -22,7 +22,8 @@ from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
 from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
-from .checkpoint import CheckpointError, atomic_write
+from ..files import atomic_write
+from .checkpoint import CheckpointError
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .losses import weighted_sum
 from .metrics import classification_metrics
