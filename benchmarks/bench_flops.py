@@ -28,9 +28,10 @@ def main() -> None:
     start(args)
     from moe_retriever.config import load_config
     from moe_retriever.data.bank import RetrievalBank
+    from moe_retriever.data.partitions import prepare_seed
     from moe_retriever.data.sources import load_dataset
     from moe_retriever.methods import METHODS, build_model
-    from moe_retriever.training.experiment import prepare_seed, seed_everything
+    from moe_retriever.training.fitting import seed_everything
 
     base = load_config(SYNTHETIC, ["data.missing.p=0.3"])
     dataset = load_dataset(base.data)

@@ -124,9 +124,10 @@ def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) ->
     the loaded data set."""
     from moe_retriever.config import load_config
     from moe_retriever.data.bank import RetrievalBank
+    from moe_retriever.data.partitions import prepare_seed
     from moe_retriever.data.sources import load_dataset
     from moe_retriever.methods import build_model
-    from moe_retriever.training.experiment import prepare_seed, seed_everything
+    from moe_retriever.training.fitting import seed_everything
     from moe_retriever.training.trainer import Trainer
 
     cfg = load_config(

@@ -178,9 +178,10 @@ def synthetic_setup(
     """The synthetic task of ``configs/synthetic.yaml`` with missing rate ``p``, ready to train."""
     from moe_retriever.config import load_config
     from moe_retriever.data.bank import RetrievalBank
+    from moe_retriever.data.partitions import prepare_seed
     from moe_retriever.data.sources import load_dataset
     from moe_retriever.methods import build_model
-    from moe_retriever.training.experiment import prepare_seed, seed_everything
+    from moe_retriever.training.fitting import seed_everything
     from moe_retriever.training.trainer import Trainer
 
     cfg = load_config(

@@ -26,7 +26,7 @@ from moe_retriever.data.dataset import DataValidationError, ModalitySpec, Multim
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
 from moe_retriever.training.checkpoint import CheckpointError, load_tensors, save_tensors
-from moe_retriever.training.experiment import CHECKPOINT, TRAINING_STATE, load_seed_checkpoint
+from moe_retriever.training.run_files import CHECKPOINT, TRAINING_STATE, load_seed_checkpoint
 from moe_retriever.training.trainer import Trainer, load_training_state, save_training_state
 
 # TINY without the data source: the folder cases pass their own --data

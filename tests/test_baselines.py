@@ -19,10 +19,11 @@ from moe_retriever.baselines.hist_gbt import concatenated_features
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, load_config, to_dict
 from moe_retriever.data.dataset import Batch
+from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.methods import METHODS, build_model
 from moe_retriever.training.comparison import majority_reference, ties_majority
-from moe_retriever.training.experiment import prepare_seed, train_seed
+from moe_retriever.training.fitting import train_seed
 from moe_retriever.training.losses import weighted_sum
 
 SMALL = [

@@ -10,10 +10,11 @@ import torch
 import yaml
 
 from _tiny_run import TINY
+from moe_retriever import tuning as tuning_module
 from moe_retriever.config import ConfigError, load_config
+from moe_retriever.data.partitions import partition_split, protocol_partitions
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.training import comparison as comparison_module
-from moe_retriever.training import experiment as experiment_module
 from moe_retriever.training.comparison import (
     Comparison,
     entry_config,
@@ -23,7 +24,7 @@ from moe_retriever.training.comparison import (
     run_key,
     tuned_run_key,
 )
-from moe_retriever.training.experiment import partition_split, protocol_partitions, train_seed
+from moe_retriever.training.fitting import train_seed
 from moe_retriever.training.trainer import Trainer
 from moe_retriever.tuning import search_space, tune_partition
 
@@ -133,7 +134,7 @@ def test_a_rerun_reuses_every_tuned_cell(compared, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a stored cell was trained again")
 
-    monkeypatch.setattr(experiment_module, "fit_model", no_training)
+    monkeypatch.setattr(tuning_module, "fit_model", no_training)
     monkeypatch.setattr(comparison_module, "train_seed", no_training)
     again = run_comparison(config, out, "cpu", log=lambda *a: None)
     assert again["errors"] == []

@@ -24,7 +24,7 @@ def test_markdown_of_a_fixed_results_structure_is_unchanged():
 
 
 def test_markdown_table_pads_short_rows_with_blank_cells():
-    from moe_retriever.training.experiment import markdown_table
+    from moe_retriever.training.markdown import markdown_table
 
     assert markdown_table(("a", "b", "c"), [["1", "2", ""], ["x"]]) == [
         "| a | b | c |",

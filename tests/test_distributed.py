@@ -35,9 +35,11 @@ from safetensors.torch import load_file
 from conftest import TINY_MODEL
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
+from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
-from moe_retriever.training.experiment import prepare_seed, run_experiment, seed_everything
+from moe_retriever.training.experiment import run_experiment
+from moe_retriever.training.fitting import seed_everything
 from moe_retriever.training.losses import weighted_sum
 from moe_retriever.training.trainer import retrieval_seed
 

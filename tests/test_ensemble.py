@@ -15,8 +15,9 @@ from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.missingness import apply_missingness
+from moe_retriever.data.preprocessing import standardize
 from moe_retriever.data.sources import load_dataset
-from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint, standardize
+from moe_retriever.training.run_files import BANK_FILE, load_seed_checkpoint
 from moe_retriever.training.trainer import Trainer
 
 CPU = torch.device("cpu")

@@ -14,9 +14,9 @@ import yaml
 from moe_retriever.cli import main
 from moe_retriever.config import DataConfig, load_config
 from moe_retriever.data.dataset import DataValidationError
+from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.sources import detect_format, load_dataset
 from moe_retriever.data.sources.folder import encode_labels, load_folder
-from moe_retriever.training.experiment import prepare_seed
 
 IDS = [f"p{i}" for i in range(1, 9)]
 LABELS = ["AD", "CN", "MCI", "CN", "AD", "CN", "MCI", "AD"]

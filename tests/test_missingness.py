@@ -23,9 +23,10 @@ from moe_retriever.data.missingness import (
     modality_score,
     simulated_mask,
 )
+from moe_retriever.data.partitions import masked_split, prepare_seed
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.methods import METHODS, build_model
-from moe_retriever.training.experiment import masked_split, prepare_seed, run_experiment
+from moe_retriever.training.experiment import run_experiment
 
 N_LARGE = 20_000
 TOLERANCE = 0.02

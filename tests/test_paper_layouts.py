@@ -19,12 +19,14 @@ from PIL import Image
 from conftest import TINY_MODEL
 from moe_retriever.config import DataConfig, load_config
 from moe_retriever.data.dataset import DataValidationError
+from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.sources import detect_format, load_dataset
 from moe_retriever.data.sources.adni import load_adni
 from moe_retriever.data.sources.enrico import load_enrico
 from moe_retriever.data.sources.mimic import load_mimic
 from moe_retriever.data.sources.nifti import read_nifti
-from moe_retriever.training.experiment import load_seed_checkpoint, prepare_seed, run_experiment
+from moe_retriever.training.experiment import run_experiment
+from moe_retriever.training.run_files import load_seed_checkpoint
 
 # =========================================================================== ADNI
 

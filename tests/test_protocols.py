@@ -15,15 +15,11 @@ from moe_retriever.api import best_fold, load_run
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, load_config
 from moe_retriever.data.missingness import apply_missingness
+from moe_retriever.data.partitions import Partition, prepare_partition, protocol_partitions
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.data.splits import stratified_folds
-from moe_retriever.training.experiment import (
-    Partition,
-    evaluate_run,
-    prepare_partition,
-    protocol_partitions,
-    train_seed,
-)
+from moe_retriever.training.experiment import evaluate_run
+from moe_retriever.training.fitting import train_seed
 from moe_retriever.training.metrics import classification_metrics
 
 CV = ["protocol={kind: cv, folds: 3, repeats: 2}", "train.seeds=[4, 7]"]

@@ -19,9 +19,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from moe_retriever.config import ConfigError, ExperimentConfig, MissingnessConfig, from_dict, to_dict
 from moe_retriever.data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from moe_retriever.data.missingness import apply_missingness
+from moe_retriever.data.preprocessing import fit_standardizer, standardize
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.sklearn import KEYWORDS, MoERetrieverClassifier, from_modality_list
-from moe_retriever.training.experiment import fit_model, fit_standardizer, standardize
+from moe_retriever.training.fitting import fit_model
 
 # tiny models: a fit takes well under a second on one thread
 TINY = dict(

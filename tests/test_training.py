@@ -12,8 +12,9 @@ from conftest import TINY_MODEL
 from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
+from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.methods import build_model
-from moe_retriever.training.experiment import prepare_seed, run_experiment
+from moe_retriever.training.experiment import run_experiment
 from moe_retriever.training.trainer import Trainer
 
 TINY = [

@@ -260,13 +260,10 @@ def tiny_run(tmp_path_factory):
 
 def test_run_stores_the_bank_once_and_checkpoints_select_it(tiny_run):
     from moe_retriever.config import load_config
+    from moe_retriever.data.partitions import prepare_seed
     from moe_retriever.data.sources import load_dataset
     from moe_retriever.training.checkpoint import load_tensors
-    from moe_retriever.training.experiment import (
-        BANK_FILE,
-        load_seed_checkpoint,
-        prepare_seed,
-    )
+    from moe_retriever.training.run_files import BANK_FILE, load_seed_checkpoint
 
     assert (tiny_run / BANK_FILE).is_file()
     cfg = load_config(tiny_run / "config.yaml")
@@ -287,17 +284,11 @@ def test_cross_validation_folds_share_one_bank_file(tmp_path):
 
     from _tiny_run import TINY
     from moe_retriever.config import load_config
+    from moe_retriever.data.partitions import partition_from_meta, prepare_partition
     from moe_retriever.data.sources import load_dataset
     from moe_retriever.training.checkpoint import load_tensors
-    from moe_retriever.training.experiment import (
-        BANK_FILE,
-        evaluate_run,
-        load_seed_checkpoint,
-        partition_checkpoints,
-        partition_from_meta,
-        prepare_partition,
-        run_experiment,
-    )
+    from moe_retriever.training.experiment import evaluate_run, run_experiment
+    from moe_retriever.training.run_files import BANK_FILE, load_seed_checkpoint, partition_checkpoints
 
     cfg = load_config(
         None, TINY + ["train.seeds=[0]", "train.epochs=2", "protocol={kind: cv, folds: 3, repeats: 1}"]
@@ -330,7 +321,7 @@ def test_modified_bank_file_is_named_in_the_error(tiny_run, tmp_path):
     import shutil
 
     from moe_retriever.training.checkpoint import CheckpointError
-    from moe_retriever.training.experiment import BANK_FILE, load_seed_checkpoint
+    from moe_retriever.training.run_files import BANK_FILE, load_seed_checkpoint
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
@@ -352,11 +343,8 @@ def test_old_layout_checkpoints_still_load_and_predict_the_same(tiny_run, tmp_pa
 
     from moe_retriever import load_run
     from moe_retriever.training.checkpoint import load_tensors, save_tensors
-    from moe_retriever.training.experiment import (
-        BANK_FILE,
-        evaluate_run,
-        load_seed_checkpoint,
-    )
+    from moe_retriever.training.experiment import evaluate_run
+    from moe_retriever.training.run_files import BANK_FILE, load_seed_checkpoint
 
     old = tmp_path / "old"
     shutil.copytree(tiny_run, old)
@@ -384,12 +372,12 @@ def test_old_layout_checkpoints_still_load_and_predict_the_same(tiny_run, tmp_pa
 
 def test_checkpoint_of_a_wide_set_costs_the_model_not_the_bank(tmp_path):
     from moe_retriever.config import load_config
+    from moe_retriever.data.partitions import prepare_seed
     from moe_retriever.data.synthetic import make_synthetic as synth
     from moe_retriever.methods import build_model
-    from moe_retriever.training.experiment import (
+    from moe_retriever.training.run_files import (
         BANK_FILE,
         load_seed_checkpoint,
-        prepare_seed,
         run_bank_digest,
         save_seed_checkpoint,
     )

@@ -34,18 +34,15 @@ from torch import Tensor
 from .data.bank import RetrievalBank
 from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
+from .data.partitions import Partition, SeedData, partition_from_meta, prepare_partition
 from .data.sources import load_dataset
 from .errors import InputNotFoundError, UsageError
 from .models.retriever import MoERetriever, TokenKind
-from .training.experiment import (
+from .training.run_files import (
     CHECKPOINT,
     LoadedModel,
-    Partition,
-    SeedData,
     load_seed_checkpoint,
     partition_checkpoints,
-    partition_from_meta,
-    prepare_partition,
     run_checkpoints,
 )
 from .training.trainer import Trainer, resolve_device

@@ -59,13 +59,9 @@ from .baselines.common import DirectMethod
 from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
-from .training.experiment import (
-    fit_model,
-    fit_standardizer,
-    load_seed_checkpoint,
-    save_seed_checkpoint,
-    standardize,
-)
+from .data.preprocessing import fit_standardizer, standardize
+from .training.fitting import fit_model
+from .training.run_files import load_seed_checkpoint, save_seed_checkpoint
 from .training.trainer import Trainer, resolve_device
 
 # keyword -> the dotted config key(s) it sets; the single place that maps the two

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .baselines.common import DirectMethod
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -41,12 +42,15 @@ from .config import (
     save_config,
     to_dict,
 )
+from .data.partitions import Partition, prepare_partition
 from .data.sources import load_dataset
 from .methods import METHODS
+from .training.experiment import run_experiment
+from .training.fitting import fit_model, partition_record
+from .training.trainer import TrainingDivergedError
 
 if TYPE_CHECKING:
     from .data.dataset import MultimodalDataset
-    from .training.experiment import Partition
 
 SpaceSpec = dict[str, dict[str, Any]]
 
@@ -131,8 +135,6 @@ def search_space(
 
 def fitted_directly(method: str) -> bool:
     """Whether ``method`` is fitted without the Trainer (no epochs, no learning rate)."""
-    from .baselines.common import DirectMethod
-
     pending, seen = list(DirectMethod.__subclasses__()), set()
     while pending:
         cls = pending.pop()
@@ -254,9 +256,6 @@ def tune(
     """
     import optuna
 
-    from .training.experiment import run_experiment
-    from .training.trainer import TrainingDivergedError
-
     base = [*(overrides or []), f"method={method}", "train.progress=false"]
     cfg = load_config(config, base)
     space = search_space(method, cfg, space_overrides)
@@ -342,14 +341,11 @@ def tune_partition(
     (``train.select_metric``) on its validation split; the test split is used once, by the best
     trial's model (kept from its trial, not retrained). ``trials`` trials in all (pruned ones
     count); the study lives in memory, the partition being the unit a comparison stores and
-    reuses. Returns the record of :func:`~moe_retriever.training.experiment.partition_record`
+    reuses. Returns the record of :func:`~moe_retriever.training.fitting.partition_record`
     with the search's ``tuned_params``, ``n_trials`` and ``tuning`` (best validation score and
     every trial) added, and ``config``: the best trial's config.
     """
     import optuna
-
-    from .training.experiment import fit_model, partition_record, prepare_partition
-    from .training.trainer import TrainingDivergedError
 
     data = prepare_partition(cfg, dataset, part)
     metric = cfg.train.select_metric

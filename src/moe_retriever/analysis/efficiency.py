@@ -35,11 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..api import TrainedRun, best_seed, load_run, trained_seeds
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
+from ..data.partitions import prepare_seed
 from ..data.sources import load_dataset
 from ..errors import InputNotFoundError
 from ..methods import build_model
 from ..models.smoe import SparseMoE
-from ..training.experiment import LoadedModel, prepare_seed, seed_everything
+from ..training.fitting import seed_everything
+from ..training.run_files import LoadedModel
 from .plotting import figure, save
 
 TIMING_REPEATS = 3

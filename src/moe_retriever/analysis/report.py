@@ -16,10 +16,11 @@ from typing import Any
 from ..api import TrainedRun, load_run, trained_seeds
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
+from ..data.partitions import SeedData, partition_split
+from ..data.preprocessing import standardize
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..files import atomic_write_text
-from ..training.experiment import SeedData, partition_split, standardize
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map

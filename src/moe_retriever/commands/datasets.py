@@ -48,8 +48,8 @@ def show_missing(
     from ..analysis.combinations import combination_counts, plot_combination_counts
     from ..config import load_config
     from ..data.missingness import missingness_summary
+    from ..data.partitions import masked_split
     from ..data.sources import load_dataset
-    from ..training.experiment import masked_split
 
     cfg = load_config(config, [f"data.name={json.dumps(name)}", *overrides])
     seed = cfg.train.seeds[0] if seed is None else seed

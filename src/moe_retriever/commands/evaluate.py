@@ -7,7 +7,8 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.experiment import evaluate_run, fmt
+    from ..training.experiment import evaluate_run
+    from ..training.markdown import fmt
 
     res = evaluate_run(args.run, args.device)
     print("test: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["test"].items()))

@@ -12,7 +12,8 @@ from .common import add_config_options, config_overrides
 
 def run(args: argparse.Namespace) -> int:
     from ..training.distributed import is_main_process
-    from ..training.experiment import results_markdown, run_experiment
+    from ..training.experiment import run_experiment
+    from ..training.markdown import results_markdown
 
     if args.resume:
         out = Path(args.resume)

@@ -54,22 +54,14 @@ from ..config import (
 )
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
+from ..data.partitions import Partition, partition_split, prepare_partition, protocol_partitions
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..files import atomic_write_text
 from ..methods import METHODS
 from ..tuning import SpaceSpec, fitted_directly, load_space, search_space, tune_partition
-from .experiment import (
-    Partition,
-    fmt_interval,
-    markdown_table,
-    partition_split,
-    prepare_partition,
-    protocol_partitions,
-    protocol_text,
-    train_seed,
-    with_intervals,
-)
+from .fitting import train_seed
+from .markdown import fmt_interval, markdown_table, protocol_text
 from .metrics import METRICS, aggregate, classification_metrics
 from .statistics import (
     average_ranks,
@@ -81,6 +73,7 @@ from .statistics import (
     t_interval,
     wilcoxon_p,
 )
+from .summary import with_intervals
 from .trainer import resolve_device
 
 # a method ties the majority-class predictor when both numbers agree to this precision

@@ -1,0 +1,163 @@
+"""The evaluation protocol's partitions: which samples train, validate and test, under which mask.
+
+A :class:`Partition` is the holdout split of a seed or one fold of a cross-validation repeat;
+:func:`partition_split` draws its missingness mask and sample positions, and
+:func:`prepare_partition` gives its standardised train / val / test subsets (:class:`SeedData`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import ExperimentConfig
+from .dataset import MultimodalDataset
+from .missingness import apply_missingness, simulated_mask
+from .preprocessing import fit_standardizer, standardize
+from .splits import stratified_folds, stratified_holdout, stratified_split
+
+
+@dataclass
+class SeedData:
+    """The standardised train / validation / test subsets of one partition and the training
+    statistics they were standardised with."""
+
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    stats: dict[str, tuple[Tensor, Tensor]]
+    # positions of the training split in the loaded data set (what a shared bank file holds)
+    train_index: Tensor | None = None
+
+
+def masked_split(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int
+) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+    """The dataset under the seed's missingness, and the positions of its train / val / test
+    samples (the dataset's own split when it ships one).
+
+    With ``data.missing_test`` the validation and test samples take their mask from that config;
+    both masks are drawn on the whole dataset, so neither the split nor the training masks change.
+    """
+    if dataset.splits is not None:
+        parts = {k: dataset.splits[k] for k in ("train", "val", "test")}
+    else:
+        parts = dict(
+            zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed), strict=True)
+        )
+    return _masked(cfg, dataset, seed, parts), parts
+
+
+def _masked(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, parts: dict[str, Tensor]
+) -> MultimodalDataset:
+    """``dataset`` under the seed's missingness; ``data.missing_test`` masks the val and test
+    positions of ``parts``."""
+    shift = cfg.data.missing_test
+    if shift is None:
+        return apply_missingness(dataset, cfg.data.missing, seed)
+    observed = simulated_mask(dataset, cfg.data.missing, seed)
+    held_out = torch.cat([parts["val"], parts["test"]])
+    observed[held_out] = simulated_mask(dataset, shift, seed, "data.missing_test")[held_out]
+    return dataset.with_observed(observed)
+
+
+def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
+    """Apply the seed's missingness and split (the dataset's own split when it ships one);
+    standardise with training statistics."""
+    ds, parts = masked_split(cfg, dataset, seed)
+    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
+
+
+def split_data(
+    cfg: ExperimentConfig,
+    ds: MultimodalDataset,
+    train_index: Sequence[int] | Tensor,
+    val_index: Sequence[int] | Tensor,
+    test_index: Sequence[int] | Tensor,
+) -> SeedData:
+    """The (train, val, test) subsets of ``ds`` (already masked), standardised with statistics
+    of the training subset when ``cfg.data.standardize``."""
+    train = ds.subset(train_index)
+    stats = fit_standardizer(train) if cfg.data.standardize else {}
+    return SeedData(
+        standardize(train, stats),
+        standardize(ds.subset(val_index), stats),
+        standardize(ds.subset(test_index), stats),
+        stats,
+        torch.as_tensor(train_index, dtype=torch.long),
+    )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One train / validation / test split of the evaluation protocol: the holdout split of
+    ``seed``, or (``fold`` set) fold ``fold`` of the cross-validation repeat ``repeat`` whose
+    seed is ``seed``."""
+
+    seed: int
+    fold: int | None = None
+    repeat: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The run directory entry: ``seed_<s>`` or ``fold_s<seed>_k<fold>``."""
+        return f"seed_{self.seed}" if self.fold is None else f"fold_s{self.seed}_k{self.fold}"
+
+    @property
+    def label(self) -> str:
+        return (
+            f"seed {self.seed}"
+            if self.fold is None
+            else f"repeat {self.repeat} (seed {self.seed}) fold {self.fold}"
+        )
+
+    @property
+    def rng_seed(self) -> int:
+        """Seed of the model's initialisation and training randomness (distinct per fold)."""
+        return self.seed if self.fold is None else 1000 * self.seed + self.fold
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"seed": self.seed, "fold": self.fold, "repeat": self.repeat}
+
+
+def protocol_partitions(cfg: ExperimentConfig) -> list[Partition]:
+    """Every split the config's protocol trains and tests on, in order."""
+    p = cfg.protocol
+    if p.kind == "holdout":
+        return [Partition(s) for s in cfg.train.seeds]
+    return [Partition(s, k, r) for r, s in enumerate(cfg.train.seeds[: p.repeats]) for k in range(p.folds)]
+
+
+def partition_from_meta(meta: dict[str, Any]) -> Partition:
+    """The partition a checkpoint or a run record was trained on (holdout when not recorded)."""
+    d = meta.get("partition") or {}
+    return Partition(int(meta["seed"]), d.get("fold"), d.get("repeat"))
+
+
+def partition_split(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition
+) -> tuple[MultimodalDataset, dict[str, Tensor]]:
+    """:func:`masked_split` for one partition of the protocol. Cross-validation: the repeat
+    seed's missingness mask (shared by its folds) and stratified folds; the other folds are
+    split again, stratified, into train and validation in the proportions of ``data.split``."""
+    if part.fold is None:
+        return masked_split(cfg, dataset, part.seed)
+    folds = stratified_folds(dataset.labels, cfg.protocol.folds, part.seed)
+    if not 0 <= part.fold < len(folds):
+        raise ValueError(f"fold {part.fold} does not exist: protocol.folds = {cfg.protocol.folds}")
+    rest = torch.cat([f for k, f in enumerate(folds) if k != part.fold]).sort().values
+    val_fraction = cfg.data.split[1] / (cfg.data.split[0] + cfg.data.split[1])
+    tr, va = stratified_holdout(dataset.labels, rest, val_fraction, part.rng_seed)
+    parts = {"train": tr, "val": va, "test": folds[part.fold]}
+    return _masked(cfg, dataset, part.seed, parts), parts
+
+
+def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition) -> SeedData:
+    """The standardised train / val / test data of one partition (:func:`partition_split`)."""
+    ds, parts = partition_split(cfg, dataset, part)
+    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])

@@ -1,0 +1,222 @@
+"""Fitting one method on one partition: build, train with model selection, test, checkpoint.
+
+:func:`train_seed` runs one partition of the protocol end to end and writes its unit directory;
+:func:`fit_model` only builds and fits (the tuner's trials use it directly); :func:`fit_and_test`
+fits on given splits and returns the record that ``metrics.json`` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+
+from ..config import ExperimentConfig
+from ..data.bank import RetrievalBank
+from ..data.combinations import observed_to_codes
+from ..data.dataset import MultimodalDataset
+from ..data.partitions import Partition, SeedData, prepare_partition
+from ..files import atomic_write_text
+from ..methods import build_model
+from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
+from .metrics import classification_metrics
+from .run_files import BANK_FILE, CHECKPOINT, SEED_METRICS, TRAINING_STATE, RunBank, save_seed_checkpoint
+from .run_log import HISTORY_PNG, plot_history, write_history
+from .trainer import FitResult, Trainer
+
+if TYPE_CHECKING:
+    from ..baselines.common import DirectMethod
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prediction_record(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
+    """Per-sample test record: ids, true and predicted labels, combination codes (for the
+    per-combination results pooled over folds)."""
+    return {
+        "ids": list(test.ids),
+        "label": test.labels.tolist(),
+        "pred": np.asarray(probs).argmax(axis=1).tolist(),
+        "code": observed_to_codes(test.observed).tolist(),
+    }
+
+
+def train_seed(
+    cfg: ExperimentConfig,
+    dataset: MultimodalDataset,
+    seed: int,
+    out_dir: Path | None,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    state_dir: Path | None = None,
+    on_epoch=None,
+    partition: Partition | None = None,
+) -> dict[str, Any]:
+    """Train and test one seed on its split and missingness (``prepare_seed``), or one
+    ``partition`` of the protocol (``seed`` is then ignored; :func:`prepare_partition`).
+
+    With ``out_dir`` (the run directory; given on the writing rank only) the best model goes to
+    ``<unit>/model.safetensors`` and the returned record to ``<unit>/metrics.json``, where the
+    unit is the partition's name (``seed_<s>`` or ``fold_s<s>_k<k>``). ``state_dir`` (the unit's
+    directory, known to every rank) holds the per-epoch training state that ``--resume``
+    continues from; it is removed once the metrics are written. ``on_epoch`` is passed to
+    :func:`fit_and_test`."""
+    part = partition if partition is not None else Partition(seed)
+    data = prepare_partition(cfg, dataset, part)
+    unit_dir = out_dir / part.name if out_dir is not None else None
+    if unit_dir is not None:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+    state_path = state_dir / TRAINING_STATE if state_dir is not None else None
+    run_bank = RunBank(out_dir / BANK_FILE, dataset) if out_dir is not None else None
+    record = fit_and_test(
+        cfg,
+        data,
+        part.rng_seed,
+        device,
+        dist_ctx,
+        unit_dir / CHECKPOINT if unit_dir is not None else None,
+        state_path,
+        on_epoch,
+        part,
+        run_bank,
+    )
+    if unit_dir is not None:
+        atomic_write_text(unit_dir / SEED_METRICS, json.dumps(record, indent=2))
+        (unit_dir / TRAINING_STATE).unlink(missing_ok=True)
+    return record
+
+
+def fit_model(
+    cfg: ExperimentConfig,
+    train: MultimodalDataset,
+    val: MultimodalDataset,
+    n_classes: int,
+    seed: int,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    on_best=None,
+    state_path: Path | None = None,
+    on_epoch=None,
+) -> tuple[Any, FitResult, Trainer | None]:
+    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
+
+    Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
+    ``train``; the Trainer is None for methods fitted without it (``fit_direct``). ``on_best``,
+    ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`.
+    """
+    seed_everything(seed)
+    model = build_model(cfg, train.modalities, n_classes)
+    decorrelate_dropout(seed, dist_ctx)
+    if getattr(model, "fit_direct", False):
+        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
+        direct = cast("DirectMethod", model)
+        return direct, direct.fit(train, val, cfg.train.select_metric), None
+    bank = RetrievalBank(train, device)
+    weights = None
+    if cfg.train.class_weights:
+        counts = torch.bincount(train.labels, minlength=n_classes).float()
+        weights = counts.sum() / (counts.clamp(min=1) * len(counts))
+    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights, dist_ctx)
+    if state_path is not None and dist_ctx.is_main:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+    fit = trainer.fit(train, val, on_best=on_best, state_path=state_path, on_epoch=on_epoch)
+    return model, fit, trainer
+
+
+def fit_and_test(
+    cfg: ExperimentConfig,
+    data: SeedData,
+    seed: int,
+    device: torch.device,
+    dist_ctx: DistContext = SINGLE_PROCESS,
+    checkpoint: Path | None = None,
+    state_path: Path | None = None,
+    on_epoch=None,
+    partition: Partition | None = None,
+    run_bank: RunBank | None = None,
+) -> dict[str, Any]:
+    """Fit ``cfg.method`` on ``data.train`` (model selection on ``data.val``), test it on
+    ``data.test`` and return the record of ``metrics.json``; ``seed`` seeds the initialisation,
+    dropout and retrieval draws. ``partition`` is the protocol's split that ``data`` is (default:
+    the holdout split of ``seed``); the checkpoint and the record carry its seed and fold. The
+    best model is saved to ``checkpoint`` and the per-epoch training state to ``state_path`` when
+    given (methods fitted without the Trainer keep
+    neither); with ``checkpoint`` the training log ``history.csv`` (rewritten every epoch) and
+    ``history.png`` go next to it. ``on_epoch(epoch, entry)`` follows every epoch with its
+    history entry. With ``run_bank`` the checkpoint refers to the run's bank file (at the
+    positions ``data.train_index``) instead of embedding the bank."""
+    part = partition if partition is not None else Partition(seed)
+    n_classes = data.train.n_classes
+    log_dir = checkpoint.parent if checkpoint is not None else None
+    history: list[dict[str, Any]] = []
+
+    def on_best(state, result):
+        if checkpoint is not None:
+            shared = (
+                {}
+                if run_bank is None
+                else {
+                    "bank_file": run_bank.path,
+                    "bank_index": data.train_index,
+                    "bank_digest": run_bank.digest(),
+                }
+            )
+            save_seed_checkpoint(
+                checkpoint,
+                cfg,
+                part.seed,
+                state,
+                data.train,
+                data.stats,
+                {"best_epoch": result.best_epoch, "partition": part.as_dict()},
+                **shared,
+            )
+
+    def epoch_done(epoch: int, entry: dict[str, Any]) -> None:
+        history.append(entry)
+        if log_dir is not None:
+            write_history(log_dir, history)
+        if on_epoch is not None:
+            on_epoch(epoch, entry)
+
+    model, fit, trainer = fit_model(
+        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
+    )
+    if trainer is not None and log_dir is not None:
+        # a resumed fit's history also holds the epochs before the interruption
+        write_history(log_dir, fit.history)
+        plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
+    return partition_record(data, part, model, fit, trainer)
+
+
+def partition_record(
+    data: SeedData, part: Partition, model: Any, fit: FitResult, trainer: Trainer | None
+) -> dict[str, Any]:
+    """The record of ``metrics.json`` for a model fitted on ``data.train`` (``fit_model``'s
+    results): its test metrics and predictions on ``data.test`` and its training summary."""
+    n_classes = data.train.n_classes
+    probs = model.predict_proba(data.test) if trainer is None else trainer.predict_proba(data.test)
+    test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
+    return {
+        "seed": part.seed,
+        "partition": part.as_dict(),
+        "test": test,
+        "val": fit.best_val,
+        "best_epoch": fit.best_epoch,
+        "train_seconds": fit.train_seconds,
+        "epoch_seconds": fit.epoch_seconds,
+        "history": fit.history,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+        "test_predictions": prediction_record(data.test, probs),
+    }
