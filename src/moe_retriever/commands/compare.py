@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--config is required (a comparison YAML, see configs/compare/)")
     import torch
 
-    from ..training.comparison import run_comparison
+    from ..training.comparison.runner import run_comparison
 
     if args.threads:
         torch.set_num_threads(args.threads)

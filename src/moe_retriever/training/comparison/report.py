@@ -1,0 +1,469 @@
+"""A comparison's report: ``results.md`` (one table per study and dataset, paired differences,
+per-combination results, ranks, the tuning effect and a summary) and its critical-difference
+diagrams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..markdown import fmt_interval, markdown_table, protocol_text
+from ..metrics import METRICS
+from .stats import ALPHA, PAIRED_REFERENCES
+
+
+def study_slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "study"
+
+
+def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
+    """``critical_difference_<study-slug>.png`` in ``out`` for every study with ranks; the file
+    name is stored in the study's ``ranks.figure``."""
+    from ...analysis.plotting import critical_difference_png
+
+    ranked = [s for s in results["studies"] if s.get("ranks")]
+    for study in ranked:
+        ranks = study["ranks"]
+        # named after the study, so comparisons that share an --out or a docs folder keep theirs
+        name = f"critical_difference_{study_slug(study['title'])}.png"
+        critical_difference_png(
+            ranks["average_ranks"],
+            ranks["cd"],
+            out / name,
+            f"{study['title'][:70]}: average rank of {ranks['metric']} "
+            f"over {len(ranks['datasets'])} datasets",
+            ranks["cliques"],
+        )
+        ranks["figure"] = name
+
+
+METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
+
+
+SUMMARY_TABLE_HEADER = (
+    "table",
+    "MoE-Retriever F1",
+    "MoE-Retriever acc",
+    "best other (F1)",
+    "ΔF1 vs it",
+    "ΔF1 vs zero",
+    "ΔF1 vs official_retriever",
+    "F1 rank",
+)
+
+
+_CELL_NOTE = (
+    "Every cell: test metric in %, mean [95 % interval] over the table's runs: the folds of "
+    "repeated stratified cross-validation (interval: Nadeau-Bengio corrected resampled t, "
+    "which accounts for the overlap of the folds' training data) or, for holdout, the seeds "
+    "{seeds} (t interval over seeds); each table states its protocol. All methods "
+    "of a table share every run's split and missingness mask (drawn once per seed or repeat), "
+    "the encoders, the trainer and the model-selection rule (best "
+    "validation epoch by the table's selection metric; no class weights). **Bold**: best mean "
+    "in the column. *CPU s*: process CPU seconds of one run (all threads), mean over runs. "
+    "*= majority*: runs (seeds or folds) on which the method's test accuracy and macro-F1 "
+    "both equal those of predicting the training split's majority class."
+)
+
+
+_METHODS_NOTE = (
+    "Methods: `moe_retriever` is the paper's method, `zero` the same model with zero-filled "
+    "missing embeddings, `official_retriever` its 0.5·mean(intra) + 0.5·mean(inter) variant "
+    "(the authors' released code); every other method is one module of "
+    "`src/moe_retriever/baselines/` whose docstring says what it does and which defaults it "
+    "uses. `hist_gbt` selects its settings by inner cross-validation on the training part; "
+    "`majority` predicts the training class frequencies."
+)
+
+
+_SUMMARY_NOTE = (
+    "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
+    "best other method by mean macro-F1, and paired differences of macro-F1 in "
+    "points (MoE-Retriever minus the other, on the same runs) against it, against "
+    "the same model with zero-filled missing embeddings (`zero`) and against "
+    "retrieval without routing (`official_retriever`): mean [95 % interval] and "
+    "the verdict at {alpha} after Holm's adjustment within the table (better / "
+    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion)."
+)
+
+
+def missingness_text(mis: dict[str, Any]) -> str:
+    """``drop, p = 0.3``; the kinds without a rate by name alone."""
+    return mis["kind"] + (f", p = {mis['p']}" if mis["kind"] not in ("natural", "none", "patterns") else "")
+
+
+def comparison_markdown(results: dict[str, Any], command: str) -> str:
+    """The comparison as a markdown document: one table per (study, dataset), then a summary of
+    MoE-Retriever against the best other method of each table."""
+    m = results["machine"]
+    lines = [
+        f"# Results: {results['name']}",
+        "",
+        "Generated, not edited by hand, by",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"on {results['date']}: {m['cpu']} ({m['logical_cpus']} logical CPUs, torch "
+        f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
+        f"Python {m['python']}.",
+        "",
+        _CELL_NOTE.format(seeds=results["seeds"]),
+        "",
+        _METHODS_NOTE,
+        "",
+    ]
+    summary = []
+    for study in results["studies"]:
+        lines += [f"## {study['title']}", ""]
+        if study["note"]:
+            lines += [study["note"], ""]
+        for table in study["tables"]:
+            lines += [
+                f"### {table['label']}",
+                "",
+                _table_caption(table, results["seeds"]),
+                "",
+                *markdown_table(METHOD_TABLE_HEADER, _method_rows(table["rows"], len(table["references"]))),
+                "",
+            ]
+            lines += paired_markdown(table) + combination_markdown(table) + tuned_values_markdown(table)
+            summary.append(_summary_row(table))
+        lines += ranks_markdown(study)
+    lines += tuning_effect_markdown(results.get("tuning_effect") or [])
+    if results.get("errors"):
+        lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
+    summary_rows = [s for s in summary if s]
+    if summary_rows:
+        lines += [
+            "## MoE-Retriever against the best other method",
+            "",
+            _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)),
+            "",
+            *markdown_table(SUMMARY_TABLE_HEADER, summary_rows),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
+    """The dataset, protocol, missingness, training settings and majority-class reference of one
+    table."""
+    combos = ", ".join(f"{k} {v}" for k, v in list(table["combinations"].items())[:8])
+    if len(table["combinations"]) > 8:
+        combos += f" and {len(table['combinations']) - 8} smaller ones"
+    refs = table["references"]
+    ref_acc = np.mean([r["accuracy"] for r in refs.values()])
+    ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+    mis_text = missingness_text(table["missingness"])
+    if table.get("missingness_test"):
+        mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
+    protocol = protocol_text(table.get("protocol"), table.get("protocol_seeds", seeds))
+    return (
+        f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
+        f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
+        f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
+        f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
+        f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + "." + _tuning_text(table)
+    )
+
+
+def _tuning_text(table: dict[str, Any]) -> str:
+    """The caption's sentence on nested tuning (empty for shared settings)."""
+    tuning = table.get("tuning")
+    if not tuning:
+        return ""
+    untuned = [r["entry"] for r in table["rows"] if (r.get("tuning") or {}).get("untuned")]
+    return (
+        f" **Tuned**: in every outer partition each method's settings were chosen by its own "
+        f"Optuna study of {tuning['trials']} trials (seeded TPE, median pruning; same budget for "
+        "every method), each trial trained on the partition's training split and scored by "
+        f"validation {table['select_metric']}; the best trial's model is the one tested, so the "
+        "test fold never informs the choice. *CPU s* is the whole search of a partition."
+        + (
+            f" Not tuned (no search space or fitted directly; one run): {', '.join(untuned)}."
+            if untuned
+            else ""
+        )
+    )
+
+
+def tuned_values_markdown(table: dict[str, Any]) -> list[str]:
+    """One line per tuned row: the most frequent chosen value of each hyperparameter (the median
+    of a continuous one)."""
+    lines = []
+    for r in table["rows"]:
+        chosen = (r.get("tuning") or {}).get("chosen")
+        if chosen:
+            values = "; ".join(
+                f"`{k}` median {c['median']:.3g}"
+                if "median" in c
+                else f"`{k}` = {json.dumps(c['value'])} ({c['count']}/{c['of']})"
+                for k, c in chosen.items()
+            )
+            lines.append(f"- {r['entry']}: {values}")
+    if not lines:
+        return []
+    return [
+        "Tuned values over the partitions: the most frequent choice (times chosen) or, for a "
+        "continuous setting, the median:",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
+    """The cells of a table's method rows; the best mean of each metric column in bold; a row
+    with fewer than the table's ``n_runs`` runs says how many it has."""
+    ran = [r for r in rows if "test" in r]
+    best = {
+        k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])), default=math.nan)
+        for k in METRICS
+    }
+    out = []
+    for r in rows:
+        name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
+        if r["same_run_as"]:
+            name += f" [same run as {r['same_run_as']}]"
+        name = name.replace("|", "\\|")  # a bare pipe would split the table cell
+        if "test" not in r:
+            out.append([name, "not run"])
+            continue
+        n = len(r.get("partitions", r["seeds"]))  # results stored before protocols: seeds
+        partial = f" ({n} of {n_runs} runs)" if n < n_runs else ""
+        ties = sum(r["ties_majority"])
+        out.append(
+            [
+                f"{name}{partial}",
+                *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                f"{r['cpu_seconds']['mean']:.1f}",
+                f"{ties}/{n}" if ties else "",
+            ]
+        )
+    return out
+
+
+def _cell(metric: dict[str, Any] | None, best: bool) -> str:
+    text = fmt_interval(metric) if metric is not None else "n/a"
+    return f"**{text}**" if best and text != "n/a" else text
+
+
+def _versus(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
+    """MoE-Retriever minus ``other`` in macro-F1 points: mean [95 % interval], verdict, from the
+    table's paired comparison (Holm-adjusted)."""
+    cell = (other or {}).get("paired", {}).get("moe_retriever", {}).get("macro_f1")
+    if cell is None:
+        return "n/a"
+    verdict = {"better": "worse", "worse": "better"}.get(cell["verdict"], cell["verdict"])
+    interval = "" if math.isnan(cell["lo"]) else f" [{_pct(-cell['hi'], True)}, {_pct(-cell['lo'], True)}]"
+    return f"{_pct(-cell['mean_diff'], True)}{interval} {verdict}"
+
+
+def _summary_row(table: dict[str, Any]) -> list[str] | None:
+    """A table's cells in the summary table; None without a MoE-Retriever row or another method."""
+    rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
+    ours = [r for r in rows if r["entry"] == "moe_retriever"]
+    if not ours:
+        return None
+    # other methods only (ablation tables compare variants, not methods); each run counted once
+    others = [
+        r
+        for r in rows
+        if r["kind"] == "method"
+        and r["entry"] != "moe_retriever"
+        and r["config_key"] != ours[0]["config_key"]
+    ]
+    if not others:
+        return None
+    o = ours[0]["test"]
+    best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
+    rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
+    by_name = {r["entry"]: r for r in others}
+    return [
+        table["label"],
+        fmt_interval(o["macro_f1"]),
+        fmt_interval(o["accuracy"]),
+        f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})",
+        _versus(ours[0], best),
+        _versus(ours[0], by_name.get("zero")),
+        _versus(ours[0], by_name.get("official_retriever")),
+        f"{rank} of {len(others) + 1}",
+    ]
+
+
+def _fingerprints(refs: dict[Any, dict[str, Any]]) -> str:
+    # holdout references are keyed by seed (a string once read back from results.json)
+    if not any(str(k).startswith("fold_") for k in refs):
+        return "Test fingerprints: " + ", ".join(
+            f"seed {s}: `{r['test_fingerprint']}`" for s, r in refs.items()
+        )
+    digest = hashlib.sha1(" ".join(r["test_fingerprint"] for r in refs.values()).encode())
+    return f"Fingerprint of the {len(refs)} test folds: `{digest.hexdigest()[:12]}`"
+
+
+def _pct(x: float, signed: bool = False) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:{'+' if signed else ''}.2f}"
+
+
+def _p(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
+
+
+def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str]:
+    """Per method: its ``metric`` minus that of each paired reference, in points, with the 95 %
+    interval, the Holm-adjusted t p-value, the Wilcoxon p-value and the verdict."""
+    refs = [ref for ref in PAIRED_REFERENCES if any(ref in r.get("paired", {}) for r in table["rows"])]
+    if not refs:
+        return []
+    header = ["method"]
+    for ref in refs:
+        header += [f"Δ vs {ref} [95 %]", "p (Holm)", "p Wilcoxon", "verdict"]
+    lines = [
+        f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
+        "reference, points): mean [95 % interval], p-value of the "
+        f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
+        f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
+        "p-value (better / worse / n.s.).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for r in table["rows"]:
+        cells = [r["entry"].replace("|", "\\|")]
+        paired = r.get("paired", {})
+        if not any(ref in paired for ref in refs):
+            continue
+        for ref in refs:
+            c = paired.get(ref, {}).get(metric)
+            if c is None:
+                cells += ["", "", "", ""]
+                continue
+            interval = "" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"
+            cells += [
+                _pct(c["mean_diff"], True) + interval,
+                _p(c["p_holm"]),
+                _p(c["p_wilcoxon"]),
+                c["verdict"],
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+TUNING_EFFECT_HEADER = [
+    "dataset",
+    "method",
+    "shared",
+    "tuned",
+    "Δ tuned − shared [95 %]",
+    "p (Holm)",
+    "p Wilcoxon",
+    "verdict",
+]
+
+
+def tuning_effect_markdown(cells: list[dict[str, Any]]) -> list[str]:
+    """The section on tuned minus shared settings (see :func:`tuning_effect`)."""
+    if not cells:
+        return []
+    rows = [
+        [
+            c["dataset"],
+            c["entry"].replace("|", "\\|"),
+            _cell(c["shared"], False),
+            _cell(c["tuned"], False),
+            _pct(c["mean_diff"], True)
+            + ("" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"),
+            _p(c["p_holm"]),
+            _p(c["p_wilcoxon"]),
+            c["verdict"],
+        ]
+        for c in cells
+    ]
+    return [
+        "## Tuned minus shared settings",
+        "",
+        f"Each method's test {cells[0]['metric']} with its tuned settings minus the same method "
+        "with the shared settings, paired on the same partitions (points): mean "
+        "[95 % interval], the p-value Holm-adjusted over the rows of this section, the Wilcoxon "
+        f"signed-rank p-value (unadjusted) and the verdict at {ALPHA}.",
+        "",
+        *markdown_table(TUNING_EFFECT_HEADER, rows),
+        "",
+    ]
+
+
+def _units(table: dict[str, Any]) -> str:
+    p = table.get("protocol") or {}
+    return f"{p['folds'] * p['repeats']} folds" if p.get("kind") == "cv" else "seeds"
+
+
+def _test_name(table: dict[str, Any]) -> str:
+    return (
+        "corrected resampled t-test"
+        if (table.get("protocol") or {}).get("kind") == "cv"
+        else "paired t-test over seeds"
+    )
+
+
+def combination_markdown(table: dict[str, Any]) -> list[str]:
+    """A compact per-combination table: complete vs incomplete samples and the worst
+    combination, from the test predictions pooled over the runs."""
+    rows = [r for r in table["rows"] if r.get("by_combination")]
+    if not rows:
+        return []
+    lines = [
+        "Per input combination (test predictions pooled over the runs; F1 = macro-F1 over "
+        "the classes present): accuracy / F1 in % on complete and incomplete samples, and "
+        "the combination with the lowest F1 (n = pooled predictions).",
+        "",
+        "| method | complete acc / F1 | incomplete acc / F1 | worst combination: F1 (n) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["by_combination"]
+
+        def pair(x: dict[str, Any] | None) -> str:
+            return "n/a" if x is None else f"{_pct(x['accuracy'])} / {_pct(x['macro_f1'])} (n {x['n']})"
+
+        worst = c["combinations"][c["worst"]]
+        lines.append(
+            f"| {r['entry']} | {pair(c['complete'])} | {pair(c['incomplete'])} | "
+            f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']}) |"
+        )
+    return lines + [""]
+
+
+def ranks_markdown(study: dict[str, Any]) -> list[str]:
+    ranks = study.get("ranks")
+    if not ranks:
+        return []
+    f = ranks["friedman"]
+    friedman_text = (
+        f"Friedman test: χ² = {f['statistic']:.2f}, p = {_p(f['p_value'])}"
+        if f
+        else "Friedman test: not run (it needs three or more methods)"
+    )
+    order = sorted(ranks["average_ranks"], key=ranks["average_ranks"].get)
+    lines = [
+        f"#### Ranks across the {len(ranks['datasets'])} datasets of this study",
+        "",
+        f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
+        f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
+        "by a bar in the diagram differ by less than that and cannot be told apart.",
+        "",
+        "| method | " + " | ".join(order) + " |",
+        "|---" * (len(order) + 1) + "|",
+        "| average rank | " + " | ".join(f"{ranks['average_ranks'][e]:.2f}" for e in order) + " |",
+        "",
+    ]
+    if ranks.get("figure"):
+        lines += [f"![critical-difference diagram]({ranks['figure']})", ""]
+    return lines

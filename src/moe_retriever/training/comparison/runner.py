@@ -1,0 +1,364 @@
+"""Running a comparison: every (study, dataset, method or preset, partition) cell trained, or read
+back from ``<out>/runs/``, then aggregated into tables and written as ``results.json`` and
+``results.md``."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...ablations import ABLATIONS
+from ...config import ConfigError, ExperimentConfig, ProtocolConfig, to_dict
+from ...data.dataset import MultimodalDataset
+from ...data.partitions import Partition, partition_split, prepare_partition, protocol_partitions
+from ...data.sources import load_dataset
+from ...errors import UsageError
+from ...files import atomic_write_text
+from ...tuning import SpaceSpec, tune_partition
+from ..fitting import train_seed
+from ..metrics import aggregate, classification_metrics
+from ..summary import with_intervals
+from ..trainer import resolve_device
+from .keys import run_key, tuned_run_key, unit_key
+from .report import comparison_markdown, write_rank_diagrams
+from .stats import (
+    ALPHA,
+    add_paired_comparisons,
+    combination_results,
+    study_ranks,
+    tuning_effect,
+    tuning_summary,
+)
+from .study_config import (
+    CV_MAX_SAMPLES,
+    DEFAULT_CV,
+    CompareConfig,
+    CompareDataset,
+    TuningConfig,
+    entry_config,
+    entry_space,
+    load_compare_config,
+    study_tuning,
+)
+
+# a method ties the majority-class predictor when both numbers agree to this precision
+TIE_TOLERANCE = 1e-9
+
+
+def majority_reference(
+    cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, partition: Partition | None = None
+) -> dict[str, Any]:
+    """What predicting the training split's majority class scores on this seed's (or this
+    ``partition``'s) test split, and a fingerprint of that test split (its sample ids and
+    observed masks)."""
+    data = prepare_partition(cfg, dataset, partition if partition is not None else Partition(seed))
+    counts = np.bincount(data.train.labels.numpy(), minlength=dataset.n_classes)
+    probs = np.zeros((len(data.test), dataset.n_classes))
+    probs[:, int(np.argmax(counts))] = 1.0
+    m = classification_metrics(probs, data.test.labels.numpy(), dataset.n_classes)
+    digest = hashlib.sha1("\n".join(data.test.ids).encode())
+    digest.update(data.test.observed.numpy().tobytes())
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "test_fingerprint": digest.hexdigest()[:12],
+        "n_test": len(data.test),
+    }
+
+
+def ties_majority(test: dict[str, float], ref: dict[str, Any]) -> bool:
+    return (
+        abs(test["accuracy"] - ref["accuracy"]) < TIE_TOLERANCE
+        and abs(test["macro_f1"] - ref["macro_f1"]) < TIE_TOLERANCE
+    )
+
+
+def machine_description(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+
+
+class Comparison:
+    """Runs (or reuses) every cell of a comparison config and aggregates the results."""
+
+    def __init__(
+        self,
+        cmp: CompareConfig,
+        out_dir: str | Path,
+        device: str = "auto",
+        cached_only: bool = False,
+        log=print,
+    ) -> None:
+        self.cmp = cmp
+        self.out = Path(out_dir)
+        self.device = resolve_device(device)
+        self.cached_only = cached_only
+        self.log = log
+        self._datasets: dict[str, MultimodalDataset] = {}
+        self._references: dict[tuple[str, str], dict[str, Any]] = {}
+        self.errors: list[str] = []
+
+    def dataset(self, cfg: ExperimentConfig) -> MultimodalDataset:
+        d = cfg.data
+        key = json.dumps([d.name, d.path, d.format, d.options, d.trust_pickle], sort_keys=True)
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(d)
+        return self._datasets[key]
+
+    def reference(
+        self, cfg: ExperimentConfig, seed: int, partition: Partition | None = None
+    ) -> dict[str, Any]:
+        part = partition if partition is not None else Partition(seed)
+        key = (json.dumps([to_dict(cfg.data), cfg.protocol.folds], sort_keys=True), part.name)
+        if key not in self._references:
+            self._references[key] = majority_reference(cfg, self.dataset(cfg), part.seed, part)
+        return self._references[key]
+
+    def with_protocol(self, cfg: ExperimentConfig, ds: CompareDataset) -> ExperimentConfig:
+        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``)."""
+        if any(
+            o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides, *ds.overrides]
+        ):
+            return cfg
+        protocol = self.cmp.protocol
+        if protocol is None:
+            small = len(self.dataset(cfg)) < CV_MAX_SAMPLES
+            protocol = (
+                replace(DEFAULT_CV, repeats=min(DEFAULT_CV.repeats, len(self.cmp.seeds)))
+                if small
+                else ProtocolConfig(kind="holdout")
+            )
+        try:
+            return replace(cfg, protocol=replace(protocol)).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
+
+    def run_seed(
+        self,
+        cfg: ExperimentConfig,
+        seed: int,
+        label: str,
+        partition: Partition | None = None,
+        tuning: tuple[TuningConfig, SpaceSpec] | None = None,
+    ) -> dict[str, Any] | None:
+        """The record of one partition: stored, or trained now (with ``tuning``: the nested
+        search's best trial, see :func:`~moe_retriever.tuning.tune_partition`)."""
+        part = partition if partition is not None else Partition(seed)
+        label = label if part.fold is None else f"{label} | {part.label}"
+        key = run_key(cfg) if tuning is None else tuned_run_key(cfg, *tuning)
+        path = self.out / "runs" / key / f"{part.name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        if self.cached_only:
+            return None
+        dataset = self.dataset(cfg)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        try:
+            if tuning is None:
+                result = train_seed(cfg, dataset, part.seed, None, self.device, partition=part)
+                result["config"] = to_dict(cfg)
+            else:
+                settings, space = tuning
+                result = tune_partition(
+                    cfg, dataset, part, space, settings.trials, self.device, settings.sampler_seed
+                )
+        except (RuntimeError, ValueError) as exc:
+            # one failed run (e.g. a diverged loss) must not stop the rest of the comparison
+            self.errors.append(f"{label} seed {seed}: {type(exc).__name__}: {exc}")
+            self.log(f"{label} seed {seed}: FAILED ({type(exc).__name__}: {exc})")
+            return None
+        result["cpu_seconds"] = time.process_time() - cpu0
+        result["wall_seconds"] = time.perf_counter() - wall0
+        result.pop("history", None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=2))
+        t = result["test"]
+        self.log(
+            f"{label} seed {seed}: acc {100 * t['accuracy']:.2f}, "
+            f"F1 {100 * t['macro_f1']:.2f} ({result['cpu_seconds']:.1f} CPU s)"
+            + (f", tuned in {result['n_trials']} trials" if tuning is not None else "")
+        )
+        return result
+
+    def run(self) -> dict[str, Any]:
+        studies = []
+        first_entry: dict[str, str] = {}
+        for study in self.cmp.studies:
+            tables = []
+            tuning = study_tuning(self.cmp, study)
+            for ds in study.datasets:
+                label = ds.label or Path(ds.config).stem
+                rows = []
+                table_info: dict[str, Any] | None = None
+                for entry in study.methods:
+                    cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
+                    if table_info is None:
+                        table_info = self.table_info(cfg, label, tuning)
+                    space, untuned = entry_space(tuning, entry, cfg) if tuning else (None, None)
+                    searched = (tuning, space) if tuning is not None and space is not None else None
+                    key = run_key(cfg) if searched is None else tuned_run_key(cfg, *searched)
+                    same_as = first_entry.setdefault(key, f"{label}/{entry}")
+                    runs = {
+                        unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p, searched)
+                        for p in protocol_partitions(cfg)
+                    }
+                    done = {s: r for s, r in runs.items() if r is not None}
+                    row = self.row(
+                        entry,
+                        cfg,
+                        key,
+                        done,
+                        table_info["references"],
+                        same_as if same_as != f"{label}/{entry}" else None,
+                    )
+                    if done:
+                        row["by_combination"] = combination_results(
+                            list(done.values()), table_info["modality_names"]
+                        )
+                    if tuning is not None:
+                        row["tuning"] = tuning_summary(list(done.values()), untuned)
+                    rows.append(row)
+                assert table_info is not None  # a study has methods (checked when loaded)
+                table = {**table_info, "rows": rows}
+                add_paired_comparisons(table)
+                tables.append(table)
+            studies.append(
+                {"title": study.title, "note": study.note, "tables": tables, "ranks": study_ranks(tables)}
+            )
+        return {
+            "name": self.cmp.name,
+            "seeds": self.cmp.seeds,
+            "machine": machine_description(self.device),
+            "date": datetime.date.today().isoformat(),
+            "studies": studies,
+            "tuning_effect": tuning_effect(studies),
+            "errors": self.errors,
+            "std": "population (ddof=0) over seeds",
+            "tie_tolerance": TIE_TOLERANCE,
+            "alpha": ALPHA,
+        }
+
+    def table_info(
+        self, cfg: ExperimentConfig, label: str, tuning: TuningConfig | None = None
+    ) -> dict[str, Any]:
+        dataset = self.dataset(cfg)
+        partitions = protocol_partitions(cfg)
+        refs = {unit_key(p): self.reference(cfg, p.seed, p) for p in partitions}
+        masked, _ = partition_split(cfg, dataset, partitions[0])
+        shift = cfg.data.missing_test
+        return {
+            "label": label,
+            "dataset": dataset.describe(),
+            "missingness": to_dict(cfg.data.missing),
+            "missingness_test": to_dict(shift) if shift is not None else None,
+            "combinations": masked.combination_counts(),
+            "references": refs,
+            "epochs": cfg.train.epochs,
+            "eval_batch_size": cfg.train.eval_batch_size,
+            "select_metric": cfg.train.select_metric,
+            "protocol": to_dict(cfg.protocol),
+            "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
+            "modality_names": dataset.modality_names,
+            "tuning": to_dict(tuning) if tuning is not None else None,
+        }
+
+    @staticmethod
+    def row(
+        entry: str,
+        cfg: ExperimentConfig,
+        key: str,
+        runs: dict[Any, dict[str, Any]],
+        refs: dict[Any, dict[str, Any]],
+        same_as: str | None,
+    ) -> dict[str, Any]:
+        cv = cfg.protocol.kind == "cv"
+        # holdout runs are keyed by seed, cv runs by partition name (in protocol order)
+        units = list(runs) if cv else sorted(runs)
+        seeds = sorted({runs[u]["seed"] for u in units}) if cv else units
+        row: dict[str, Any] = {
+            "entry": entry,
+            "method": cfg.method,
+            "config_key": key,
+            "seeds": seeds,
+            "partitions": [u if cv else f"seed_{u}" for u in units],
+            "kind": "ablation" if entry in ABLATIONS else "method",
+            "description": ABLATIONS[entry].description if entry in ABLATIONS else entry,
+            "same_run_as": same_as,
+        }
+        if not units:
+            return row
+        row["test"] = with_intervals([runs[u]["test"] for u in units], [runs[u] for u in units], cv)
+        row["val"] = aggregate([runs[u]["val"] for u in units])
+        row["n_train"] = float(np.mean([runs[u]["n_train"] + runs[u]["n_val"] for u in units]))
+        row["n_test"] = float(np.mean([runs[u]["n_test"] for u in units]))
+        cpu = [runs[u]["cpu_seconds"] for u in units]
+        row["cpu_seconds"] = {"mean": float(np.mean(cpu)), "std": float(np.std(cpu)), "per_seed": cpu}
+        row["best_epochs"] = [runs[u]["best_epoch"] for u in units]
+        row["ties_majority"] = [ties_majority(runs[u]["test"], refs[u]) for u in units]
+        return row
+
+
+def run_comparison(
+    config_path: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    cached_only: bool = False,
+    markdown: str | Path | None = None,
+    command: str | None = None,
+    log=print,
+    studies: list[int] | None = None,
+) -> dict[str, Any]:
+    """Run a comparison config; write ``results.json`` and ``results.md`` (and ``markdown``).
+
+    ``studies``: 1-based positions of the config's studies to run and tabulate (default: all).
+    """
+    cmp = load_compare_config(config_path)
+    if studies:
+        bad = [i for i in studies if not 1 <= i <= len(cmp.studies)]
+        if bad:
+            raise UsageError(
+                f"--studies {bad}: {config_path} has {len(cmp.studies)} studies (numbered from 1)"
+            )
+        cmp.studies = [cmp.studies[i - 1] for i in studies]
+    results = Comparison(cmp, out_dir, device, cached_only, log).run()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_rank_diagrams(results, out)
+    command = command or f"moe-retriever compare --config {config_path} --out {out_dir}"
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
+    text = comparison_markdown(results, command)
+    atomic_write_text(out / "results.md", text)
+    if markdown is not None:
+        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(markdown, text)
+        for study in results["studies"]:  # the diagrams sit next to the Markdown that shows them
+            figure = (study.get("ranks") or {}).get("figure")
+            if figure and Path(markdown).parent.resolve() != out.resolve():
+                shutil.copyfile(out / figure, Path(markdown).parent / figure)
+    return results

@@ -1,0 +1,233 @@
+"""The statistics of a comparison's tables: paired differences with Holm's adjustment, the
+tuning effect, per-combination results, ranks across datasets and the tuned values chosen."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from ...data.combinations import combination_name
+from ..statistics import (
+    average_ranks,
+    corrected_resampled_t,
+    friedman,
+    holm,
+    nemenyi_cd,
+    rank_cliques,
+    t_interval,
+    wilcoxon_p,
+)
+
+# every method is paired with these (when they are in the table), at this significance level
+PAIRED_REFERENCES = ("moe_retriever", "zero")
+
+
+PAIRED_METRICS = ("macro_f1", "accuracy")
+
+
+ALPHA = 0.05
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: bool) -> dict[str, Any] | None:
+    """Row ``a`` minus row ``b`` on ``metric`` over the runs both have (same seeds / folds):
+    mean difference, its 95 % interval and p-value (corrected resampled t for cv, t over seeds
+    for holdout) and the Wilcoxon signed-rank p-value."""
+    if "test" not in a or "test" not in b:
+        return None
+    va = dict(zip(a["partitions"], a["test"][metric]["per_fold"], strict=True))
+    vb = dict(zip(b["partitions"], b["test"][metric]["per_fold"], strict=True))
+    common = [u for u in a["partitions"] if u in vb]
+    diffs = np.array([va[u] - vb[u] for u in common], dtype=np.float64)
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs) == 0:
+        return None
+    est = corrected_resampled_t(diffs, a["n_train"], a["n_test"]) if cv else t_interval(diffs)
+    return {
+        "mean_diff": est.mean,
+        "lo": est.lo,
+        "hi": est.hi,
+        "p_value": est.p_value,
+        "p_wilcoxon": wilcoxon_p(diffs),
+        "n": est.n,
+        "method": est.method,
+    }
+
+
+def add_holm_verdicts(cells: list[dict[str, Any]]) -> None:
+    """Give every paired difference of one family its Holm-adjusted ``p_holm`` and a verdict:
+    "better" / "worse" when ``p_holm`` < ``ALPHA``, else "n.s."."""
+    for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
+        cell["p_holm"] = adjusted
+        significant = not math.isnan(adjusted) and adjusted < ALPHA
+        cell["verdict"] = "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+
+
+def add_paired_comparisons(table: dict[str, Any]) -> None:
+    """Give every row ``paired[reference][metric]``: its difference to each of
+    ``PAIRED_REFERENCES`` in the table, with ``p_holm`` (Holm over the table's rows, per
+    reference and metric) and a verdict: "better" / "worse" when ``p_holm`` < ``ALPHA``, else
+    "n.s."."""
+    cv = table.get("protocol", {}).get("kind") == "cv"
+    by_entry = {r["entry"]: r for r in table["rows"]}
+    for ref_name in PAIRED_REFERENCES:
+        ref = by_entry.get(ref_name)
+        if ref is None or "test" not in ref:
+            continue
+        for metric in PAIRED_METRICS:
+            cells = []
+            for row in table["rows"]:
+                if row is ref:
+                    continue
+                cell = paired_difference(row, ref, metric, cv)
+                if cell is not None:
+                    row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
+                    cells.append(cell)
+            add_holm_verdicts(cells)
+
+
+def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> list[dict[str, Any]]:
+    """Tuned minus shared settings, paired on the same partitions: for every row of a tuned
+    study's table whose method the same dataset (table label) also has in a study with shared
+    settings, Holm-adjusted over all the cells (:func:`add_holm_verdicts`)."""
+    shared = {
+        t["label"]: {r["entry"]: r for r in t["rows"]}
+        for study in studies
+        for t in study["tables"]
+        if not t.get("tuning")
+    }
+    cells = []
+    for study in studies:
+        for table in study["tables"]:
+            if not table.get("tuning") or table["label"] not in shared:
+                continue
+            cv = table.get("protocol", {}).get("kind") == "cv"
+            for row in table["rows"]:
+                other = shared[table["label"]].get(row["entry"])
+                if other is None or (row.get("tuning") or {}).get("untuned"):
+                    continue
+                diff = paired_difference(row, other, metric, cv)
+                if diff is None:
+                    continue
+                cells.append(
+                    {
+                        "dataset": table["label"],
+                        "entry": row["entry"],
+                        "metric": metric,
+                        "shared": other["test"][metric],
+                        "tuned": row["test"][metric],
+                        **diff,
+                    }
+                )
+    add_holm_verdicts(cells)
+    return cells
+
+
+def _subset_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    return {
+        "n": len(y),
+        "accuracy": float(np.mean(y == pred)),
+        "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0)),
+    }
+
+
+def combination_results(records: list[dict[str, Any]], modality_names: list[str]) -> dict[str, Any] | None:
+    """Accuracy and macro-F1 per input combination, for complete and incomplete samples, from the
+    test predictions pooled over a row's runs (each sample once per repeat or seed). Macro-F1
+    of a subset averages over the classes present in it. ``worst``: the combination with the
+    lowest macro-F1 among those with at least 10 pooled predictions (all when none has)."""
+    preds = [r["test_predictions"] for r in records if "test_predictions" in r]
+    if not preds:
+        return None  # records written before per-sample predictions were stored
+    y = np.concatenate([p["label"] for p in preds])
+    pred = np.concatenate([p["pred"] for p in preds])
+    code = np.concatenate([p["code"] for p in preds])
+    full = (1 << len(modality_names)) - 1
+    combos = {
+        combination_name(int(c), modality_names): _subset_scores(y[code == c], pred[code == c])
+        for c in sorted(np.unique(code), key=lambda c: (-int(np.sum(code == c)), int(c)))
+    }
+    candidates = {k: v for k, v in combos.items() if v["n"] >= 10} or combos
+    complete = code == full
+    return {
+        "combinations": combos,
+        "worst": min(candidates, key=lambda k: (candidates[k]["macro_f1"], k)),
+        "complete": _subset_scores(y[complete], pred[complete]) if complete.any() else None,
+        "incomplete": _subset_scores(y[~complete], pred[~complete]) if (~complete).any() else None,
+    }
+
+
+def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[str, Any] | None:
+    """Average ranks (1 = best mean ``metric``) of the entries that have results on every table
+    of a study with two or more tables; the Friedman test (three or more entries) and the
+    Nemenyi critical difference at ``ALPHA``. Each run counts once: an entry that is the same
+    run as an earlier one in the same table is left out."""
+    if len(tables) < 2:
+        return None
+    entries = None
+    for t in tables:
+        have = [
+            r["entry"]
+            for r in t["rows"]
+            if "test" in r
+            and not (r["same_run_as"] or "").startswith(f"{t['label']}/")
+            and not math.isnan(r["test"][metric]["mean"])
+        ]
+        entries = have if entries is None else [e for e in entries if e in have]
+    if not entries or len(entries) < 2:
+        return None
+    scores = np.array(
+        [
+            [next(r for r in t["rows"] if r["entry"] == e)["test"][metric]["mean"] for e in entries]
+            for t in tables
+        ]
+    )
+    ranks = average_ranks(scores)
+    cd = nemenyi_cd(len(entries), len(tables), ALPHA)
+    out: dict[str, Any] = {
+        "metric": metric,
+        "entries": entries,
+        "datasets": [t["label"] for t in tables],
+        "average_ranks": dict(zip(entries, map(float, ranks), strict=True)),
+        "cd": cd,
+        "alpha": ALPHA,
+        "cliques": [[entries[i] for i in c] for c in rank_cliques(ranks, cd)],
+        "friedman": None,
+    }
+    if len(entries) >= 3:
+        f = friedman(scores)
+        out["friedman"] = {"statistic": f.statistic, "p_value": f.p_value}
+    return out
+
+
+def tuning_summary(records: list[dict[str, Any]], untuned: str | None) -> dict[str, Any]:
+    """A tuned row's searches: per hyperparameter (``chosen``) the most frequent chosen value over
+    the partitions (``value``, ``count``, ``of`` how many), or for a continuous one the median
+    (``median``), and all chosen values; the mean best validation score; or, for a cell that was
+    not searched, why (``untuned``)."""
+    if untuned is not None:
+        return {"untuned": untuned}
+    searched = [r for r in records if "tuned_params" in r]
+    params: dict[str, list[Any]] = {}
+    for r in searched:
+        for k, v in r["tuned_params"].items():
+            params.setdefault(k, []).append(v)
+    chosen = {}
+    for k, values in params.items():
+        if all(isinstance(v, float) for v in values):
+            chosen[k] = {"median": float(np.median(values)), "of": len(values), "values": values}
+            continue
+        texts = [json.dumps(v) for v in values]
+        top = max(texts, key=lambda t: (texts.count(t), -texts.index(t)))
+        chosen[k] = {"value": json.loads(top), "count": texts.count(top), "of": len(values), "values": values}
+    return {
+        "n_trials": sorted({r["n_trials"] for r in searched}),
+        "best_val_mean": float(np.mean([r["tuning"]["best_val"] for r in searched]))
+        if searched
+        else math.nan,
+        "objective": searched[0]["tuning"]["objective"] if searched else None,
+        "chosen": chosen,
+    }

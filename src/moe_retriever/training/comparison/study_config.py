@@ -1,0 +1,154 @@
+"""A comparison config (``configs/compare/*.yaml``): its schema, loading and checks, and the
+experiment config and search space of each (dataset, method or preset) cell of a study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ...ablations import ABLATIONS
+from ...config import ConfigError, ExperimentConfig, ProtocolConfig, from_dict, load_config
+from ...methods import METHODS
+from ...tuning import SpaceSpec, fitted_directly, load_space, search_space
+
+# datasets smaller than this get repeated cross-validation by default (holdout otherwise)
+CV_MAX_SAMPLES = 5000
+
+
+DEFAULT_CV = ProtocolConfig(kind="cv", folds=5, repeats=3)
+
+
+@dataclass
+class CompareDataset:
+    """One dataset of a study: an experiment YAML plus overrides (e.g. the missing rate)."""
+
+    config: str
+    label: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TuningConfig:
+    """Nested hyperparameter search: in every outer partition, each method (or preset) gets its
+    own Optuna study of ``trials`` trials on that partition's train / validation splits; the
+    best trial's model is tested. ``trials: 0`` switches tuning off (e.g. for one study when the
+    comparison's ``tuning`` is set). ``space``: a YAML file mapping method or preset names to
+    search-space overrides in the format of ``moe-retriever tune --space`` (relative paths are
+    read from the working directory). ``sampler_seed`` is combined with each partition's seed."""
+
+    trials: int = 0
+    space: str | None = None
+    sampler_seed: int = 0
+
+
+@dataclass
+class CompareStudy:
+    title: str
+    datasets: list[CompareDataset] = field(default_factory=list)
+    # registered method names (methods.METHODS) or ablation preset names (ablations.ABLATIONS)
+    methods: list[str] = field(default_factory=list)
+    note: str = ""
+    # overrides the comparison's ``tuning`` for this study (``{trials: 0}``: shared settings)
+    tuning: TuningConfig | None = None
+
+
+@dataclass
+class CompareConfig:
+    name: str = "comparison"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # overrides applied to every run (after the dataset's config file, before its own overrides)
+    overrides: list[str] = field(default_factory=list)
+    studies: list[CompareStudy] = field(default_factory=list)
+    # evaluation protocol of every dataset; None: 5-fold cv repeated on the first three seeds
+    # for datasets under CV_MAX_SAMPLES samples, holdout otherwise. A ``protocol...`` override
+    # of a dataset (or of ``overrides``) wins over both.
+    protocol: ProtocolConfig | None = None
+    # nested tuning of every study that does not set its own (None: shared settings)
+    tuning: TuningConfig | None = None
+
+
+def load_compare_config(path: str | Path) -> CompareConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"comparison config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    cfg = from_dict(CompareConfig, data)
+    if not cfg.studies:
+        raise ConfigError(f"{path}: studies: at least one study is needed")
+    if not cfg.seeds:
+        raise ConfigError(f"{path}: seeds: at least one seed is needed")
+    _check_tuning(cfg.tuning, f"{path}: tuning")
+    for i, study in enumerate(cfg.studies):
+        where = f"{path}: studies[{i}] ({study.title!r})"
+        if not study.datasets or not study.methods:
+            raise ConfigError(f"{where}: needs datasets and methods")
+        _check_tuning(study.tuning, f"{where}: tuning")
+        for name in study.methods:
+            if name not in METHODS and name not in ABLATIONS:
+                raise ConfigError(
+                    f"{where}: methods: {name!r} is neither a method "
+                    f"{sorted(METHODS)} nor an ablation preset {sorted(ABLATIONS)}"
+                )
+    return cfg
+
+
+def _check_tuning(tuning: TuningConfig | None, where: str) -> None:
+    if tuning is None:
+        return
+    if tuning.trials < 0:
+        raise ConfigError(f"{where}.trials: must be >= 0 (0: no tuning), got {tuning.trials}")
+    if tuning.space is not None:
+        spaces = load_space(tuning.space)
+        bad = sorted(k for k in spaces if k not in METHODS and k not in ABLATIONS)
+        if bad:
+            raise ConfigError(
+                f"{where}.space: {tuning.space}: {bad} name neither a method nor an ablation preset "
+                "(the file maps method or preset names to search-space overrides)"
+            )
+
+
+def study_tuning(cmp: CompareConfig, study: CompareStudy) -> TuningConfig | None:
+    """The tuning of a study's cells: its own, else the comparison's; None when off."""
+    tuning = study.tuning if study.tuning is not None else cmp.tuning
+    return tuning if tuning is not None and tuning.trials > 0 else None
+
+
+def entry_space(
+    tuning: TuningConfig, entry: str, cfg: ExperimentConfig
+) -> tuple[SpaceSpec | None, str | None]:
+    """The search space of one (method or preset) cell, or None and why the cell is not tuned.
+
+    A preset's own overrides stay fixed: the keys it sets are left out of the space."""
+    if fitted_directly(cfg.method):
+        return None, "fitted directly, one run"
+    spaces = load_space(tuning.space) if tuning.space is not None else {}
+    overrides = dict(spaces.get(cfg.method) or {})
+    if entry != cfg.method:
+        overrides.update(spaces.get(entry) or {})
+    fixed = {o.split("=", 1)[0].strip() for o in ABLATIONS[entry].overrides} if entry in ABLATIONS else set()
+    overrides.update({key: None for key in fixed})
+    space = search_space(cfg.method, cfg, overrides, allow_empty=True)
+    return (space, None) if space else (None, "empty search space, one run")
+
+
+def entry_config(cmp: CompareConfig, ds: CompareDataset, entry: str) -> ExperimentConfig:
+    """The experiment config of one (dataset, method or preset) cell of a study."""
+    overrides = [
+        *cmp.overrides,
+        *ds.overrides,
+        f"train.seeds=[{','.join(map(str, cmp.seeds))}]",
+        "train.progress=false",
+    ]
+    if entry in ABLATIONS:
+        overrides = ABLATIONS[entry].apply(overrides)
+    else:
+        overrides.append(f"method={entry}")
+    try:
+        return load_config(ds.config, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{ds.config} with {entry!r}: {exc}") from exc
