@@ -1,6 +1,9 @@
 """MoE-Retriever: a sparse mixture of experts that retrieves embeddings of missing modalities."""
 
-from .api import Retrieval, RunEnsemble, SchemaMismatchError, TrainedRun, load_new_data, load_run
+from .api.new_data import load_new_data
+from .api.retrieval import Retrieval
+from .api.schema import SchemaMismatchError
+from .api.trained_run import RunEnsemble, TrainedRun, load_run
 from .config import ExperimentConfig, load_config
 from .data import ModalitySpec, MultimodalDataset, SupportingGroupIndex, make_synthetic
 from .errors import MoERetrieverError

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..api import TrainedRun, best_seed, load_run, trained_seeds
+from ..api.run_dir import best_seed, trained_seeds
+from ..api.trained_run import TrainedRun, load_run
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import prepare_seed

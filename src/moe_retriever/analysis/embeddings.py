@@ -18,7 +18,7 @@ import torch
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
-from ..api import TrainedRun
+from ..api.trained_run import TrainedRun
 from ..data.combinations import combination_name
 from ..data.dataset import Batch, MultimodalDataset
 from ..errors import UsageError

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import KIND_NAMES, Retrieval
+from ..api.retrieval import KIND_NAMES, Retrieval
 from ..data.combinations import combination_name
 from ..errors import UsageError
 from ..models.retriever import TokenKind

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..api import TrainedRun
+from ..api.trained_run import TrainedRun
 from ..data.combinations import modality_letters
 from ..data.dataset import MultimodalDataset
 from ..errors import UsageError

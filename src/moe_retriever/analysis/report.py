@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..api import TrainedRun, load_run, trained_seeds
+from ..api.run_dir import trained_seeds
+from ..api.trained_run import TrainedRun, load_run
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import SeedData, partition_split

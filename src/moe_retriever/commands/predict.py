@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import RunEnsemble, load_new_data, load_run
+    from ..api.new_data import load_new_data
+    from ..api.trained_run import RunEnsemble, load_run
     from ..files import atomic_write_text
 
     trained = load_run(args.run, args.seed, args.device, ensemble=args.ensemble)

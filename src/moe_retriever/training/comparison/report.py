@@ -19,6 +19,8 @@ from .stats import ALPHA, PAIRED_REFERENCES
 
 
 def study_slug(title: str) -> str:
+    """A study title as a file-name part: lower case, runs of other characters as ``-``, at most
+    60 characters (``study`` when nothing is left)."""
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "study"
 
 
@@ -442,6 +444,8 @@ def combination_markdown(table: dict[str, Any]) -> list[str]:
 
 
 def ranks_markdown(study: dict[str, Any]) -> list[str]:
+    """The section on a study's ranks across its datasets (see :func:`.stats.study_ranks`):
+    average ranks, the Friedman test, the critical difference and the diagram."""
     ranks = study.get("ranks")
     if not ranks:
         return []

@@ -78,6 +78,8 @@ def majority_reference(
 
 
 def ties_majority(test: dict[str, float], ref: dict[str, Any]) -> bool:
+    """Whether test metrics equal those of the majority-class ``ref`` (:func:`majority_reference`)
+    in both accuracy and macro-F1, to :data:`TIE_TOLERANCE`."""
     return (
         abs(test["accuracy"] - ref["accuracy"]) < TIE_TOLERANCE
         and abs(test["macro_f1"] - ref["macro_f1"]) < TIE_TOLERANCE
@@ -85,6 +87,8 @@ def ties_majority(test: dict[str, float], ref: dict[str, Any]) -> bool:
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:
+    """The CPU, thread counts, platform, Python and torch versions and ``device`` a comparison
+    ran on, for the report's header."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

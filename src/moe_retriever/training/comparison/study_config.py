@@ -45,6 +45,8 @@ class TuningConfig:
 
 @dataclass
 class CompareStudy:
+    """One study: a table per dataset, a row per method or ablation preset."""
+
     title: str
     datasets: list[CompareDataset] = field(default_factory=list)
     # registered method names (methods.METHODS) or ablation preset names (ablations.ABLATIONS)
@@ -56,6 +58,9 @@ class CompareStudy:
 
 @dataclass
 class CompareConfig:
+    """A comparison config: its studies and what every run of them shares (seeds, overrides,
+    protocol, tuning)."""
+
     name: str = "comparison"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     # overrides applied to every run (after the dataset's config file, before its own overrides)
@@ -70,6 +75,8 @@ class CompareConfig:
 
 
 def load_compare_config(path: str | Path) -> CompareConfig:
+    """Read and check a comparison config: at least one study and seed, every study with datasets
+    and methods, every method a registered method or ablation preset, valid tuning settings."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"comparison config not found: {path}")
