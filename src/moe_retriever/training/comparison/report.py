@@ -335,9 +335,8 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
         f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
         "p-value (better / worse / n.s.).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
     ]
+    rows = []
     for r in table["rows"]:
         cells = [r["entry"].replace("|", "\\|")]
         paired = r.get("paired", {})
@@ -355,8 +354,8 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
                 _p(c["p_wilcoxon"]),
                 c["verdict"],
             ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+        rows.append(cells)
+    return lines + markdown_table(header, rows) + [""]
 
 
 TUNING_EFFECT_HEADER = [
@@ -415,6 +414,9 @@ def _test_name(table: dict[str, Any]) -> str:
     )
 
 
+COMBINATION_TABLE_HEADER = ("method", "complete acc / F1", "incomplete acc / F1", "worst combination: F1 (n)")
+
+
 def combination_markdown(table: dict[str, Any]) -> list[str]:
     """A compact per-combination table: complete vs incomplete samples and the worst
     combination, from the test predictions pooled over the runs."""
@@ -426,9 +428,8 @@ def combination_markdown(table: dict[str, Any]) -> list[str]:
         "the classes present): accuracy / F1 in % on complete and incomplete samples, and "
         "the combination with the lowest F1 (n = pooled predictions).",
         "",
-        "| method | complete acc / F1 | incomplete acc / F1 | worst combination: F1 (n) |",
-        "|---|---|---|---|",
     ]
+    cells = []
     for r in rows:
         c = r["by_combination"]
 
@@ -436,11 +437,15 @@ def combination_markdown(table: dict[str, Any]) -> list[str]:
             return "n/a" if x is None else f"{_pct(x['accuracy'])} / {_pct(x['macro_f1'])} (n {x['n']})"
 
         worst = c["combinations"][c["worst"]]
-        lines.append(
-            f"| {r['entry']} | {pair(c['complete'])} | {pair(c['incomplete'])} | "
-            f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']}) |"
+        cells.append(
+            [
+                r["entry"],
+                pair(c["complete"]),
+                pair(c["incomplete"]),
+                f"{c['worst']}: {_pct(worst['macro_f1'])} ({worst['n']})",
+            ]
         )
-    return lines + [""]
+    return lines + markdown_table(COMBINATION_TABLE_HEADER, cells) + [""]
 
 
 def ranks_markdown(study: dict[str, Any]) -> list[str]:
@@ -463,9 +468,9 @@ def ranks_markdown(study: dict[str, Any]) -> list[str]:
         f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
         "by a bar in the diagram differ by less than that and cannot be told apart.",
         "",
-        "| method | " + " | ".join(order) + " |",
-        "|---" * (len(order) + 1) + "|",
-        "| average rank | " + " | ".join(f"{ranks['average_ranks'][e]:.2f}" for e in order) + " |",
+        *markdown_table(
+            ["method", *order], [["average rank", *(f"{ranks['average_ranks'][e]:.2f}" for e in order)]]
+        ),
         "",
     ]
     if ranks.get("figure"):
