@@ -130,7 +130,7 @@ class TrainedRun:
                 x = x[..., order]
             obs = dataset.observed[:, new_pos[spec.name]]
             if not standardized and spec.name in self.loaded.stats:
-                # the training transform (training.experiment.standardize), on the aligned columns
+                # the training transform (data.preprocessing.standardize), on the aligned columns
                 mean, std = self.loaded.stats[spec.name]
                 x = (x - mean) / std
             features[spec.name] = torch.where(obs.view(-1, *[1] * (x.ndim - 1)), x, torch.zeros(()))

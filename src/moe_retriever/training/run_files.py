@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as load_bytes
 from torch import Tensor
 
 from ..config import ExperimentConfig, from_dict, to_dict
@@ -172,8 +173,6 @@ def _read_run_bank(checkpoint: Path, meta: dict[str, Any]) -> tuple[dict[str, Te
     """The bank file a checkpoint refers to, checked against the digest it was written with: the
     file at the recorded relative path or, for a checkpoint moved into a deeper layout (e.g.
     ``fold_0/seed_0/``), the nearest :data:`BANK_FILE` above it with that digest."""
-    from safetensors.torch import load as load_bytes
-
     recorded = (checkpoint.parent / meta["bank_file"]).resolve()
     candidates = [recorded] + [d / BANK_FILE for d in checkpoint.resolve().parents]
     existing = list(dict.fromkeys(c for c in candidates if c.is_file()))
