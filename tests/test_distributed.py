@@ -37,6 +37,7 @@ from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.training.experiment import prepare_seed, run_experiment, seed_everything
 from moe_retriever.training.losses import weighted_sum
 from moe_retriever.training.trainer import retrieval_seed
@@ -145,7 +146,7 @@ def replay_two_ranks(cfg) -> dict[str, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             for rank, part in enumerate(torch.tensor_split(global_index, 2)):
                 batch = data.train.batch(part)
-                out = model(batch, bank, retrieve=retrieve, generator=rank_streams[rank])
+                out = model(batch, RetrievalInputs(bank, rank_streams[rank], retrieve=retrieve))
                 ce = F.cross_entropy(out.logits, batch.labels, reduction="sum") / len(global_index)
                 aux = weighted_sum(out.losses, model.loss_weights)
                 ((2 * ce + (0 if aux is None else aux)) / 2).backward()  # DDP averages the ranks' gradients

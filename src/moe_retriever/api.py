@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .contract import MethodModel
 from .data.bank import RetrievalBank
 from .data.combinations import modality_letters, observed_to_codes
 from .data.dataset import Batch, DataValidationError, ModalitySpec, MultimodalDataset
@@ -281,7 +282,7 @@ class TrainedRun:
         return self.loaded.cfg
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> MethodModel:
         return self.loaded.model
 
     @property
@@ -303,12 +304,7 @@ class TrainedRun:
     @property
     def retrieves(self) -> bool:
         """True when the model routes context tokens through the MoE retriever."""
-        retriever = getattr(self.model, "retriever", None)
-        return (
-            retriever is not None
-            and getattr(retriever, "moe", None) is not None
-            and self.cfg.model.retriever.mode == "moe"
-        )
+        return self.model.uses_retrieval and self.cfg.model.retriever.mode == "moe"
 
     def expert_names(self) -> list[str]:
         """Retriever experts as ``<modality letter>_<i>`` and ``Shared_<i>`` (e.g. ``I_3``)."""
@@ -386,7 +382,7 @@ class TrainedRun:
         ``eval_draws`` > 1 the embedding is the average over the draws and the routing shown is
         that of the last draw.
         """
-        if getattr(self.model, "retriever", None) is None:
+        if not self.model.uses_retrieval:
             raise UsageError(f"method {self.method!r} does not retrieve missing embeddings")
         batch = self.to_batch(dataset, standardized)
         codes = observed_to_codes(batch.observed)

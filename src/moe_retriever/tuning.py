@@ -131,9 +131,9 @@ def search_space(
 
 def fitted_directly(method: str) -> bool:
     """Whether ``method`` is fitted without the Trainer (no epochs, no learning rate)."""
-    from .baselines.common import DirectMethod
+    from .baselines.common import DirectMethodBase
 
-    pending, seen = list(DirectMethod.__subclasses__()), set()
+    pending, seen = list(DirectMethodBase.__subclasses__()), set()
     while pending:
         cls = pending.pop()
         seen.add(getattr(cls, "method", None))

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..api import TrainedRun, best_seed, load_run, trained_seeds
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
+from ..contract import MethodModel, is_direct
 from ..data.dataset import MultimodalDataset
 from ..data.sources import load_dataset
 from ..errors import InputNotFoundError
@@ -153,7 +153,7 @@ def cost_sources(
 
 
 @contextlib.contextmanager
-def exact_dispatch(model: torch.nn.Module) -> Iterator[None]:
+def exact_dispatch(model: MethodModel) -> Iterator[None]:
     """Switch every sparse-MoE layer to the ``split`` dispatch (no padded expert slots)."""
     saved: list[tuple[SparseMoE, str]] = []
     for module in model.modules():
@@ -171,7 +171,7 @@ def _fresh_run(src: CostSource, dataset: MultimodalDataset, device: str) -> Trai
     data = prepare_seed(src.cfg, dataset, src.seed)
     seed_everything(src.seed)
     model = build_model(src.cfg, data.train.modalities, dataset.n_classes)
-    if not isinstance(model, torch.nn.Module):
+    if is_direct(model):
         return None
     return TrainedRun(LoadedModel(src.cfg, src.seed, model, data.train, data.stats, {}), None, device)
 

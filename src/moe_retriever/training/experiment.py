@@ -24,13 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import ExperimentConfig, from_dict, save_config, to_dict
+from ..contract import MethodModel, is_direct
 from ..data.bank import RetrievalBank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import ModalitySpec, MultimodalDataset
@@ -47,9 +48,6 @@ from .metrics import METRICS, aggregate, classification_metrics
 from .run_log import HISTORY_PNG, ExperimentLogger, plot_history, write_history
 from .statistics import corrected_resampled_t, t_interval
 from .trainer import FitResult, Trainer, resolve_device
-
-if TYPE_CHECKING:
-    from ..baselines.common import DirectMethod
 
 CHECKPOINT = "model.safetensors"
 # the raw features of every sample of a run, shared by its seeds' checkpoints
@@ -440,7 +438,7 @@ class LoadedModel:
 
     cfg: ExperimentConfig
     seed: int
-    model: torch.nn.Module
+    model: MethodModel
     bank: MultimodalDataset
     stats: dict[str, tuple[Tensor, Tensor]]
     meta: dict[str, Any]
@@ -474,6 +472,10 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     }
     # the weights first: a checkpoint of another config fails before the bank file is read
     model = build_model(cfg, specs, len(meta["class_names"]))
+    if is_direct(model):
+        raise CheckpointError(
+            f"{path}: method {cfg.method!r} is fitted without the Trainer and writes no checkpoint"
+        )
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
     if shared:
@@ -561,10 +563,9 @@ def fit_model(
     seed_everything(seed)
     model = build_model(cfg, train.modalities, n_classes)
     decorrelate_dropout(seed, dist_ctx)
-    if getattr(model, "fit_direct", False):
-        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
-        direct = cast("DirectMethod", model)
-        return direct, direct.fit(train, val, cfg.train.select_metric), None
+    if is_direct(model):
+        # methods fitted without the Trainer: no epochs, no checkpoint
+        return model, model.fit(train, val, cfg.train.select_metric), None
     bank = RetrievalBank(train, device)
     weights = None
     if cfg.train.class_weights:
