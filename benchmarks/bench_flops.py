@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from moe_retriever.models.context import RetrievalInputs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SYNTHETIC, base_parser, finish, start, table  # noqa: E402
 
@@ -58,7 +60,7 @@ def main() -> None:
             # gradients stay enabled: without them nn.TransformerEncoderLayer and
             # nn.MultiheadAttention take fused fast paths whose FLOPs the counter does not see
             with counter:
-                model(batch, bank, retrieve=True, generator=torch.Generator().manual_seed(0))
+                model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0)))
         except Exception as exc:
             notes.append(f"`{name}`: forward pass failed ({type(exc).__name__}: {exc})")
             continue

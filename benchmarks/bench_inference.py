@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from moe_retriever.models.context import RetrievalInputs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import base_parser, finish, interleaved, start, synthetic_setup, table  # noqa: E402
 
@@ -30,7 +32,7 @@ def rows_for(device: str, args) -> list[list[object]]:
         def forward(s):
             def fn():
                 with torch.no_grad():
-                    s.model(batch, s.bank, retrieve=True, generator=gen)
+                    s.model(batch, RetrievalInputs(s.bank, gen))
 
             return fn
 

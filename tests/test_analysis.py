@@ -320,7 +320,7 @@ def test_value_of_retrieval_fills_against_direct_references(runs):
         mean = train_mean_embeddings(run)
         for t, spec in enumerate(bank.modalities):
             rows = bank.observed[:, t]
-            direct = model.encode_modality(t, bank.features[spec.name][rows]).mean(0)
+            direct = model.encoders.encode(t, bank.features[spec.name][rows]).mean(0)
             torch.testing.assert_close(mean[t], direct, atol=1e-5, rtol=1e-5)
         test = run.seed_data().test
         batch = run.to_batch(test, standardized=True)
@@ -333,7 +333,7 @@ def test_value_of_retrieval_fills_against_direct_references(runs):
             if members.numel() == 0:  # relaxed: any bank sample with T
                 members = bank.observed[:, t].nonzero().squeeze(1)
             name = bank.modalities[t].name
-            candidates = model.encode_modality(t, bank.features[name][members])
+            candidates = model.encoders.encode(t, bank.features[name][members])
             assert (candidates - filled[b, t]).abs().amax(1).min() < 1e-5
 
 

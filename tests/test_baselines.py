@@ -22,6 +22,7 @@ from moe_retriever.data.dataset import Batch
 from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.methods import METHODS, build_model
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.training.comparison import majority_reference, ties_majority
 from moe_retriever.training.fitting import train_seed
 from moe_retriever.training.losses import weighted_sum
@@ -84,7 +85,7 @@ def test_forward_shapes_on_every_combination(method, dataset):
     bank = RetrievalBank(dataset)
 
     model.train()
-    out = model(batch, bank, generator=torch.Generator().manual_seed(0))
+    out = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     assert out.logits.shape == (b, N_CLASSES)
     assert out.embeddings.shape == (b, N_MODALITIES, d)
     assert out.fused.shape == (b, d)
@@ -96,10 +97,12 @@ def test_forward_shapes_on_every_combination(method, dataset):
 
     model.eval()
     with torch.no_grad():
-        ref = model(batch, bank, generator=torch.Generator().manual_seed(1)).logits
+        ref = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(1))).logits
         assert torch.isfinite(ref).all()
         # what a missing modality's raw features hold must not matter
-        leaked = model(with_scrambled_missing(batch), bank, generator=torch.Generator().manual_seed(1)).logits
+        leaked = model(
+            with_scrambled_missing(batch), RetrievalInputs(bank, torch.Generator().manual_seed(1))
+        ).logits
         torch.testing.assert_close(leaked, ref)
         # a batch of one (single-modality sample) works too (M3Care/MUSE build batch graphs)
         one = Batch(
@@ -108,7 +111,7 @@ def test_forward_shapes_on_every_combination(method, dataset):
             batch.labels[:1],
             batch.index[:1],
         )
-        single = model(one, bank, generator=torch.Generator().manual_seed(1))
+        single = model(one, RetrievalInputs(bank, torch.Generator().manual_seed(1)))
         assert single.logits.shape == (1, N_CLASSES) and torch.isfinite(single.logits).all()
 
 
@@ -472,3 +475,19 @@ def test_checkpoints_of_the_old_moe_fusion_layout_still_load(method, dataset, tm
     load_state_into(fresh, load_tensors(tmp_path / "old.safetensors")[0], "old.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "pool"),
+    [
+        ("fusemoe", "{experts: 8, top_k: 9}", r"experts = 8"),
+        ("flex_moe", "{experts: 16, top_k: 17}", r"max\(experts, 2\^3 - 1 input combinations\) = 16"),
+    ],
+)
+def test_top_k_larger_than_the_pool_is_an_error_naming_the_key(method, options, pool):
+    # the main path refuses model.retriever.moe.top_k beyond its pool; the MoE baselines must too,
+    # instead of silently routing to fewer experts than asked
+    dataset = make_synthetic(n_samples=60, n_modalities=3, seed=0)
+    cfg = small_cfg(method, f"model.method_options={{{method}: {options}}}")
+    with pytest.raises(ConfigError, match=rf"model.method_options.{method}.top_k: must be in \[1, {pool}\]"):
+        build_model(cfg, dataset.modalities, 3)

@@ -38,6 +38,7 @@ from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.data.sources import load_dataset
 from moe_retriever.methods import build_model
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.training.experiment import run_experiment
 from moe_retriever.training.fitting import seed_everything
 from moe_retriever.training.losses import weighted_sum
@@ -147,7 +148,7 @@ def replay_two_ranks(cfg) -> dict[str, torch.Tensor]:
             optimizer.zero_grad(set_to_none=True)
             for rank, part in enumerate(torch.tensor_split(global_index, 2)):
                 batch = data.train.batch(part)
-                out = model(batch, bank, retrieve=retrieve, generator=rank_streams[rank])
+                out = model(batch, RetrievalInputs(bank, rank_streams[rank], retrieve=retrieve))
                 ce = F.cross_entropy(out.logits, batch.labels, reduction="sum") / len(global_index)
                 aux = weighted_sum(out.losses, model.loss_weights)
                 ((2 * ce + (0 if aux is None else aux)) / 2).backward()  # DDP averages the ranks' gradients

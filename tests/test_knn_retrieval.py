@@ -20,6 +20,7 @@ from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.errors import MissingDependencyError
 from moe_retriever.models.classifier import MultimodalClassifier
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.models.neighbours import (
     ExactNeighbourSearch,
     FaissNeighbourSearch,
@@ -74,7 +75,7 @@ def ranked_group(query, mc, t, bank_emb, bank_obs, self_pos=-1) -> list[tuple[fl
 
 
 def bank_embeddings(model, bank) -> np.ndarray:
-    table = model.refresh_bank_table(bank)
+    table = model.retriever.context.refresh_bank_table(model.encoders, bank)
     return table[:-1].view(M, len(bank), -1).transpose(0, 1).numpy()  # (N, M, d)
 
 
@@ -96,8 +97,8 @@ def test_eval_draws_are_the_true_nearest_group_members_and_deterministic(data):
     model = knn_model(data).eval()
     bank = RetrievalBank(data.subset(range(100)))
     batch = data.subset(range(100, 160)).full_batch()
-    out = model(batch, bank, generator=torch.Generator().manual_seed(0))
-    again = model(batch, bank, generator=torch.Generator().manual_seed(99))
+    out = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0)))
+    again = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(99)))
     assert torch.equal(out.embeddings, again.embeddings)
     assert torch.equal(out.retrieval.token_bank_rows, again.retrieval.token_bank_rows)
     emb = model.encode(batch).detach().numpy()
@@ -121,11 +122,15 @@ def test_similarity_uses_only_the_observed_modalities(data):
     targets = torch.tensor([2] * 5)
     queries = torch.randn(5, M, 16, generator=torch.Generator().manual_seed(0))
     n = torch.full((5,), 2)
-    first = model.intra_context(bank, codes, targets, n, None, None, queries)
+    first = model.retriever.context.sample(model.encoders, bank, codes, targets, n, None, None, queries)
     queries[:, 2:] = torch.randn(5, 2, 16)  # unobserved modalities must not matter
     assert all(
         torch.equal(a, b)
-        for a, b in zip(first, model.intra_context(bank, codes, targets, n, None, None, queries), strict=True)
+        for a, b in zip(
+            first,
+            model.retriever.context.sample(model.encoders, bank, codes, targets, n, None, None, queries),
+            strict=True,
+        )
     )
 
 
@@ -181,7 +186,9 @@ def test_training_draws_are_distinct_top_k_members_vary_and_exclude_self(data):
 
     def draw(seed):
         g = torch.Generator().manual_seed(seed)
-        _, valid, rows = model.intra_context(bank, codes, pair_t, n, g, exclude=pair_b, queries=emb[pair_b])
+        _, valid, rows = model.retriever.context.sample(
+            model.encoders, bank, codes, pair_t, n, g, exclude=pair_b, queries=emb[pair_b]
+        )
         return rows, valid
 
     draws = [draw(s) for s in range(4)]
@@ -214,7 +221,7 @@ def test_gumbel_draws_follow_the_softmax_of_the_scores():
 def test_retriever_parameters_receive_gradients_with_knn(data):
     model = knn_model(data, reconstruction_weight=1.0).train()
     bank = RetrievalBank(data)
-    out = model(data.full_batch(), bank, generator=torch.Generator().manual_seed(0))
+    out = model(data.full_batch(), RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     loss = out.logits.logsumexp(1).mean() + out.losses["reconstruction"]
     loss.backward()
     grads = [p.grad for p in model.retriever.attn.parameters()]
@@ -227,14 +234,14 @@ def test_the_similarity_table_is_refreshed_once_per_epoch_without_a_cache(data):
     model = knn_model(data).train()
     bank = RetrievalBank(data)
     model.before_train_step(bank, 0)
-    table = model.bank_table
+    table = model.retriever.context.bank_table
     assert table is not None
     with torch.no_grad():
         next(model.encoders.parameters()).add_(1.0)
     model.before_train_step(bank, 1)
-    assert model.bank_table is table  # not refreshed within the epoch
+    assert model.retriever.context.bank_table is table  # not refreshed within the epoch
     model.before_train_step(bank, 0)
-    assert model.bank_table is not table
+    assert model.retriever.context.bank_table is not table
 
 
 # --------------------------------------------------------------------------- search backends

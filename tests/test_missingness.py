@@ -26,6 +26,7 @@ from moe_retriever.data.missingness import (
 from moe_retriever.data.partitions import masked_split, prepare_seed
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.methods import METHODS, build_model
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.training.experiment import run_experiment
 
 N_LARGE = 20_000
@@ -314,10 +315,10 @@ def test_indicators_reach_every_filling_method_or_are_rejected(method):
 
         bank = RetrievalBank(ds, torch.device("cpu"))
     with torch.no_grad():
-        before = model(batch, bank, generator=torch.Generator().manual_seed(0)).logits
+        before = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0))).logits
         # a random, not a constant, shift: LayerNorm would cancel a constant one
         model.missing_embedding.add_(torch.randn_like(model.missing_embedding))
-        after = model(batch, bank, generator=torch.Generator().manual_seed(0)).logits
+        after = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0))).logits
     changed = (before - after).abs().sum(1) > 1e-6
     assert changed[::2].all() and not changed[1::2].any()  # only samples with a missing modality
 

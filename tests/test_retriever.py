@@ -11,6 +11,7 @@ from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.supporting_group import SupportingGroupIndex
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.models.classifier import MultimodalClassifier
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean, padded_self_attention
 from moe_retriever.training.losses import weighted_sum
 
@@ -30,7 +31,7 @@ def small_cfg(**retriever) -> ModelConfig:
 def retrieved(model, ds, seed=0):
     model.eval()
     bank = RetrievalBank(ds)
-    out = model(ds.full_batch(), bank, generator=torch.Generator().manual_seed(seed))
+    out = model(ds.full_batch(), RetrievalInputs(bank, torch.Generator().manual_seed(seed)))
     return out, out.embeddings[out.pair_samples, out.pair_targets]
 
 
@@ -70,7 +71,7 @@ def test_retriever_parameters_receive_gradients_in_the_full_model(data):
     model = MultimodalClassifier(data.modalities, data.n_classes, small_cfg())
     model.train()
     bank = RetrievalBank(data)
-    out = model(data.full_batch(), bank, generator=torch.Generator().manual_seed(0))
+    out = model(data.full_batch(), RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     loss = torch.nn.functional.cross_entropy(out.logits, data.labels) + weighted_sum(
         out.losses, model.loss_weights
     )
@@ -112,7 +113,7 @@ def test_evaluation_is_deterministic_for_a_seed_and_uses_the_bank_only(data):
     changed = replace(evaluated, others)
 
     def retrieval_of(ds, bank):
-        out = model(ds.full_batch(), bank, generator=torch.Generator().manual_seed(5))
+        out = model(ds.full_batch(), RetrievalInputs(bank, torch.Generator().manual_seed(5)))
         return out.embeddings[~ds.observed], out.pair_samples
 
     base, pair_samples = retrieval_of(evaluated, bank)
@@ -146,8 +147,8 @@ def test_inter_only_retrieval_does_not_read_the_bank(data):
     bank_b = RetrievalBank(data)
     for k in bank_b.features:
         bank_b.features[k] = torch.randn_like(bank_b.features[k])
-    a = model(batch, bank_a, generator=torch.Generator().manual_seed(0)).embeddings
-    b = model(batch, bank_b, generator=torch.Generator().manual_seed(0)).embeddings
+    a = model(batch, RetrievalInputs(bank_a, torch.Generator().manual_seed(0))).embeddings
+    b = model(batch, RetrievalInputs(bank_b, torch.Generator().manual_seed(0))).embeddings
     assert torch.allclose(a, b)
 
 
@@ -169,7 +170,7 @@ def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     for name, enc in model.encoders.items():
         enc.register_forward_hook(hook(name))
     batch = data.batch(torch.arange(40))
-    model(batch, bank, generator=torch.Generator().manual_seed(0))
+    model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     # the step's draws, repeated from a generator in the same state
     pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
     idx, valid = bank.index.sample(
@@ -210,7 +211,7 @@ def test_fallback_token_when_the_bank_lacks_the_target(data):
 
 
 def retrieved_with(model, ds, bank):
-    out = model(ds.full_batch(), bank, generator=torch.Generator().manual_seed(0))
+    out = model(ds.full_batch(), RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     return out, out.embeddings[out.pair_samples, out.pair_targets]
 
 
@@ -228,7 +229,7 @@ def test_masked_modality_objective_adds_a_loss_and_keeps_observed_embeddings(dat
     bank = RetrievalBank(data)
     model.train()
     batch = data.full_batch()
-    out = model(batch, bank, generator=torch.Generator().manual_seed(0))
+    out = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0)))
     assert list(out.losses) == ["reconstruction"] and float(out.losses["reconstruction"].detach()) > 0
     # the hidden modalities are restored: observed embeddings enter fusion unchanged
     encoded = model.encode(batch)
@@ -239,7 +240,7 @@ def test_masked_modality_objective_adds_a_loss_and_keeps_observed_embeddings(dat
     plain = MultimodalClassifier(data.modalities, data.n_classes, cfg0)
     plain.load_state_dict(model.state_dict())
     plain.train()
-    assert plain(batch, bank, generator=torch.Generator().manual_seed(0)).losses == {}
+    assert plain(batch, RetrievalInputs(bank, torch.Generator().manual_seed(0))).losses == {}
 
 
 def test_a_bank_sample_never_retrieves_from_itself(data):
@@ -251,8 +252,14 @@ def test_a_bank_sample_never_retrieves_from_itself(data):
     own = torch.arange(len(data))
     idx, valid = bank.index.sample(codes, targets, 50, torch.Generator().manual_seed(0))
     assert (valid & (idx == own.unsqueeze(1))).any(), "without exclusion a sample can draw itself"
-    _, valid_ex, rows_ex = model.intra_context(
-        bank, codes, targets, torch.full_like(codes, 50), torch.Generator().manual_seed(0), exclude=own
+    _, valid_ex, rows_ex = model.retriever.context.sample(
+        model.encoders,
+        bank,
+        codes,
+        targets,
+        torch.full_like(codes, 50),
+        torch.Generator().manual_seed(0),
+        exclude=own,
     )
     assert not (valid_ex & (idx == own.unsqueeze(1))).any()
     assert (valid_ex == (valid & (idx != own.unsqueeze(1)))).all()
@@ -268,7 +275,7 @@ def test_the_retriever_reports_where_each_context_token_comes_from(data):
     bank_codes = observed_to_codes(bank.observed) & ~1
     bank.index = SupportingGroupIndex(bank_codes, 4)
     batch = data.subset(range(60, 120)).full_batch()
-    r = model(batch, bank, generator=torch.Generator().manual_seed(3)).retrieval
+    r = model(batch, RetrievalInputs(bank, torch.Generator().manual_seed(3))).retrieval
     # the draws, repeated from a generator in the same state
     pair_b, pair_t = (~batch.observed).nonzero(as_tuple=True)
     idx, valid = bank.index.sample(

@@ -116,9 +116,9 @@ def test_fit_trains_like_the_library_pipeline(frame):
     train = ds.subset(train_pos)
     stats = fit_standardizer(train)
     cfg = clf.resolved_config(3)
-    _, _, trainer = fit_model(
+    trainer = fit_model(
         cfg, standardize(train, stats), standardize(ds.subset(val_pos), stats), 3, 3, torch.device("cpu")
-    )
+    ).trainer
     expected = trainer.predict_proba(standardize(ds, stats))
     np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
 

@@ -14,6 +14,7 @@ from moe_retriever.config import load_config
 from moe_retriever.data.bank import RetrievalBank
 from moe_retriever.data.partitions import prepare_seed
 from moe_retriever.methods import build_model
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.training.experiment import run_experiment
 from moe_retriever.training.trainer import Trainer
 
@@ -56,7 +57,7 @@ def test_total_loss_is_cross_entropy_plus_each_weighted_term():
     hook = model.retriever.moe.routers[0].register_forward_hook(
         lambda module, args, output: routes.append((args[1], output))
     )
-    out = model(batch, trainer.bank, retrieve=True, generator=trainer.retrieval_generator)
+    out = model(batch, RetrievalInputs(trainer.bank, trainer.retrieval_generator))
     hook.remove()
     ((allowed, route),) = routes
     moe = model.retriever.moe
@@ -93,8 +94,7 @@ def test_zero_weight_terms_are_not_computed_and_unknown_terms_raise():
     model.retriever.moe.routers[0].register_forward_hook(lambda *a: calls.append(1))
     out = model(
         data.train.batch(torch.arange(32)),
-        RetrievalBank(data.train),
-        generator=torch.Generator().manual_seed(0),
+        RetrievalInputs(RetrievalBank(data.train), torch.Generator().manual_seed(0)),
     )
     assert calls and out.losses == {}  # the router ran; no term was computed
     from moe_retriever.training.losses import weighted_sum

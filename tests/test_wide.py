@@ -18,6 +18,7 @@ from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.models import build_encoder
 from moe_retriever.models.classifier import MultimodalClassifier
+from moe_retriever.models.context import RetrievalInputs
 from moe_retriever.models.encoders import LOWRANK_FROM_WIDTH
 
 # --------------------------------------------------------------------------- low-rank encoder
@@ -114,7 +115,9 @@ def intra_of(model, data, bank, seed=0):
 
     codes = observed_to_codes(obs)[pair_b]
     n = obs.sum(1)[pair_b]
-    return model.intra_context(bank, codes, pair_t, n, torch.Generator().manual_seed(seed))
+    return model.retriever.context.sample(
+        model.encoders, bank, codes, pair_t, n, torch.Generator().manual_seed(seed)
+    )
 
 
 def test_config_rejects_bad_schedules():
@@ -146,8 +149,8 @@ def test_cached_intra_context_equals_encoding_right_after_a_refresh(data, traini
         return torch.Generator().manual_seed(3)
 
     torch.testing.assert_close(
-        cached(data.full_batch(), bank, generator=g()).embeddings,
-        plain(data.full_batch(), bank, generator=g()).embeddings,
+        cached(data.full_batch(), RetrievalInputs(bank, g())).embeddings,
+        plain(data.full_batch(), RetrievalInputs(bank, g())).embeddings,
         rtol=1e-5,
         atol=1e-6,
     )
@@ -161,16 +164,16 @@ def test_table_refreshes_on_schedule_and_is_bounded(data):
     direction = torch.randn(len(data), 4, model.cfg.hidden)
     refreshed = []
     for step in range(7):
-        before = model.bank_table
+        before = model.retriever.context.bank_table
         model.before_train_step(bank, step)
-        refreshed.append(model.bank_table is not before)
+        refreshed.append(model.retriever.context.bank_table is not before)
         # the table holds the embeddings of the weights at the last refresh
-        enc = model.bank_table.table.view(-1)[: -model.cfg.hidden].view(4, len(bank), -1)
+        enc = model.retriever.context.bank_table.table.view(-1)[: -model.cfg.hidden].view(4, len(bank), -1)
         m = 0
         rows = data.observed[:, m].nonzero().squeeze(1)
         model.eval()
         with torch.no_grad():
-            now = model.encode_modality(m, bank.features[data.modality_names[m]][rows])
+            now = model.encoders.encode(m, bank.features[data.modality_names[m]][rows])
         model.train()
         assert torch.allclose(enc[m, rows], now, atol=1e-6) == (refreshed[-1] or step % 3 == 0)
         assert torch.all(enc[m][~data.observed[:, m]] == 0)
@@ -180,7 +183,7 @@ def test_table_refreshes_on_schedule_and_is_bounded(data):
         opt.step()
     assert refreshed == [True, False, False, True, False, False, True]
     # memory: N x d floats per modality plus one zero row
-    assert model.bank_table.table.shape == (4 * len(bank) + 1, model.cfg.hidden)
+    assert model.retriever.context.bank_table.table.shape == (4 * len(bank) + 1, model.cfg.hidden)
 
 
 def test_epoch_schedule_refreshes_at_step_zero_only(data):
@@ -190,7 +193,7 @@ def test_epoch_schedule_refreshes_at_step_zero_only(data):
     tables = []
     for step in (0, 1, 2, 0):
         model.before_train_step(bank, step)
-        tables.append(model.bank_table)
+        tables.append(model.retriever.context.bank_table)
         opt.zero_grad()
         model.encode(data.full_batch()).sum().backward()
         opt.step()
@@ -226,19 +229,19 @@ def test_evaluation_rebuilds_a_stale_table(data):
     with torch.no_grad():
         for p in model.encoders.parameters():
             p.add_(0.05)
-    stale = model.bank_table
+    stale = model.retriever.context.bank_table
     model.eval()
     plain = model_for(data, "none")
     plain.load_state_dict(model.state_dict())
     plain.eval()
     a, _, _ = intra_of(model, data, bank)
     b, _, _ = intra_of(plain, data, bank)
-    assert model.bank_table is not stale
+    assert model.retriever.context.bank_table is not stale
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # the same weights and bank: the table is reused
-    table = model.bank_table
+    table = model.retriever.context.bank_table
     intra_of(model, data, bank)
-    assert model.bank_table is table
+    assert model.retriever.context.bank_table is table
 
 
 # --------------------------------------------------------------------------- checkpoint layout
@@ -448,7 +451,7 @@ def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
     )
     run_experiment(cfg, tmp_path / "run", log=lambda _: None)
     run = load_run(tmp_path / "run", device="cpu")
-    assert run.model.bank_cache_period == 2
+    assert run.model.retriever.context.cache_period == 2
     # the user's raw test split, predicted through the public API (standardised by the run)
     ds = apply_missingness(load_dataset(cfg.data), cfg.data.missing, 0)
     test = ds.subset(stratified_split(ds.labels, cfg.data.split, 0)[2])
@@ -459,5 +462,5 @@ def test_predict_with_a_cached_model_equals_evaluate(tmp_path):
         assert value == pytest.approx(reference[key]["per_seed"][0], abs=1e-9), key
     # and the table-based retrieval gives what encoding the drawn samples gives
     plain = load_run(tmp_path / "run", device="cpu")
-    plain.model.bank_cache_period = None
+    plain.model.retriever.context.cache_period = None
     np.testing.assert_allclose(plain.predict_proba(test), probs, rtol=1e-5, atol=1e-6)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from torch import nn
-
 from .config import ConfigError, ExperimentConfig, ModelConfig, RetrieverMode
+from .contract import Method
 from .data.dataset import ModalitySpec
 from .models.classifier import MultimodalClassifier
 from .registry import Registry
 
 # a model class, or a function, called with (modalities, n_classes, model config); the methods
-# fitted without the Trainer (baselines.common.DirectMethod) register the same way
-MethodFactory = Callable[[list[ModalitySpec], int, ModelConfig], nn.Module]
+# fitted without the Trainer (contract.DirectMethod) register the same way
+MethodFactory = Callable[[list[ModalitySpec], int, ModelConfig], Method]
 METHODS: Registry[MethodFactory] = Registry("method", key="method")
 register_method = METHODS.register
 
@@ -43,9 +42,9 @@ def _official(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "mean"))
 
 
-def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> nn.Module:
+def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> Method:
     model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
-    if cfg.model.missing_indicators and not getattr(model, "supports_missing_indicators", False):
+    if cfg.model.missing_indicators and not model.supports_missing_indicators:
         raise ConfigError(
             f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "
             "takes no missingness indicators; they apply to the methods that fill missing "

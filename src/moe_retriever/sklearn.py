@@ -55,8 +55,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from .baselines.common import DirectMethod
 from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
+from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from .data.preprocessing import fit_standardizer, standardize
@@ -348,7 +348,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     modalities_: dict[str, list[int]]
     config_: ExperimentConfig
     seed_: int
-    model_: torch.nn.Module | DirectMethod
+    model_: MethodModel | DirectMethod
     stats_: dict[str, tuple[Tensor, Tensor]]
     bank_: MultimodalDataset
     best_epoch_: int
@@ -478,7 +478,8 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
         device = resolve_device(cfg.train.device)
-        model, result, trainer = fit_model(cfg, train, val, len(classes), seed, device)
+        fitted = fit_model(cfg, train, val, len(classes), seed, device)
+        model, result, trainer = fitted.model, fitted.fit, fitted.trainer
         self.classes_ = classes
         self.modalities_ = modalities
         self.config_ = cfg
@@ -514,7 +515,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         )
         dataset = standardize(dataset, self.stats_)
         if self._trainer is None:  # a method fitted without the Trainer
-            assert isinstance(self.model_, DirectMethod)
+            assert is_direct(self.model_)
             return np.asarray(self.model_.predict_proba(dataset), dtype=np.float64)
         return self._trainer.predict_proba(dataset).astype(np.float64)
 
@@ -534,7 +535,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     def _make_trainer(self) -> Trainer:
         """The evaluation Trainer of a fitted model: retrieval from the training rows (the bank),
         draws restarted from the seed on every call, as in ``evaluate`` and ``predict``."""
-        assert isinstance(self.model_, torch.nn.Module), "a method fitted without the Trainer"
+        assert not is_direct(self.model_), "a method fitted without the Trainer"
         device = resolve_device(self.config_.train.device)
         return Trainer(
             self.model_,
@@ -556,7 +557,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if "model_" in state:
-            self._trainer = None if getattr(self.model_, "fit_direct", False) else self._make_trainer()
+            self._trainer = None if is_direct(self.model_) else self._make_trainer()
 
     def save(self, path: str | Path) -> None:
         """Write the fitted model as a safetensors checkpoint (see :meth:`load`)."""

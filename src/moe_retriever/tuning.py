@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .baselines.common import DirectMethod
+from .baselines.common import DirectMethodBase
 from .config import (
     ConfigError,
     ExperimentConfig,
@@ -135,7 +135,7 @@ def search_space(
 
 def fitted_directly(method: str) -> bool:
     """Whether ``method`` is fitted without the Trainer (no epochs, no learning rate)."""
-    pending, seen = list(DirectMethod.__subclasses__()), set()
+    pending, seen = list(DirectMethodBase.__subclasses__()), set()
     while pending:
         cls = pending.pop()
         seen.add(getattr(cls, "method", None))
@@ -374,7 +374,7 @@ def tune_partition(
             device,
             on_epoch=report,
         )
-        score = float(fitted[1].best_val[metric])
+        score = float(fitted.fit.best_val[metric])
         if not best or score > best["score"]:
             best.update(score=score, cfg=trial_cfg, fitted=fitted, params=values, number=trial.number)
         return score
@@ -382,7 +382,7 @@ def tune_partition(
     study.optimize(objective, n_trials=trials, catch=(TrainingDivergedError,))
     if not best:
         raise RuntimeError(f"tuning: none of the {trials} trials completed")
-    record = partition_record(data, part, *best["fitted"])
+    record = partition_record(data, part, best["fitted"])
     states = [t.state.name.lower() for t in study.trials]
     record["config"] = to_dict(best["cfg"])
     record["tuned_params"] = best["params"]

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..api.run_dir import best_seed, trained_seeds
 from ..api.trained_run import TrainedRun, load_run
 from ..config import ExperimentConfig, from_dict, load_config, to_dict
+from ..contract import MethodModel, is_direct
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import prepare_seed
 from ..data.sources import load_dataset
@@ -156,7 +156,7 @@ def cost_sources(
 
 
 @contextlib.contextmanager
-def exact_dispatch(model: torch.nn.Module) -> Iterator[None]:
+def exact_dispatch(model: MethodModel) -> Iterator[None]:
     """Switch every sparse-MoE layer to the ``split`` dispatch (no padded expert slots)."""
     saved: list[tuple[SparseMoE, str]] = []
     for module in model.modules():
@@ -174,7 +174,7 @@ def _fresh_run(src: CostSource, dataset: MultimodalDataset, device: str) -> Trai
     data = prepare_seed(src.cfg, dataset, src.seed)
     seed_everything(src.seed)
     model = build_model(src.cfg, data.train.modalities, dataset.n_classes)
-    if not isinstance(model, torch.nn.Module):
+    if is_direct(model):
         return None
     return TrainedRun(LoadedModel(src.cfg, src.seed, model, data.train, data.stats, {}), None, device)
 

@@ -240,7 +240,7 @@ def tsne_section(a: AnalysisInputs, combination: str | None = None) -> Section |
     """Fig. 6: t-SNE of the samples of one incomplete combination (``combination``, default the
     most frequent) before and after retrieval; None for a model without a retriever."""
     run = a.run
-    if getattr(run.model, "retriever", None) is None:
+    if not run.model.uses_retrieval:
         return None
     title = "Sample embeddings before and after retrieval (Fig. 6)"
     code = (
@@ -268,7 +268,7 @@ def retrieval_value_section(a: AnalysisInputs) -> Section:
     training mean, one random supporting-group member or (for samples masked on purpose) the
     true embedding."""
     run, title = a.run, "Value of retrieval"
-    if getattr(run.model, "retriever", None) is None:
+    if not run.model.uses_retrieval:
         return Section(title, f"Not available: method {run.method!r} does not retrieve missing embeddings.")
     value = value_of_retrieval(run, a.data.test)
     path = plot_retrieval_value(value, a.out_dir / "retrieval_value.png")

@@ -91,7 +91,9 @@ def _fill(
     # one member of G(T | mc), encoded by the T encoder (zeros when no bank sample has T)
     codes = observed_to_codes(observed)[pair_b]
     ones = torch.ones_like(pair_t)
-    member, valid, _ = run.model.intra_context(run.bank, codes, pair_t, ones, generator)
+    retriever = run.model.retriever
+    assert retriever is not None
+    member, valid, _ = retriever.context.sample(run.model.encoders, run.bank, codes, pair_t, ones, generator)
     return emb.index_put((pair_b, pair_t), member[:, 0] * valid[:, :1].to(emb.dtype))
 
 
@@ -187,7 +189,7 @@ def true_embeddings(run, test: MultimodalDataset) -> Tensor:
 
 def value_of_retrieval(run, test: MultimodalDataset) -> RetrievalValue:
     """The diagnostic on ``test`` (standardised, e.g. ``run.seed_data().test``)."""
-    if getattr(run.model, "retriever", None) is None:
+    if not run.model.uses_retrieval:
         raise ValueError(f"method {run.method!r} does not retrieve missing embeddings")
     mean = train_mean_embeddings(run)
     n_classes = len(run.class_names)

@@ -87,7 +87,7 @@ def retrieve(run: TrainedRun, dataset: MultimodalDataset, standardized: bool = F
     ``eval_draws`` > 1 the embedding is the average over the draws and the routing shown is
     that of the last draw.
     """
-    if getattr(run.model, "retriever", None) is None:
+    if not run.model.uses_retrieval:
         raise UsageError(f"method {run.method!r} does not retrieve missing embeddings")
     batch = run.to_batch(dataset, standardized)
     codes = observed_to_codes(batch.observed)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..contract import MethodModel
 from ..data.bank import RetrievalBank
 from ..data.combinations import modality_letters
 from ..data.dataset import Batch, ModalitySpec, MultimodalDataset
@@ -58,7 +59,7 @@ class TrainedRun:
         return self.loaded.cfg
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> MethodModel:
         return self.loaded.model
 
     @property
@@ -80,12 +81,7 @@ class TrainedRun:
     @property
     def retrieves(self) -> bool:
         """True when the model routes context tokens through the MoE retriever."""
-        retriever = getattr(self.model, "retriever", None)
-        return (
-            retriever is not None
-            and getattr(retriever, "moe", None) is not None
-            and self.cfg.model.retriever.mode == "moe"
-        )
+        return self.model.uses_retrieval and self.cfg.model.retriever.mode == "moe"
 
     def expert_names(self) -> list[str]:
         """Retriever experts as ``<modality letter>_<i>`` and ``Shared_<i>`` (e.g. ``I_3``)."""

@@ -19,11 +19,11 @@ from . import (
     muse,
     shaspec,
 )
-from .common import BaselineClassifier, DirectMethod
+from .common import BaselineClassifier, DirectMethodBase
 
 __all__ = [
     "BaselineClassifier",
-    "DirectMethod",
+    "DirectMethodBase",
     "flex_moe",
     "fusemoe",
     "hist_gbt",

@@ -3,7 +3,8 @@
 * :class:`BaselineClassifier`: our modality encoders, fusion and head (the main model with
   retrieval switched off); a method decides what a missing modality's embedding is, or replaces
   the fusion with its own (:meth:`~MultimodalClassifier.make_fusion`).
-* :class:`DirectMethod`: the interface of methods fitted without the Trainer (``fit_direct``).
+* :class:`DirectMethodBase`: the base of methods fitted without the Trainer (``fit_direct``;
+  the contract is :class:`~moe_retriever.contract.DirectMethod`).
 * :func:`method_options`: a method's entries of ``model.method_options`` parsed into its options
   dataclass (types, Literal choices and :func:`~..config.bounded` ranges checked by the config
   loader, so a typo is an error naming the key).
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ModelConfig, from_dict
+from ..config import ConfigError, ModelConfig, from_dict
+from ..contract import FitResult
 from ..data.dataset import Batch, ModalitySpec, MultimodalDataset
 from ..models.classifier import ModelOutput, MultimodalClassifier
-from ..training.trainer import FitResult
+from ..models.context import NO_BANK, RetrievalInputs
 
 Options = TypeVar("Options")
 
@@ -33,6 +35,15 @@ def method_options(cfg: ModelConfig, method: str, options: type[Options]) -> Opt
     unset); unknown keys, wrong types and out-of-range values raise a ConfigError naming
     ``model.method_options.<method>.<key>``."""
     return from_dict(options, cfg.method_options.get(method), f"model.method_options.{method}")
+
+
+def check_top_k(method: str, top_k: int, n_experts: int, pool: str = "experts") -> None:
+    """A ConfigError naming ``model.method_options.<method>.top_k`` when it exceeds the
+    ``n_experts`` it picks from (``pool`` says how that number came about)."""
+    if top_k > n_experts:
+        raise ConfigError(
+            f"model.method_options.{method}.top_k: must be in [1, {pool} = {n_experts}], got {top_k}"
+        )
 
 
 def drop_observed(observed: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -81,15 +92,8 @@ class BaselineClassifier(MultimodalClassifier):
         observed = self.training_mask(batch, generator) if self.training else batch.observed
         return self.encode(masked_batch(batch, observed)), observed
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
-        emb, observed = self.encode_visible(batch, generator)
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
+        emb, observed = self.encode_visible(batch, inputs.generator)
         emb = self.fill(emb, observed)
         fused, losses = self.fuse(emb, observed)
         return ModelOutput(self.head(fused), losses, emb, fused)
@@ -111,15 +115,16 @@ def upgrade_moe_fusion_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-class DirectMethod:
-    """A method fitted on the training split without the Trainer (``fit_direct = True``).
+class DirectMethodBase:
+    """A method fitted on the training split without the Trainer (``fit_direct = True``): the
+    defaults of :class:`~moe_retriever.contract.DirectMethod`.
 
     ``fit`` may use the validation split for model selection and returns a FitResult;
     ``predict_proba`` gives (N, C) class probabilities. Such methods write no checkpoint.
     """
 
-    fit_direct = True
-    retriever = None
+    fit_direct: Literal[True] = True
+    uses_retrieval = False
     supports_missing_indicators = False
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:

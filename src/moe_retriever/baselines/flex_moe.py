@@ -26,11 +26,12 @@ from ..data.combinations import observed_to_codes
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from ..models.experts import FFNExperts
 from ..models.fusion import SMoEFusion, sparse_fusion
 from ..models.router import TopKRouter
 from ..models.smoe import SparseMoE
-from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
+from .common import BaselineClassifier, check_top_k, method_options, upgrade_moe_fusion_keys
 
 
 @dataclass
@@ -59,10 +60,11 @@ class FlexMoE(BaselineClassifier):
         m, d = self.n_modalities, cfg.hidden
         n_combinations = 2**m - 1
         self.n_experts = n = max(opt.experts, n_combinations)
+        check_top_k(self.method, opt.top_k, n, f"max(experts, 2^{m} - 1 input combinations)")
         terms = ("load_balance",) if opt.router_loss_weight > 0 else ()
 
         def make_moe() -> SparseMoE:
-            router = TopKRouter(d, n, min(opt.top_k, n), opt.noisy_gating, softmax="after_topk")
+            router = TopKRouter(d, n, opt.top_k, opt.noisy_gating, softmax="after_topk")
             return SparseMoE(
                 [router],
                 FFNExperts(n, d, cfg.fusion.moe.expert_hidden),
@@ -79,14 +81,7 @@ class FlexMoE(BaselineClassifier):
         w = self.options.router_loss_weight
         return {**super().loss_weights, "flex_moe.load_balance": w, "flex_moe.router_ce": w}
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
         observed = batch.observed
         codes = observed_to_codes(observed)
         emb = self.encode(batch)

@@ -19,7 +19,7 @@ from ..models.experts import FFNExperts
 from ..models.fusion import SMoEFusion, sparse_fusion
 from ..models.router import LaplaceRouter
 from ..models.smoe import SparseMoE
-from .common import BaselineClassifier, method_options, upgrade_moe_fusion_keys
+from .common import BaselineClassifier, check_top_k, method_options, upgrade_moe_fusion_keys
 
 
 @dataclass
@@ -41,9 +41,10 @@ class FuseMoE(BaselineClassifier):
         # its own fusion: sparse Transformer layers with the Laplace router, no auxiliary loss
         opt = self.options = method_options(cfg, self.method, FuseMoEOptions)
         d, n = cfg.hidden, opt.experts
+        check_top_k(self.method, opt.top_k, n)
 
         def make_moe() -> SparseMoE:
-            router = LaplaceRouter(d, n, min(opt.top_k, n), opt.noisy_gating)
+            router = LaplaceRouter(d, n, opt.top_k, opt.noisy_gating)
             return SparseMoE(
                 [router], FFNExperts(n, d, cfg.fusion.moe.expert_hidden), dispatch=cfg.fusion.moe.dispatch
             )

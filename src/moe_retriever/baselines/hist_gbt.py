@@ -24,12 +24,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from ..config import bounded
+from ..contract import FitResult
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
 from ..methods import register_method
 from ..training.metrics import classification_metrics
-from ..training.trainer import FitResult
-from .common import DirectMethod, method_options
+from .common import DirectMethodBase, method_options
 
 # searched when ``search`` is true (then these keys may not be set in method_options)
 GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
@@ -63,7 +63,7 @@ def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
 
 
 @register_method("hist_gbt")
-class HistGBT(DirectMethod):
+class HistGBT(DirectMethodBase):
     method = "hist_gbt"
 
     def __init__(self, modalities, n_classes, cfg) -> None:

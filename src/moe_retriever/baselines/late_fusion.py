@@ -10,6 +10,7 @@ from ..config import ModelConfig
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from .common import BaselineClassifier
 
 
@@ -34,14 +35,7 @@ class LateFusion(BaselineClassifier):
         """(B, M, C) logits of each modality's own head."""
         return torch.einsum("bmd,mdc->bmc", self.dropout(emb), self.head_weight) + self.head_bias
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
         emb = self.encode(batch)
         w = batch.observed.unsqueeze(-1).to(emb.dtype)
         probs = (torch.softmax(self.unimodal_logits(emb), dim=-1) * w).sum(1) / w.sum(1)

@@ -29,6 +29,7 @@ from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from ..models.fusion import build_fusion
 from .common import BaselineClassifier, method_options
 
@@ -79,14 +80,7 @@ class M3Care(BaselineClassifier):
         sim = (kernel * both).sum(0) / shared.clamp(min=1)
         return sim * (sim > self.options.threshold)
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
         emb = self.encode(batch)  # (B, M, d), zeros where missing
         obs = batch.observed
         x, obs_m = emb.transpose(0, 1), obs.t()  # (M, B, d), (M, B)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..contract import FitResult
 from ..methods import register_method
 from ..training.metrics import classification_metrics
-from ..training.trainer import FitResult
-from .common import DirectMethod
+from .common import DirectMethodBase
 
 
 @register_method("majority")
-class MajorityClass(DirectMethod):
+class MajorityClass(DirectMethodBase):
     method = "majority"
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:

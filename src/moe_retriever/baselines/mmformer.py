@@ -20,6 +20,7 @@ from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from .common import BaselineClassifier, drop_observed, method_options
 
 
@@ -69,15 +70,8 @@ class MMFormer(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
-        emb, observed = self.encode_visible(batch, generator)
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
+        emb, observed = self.encode_visible(batch, inputs.generator)
         b, m, d = emb.shape
         t = self.options.tokens
         tokens = torch.einsum("bmd,mde->bme", emb, self.to_tokens).reshape(b, m, t, d)

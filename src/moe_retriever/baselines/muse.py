@@ -23,6 +23,7 @@ from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from .common import BaselineClassifier, drop_observed, method_options
 
 
@@ -123,14 +124,8 @@ class MUSE(BaselineClassifier):
             patients, modalities, edges = layer(patients, modalities, edges, mask)
         return patients
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
+        generator = inputs.generator
         emb = self.encode(batch)
         fused = self.graph(emb, batch.observed)
         losses = {}

@@ -27,6 +27,7 @@ from ..config import bounded
 from ..data.dataset import Batch
 from ..methods import register_method
 from ..models.classifier import ModelOutput
+from ..models.context import NO_BANK, RetrievalInputs
 from .common import BaselineClassifier, drop_observed, method_options
 
 
@@ -58,15 +59,8 @@ class ShaSpec(BaselineClassifier):
         # the method trains on random modality subsets
         return drop_observed(batch.observed, self.options.train_drop_p, generator)
 
-    def forward(
-        self,
-        batch: Batch,
-        bank=None,
-        retrieve: bool = True,
-        generator: torch.Generator | None = None,
-        draws: int = 1,
-    ) -> ModelOutput:
-        emb, observed = self.encode_visible(batch, generator)
+    def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
+        emb, observed = self.encode_visible(batch, inputs.generator)
         shared = self.shared(emb)
         specific = F.gelu(torch.einsum("bmd,mde->bme", emb, self.specific_weight) + self.specific_bias)
         own = shared + self.combine(torch.cat([shared, specific], dim=-1))

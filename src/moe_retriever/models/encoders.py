@@ -27,6 +27,25 @@ class ModalityEncoder(nn.Module):
         raise NotImplementedError
 
 
+class ModalityEncoders(nn.ModuleDict):
+    """The encoder of every modality, in modality order: :meth:`encode` with index ``m`` runs
+    the encoder of the m-th modality. Keys (and so checkpoint names) are the modality names."""
+
+    def __init__(self, encoders: dict[str, ModalityEncoder]) -> None:
+        super().__init__(encoders)
+        self.names = list(encoders)
+
+    def encode(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(n, d) embeddings of raw features ``x`` of modality ``m``."""
+        return self[self.names[m]](x, lengths)
+
+    def weights_key(self) -> tuple:
+        """Changes whenever a weight is modified in place (optimiser step, load) or replaced
+        (``.to``): the tensors' storage and version counters. Caches of embeddings computed
+        from these weights compare it to know when they are stale."""
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+
 EncoderFactory = Callable[[ModalitySpec, EncoderConfig, int], ModalityEncoder]
 ENCODERS: Registry[EncoderFactory] = Registry("encoder kind", key="model.encoder.kind")
 register_encoder = ENCODERS.register

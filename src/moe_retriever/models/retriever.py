@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RetrieverConfig
+from ..data.combinations import observed_to_codes
+from .context import ContextSampler, RetrievalInputs
+from .encoders import ModalityEncoders
 from .smoe import build_sparse_moe
 
 
@@ -93,6 +96,57 @@ class MoERetriever(nn.Module):
         # embeddings on the same scale as observed ones before fusion
         self.out_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        # draws the intra-modal context (and keeps the bank table when one is configured)
+        self.context = ContextSampler(cfg, n_modalities, dim)
+
+    def fill_missing(
+        self,
+        emb: Tensor,
+        observed: Tensor,
+        encoders: ModalityEncoders,
+        inputs: RetrievalInputs,
+        bank_rows: Tensor | None = None,
+    ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
+        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings; also returns the
+        retriever's output and the batch row and target of every missing pair.
+
+        ``bank_rows`` (B,): the bank position of each sample when the batch comes from the bank
+        itself; its draws then never include the sample.
+        """
+        pair_b, pair_t = (~observed).nonzero(as_tuple=True)
+        if pair_b.numel() == 0:
+            return emb, None, pair_b, pair_t
+        bank = inputs.bank
+        if bank is None:
+            raise ValueError("retrieval needs a RetrievalBank (the training split)")
+        codes = observed_to_codes(observed)[pair_b]
+        n_obs = observed.sum(dim=1)[pair_b]
+        n_intra = n_obs if self.cfg.n_intra is None else torch.full_like(n_obs, self.cfg.n_intra)
+        inter = emb[pair_b]
+        inter_valid = observed[pair_b]
+        # knn: the sample's observed embeddings choose its context (deterministic in evaluation,
+        # where repeated draws would all be the same)
+        knn = self.context.knn
+        queries = inter.detach() if knn else None
+        draws = 1 if knn and not self.training else inputs.draws
+        retrieved: Tensor | None = None
+        out: RetrieverOutput | None = None
+        for _ in range(draws):
+            intra, intra_valid, intra_rows = self.context.sample(
+                encoders,
+                bank,
+                codes,
+                pair_t,
+                n_intra,
+                inputs.generator,
+                bank_rows[pair_b] if bank_rows is not None else None,
+                queries,
+            )
+            out = self(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
+            retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
+        assert retrieved is not None, "draws must be >= 1"
+        emb = emb.index_put((pair_b, pair_t), retrieved / draws)
+        return emb, out, pair_b, pair_t
 
     def forward(
         self,

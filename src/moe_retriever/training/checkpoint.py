@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..contract import MethodModel
 from ..errors import CheckpointError as CheckpointError  # re-exported
 from ..files import atomic_write
 
@@ -40,15 +40,13 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
+def load_state_into(model: MethodModel, state: dict[str, Tensor], source: str) -> None:
     """Load a state dict, reporting missing, unexpected and mis-shaped tensors by name.
 
     A model whose parameters moved to other modules renames the keys of checkpoints written
     before in its ``upgrade_state_dict(state)``.
     """
-    upgrade = getattr(model, "upgrade_state_dict", None)
-    if upgrade is not None:
-        state = upgrade(state)
+    state = model.upgrade_state_dict(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import ExperimentConfig
+from ..contract import Method, is_direct
 from ..data.bank import RetrievalBank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import MultimodalDataset
@@ -27,9 +29,6 @@ from .metrics import classification_metrics
 from .run_files import BANK_FILE, CHECKPOINT, SEED_METRICS, TRAINING_STATE, RunBank, save_seed_checkpoint
 from .run_log import HISTORY_PNG, plot_history, write_history
 from .trainer import FitResult, Trainer
-
-if TYPE_CHECKING:
-    from ..baselines.common import DirectMethod
 
 
 def seed_everything(seed: int) -> None:
@@ -95,6 +94,23 @@ def train_seed(
     return record
 
 
+@dataclass
+class FittedMethod:
+    """What :func:`fit_model` returns: the fitted model, its FitResult and the Trainer that
+    fitted it (whose bank is the training split); None for methods fitted without it."""
+
+    model: Method
+    fit: FitResult
+    trainer: Trainer | None
+
+    def predict_proba(self, dataset: MultimodalDataset) -> np.ndarray:
+        """(N, C) class probabilities, retrieving from the training bank where the method does."""
+        if self.trainer is not None:
+            return self.trainer.predict_proba(dataset)
+        assert is_direct(self.model), "a model fitted by the Trainer keeps it"
+        return self.model.predict_proba(dataset)
+
+
 def fit_model(
     cfg: ExperimentConfig,
     train: MultimodalDataset,
@@ -106,20 +122,15 @@ def fit_model(
     on_best=None,
     state_path: Path | None = None,
     on_epoch=None,
-) -> tuple[Any, FitResult, Trainer | None]:
-    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``.
-
-    Returns the fitted model, its FitResult and the Trainer that fitted it, whose bank is
-    ``train``; the Trainer is None for methods fitted without it (``fit_direct``). ``on_best``,
-    ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`.
-    """
+) -> FittedMethod:
+    """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``;
+    ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`."""
     seed_everything(seed)
     model = build_model(cfg, train.modalities, n_classes)
     decorrelate_dropout(seed, dist_ctx)
-    if getattr(model, "fit_direct", False):
-        # methods fitted without the Trainer (baselines.DirectMethod): no epochs, no checkpoint
-        direct = cast("DirectMethod", model)
-        return direct, direct.fit(train, val, cfg.train.select_metric), None
+    if is_direct(model):
+        # methods fitted without the Trainer: no epochs, no checkpoint
+        return FittedMethod(model, model.fit(train, val, cfg.train.select_metric), None)
     bank = RetrievalBank(train, device)
     weights = None
     if cfg.train.class_weights:
@@ -129,7 +140,7 @@ def fit_model(
     if state_path is not None and dist_ctx.is_main:
         state_path.parent.mkdir(parents=True, exist_ok=True)
     fit = trainer.fit(train, val, on_best=on_best, state_path=state_path, on_epoch=on_epoch)
-    return model, fit, trainer
+    return FittedMethod(model, fit, trainer)
 
 
 def fit_and_test(
@@ -188,23 +199,22 @@ def fit_and_test(
         if on_epoch is not None:
             on_epoch(epoch, entry)
 
-    model, fit, trainer = fit_model(
+    fitted = fit_model(
         cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
     )
-    if trainer is not None and log_dir is not None:
+    if fitted.trainer is not None and log_dir is not None:
         # a resumed fit's history also holds the epochs before the interruption
-        write_history(log_dir, fit.history)
-        plot_history(fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
-    return partition_record(data, part, model, fit, trainer)
+        write_history(log_dir, fitted.fit.history)
+        plot_history(fitted.fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
+    return partition_record(data, part, fitted)
 
 
-def partition_record(
-    data: SeedData, part: Partition, model: Any, fit: FitResult, trainer: Trainer | None
-) -> dict[str, Any]:
+def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> dict[str, Any]:
     """The record of ``metrics.json`` for a model fitted on ``data.train`` (``fit_model``'s
     results): its test metrics and predictions on ``data.test`` and its training summary."""
     n_classes = data.train.n_classes
-    probs = model.predict_proba(data.test) if trainer is None else trainer.predict_proba(data.test)
+    fit = fitted.fit
+    probs = fitted.predict_proba(data.test)
     test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
     return {
         "seed": part.seed,

@@ -27,6 +27,7 @@ from safetensors.torch import load as load_bytes
 from torch import Tensor
 
 from ..config import ExperimentConfig, from_dict, to_dict
+from ..contract import MethodModel, is_direct
 from ..data.dataset import ModalitySpec, MultimodalDataset
 from ..data.preprocessing import standardize
 from ..errors import CheckpointError, InputNotFoundError
@@ -238,7 +239,7 @@ class LoadedModel:
 
     cfg: ExperimentConfig
     seed: int
-    model: torch.nn.Module
+    model: MethodModel
     bank: MultimodalDataset
     stats: dict[str, tuple[Tensor, Tensor]]
     meta: dict[str, Any]
@@ -275,6 +276,10 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     }
     # the weights first: a checkpoint of another config fails before the bank file is read
     model = build_model(cfg, specs, len(meta["class_names"]))
+    if is_direct(model):
+        raise CheckpointError(
+            f"{path}: method {cfg.method!r} is fitted without the Trainer and writes no checkpoint"
+        )
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
     if shared:

@@ -7,9 +7,8 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,11 +17,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
+from ..contract import FitResult as FitResult  # re-exported
+from ..contract import MethodModel
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, MultimodalDataset
 from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from ..files import atomic_write
+from ..models.context import RetrievalInputs
 from .checkpoint import CheckpointError
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .losses import weighted_sum
@@ -35,15 +37,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} was requested but CUDA is not available")
     return torch.device(name)
-
-
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_val: dict[str, float]
-    history: list[dict] = field(default_factory=list)
-    train_seconds: float = 0.0
-    epoch_seconds: list[float] = field(default_factory=list)
 
 
 def retrieval_seed(seed: int, rank: int = 0) -> int:
@@ -60,7 +53,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: MethodModel,
         cfg: TrainConfig,
         bank: RetrievalBank | None,
         device: torch.device,
@@ -78,8 +71,8 @@ class Trainer:
         self.seed = int(seed)
         self.eval_draws = eval_draws
         self.class_weights = class_weights.to(device) if class_weights is not None else None
-        self.uses_retrieval = getattr(model, "retriever", None) is not None
-        self.loss_weights = dict(cast(dict[str, float], model.loss_weights))
+        self.uses_retrieval = model.uses_retrieval
+        self.loss_weights = dict(model.loss_weights)
         # the fused kernel updates every parameter in one call instead of ~12 ops per tensor
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
@@ -104,7 +97,7 @@ class Trainer:
         shard; the cross-entropy is then normalised by the global batch, times the world size
         that DistributedDataParallel's gradient average divides by.
         """
-        out = self.train_model(batch, self.bank, retrieve=retrieve, generator=self.retrieval_generator)
+        out = self.train_model(batch, RetrievalInputs(self.bank, self.retrieval_generator, retrieve=retrieve))
         if global_labels is None:
             ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
         else:
@@ -132,7 +125,7 @@ class Trainer:
         step_losses = torch.zeros(len(starts) + 1, 2 + len(names), device=self.device)
         computed = [0] * len(names)
         zero = torch.zeros((), device=self.device)
-        before_step = getattr(self.model, "before_train_step", None) if retrieve else None
+        before_step = self.model.before_train_step if retrieve else None
         for step, start in enumerate(starts):
             if before_step is not None:
                 before_step(self.bank, step)
@@ -194,7 +187,7 @@ class Trainer:
             yield (
                 idx,
                 self.model(
-                    data.select(idx), self.bank, retrieve=retrieve, generator=generator, draws=self.eval_draws
+                    data.select(idx), RetrievalInputs(self.bank, generator, self.eval_draws, retrieve)
                 ),
             )
 
