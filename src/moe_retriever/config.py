@@ -35,9 +35,27 @@ LoggerName = Literal["tensorboard", "mlflow"]
 ProtocolKind = Literal["holdout", "cv"]
 
 
-def bounded(default: Any, *, min: float | None = None, below: float | None = None) -> Any:
+def bounded(default: Any, *, min: float | None = None, below: float | None = None, **metadata: Any) -> Any:
     """A dataclass field whose value from_dict checks: ``min <= value`` and ``value < below``."""
-    return field(default=default, metadata={"min": min, "below": below})
+    return field(default=default, metadata={"min": min, "below": below, **metadata})
+
+
+def only_when(default: Any, **condition: Any) -> Any:
+    """A dataclass field that only matters when the section's other fields hold ``condition``
+    (e.g. ``only_when(16, sampling="knn")``): a comparison's run key leaves it out otherwise, so
+    runs stored before the option existed keep their keys (:func:`inactive_fields`)."""
+    return field(default=default, metadata={"only_when": condition})
+
+
+def inactive_fields(section: Any) -> list[str]:
+    """The fields of the dataclass instance ``section`` whose ``only_when`` condition does not
+    hold (they change nothing there)."""
+    out = []
+    for f in dataclasses.fields(section):
+        condition = f.metadata.get("only_when")
+        if condition and any(getattr(section, k) != v for k, v in condition.items()):
+            out.append(f.name)
+    return out
 
 
 @dataclass
@@ -176,10 +194,11 @@ class RetrieverConfig:
     # the table from the current weights (the same embeddings as "none"). Faster with wide dense
     # encoders; cost 1-2 macro-F1 points in a quick check (docs/performance.md).
     bank_cache: str = "none"
-    sampling: RetrieverSampling = "uniform"
-    knn_k: int = bounded(16, min=1)  # candidates of a training draw (raised to n_intra)
-    knn_temperature: float = 0.1  # softmax temperature of training draws, > 0
-    knn_index: KnnIndex = "auto"
+    # the knn options (and the choice itself) change nothing under uniform sampling
+    sampling: RetrieverSampling = only_when("uniform", sampling="knn")
+    knn_k: int = bounded(16, min=1, only_when={"sampling": "knn"})  # training-draw candidates (>= n_intra)
+    knn_temperature: float = only_when(0.1, sampling="knn")  # softmax temperature of training draws, > 0
+    knn_index: KnnIndex = only_when("auto", sampling="knn")
     moe: MoEConfig = field(default_factory=MoEConfig)
 
 

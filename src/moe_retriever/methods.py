@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeVar
 
 from .config import ConfigError, ExperimentConfig, ModelConfig, RetrieverMode
 from .contract import Method
@@ -18,16 +19,38 @@ from .registry import Registry
 
 # a model class, or a function, called with (modalities, n_classes, model config); the methods
 # fitted without the Trainer (contract.DirectMethod) register the same way
+F = TypeVar("F")
 MethodFactory = Callable[[list[ModalitySpec], int, ModelConfig], Method]
 METHODS: Registry[MethodFactory] = Registry("method", key="method")
-register_method = METHODS.register
+
+# config sections that only some methods read; a method declares the ones it reads when it
+# registers, and a comparison's run key leaves the others out, so a new option of such a section
+# does not invalidate the stored runs of the methods that never read it
+OPTIONAL_SECTIONS = ("model.retriever",)
+_READS: dict[str, frozenset[str]] = {}
+
+
+def register_method(name: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Decorator: register a model class or factory as method ``name``; ``reads`` names the
+    :data:`OPTIONAL_SECTIONS` its results depend on."""
+    unknown = set(reads) - set(OPTIONAL_SECTIONS)
+    if unknown:
+        raise ValueError(f"method {name!r}: reads unknown section(s) {sorted(unknown)}")
+    _READS[name] = frozenset(reads)
+    return METHODS.register(name)
+
+
+def sections_read(method: str) -> frozenset[str]:
+    """The optional config sections the results of ``method`` depend on."""
+    METHODS.get(method)
+    return _READS[method]
 
 
 def _with_retrieval(cfg: ModelConfig, mode: RetrieverMode) -> ModelConfig:
     return dataclasses.replace(cfg, retriever=dataclasses.replace(cfg.retriever, mode=mode))
 
 
-@register_method("moe_retriever")
+@register_method("moe_retriever", reads=("model.retriever",))
 def _moe_retriever(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, cfg)
 
@@ -37,7 +60,7 @@ def _zero(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "zero"))
 
 
-@register_method("official_retriever")
+@register_method("official_retriever", reads=("model.retriever",))
 def _official(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "mean"))
 

@@ -31,7 +31,6 @@ differences, Holm, ranks, per-combination results, the tuning effect) and :mod:`
 """
 
 from .keys import (
-    RETRIEVING_METHODS,
     run_key,
     tuned_run_key,
     unit_key,
@@ -94,7 +93,6 @@ __all__ = [
     "METHOD_TABLE_HEADER",
     "PAIRED_METRICS",
     "PAIRED_REFERENCES",
-    "RETRIEVING_METHODS",
     "SUMMARY_TABLE_HEADER",
     "TIE_TOLERANCE",
     "TUNING_EFFECT_HEADER",

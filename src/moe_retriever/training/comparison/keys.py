@@ -9,29 +9,32 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ...config import ExperimentConfig, to_dict
+from ...config import ExperimentConfig, inactive_fields, to_dict
 from ...data.partitions import Partition
+from ...methods import OPTIONAL_SECTIONS, sections_read
 from ...tuning import SpaceSpec
 from .study_config import TuningConfig
 
-# methods that read ``model.retriever``; every other method runs with retrieval switched off, so
-# its run key leaves that section out and a new retriever option does not invalidate its runs
-RETRIEVING_METHODS = frozenset({"moe_retriever", "official_retriever"})
-
 
 def run_key(cfg: ExperimentConfig) -> str:
-    """A digest of everything that changes a run's result (not its name, seeds or progress bar)."""
+    """A digest of everything that changes a run's result (not its name, seeds or progress bar):
+    the optional sections the method reads (:func:`~moe_retriever.methods.sections_read`),
+    without their fields that are inactive there (:func:`~moe_retriever.config.inactive_fields`)."""
     d = to_dict(cfg)
     d.pop("name")
     for key in ("seeds", "progress", "device"):
         d["train"].pop(key)
-    if cfg.method not in RETRIEVING_METHODS:
-        d["model"].pop("retriever")
-    elif cfg.model.retriever.sampling == "uniform":
-        # the knn options change nothing under uniform sampling: without them, the keys of runs
-        # stored before they existed stay valid
-        for key in ("sampling", "knn_k", "knn_temperature", "knn_index"):
-            d["model"]["retriever"].pop(key)
+    reads = sections_read(cfg.method)
+    for section in OPTIONAL_SECTIONS:
+        *parents, leaf = section.split(".")
+        holder, value = d, cfg
+        for name in parents:
+            holder, value = holder[name], getattr(value, name)
+        if section not in reads:
+            holder.pop(leaf)
+        else:
+            for key in inactive_fields(getattr(value, leaf)):
+                holder[leaf].pop(key)
     if cfg.protocol.kind == "holdout":
         d.pop("protocol")  # keys of holdout runs stored before protocols existed stay valid
     else:
