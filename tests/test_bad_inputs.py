@@ -556,3 +556,63 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(ca
     assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values() if v.is_floating_point())
     # the resumable state is that of the last finished epoch, not the diverged one
     assert load_training_state(out / "seed_0" / TRAINING_STATE)["epoch"] == 2
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def tune_argv(out: Path, trials: int = 1, space: Path | None = None) -> list[str]:
+    argv = ["tune", "--config", "configs/synthetic.yaml", "--method", "zero", "--trials", str(trials)]
+    argv += ["--out", str(out), "--no-progress"]
+    argv += sets(["data.options.n_samples=120", "train.epochs=2", "train.warmup_epochs=1"])
+    return argv + (["--space", str(space)] if space is not None else [])
+
+
+def test_tune_without_the_tune_extra_names_the_extra(capsys, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` fails as if not installed
+    cli_error(capsys, tune_argv(tmp_path / "t"), 'pip install -e ".[tune]"', "moe-retriever[tune]")
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_with_no_trials_is_refused_before_anything_is_written(capsys, tmp_path):
+    cli_error(capsys, tune_argv(tmp_path / "t", trials=0), "--trials must be at least 1", "got 0")
+    assert not (tmp_path / "t").exists()  # no study.db, no space.yaml
+
+
+@pytest.mark.parametrize(
+    "entry, fragments",
+    [
+        (
+            {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+            ("'train.learning_rate'", "unknown key(s) ['learning_rate']"),
+        ),
+        (
+            {"train.lr": {"type": "float", "low": "small", "high": 1e-2}},
+            ("'train.lr'", "low 'small' is not a number"),
+        ),
+        (
+            {"train.batch_size": {"type": "categorical", "choices": [16, "big"]}},
+            ("'train.batch_size'", "train.batch_size"),
+        ),
+    ],
+)
+def test_tune_space_entries_are_checked_against_the_config_naming_key_and_file(
+    capsys, tmp_path, entry, fragments
+):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(entry))
+    cli_error(capsys, tune_argv(tmp_path / "t", space=space), *fragments, str(space))
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_space_bounds_written_like_1e_4_are_numbers(tmp_path):
+    from moe_retriever.tuning import load_space, search_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {type: float, low: 1e-4, high: 3e-3, log: true}\n")
+    assert yaml.safe_load(space.read_text())["train.lr"]["low"] == "1e-4"  # what PyYAML reads
+    cfg = load_config("configs/synthetic.yaml", ["method=zero"])
+    searched = search_space("zero", cfg, load_space(space), source=space)
+    assert searched["train.lr"]["low"] == 1e-4 and searched["train.lr"]["high"] == 3e-3
