@@ -616,3 +616,66 @@ def test_tune_space_bounds_written_like_1e_4_are_numbers(tmp_path):
     cfg = load_config("configs/synthetic.yaml", ["method=zero"])
     searched = search_space("zero", cfg, load_space(space), source=space)
     assert searched["train.lr"]["low"] == 1e-4 and searched["train.lr"]["high"] == 3e-3
+
+
+# --------------------------------------------------------------------------- the scikit-learn estimator
+
+
+def _estimator_frame() -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(30, 4)), columns=["a_0", "a_1", "b_0", "b_1"])
+    X.index = [f"p{i}" for i in range(30)]
+    return X, np.array(["x", "y"] * 15, dtype=object)
+
+
+def estimator_string_cell(X, y):
+    X = X.astype(object)
+    X.loc["p3", "b_1"] = "n/a?"
+    return X, y, DataValidationError, ("X: row 'p3', column 'b_1': 'n/a?' is not a finite number",)
+
+
+def estimator_infinite_cell(X, y):
+    X.loc["p5", "a_0"] = np.inf
+    return X, y, DataValidationError, ("X: row 'p5', column 'a_0': inf is not a finite number",)
+
+
+def estimator_missing_label(X, y):
+    y = y.copy()
+    y[7] = None
+    return X, y, DataValidationError, ("y: row 'p7': the label is missing",)
+
+
+def estimator_warmup_longer_than_epochs(X, y):
+    from moe_retriever.config import ConfigError
+
+    return X, y, ConfigError, ("train.warmup_epochs", "warmup_epochs=6", "keyword warmup_epochs=")
+
+
+@pytest.mark.parametrize(
+    "break_input",
+    [
+        estimator_string_cell,
+        estimator_infinite_cell,
+        estimator_missing_label,
+        estimator_warmup_longer_than_epochs,
+    ],
+)
+def test_estimator_bad_input_names_the_row_column_or_keyword(break_input):
+    from moe_retriever.sklearn import MoERetrieverClassifier
+
+    X, y, error, fragments = break_input(*_estimator_frame())
+    warmup = 6 if break_input is estimator_warmup_longer_than_epochs else None
+    clf = MoERetrieverClassifier(modalities={"a": "a_", "b": "b_"}, epochs=4, warmup_epochs=warmup)
+    with pytest.raises(error) as raised:
+        clf.fit(X, y)
+    assert "\n" not in str(raised.value)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+    assert not hasattr(clf, "classes_")  # nothing fitted
+
+
+def test_estimator_short_epochs_without_a_warm_up_trains_with_a_shorter_one():
+    from moe_retriever.sklearn import MoERetrieverClassifier
+
+    assert MoERetrieverClassifier(epochs=4).resolved_config().train.warmup_epochs == 3
+    assert MoERetrieverClassifier(epochs=1).resolved_config().train.warmup_epochs == 0
