@@ -556,3 +556,126 @@ def test_divergence_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(ca
     assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values() if v.is_floating_point())
     # the resumable state is that of the last finished epoch, not the diverged one
     assert load_training_state(out / "seed_0" / TRAINING_STATE)["epoch"] == 2
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def tune_argv(out: Path, trials: int = 1, space: Path | None = None) -> list[str]:
+    argv = ["tune", "--config", "configs/synthetic.yaml", "--method", "zero", "--trials", str(trials)]
+    argv += ["--out", str(out), "--no-progress"]
+    argv += sets(["data.options.n_samples=120", "train.epochs=2", "train.warmup_epochs=1"])
+    return argv + (["--space", str(space)] if space is not None else [])
+
+
+def test_tune_without_the_tune_extra_names_the_extra(capsys, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` fails as if not installed
+    cli_error(capsys, tune_argv(tmp_path / "t"), 'pip install -e ".[tune]"', "moe-retriever[tune]")
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_with_no_trials_is_refused_before_anything_is_written(capsys, tmp_path):
+    cli_error(capsys, tune_argv(tmp_path / "t", trials=0), "--trials must be at least 1", "got 0")
+    assert not (tmp_path / "t").exists()  # no study.db, no space.yaml
+
+
+@pytest.mark.parametrize(
+    "entry, fragments",
+    [
+        (
+            {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+            ("'train.learning_rate'", "unknown key(s) ['learning_rate']"),
+        ),
+        (
+            {"train.lr": {"type": "float", "low": "small", "high": 1e-2}},
+            ("'train.lr'", "low 'small' is not a number"),
+        ),
+        (
+            {"train.batch_size": {"type": "categorical", "choices": [16, "big"]}},
+            ("'train.batch_size'", "train.batch_size"),
+        ),
+    ],
+)
+def test_tune_space_entries_are_checked_against_the_config_naming_key_and_file(
+    capsys, tmp_path, entry, fragments
+):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(entry))
+    cli_error(capsys, tune_argv(tmp_path / "t", space=space), *fragments, str(space))
+    assert not (tmp_path / "t").exists()
+
+
+def test_tune_space_bounds_written_like_1e_4_are_numbers(tmp_path):
+    from moe_retriever.tuning import load_space, search_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {type: float, low: 1e-4, high: 3e-3, log: true}\n")
+    assert yaml.safe_load(space.read_text())["train.lr"]["low"] == "1e-4"  # what PyYAML reads
+    cfg = load_config("configs/synthetic.yaml", ["method=zero"])
+    searched = search_space("zero", cfg, load_space(space), source=space)
+    assert searched["train.lr"]["low"] == 1e-4 and searched["train.lr"]["high"] == 3e-3
+
+
+# --------------------------------------------------------------------------- the scikit-learn estimator
+
+
+def _estimator_frame() -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(30, 4)), columns=["a_0", "a_1", "b_0", "b_1"])
+    X.index = [f"p{i}" for i in range(30)]
+    return X, np.array(["x", "y"] * 15, dtype=object)
+
+
+def estimator_string_cell(X, y):
+    X = X.astype(object)
+    X.loc["p3", "b_1"] = "n/a?"
+    return X, y, DataValidationError, ("X: row 'p3', column 'b_1': 'n/a?' is not a finite number",)
+
+
+def estimator_infinite_cell(X, y):
+    X.loc["p5", "a_0"] = np.inf
+    return X, y, DataValidationError, ("X: row 'p5', column 'a_0': inf is not a finite number",)
+
+
+def estimator_missing_label(X, y):
+    y = y.copy()
+    y[7] = None
+    return X, y, DataValidationError, ("y: row 'p7': the label is missing",)
+
+
+def estimator_warmup_longer_than_epochs(X, y):
+    from moe_retriever.config import ConfigError
+
+    return X, y, ConfigError, ("train.warmup_epochs", "warmup_epochs=6", "keyword warmup_epochs=")
+
+
+@pytest.mark.parametrize(
+    "break_input",
+    [
+        estimator_string_cell,
+        estimator_infinite_cell,
+        estimator_missing_label,
+        estimator_warmup_longer_than_epochs,
+    ],
+)
+def test_estimator_bad_input_names_the_row_column_or_keyword(break_input):
+    from moe_retriever.sklearn import MoERetrieverClassifier
+
+    X, y, error, fragments = break_input(*_estimator_frame())
+    warmup = 6 if break_input is estimator_warmup_longer_than_epochs else None
+    clf = MoERetrieverClassifier(modalities={"a": "a_", "b": "b_"}, epochs=4, warmup_epochs=warmup)
+    with pytest.raises(error) as raised:
+        clf.fit(X, y)
+    assert "\n" not in str(raised.value)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+    assert not hasattr(clf, "classes_")  # nothing fitted
+
+
+def test_estimator_short_epochs_without_a_warm_up_trains_with_a_shorter_one():
+    from moe_retriever.sklearn import MoERetrieverClassifier
+
+    assert MoERetrieverClassifier(epochs=4).resolved_config().train.warmup_epochs == 3
+    assert MoERetrieverClassifier(epochs=1).resolved_config().train.warmup_epochs == 0

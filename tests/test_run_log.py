@@ -83,3 +83,61 @@ def test_mlflow_runs_hold_config_epochs_and_final_metrics(tmp_path, monkeypatch)
 def test_unknown_logger_is_a_config_error():
     with pytest.raises(ConfigError, match="train.log"):
         load_config("configs/synthetic.yaml", ["train.log=[wandb]"])
+
+
+# a history with two zero-filled warm-up epochs: the retrieval and load-balancing terms are
+# computed only once retrieval starts, the reconstruction term is 0 throughout (its weight is 0)
+WARMUP_HISTORY = [
+    {
+        "epoch": e,
+        "retrieval": e >= 3,
+        "loss": 1.0 if e < 3 else 2.5,
+        "loss.ce": 1.0 / e,
+        "loss.retrieval": math.nan if e < 3 else 0.5 * e,
+        "loss.balance": math.nan if e < 3 else 1.0,
+        "loss.reconstruction": 0.0,
+        "val_macro_f1": 0.1 * e,
+        "seconds": 0.1,
+        "lr": 1e-3,
+    }
+    for e in range(1, 6)
+]
+
+
+def _plotted(fig):
+    losses = fig.axes[0]
+    return {
+        line.get_label(): np.asarray(line.get_ydata(), dtype=float)
+        for line in losses.get_lines()
+        if not line.get_label().startswith("_")
+    }, losses
+
+
+def test_history_figure_draws_every_loss_term_where_it_is_defined_and_marks_retrieval():
+    from moe_retriever.training.run_log import history_figure
+
+    fig = history_figure(WARMUP_HISTORY, "t")
+    lines, losses = _plotted(fig)
+    for term in ("loss", "loss.ce", "loss.retrieval", "loss.balance", "loss.reconstruction"):
+        assert term in lines, term
+        expected = np.array([h[term] for h in WARMUP_HISTORY], dtype=float)
+        np.testing.assert_array_equal(lines[term], expected)  # NaN exactly where not computed
+    first = [line for line in losses.get_lines() if line.get_label().startswith("first retrieval epoch")]
+    assert len(first) == 1 and set(np.asarray(first[0].get_xdata(), dtype=float)) == {3.0}
+    assert first[0].get_label() == "first retrieval epoch (3)"
+    assert losses.get_yscale() != "log"  # a term equal to 0 cannot be drawn on a log axis
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_history_figure_keeps_a_log_axis_when_every_term_is_positive():
+    from moe_retriever.training.run_log import history_figure
+
+    history = [{k: v for k, v in h.items() if k != "loss.reconstruction"} for h in WARMUP_HISTORY]
+    fig = history_figure(history, "t")
+    lines, losses = _plotted(fig)
+    assert losses.get_yscale() == "log" and np.isnan(lines["loss.retrieval"][:2]).all()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

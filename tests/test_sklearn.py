@@ -352,3 +352,61 @@ def test_direct_methods_fit_and_only_pickle(frame, tmp_path):
 )
 def test_scikit_learn_compatibility(estimator, check):
     check(estimator)
+
+
+def test_a_non_number_or_inf_in_x_names_the_row_and_the_column(frame):
+    X, y = frame
+    clf = MoERetrieverClassifier(modalities=MODALITIES, **TINY)
+    text = X.astype(object)
+    text.loc["s7", "clinical_1"] = "high"
+    with pytest.raises(
+        DataValidationError, match=r"X: row 's7', column 'clinical_1': 'high' is not a finite number"
+    ):
+        clf.fit(text, y)
+    infinite = X.copy()
+    infinite.loc["s9", "image_2"] = -np.inf
+    with pytest.raises(
+        DataValidationError, match=r"X: row 's9', column 'image_2': -inf is not a finite number"
+    ):
+        clf.fit(infinite, y)
+    fitted = clf.fit(X, y)
+    with pytest.raises(DataValidationError, match=r"X: row 's9', column 'image_2': -inf"):
+        fitted.predict(infinite)
+    # an array: rows and columns by position
+    array = X.to_numpy().copy()
+    array[3, 5] = np.inf
+    positions = {"image": [0, 1, 2, 3], "genetic": [4, 5, 6], "clinical": [7, 8, 9]}
+    with pytest.raises(DataValidationError, match=r"X: row '3', column '5': inf is not a finite number"):
+        MoERetrieverClassifier(modalities=positions, **TINY).fit(array, y)
+    # numbers written as text are numbers, as in a CSV file
+    numeric_text = X.astype(object)
+    numeric_text.loc["s7", "clinical_1"] = str(X.loc["s7", "clinical_1"])
+    seeded = MoERetrieverClassifier(modalities=MODALITIES, random_state=0, **TINY)
+    assert (seeded.fit(numeric_text, y).predict_proba(X) == seeded.fit(X, y).predict_proba(X)).all()
+
+
+def test_a_missing_label_names_the_row(frame):
+    X, y = frame
+    clf = MoERetrieverClassifier(modalities=MODALITIES, **TINY)
+    for missing in (None, np.nan):
+        labels = y.astype(object)
+        labels[4] = missing
+        with pytest.raises(DataValidationError, match=r"y: row 's4': the label is missing \(1 such row"):
+            clf.fit(X, labels)
+
+
+def test_the_default_warm_up_follows_a_short_epochs_and_an_inconsistent_one_names_the_keyword(frame):
+    X, y = frame
+    short = {k: v for k, v in TINY.items() if k not in ("epochs", "warmup_epochs")}
+    default = from_dict(ExperimentConfig, {}).train.warmup_epochs
+    assert default > 4  # the case a user met: the config's warm-up is longer than the run
+    clf = MoERetrieverClassifier(modalities=MODALITIES, epochs=4, **short).fit(X, y)
+    assert clf.config_.train.warmup_epochs == 3  # min(default, epochs - 1): one retrieval epoch
+    assert [h["retrieval"] for h in clf.history_] == [False, False, False, True]
+    # long runs keep the config's default
+    assert MoERetrieverClassifier(epochs=default + 10).resolved_config().train.warmup_epochs == default
+    with pytest.raises(ConfigError, match=r"train.warmup_epochs: must be in \[0, epochs\].*warmup_epochs=6"):
+        MoERetrieverClassifier(modalities=MODALITIES, epochs=4, warmup_epochs=6, **short).fit(X, y)
+    # a warm-up set in config= is the user's too: not changed, and the keyword is named
+    with pytest.raises(ConfigError, match=r"warmup_epochs="):
+        MoERetrieverClassifier(epochs=4, config={"train": {"warmup_epochs": 6}}).resolved_config()

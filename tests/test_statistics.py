@@ -122,3 +122,54 @@ def test_critical_difference_png_decodes_and_is_not_blank(tmp_path):
     assert image.shape[0] > 100 and image.shape[1] > 300
     dark = image < 128
     assert 0.002 < dark.mean() < 0.5  # lines and text drawn on a white background
+
+
+def test_intervals_of_bounded_values_are_clipped_to_the_bounds_and_say_so():
+    # accuracies near 1 with a large spread: the t interval reaches past 1
+    x = np.array([1.0, 0.8, 1.0, 1.0])
+    half = stats.t.ppf(0.975, 3) * x.std(ddof=1) / math.sqrt(4)
+    assert x.mean() + half > 1  # the unclipped interval passes the bound
+    est = t_interval(x, bounds=(0.0, 1.0))
+    assert (est.lo, est.hi) == pytest.approx((x.mean() - half, 1.0))
+    assert est.clipped and est.mean == pytest.approx(x.mean())
+    inside = t_interval([0.6, 0.7, 0.65], bounds=(0.0, 1.0))
+    assert not inside.clipped and (inside.lo, inside.hi) == pytest.approx(
+        (t_interval([0.6, 0.7, 0.65]).lo, t_interval([0.6, 0.7, 0.65]).hi)
+    )
+    # paired differences lie in [-1, 1]
+    d = np.array([-0.9, -0.2, -1.0, -0.95])
+    cv = corrected_resampled_t(d, 50, 50, bounds=(-1.0, 1.0))
+    assert cv.lo == -1.0 and cv.clipped and cv.hi < 1.0
+    assert corrected_resampled_t(d, 50, 50).lo < -1.0  # without bounds nothing is cut
+    assert not t_interval(x).clipped
+    single = t_interval([1.0], bounds=(0.0, 1.0))
+    assert math.isnan(single.lo) and math.isnan(single.hi) and not single.clipped
+
+
+def test_metric_intervals_of_a_run_stay_in_the_unit_interval():
+    from moe_retriever.training.summary import with_intervals
+
+    per_run = [{"accuracy": a, "auroc": r} for a, r in [(1.0, 0.9), (0.8, 1.0), (1.0, 0.5), (1.0, 1.0)]]
+    runs = [{"n_train": 30, "n_val": 10, "n_test": 10} for _ in per_run]
+    for cv in (False, True):
+        out = with_intervals(per_run, runs, cv)
+        for name, metric in out.items():
+            ci = metric["ci95"]
+            assert 0.0 <= ci["lo"] <= metric["mean"] <= ci["hi"] <= 1.0, (name, cv, ci)
+            assert ci["clipped"] is True, (name, cv)
+
+
+def test_paired_differences_stay_within_minus_one_and_one():
+    from moe_retriever.training.comparison.stats import paired_difference
+
+    parts = [f"s0_k{k}" for k in range(5)]
+    a = {"partitions": parts, "test": {"accuracy": {"per_fold": [1.0, 1.0, 1.0, 1.0, 0.2]}}}
+    a.update(n_train=80, n_test=20)
+    b = {"partitions": parts, "test": {"accuracy": {"per_fold": [0.0, 0.0, 0.0, 0.0, 0.0]}}}
+    for cv in (True, False):
+        d = paired_difference(a, b, "accuracy", cv)
+        diffs = np.array([1, 1, 1, 1, 0.2])
+        unclipped = corrected_resampled_t(diffs, 80, 20) if cv else t_interval(diffs)
+        assert unclipped.hi > 1  # the t interval itself passes the bound
+        assert -1 <= d["lo"] <= d["mean_diff"] <= d["hi"] <= 1
+        assert d["clipped"] is True

@@ -131,3 +131,124 @@ def test_cli_tune_writes_best_yaml_that_train_accepts(tmp_path):
         == 0
     )
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def _trial_states(db):
+    study = optuna.load_study(study_name="synthetic-zero", storage=f"sqlite:///{db}")
+    return study.get_trials(deepcopy=False)
+
+
+def _tune_argv(out, trials):
+    args = ["tune", "--config", "configs/synthetic.yaml", "--method", "zero"]
+    args += ["--trials", str(trials), "--out", str(out), "--no-progress"]
+    for item in [*TINY, "train.epochs=5"]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.mark.slow
+def test_a_killed_search_rerun_continues_the_study_with_new_points(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    out, db = tmp_path / "t", tmp_path / "t" / "study.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "moe_retriever", *_tune_argv(out, 4)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    # kill it while a trial runs, after one has finished
+    while time.monotonic() < deadline:
+        if db.is_file():
+            try:
+                states = [t.state for t in _trial_states(db)]
+            except Exception:  # the study is not created yet
+                states = []
+            if optuna.trial.TrialState.COMPLETE in states and states[-1] == optuna.trial.TrialState.RUNNING:
+                break
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    else:
+        pytest.fail("the search never finished a trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert optuna.trial.TrialState.RUNNING in [t.state for t in _trial_states(db)]
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trials = _trial_states(db)
+    finished = [t for t in trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    assert len(finished) == 4
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert [t.state for t in trials].count(optuna.trial.TrialState.FAIL) == 1  # the killed one
+    params = [tuple(sorted(t.params.items())) for t in trials if t.params]
+    assert len(set(params)) == len(params), params  # no point proposed twice
+    table = pd.read_csv(out / "trials.csv")
+    assert "RUNNING" not in set(table["state"]) and table["state"].isin(["COMPLETE", "PRUNED"]).sum() == 4
+
+
+def test_every_finished_trial_is_reported_with_its_value_the_best_and_its_params(tmp_path, capsys):
+    lines: list[str] = []
+    result = tune(
+        "configs/synthetic.yaml",
+        "zero",
+        2,
+        tmp_path,
+        overrides=TINY,
+        space_overrides={"model.hidden": None},
+        log=lines.append,
+    )
+    study = optuna.load_study(study_name="synthetic-zero", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    per_trial = [line for line in lines if line.startswith("trial ")]
+    assert len(per_trial) == 2
+    best = -1.0
+    for trial, line in zip(study.trials, per_trial, strict=True):
+        best = max(best, trial.value)
+        assert line.startswith(f"trial {trial.number} complete: validation macro_f1 {100 * trial.value:.2f}")
+        assert f"best {100 * best:.2f}" in line
+        assert f"'train.lr': {trial.params['train.lr']!r}" in line
+    assert result.best_value == pytest.approx(best)
+    assert "2/2" in capsys.readouterr().err  # the progress bar over the trials
+
+
+def test_trial_values_reach_the_config_unchanged():
+    from moe_retriever.tuning import with_values
+
+    cfg = load_config("configs/synthetic.yaml")
+    # YAML 1.1 reads 1e-05 (no dot) as a string: the bound of the default weight-decay range
+    values = {"train.weight_decay": 1e-05, "train.lr": 3e20, "model.retriever.n_intra": None}
+    tuned = with_values(cfg, values)
+    assert tuned.train.weight_decay == 1e-05 and tuned.train.lr == 3e20
+    assert tuned.model.retriever.n_intra is None
+
+
+def test_only_running_trials_of_ended_processes_on_this_machine_are_failed():
+    import socket
+    import subprocess
+
+    from moe_retriever.tuning_study import WORKER_ATTR, fail_trials_of_dead_workers, this_worker
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    workers = {
+        "ended": f"{socket.gethostname()}:{ended.pid}:1",
+        "this process": this_worker(),
+        "pid reused by a later process": f"{socket.gethostname()}:{__import__('os').getpid()}:1",
+        "another machine": "elsewhere.example:1:1",
+    }
+    study = optuna.create_study()
+    trials = {name: study.ask() for name in workers}
+    for name, trial in trials.items():
+        trial.set_user_attr(WORKER_ATTR, workers[name])
+    lines: list[str] = []
+    failed = fail_trials_of_dead_workers(study, lines.append)
+    expected = {"ended", "pid reused by a later process"}
+    assert sorted(failed) == sorted(trials[n].number for n in expected) and len(lines) == 2
+    states = {name: study.trials[t.number].state for name, t in trials.items()}
+    for name, state in states.items():
+        want = optuna.trial.TrialState.FAIL if name in expected else optuna.trial.TrialState.RUNNING
+        assert state == want, name

@@ -42,24 +42,34 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
+import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 
-from .config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
+from .config import ConfigError, ExperimentConfig, TrainConfig, from_dict, load_config, to_dict
 from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
-from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
+from .data.dataset import DataValidationError, MultimodalDataset
 from .data.preprocessing import fit_standardizer, standardize
+from .sklearn_input import (
+    SINGLE_MODALITY,
+    checked_matrix,
+    column_names,
+    from_modality_list,
+    holdout,
+    resolve_modalities,
+    row_labels,
+    to_dataset,
+)
 from .training.fitting import fit_model
 from .training.run_files import load_seed_checkpoint, save_seed_checkpoint
 from .training.trainer import Trainer, resolve_device
@@ -91,194 +101,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "standardize": ("data.standardize",),
 }
 
-SINGLE_MODALITY = "X"  # the modality name when ``modalities`` is None
 _CHECKPOINT_KEY = "estimator"  # the estimator's entry in the checkpoint metadata
-
-
-# --------------------------------------------------------------------------- input conversion
-
-
-def from_modality_list(
-    Xs: Sequence[Any], names: Sequence[str] | None = None
-) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Per-modality blocks (imml's ``Xs``: one 2-D array or DataFrame per modality, rows aligned,
-    a missing modality's row all NaN) as one DataFrame and its ``modalities`` mapping.
-
-    Columns are named ``<modality>__<column>`` (``<modality>__<j>`` for arrays). ``names``
-    defaults to ``modality_0``, ``modality_1``, ... DataFrames must share one index, which the
-    result keeps (arrays get positions).
-    """
-    if isinstance(Xs, (pd.DataFrame, np.ndarray)) or not isinstance(Xs, Sequence) or not Xs:
-        raise DataValidationError(
-            "from_modality_list: expected a non-empty list of per-modality 2-D arrays or DataFrames"
-        )
-    names = [f"modality_{i}" for i in range(len(Xs))] if names is None else [str(n) for n in names]
-    if len(names) != len(Xs):
-        raise DataValidationError(f"from_modality_list: {len(names)} names for {len(Xs)} modalities")
-    if len(set(names)) != len(names):
-        raise DataValidationError(f"from_modality_list: duplicate modality names {names}")
-    index = None
-    blocks: list[pd.DataFrame] = []
-    modalities: dict[str, list[str]] = {}
-    for name, block in zip(names, Xs, strict=True):
-        if isinstance(block, pd.DataFrame):
-            if index is None:
-                index = block.index
-            elif not block.index.equals(index):
-                raise DataValidationError(
-                    f"from_modality_list: modality {name!r} has another row index than the first "
-                    f"DataFrame; align the blocks (e.g. reindex) first"
-                )
-            values, cols = block.to_numpy(), [str(c) for c in block.columns]
-        else:
-            values = np.asarray(block)
-            if values.ndim != 2:
-                raise DataValidationError(
-                    f"from_modality_list: modality {name!r} is not 2-D (shape {values.shape})"
-                )
-            cols = [str(j) for j in range(values.shape[1])]
-        if blocks and values.shape[0] != blocks[0].shape[0]:
-            raise DataValidationError(
-                f"from_modality_list: modality {name!r} has {values.shape[0]} "
-                f"rows, {names[0]!r} has {blocks[0].shape[0]}"
-            )
-        modalities[name] = [f"{name}__{c}" for c in cols]
-        blocks.append(pd.DataFrame(values, columns=modalities[name]))
-    frame = pd.concat(blocks, axis=1)
-    if index is not None:
-        frame.index = index
-    return frame, modalities
-
-
-def _column_names(X: Any) -> list[Any] | None:
-    if isinstance(X, (list, tuple)) and X and all(isinstance(b, pd.DataFrame) or np.ndim(b) == 2 for b in X):
-        raise DataValidationError(
-            "X is a list of per-modality blocks; convert it with "
-            "moe_retriever.sklearn.from_modality_list(Xs, names) -> (frame, modalities) first"
-        )
-    return list(X.columns) if isinstance(X, pd.DataFrame) else None
-
-
-def _row_labels(X: Any, n: int) -> list[str]:
-    """Row names for ids and error messages: a DataFrame's index when unique, else positions."""
-    if isinstance(X, pd.DataFrame) and X.index.is_unique:
-        return [str(i) for i in X.index]
-    return [str(i) for i in range(n)]
-
-
-def _resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: int) -> dict[str, list[int]]:
-    """``{name: column positions}``; every column in exactly one modality."""
-    if modalities is None:
-        return {SINGLE_MODALITY: list(range(n_features))}
-    if not isinstance(modalities, Mapping) or not modalities:
-        raise ConfigError(
-            "modalities: expected a non-empty dict of modality name -> columns "
-            f"(a list) or column-name prefix (a string), got {modalities!r}"
-        )
-    position = {c: j for j, c in enumerate(columns)} if columns is not None else None
-    owner: dict[int, str] = {}
-    out = {}
-    for name, spec in modalities.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"modalities: modality names must be non-empty strings, got {name!r}")
-        if isinstance(spec, str):
-            if position is None:
-                raise ConfigError(f"modalities.{name}: a column-name prefix needs a DataFrame X")
-            cols = [j for c, j in position.items() if isinstance(c, str) and c.startswith(spec)]
-            if not cols:
-                raise ConfigError(f"modalities.{name}: no column starts with {spec!r}")
-        elif isinstance(spec, (Sequence, np.ndarray, pd.Index)) and len(spec) > 0:
-            cols = []
-            for item in spec:
-                if position is not None:
-                    if item not in position:
-                        raise ConfigError(f"modalities.{name}: X has no column {item!r}")
-                    cols.append(position[item])
-                elif isinstance(item, numbers.Integral) and 0 <= int(item) < n_features:
-                    cols.append(int(item))
-                else:
-                    raise ConfigError(
-                        f"modalities.{name}: {item!r} is not a column position of an "
-                        f"array with {n_features} columns"
-                    )
-        else:
-            raise ConfigError(
-                f"modalities.{name}: expected a non-empty list of columns or a prefix string, got {spec!r}"
-            )
-        for j in cols:
-            if j in owner:
-                label = columns[j] if columns is not None else j
-                raise ConfigError(f"modalities: column {label!r} is in both {owner[j]!r} and {name!r}")
-            owner[j] = name
-        out[name] = cols
-    unused = [j for j in range(n_features) if j not in owner]
-    if unused:
-        labels = [columns[j] if columns is not None else j for j in unused]
-        raise ConfigError(
-            f"modalities: column(s) {labels[:10]}{' ...' if len(labels) > 10 else ''} "
-            f"belong to no modality; drop them from X or add them to a modality"
-        )
-    return out
-
-
-def _to_dataset(
-    values: np.ndarray,
-    labels: np.ndarray,
-    class_names: list[str],
-    modalities: dict[str, list[int]],
-    column_labels: list[str],
-    rows: list[str],
-    loaded: bool,
-) -> MultimodalDataset:
-    """A MultimodalDataset from a float matrix; a modality is missing where all its values are NaN.
-
-    ``loaded``: the data a model is fitted on, which must observe every modality somewhere."""
-    features, observed, specs = {}, [], []
-    for name, cols in modalities.items():
-        block = values[:, cols]
-        nan = np.isnan(block)
-        missing = nan.all(axis=1)
-        partial = nan.any(axis=1) & ~missing
-        if partial.any():
-            i = int(np.flatnonzero(partial)[0])
-            bad = [column_labels[cols[j]] for j in np.flatnonzero(nan[i])]
-            raise DataValidationError(
-                f"row {rows[i]!r}, modality {name!r}: {len(bad)} of {len(cols)} values are NaN "
-                f"(columns {bad[:5]}{' ...' if len(bad) > 5 else ''}; {int(partial.sum())} such "
-                f"row(s)); a modality is missing only when all its columns are NaN, so impute "
-                f"these values or blank the whole modality"
-            )
-        features[name] = torch.from_numpy(np.where(missing[:, None], 0.0, block)).float()
-        observed.append(~missing)
-        specs.append(ModalitySpec(name, (len(cols),), "tabular", tuple(column_labels[j] for j in cols)))
-    return MultimodalDataset(
-        specs,
-        features,
-        torch.from_numpy(np.stack(observed, axis=1)),
-        torch.from_numpy(labels.astype(np.int64)),
-        rows,
-        class_names,
-        "X",
-        require_every_modality=loaded,
-    )
-
-
-def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train, validation) positions: round(fraction * n_c) of every class, at least
-    one from a class with two or more samples, never a class's last sample."""
-    rng = np.random.default_rng(int(seed))
-    train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
-        val += idx[:n_val].tolist()
-        train += idx[n_val:].tolist()
-    if not val:
-        raise DataValidationError(
-            f"fit: {len(y)} samples leave no validation sample for model "
-            f"selection (every class has a single sample)"
-        )
-    return np.sort(train), np.sort(val)
+_WARMUP = "train.warmup_epochs"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -290,6 +114,37 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     for part in sections:
         node = node.setdefault(part, {})
     node[last] = value
+
+
+def _get_dotted(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _has_dotted(data: Mapping[str, Any], key: str) -> bool:
+    missing = object()
+    return _get_dotted(data, key, missing) is not missing
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    """The keys a config file sets itself (``load_config`` has read and checked it already)."""
+    loaded = yaml.safe_load(Path(path).read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _naming_the_keyword(exc: ConfigError, data: Mapping[str, Any]) -> ConfigError:
+    """``exc`` about a config key that a keyword sets, with the keyword named: the estimator's
+    user sets ``warmup_epochs=``, not ``train.warmup_epochs``."""
+    key = str(exc).split(":", 1)[0]
+    keyword = next((kw for kw, keys in KEYWORDS.items() if key in keys), None)
+    if keyword is None:
+        return exc
+    value = _get_dotted(data, key)
+    return ConfigError(f"{exc} (here {keyword}={value!r}; change it with the keyword {keyword}=)")
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -445,7 +300,24 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         data["method"] = self.method
         _set_dotted(data, "train.seeds", [int(seed)])
         _set_dotted(data, "train.progress", bool(self.verbose))
-        return from_dict(ExperimentConfig, data).validate()
+        self._warmup_follows_epochs(data)
+        try:
+            return from_dict(ExperimentConfig, data).validate()
+        except ConfigError as exc:
+            raise _naming_the_keyword(exc, data) from None
+
+    def _warmup_follows_epochs(self, data: dict[str, Any]) -> None:
+        """A warm-up nobody set (no keyword, not in ``config`` or the file) is the config's
+        default, or ``epochs - 1`` when that is shorter: the default must leave a retrieval
+        epoch, whatever the epochs. A warm-up the user set is kept (and checked)."""
+        default = TrainConfig()
+        raw_file = _read_yaml(self.config_path) if self.config_path is not None else {}
+        chosen = self.warmup_epochs is not None or any(
+            _has_dotted(source, _WARMUP) for source in (raw_file, self.config or {})
+        )
+        epochs = _get_dotted(data, "train.epochs", default.epochs)
+        if not chosen and isinstance(epochs, int) and epochs - 1 < default.warmup_epochs:
+            _set_dotted(data, _WARMUP, max(epochs - 1, 0))
 
     def _seed(self) -> int:
         if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
@@ -459,21 +331,21 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
         seed = self._seed()
         cfg = self.resolved_config(seed)
-        columns = _column_names(X)
-        values, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
-        rows = _row_labels(X, values.shape[0])
+        columns = column_names(X)
+        values, y = checked_matrix(self, X, y)
+        rows = row_labels(X, values.shape[0])
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise DataValidationError(
                 f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
             )
-        modalities = _resolve_modalities(self.modalities, columns, values.shape[1])
+        modalities = resolve_modalities(self.modalities, columns, values.shape[1])
         class_names = [str(c) for c in classes]
-        dataset = _to_dataset(
+        dataset = to_dataset(
             values, encoded, class_names, modalities, self._column_labels(columns, values), rows, loaded=True
         )
-        train_pos, val_pos = _holdout(encoded, float(self.validation_fraction), seed)
+        train_pos, val_pos = holdout(encoded, float(self.validation_fraction), seed)
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
@@ -501,10 +373,10 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         """(N, C) class probabilities, columns in :attr:`classes_` order. Each row may observe
         any non-empty subset of the modalities; missing ones are retrieved from the training rows."""
         check_is_fitted(self)
-        columns = _column_names(X)
-        values = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
-        rows = _row_labels(X, values.shape[0])
-        dataset = _to_dataset(
+        columns = column_names(X)
+        values = checked_matrix(self, X, reset=False)
+        rows = row_labels(X, values.shape[0])
+        dataset = to_dataset(
             values,
             np.zeros(values.shape[0], dtype=np.int64),
             [str(c) for c in self.classes_],
@@ -617,4 +489,4 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         return est
 
 
-__all__ = ["KEYWORDS", "MoERetrieverClassifier", "from_modality_list"]
+__all__ = ["KEYWORDS", "SINGLE_MODALITY", "MoERetrieverClassifier", "from_modality_list"]

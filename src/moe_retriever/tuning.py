@@ -9,7 +9,10 @@ warm-up epochs); the sampler is a seeded TPE.
 The study lives in an Optuna storage (SQLite in the output directory by default), so a search
 that stops can be continued by running the same command again, and several processes or machines
 given the same ``--storage`` URL work on one study together (``--trials`` is the study's total of
-finished trials, counted over all of them).
+finished trials, counted over all of them). A continued search keeps the finished trials, marks a
+trial left running by a process that died as failed (see :func:`fail_trials_of_dead_workers`) and
+seeds its sampler anew (:func:`resumed_sampler_seed`), so it proposes new points rather than the
+seeded sequence of the first run again.
 
 A search space maps dotted config keys to distributions::
 
@@ -25,12 +28,14 @@ entry set to ``null`` removes one.
 from __future__ import annotations
 
 import copy
-import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from .baselines.common import DirectMethodBase
 from .config import (
@@ -44,10 +49,21 @@ from .config import (
 )
 from .data.partitions import Partition, prepare_partition
 from .data.sources import load_dataset
+from .errors import UsageError
+from .files import atomic_write_text
 from .methods import METHODS
 from .training.experiment import run_experiment
 from .training.fitting import fit_model, partition_record
 from .training.trainer import TrainingDivergedError
+from .tuning_study import (
+    WORKER_ATTR,
+    fail_trials_of_dead_workers,
+    optuna_module,
+    resumed_sampler_seed,
+    storage_with_heartbeat,
+    this_worker,
+    trial_line,
+)
 
 if TYPE_CHECKING:
     from .data.dataset import MultimodalDataset
@@ -109,11 +125,18 @@ _KINDS = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("cho
 
 
 def search_space(
-    method: str, cfg: ExperimentConfig, overrides: SpaceSpec | None = None, allow_empty: bool = False
+    method: str,
+    cfg: ExperimentConfig,
+    overrides: SpaceSpec | None = None,
+    allow_empty: bool = False,
+    source: str | Path | None = None,
 ) -> SpaceSpec:
     """The space searched for ``method``: the common entries when the method trains by gradient
     descent, then the method's own, then ``overrides`` (``None`` values remove an entry). An
-    empty space is an error unless ``allow_empty``."""
+    empty space is an error unless ``allow_empty``. Every entry is checked against ``cfg``: its
+    key must be a config key and each of its values one the key accepts; numbers written as
+    strings (PyYAML reads ``1e-4`` as one) become numbers. ``source``: the file ``overrides``
+    came from, named in the errors about its entries."""
     if method not in METHODS:
         raise ConfigError(f"method: unknown method {method!r}; available: {sorted(METHODS)}")
     direct = fitted_directly(method)
@@ -124,8 +147,12 @@ def search_space(
             space.pop(key, None)
         else:
             space[key] = spec
-    for key, spec in space.items():
-        _check_spec(key, spec)
+    for key in space:
+        where = f"search space entry {key!r}"
+        if source is not None and key in (overrides or {}):
+            where += f" in {source}"
+        space[key] = _checked_spec(where, space[key])
+        _check_key_in_config(where, key, space[key], cfg)
     if not space and not allow_empty:
         raise ConfigError(
             f"tune: nothing to search for method {method!r}; give a search space (--space FILE)"
@@ -143,8 +170,26 @@ def fitted_directly(method: str) -> bool:
     return method in seen
 
 
-def _check_spec(key: str, spec: Any) -> None:
-    where = f"search space entry {key!r}"
+def _number(where: str, field: str, value: Any, kind: str) -> float | int:
+    """``value`` of a float / int entry's ``field`` as a number; numeric strings are converted
+    (YAML 1.1 reads ``1e-4``, without a dot, as a string)."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {field} {value!r} is not a number") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise ConfigError(f"{where}: {field} {value!r} is not a finite number")
+    if kind == "int":
+        if number != int(number):
+            raise ConfigError(f"{where}: {field} {value!r} is not an integer (type: int)")
+        return int(number)
+    return float(number)
+
+
+def _checked_spec(where: str, spec: Any) -> dict[str, Any]:
+    """``spec`` checked, with its bounds and step as numbers of its type."""
     if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
         raise ConfigError(f"{where}: expected a mapping with type float, int or categorical, got {spec!r}")
     missing = [f for f in _KINDS[spec["type"]] if f not in spec]
@@ -154,10 +199,29 @@ def _check_spec(key: str, spec: Any) -> None:
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-    if spec["type"] != "categorical" and not spec["low"] < spec["high"]:
+    if spec["type"] == "categorical":
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise ConfigError(f"{where}: choices must be a non-empty list, got {spec['choices']!r}")
+        return spec
+    spec = dict(spec)
+    for field in ("low", "high", "step"):
+        if spec.get(field) is not None:
+            spec[field] = _number(where, field, spec[field], spec["type"])
+    if not spec["low"] < spec["high"]:
         raise ConfigError(f"{where}: low must be < high, got {spec['low']} and {spec['high']}")
-    if spec["type"] == "categorical" and not spec["choices"]:
-        raise ConfigError(f"{where}: choices must not be empty")
+    return spec
+
+
+def _check_key_in_config(where: str, key: str, spec: dict[str, Any], cfg: ExperimentConfig) -> None:
+    """Every value the entry can take set into ``cfg``: an unknown key or a value of the wrong
+    type is found here, before a study exists, not inside a trial. Only the key's own checks
+    apply (no cross-key validation): other entries may change the keys it depends on."""
+    values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+    for value in values:
+        try:
+            from_dict(ExperimentConfig, apply_overrides(to_dict(cfg), as_overrides({key: value})))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_space(path: str | Path) -> SpaceSpec:
@@ -200,12 +264,19 @@ def suggest(trial: Any, space: SpaceSpec) -> dict[str, Any]:
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
     """``key=value`` config overrides whose values YAML reads back unchanged."""
-    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    return [f"{key}={yaml_scalar(value)}" for key, value in values.items()]
+
+
+def yaml_scalar(value: Any) -> str:
+    """``value`` as one line of YAML that reads back equal. PyYAML writes floats so that they read
+    back as floats (``1.0e-05``, where JSON's ``1e-05`` reads as a string)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def default_pruner(cfg: ExperimentConfig) -> Any:
     """Optuna's median pruner, waiting for three finished trials and the warm-up epochs."""
-    import optuna
+    optuna = optuna_module()
 
     # validation scores of the zero-filled warm-up epochs say little about the method
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=cfg.train.warmup_epochs + 1)
@@ -213,7 +284,7 @@ def default_pruner(cfg: ExperimentConfig) -> Any:
 
 def report_or_prune(trial: Any, value: float, step: int) -> None:
     """Report a trial's validation score at ``step``; end the trial when the pruner says so."""
-    import optuna
+    optuna = optuna_module()
 
     trial.report(value, step)
     if trial.should_prune():
@@ -246,40 +317,49 @@ def tune(
     space_overrides: SpaceSpec | None = None,
     study_name: str | None = None,
     pruner: Any = None,
-    log=print,
+    log: Callable[[str], None] = tqdm.write,
+    space_file: str | Path | None = None,
+    progress: bool = True,
 ) -> TuneResult:
     """Search ``method``'s settings on ``config``; write ``best.yaml`` and ``trials.csv`` to ``out``.
 
     ``trials`` is the study's total of finished (complete or pruned) trials: running the same
-    search again, or in parallel against the same storage, adds trials until it is reached.
-    ``pruner`` replaces the default median pruner (any ``optuna.pruners`` object).
+    search again, or in parallel against the same storage, adds trials until it is reached
+    (a run stops early after ``trials`` failed trials of its own). ``pruner`` replaces the
+    default median pruner (any ``optuna.pruners`` object). ``log`` gets a line per ended trial;
+    ``progress`` shows a bar over the trials. ``space_file``: where ``space_overrides`` came
+    from, for error messages. Every argument is checked before anything is written.
     """
-    import optuna
+    if trials < 1:
+        raise UsageError(f"tune: --trials must be at least 1 (finished trials the study holds), got {trials}")
+    optuna = optuna_module()
 
     base = [*(overrides or []), f"method={method}", "train.progress=false"]
     cfg = load_config(config, base)
-    space = search_space(method, cfg, space_overrides)
+    space = search_space(method, cfg, space_overrides, source=space_file)
+    dataset = load_dataset(cfg.data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
-    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"{cfg.name}-{method}"
     metric = cfg.train.select_metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if pruner is None:
-        pruner = default_pruner(cfg)
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=storage_with_heartbeat(url),
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=pruner,
+        pruner=pruner if pruner is not None else default_pruner(cfg),
     )
-    dataset = load_dataset(cfg.data)
+    fail_trials_of_dead_workers(study, log)
+    study.sampler = optuna.samplers.TPESampler(seed=resumed_sampler_seed(seed, len(study.trials)))
     epochs = cfg.train.epochs
+    worker = this_worker()
+    trials_path = out / "trials.csv"
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Any) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker)
         values = suggest(trial, space)
         trial_cfg = with_values(cfg, values)
 
@@ -290,26 +370,45 @@ def tune(
         return float(results["val"][metric]["mean"])
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < trials:
-        study.optimize(
-            objective,
-            timeout=timeout,
-            catch=(TrainingDivergedError,),
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
-            n_trials=None if timeout is not None else trials - done,
-        )
+
+    def n_finished() -> int:
+        return len(study.get_trials(deepcopy=False, states=finished))
+
+    def write_table() -> None:
+        atomic_write_text(trials_path, study.trials_dataframe().to_csv(index=False))
+
+    bar = tqdm(total=trials, initial=min(n_finished(), trials), desc=name, unit="trial", disable=not progress)
+    failures = 0
+
+    def after_trial(study: Any, trial: Any) -> None:
+        nonlocal failures
+        log(trial_line(study, trial, metric))
+        write_table()
+        bar.update(min(n_finished(), trials) - bar.n)
+        failures += trial.state == optuna.trial.TrialState.FAIL
+        if failures >= trials:
+            log(f"tune: {failures} trials failed in this run; stopping")
+            study.stop()
+
+    try:
+        if n_finished() < trials:
+            study.optimize(
+                objective,
+                timeout=timeout,
+                catch=(TrainingDivergedError,),
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), after_trial],
+            )
+    finally:
+        bar.close()
+    write_table()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise RuntimeError(f"tune: no trial of study {name!r} completed (see {out / 'trials.csv'})")
+        raise RuntimeError(f"tune: no trial of study {name!r} completed (see {trials_path})")
     best = study.best_trial
     assert best.value is not None  # the best trial is a completed one
     best_cfg = load_config(config, [*(overrides or []), f"method={method}"] + as_overrides(best.params))
     best_path = out / "best.yaml"
     save_config(best_cfg, best_path)
-    table = study.trials_dataframe()
-    trials_path = out / "trials.csv"
-    table.to_csv(trials_path, index=False)
     log(
         f"{name}: {len(complete)} complete, "
         f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} pruned; best "
@@ -345,7 +444,7 @@ def tune_partition(
     with the search's ``tuned_params``, ``n_trials`` and ``tuning`` (best validation score and
     every trial) added, and ``config``: the best trial's config.
     """
-    import optuna
+    optuna = optuna_module()
 
     data = prepare_partition(cfg, dataset, part)
     metric = cfg.train.select_metric
@@ -358,7 +457,7 @@ def tune_partition(
     # the best trial so far: its score, config and fitted model (what the test split sees)
     best: dict[str, Any] = {}
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Any) -> float:
         values = suggest(trial, space)
         trial_cfg = with_values(cfg, values)
 

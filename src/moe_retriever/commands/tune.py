@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         overrides=overrides,
         space_overrides=space,
         study_name=args.study,
+        space_file=args.space,
+        progress=not args.no_progress,
     )
     print(
         f"best config: {result.best_config} (train it with "

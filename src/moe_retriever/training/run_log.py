@@ -48,7 +48,18 @@ def write_history(directory: Path, history: list[dict[str, Any]]) -> Path:
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Loss terms (left) and validation metrics (right) by epoch; warm-up epochs shaded."""
+    """Write :func:`history_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = history_figure(history, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def history_figure(history: list[dict[str, Any]], title: str) -> Any:
+    """Loss terms (left) and validation metrics (right) by epoch: every term over the epochs where
+    it was computed, the warm-up epochs shaded and the first retrieval epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,12 +68,20 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
     frame = history_frame(history)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = frame["epoch"]
-    for column in [c for c in frame if c.startswith("loss")]:
-        values = frame[column].astype(float)
-        if (values > 0).all():
-            left.plot(epochs, values, marker=".", label=column)
-    left.set_yscale("log")
-    left.set_title("training losses (log scale)")
+    losses = {c: frame[c].astype(float) for c in frame if c.startswith("loss")}
+    for column, values in losses.items():
+        # NaN where a term was not computed (retrieval terms in warm-up): a gap, not a dropped line
+        left.plot(epochs, values, marker=".", label=column)
+    defined = pd.concat(list(losses.values())) if losses else pd.Series(dtype=float)
+    defined = defined[defined.notna()]
+    if len(defined) and (defined > 0).all():
+        left.set_yscale("log")
+        left.set_title("training losses (log scale)")
+    else:
+        # a term equal to 0 has no place on a log axis; symlog keeps the rest logarithmic
+        positive = defined[defined > 0]
+        left.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)
+        left.set_title("training losses (symmetric log scale)")
     for column in [c for c in frame if c.startswith("val_")]:
         right.plot(epochs, frame[column].astype(float), marker=".", label=column[len("val_") :])
     right.set_title("validation metrics")
@@ -73,14 +92,23 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> Path:
             ax.axvspan(
                 epochs.min() - 0.5, last_warmup + 0.5, color="0.9", zorder=0, label="warm-up (zero-filled)"
             )
+    if "retrieval" in frame and frame["retrieval"].any() and not frame["retrieval"].all():
+        # the total loss jumps here: the retrieval and load-balancing terms join it
+        first_retrieval = int(epochs[frame["retrieval"].astype(bool)].min())
+        for ax in (left, right):
+            ax.axvline(
+                first_retrieval,
+                color="0.3",
+                linestyle="--",
+                linewidth=1,
+                label=f"first retrieval epoch ({first_retrieval})",
+            )
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _scalars(entry: dict[str, Any]) -> dict[str, float]:

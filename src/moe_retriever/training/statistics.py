@@ -7,12 +7,18 @@ samples, so the plain t interval over folds is far too narrow; Nadeau & Bengio, 
 test and the Wilcoxon signed-rank test over the same folds, Holm's step-down adjustment within a
 table. Across datasets (Demšar, JMLR 7, 2006): average ranks, the Friedman test and the Nemenyi
 critical difference. All distributions come from scipy.
+
+Scores lie in a bounded range (every classification metric in [0, 1], a paired difference of two
+in [-1, 1]) and a t interval can reach past it: given ``bounds``, the interval is clipped to them
+and ``Estimate.clipped`` says when a bound cut it. Clipping keeps every interval that lies inside
+the range exactly as it was; a logit scale would instead fail at the scores 0 and 1 that small
+test sets give.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -20,13 +26,18 @@ from scipy import stats
 
 HOLDOUT_INTERVAL = "t over seeds"
 CV_INTERVAL = "nadeau-bengio corrected t"
+METRIC_RANGE = (0.0, 1.0)  # accuracy, macro-F1, AUROC, AUPRC
+DIFFERENCE_RANGE = (-1.0, 1.0)  # a paired difference of two metrics
+
+Bounds = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A mean with its two-sided interval and the p-value of "the true mean is 0".
 
-    ``lo``/``hi``/``p_value`` are NaN when they cannot be estimated (fewer than two values)."""
+    ``lo``/``hi``/``p_value`` are NaN when they cannot be estimated (fewer than two values);
+    ``clipped``: a bound of the values' range cut the interval."""
 
     mean: float
     lo: float
@@ -34,14 +45,26 @@ class Estimate:
     p_value: float
     n: int
     method: str
+    clipped: bool = False
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, float | int | str | bool]:
         return asdict(self)
+
+    def interval_dict(self) -> dict[str, float | int | str | bool]:
+        """The interval as results files store it (``ci95``): lo, hi, method, n, clipped."""
+        return {"lo": self.lo, "hi": self.hi, "method": self.method, "n": self.n, "clipped": self.clipped}
 
 
 def _finite(values: ArrayLike) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).ravel()
     return x[np.isfinite(x)]
+
+
+def _clip(est: Estimate, bounds: Bounds | None) -> Estimate:
+    if bounds is None or math.isnan(est.lo) or math.isnan(est.hi):
+        return est
+    lo, hi = max(est.lo, bounds[0]), min(est.hi, bounds[1])
+    return replace(est, lo=lo, hi=hi, clipped=(lo, hi) != (est.lo, est.hi))
 
 
 def _t_estimate(x: np.ndarray, variance: float, confidence: float, method: str) -> Estimate:
@@ -61,25 +84,31 @@ def _t_estimate(x: np.ndarray, variance: float, confidence: float, method: str) 
     return Estimate(mean, mean - half, mean + half, p, n, method)
 
 
-def t_interval(values: ArrayLike, confidence: float = 0.95) -> Estimate:
-    """Student t interval of the mean over independent runs (holdout seeds); NaNs are ignored."""
+def t_interval(values: ArrayLike, confidence: float = 0.95, bounds: Bounds | None = None) -> Estimate:
+    """Student t interval of the mean over independent runs (holdout seeds); NaNs are ignored.
+    ``bounds``: the range the values lie in, which the interval is clipped to."""
     x = _finite(values)
     variance = float(x.var(ddof=1)) / len(x) if len(x) > 1 else math.nan
-    return _t_estimate(x, variance, confidence, HOLDOUT_INTERVAL)
+    return _clip(_t_estimate(x, variance, confidence, HOLDOUT_INTERVAL), bounds)
 
 
 def corrected_resampled_t(
-    values: ArrayLike, n_train: float, n_test: float, confidence: float = 0.95
+    values: ArrayLike,
+    n_train: float,
+    n_test: float,
+    confidence: float = 0.95,
+    bounds: Bounds | None = None,
 ) -> Estimate:
     """Nadeau-Bengio corrected resampled t over the J = folds x repeats values of repeated
     cross-validation (scores, or paired differences of scores): variance of the mean
     ``(1/J + n_test/n_train) * s^2`` with the sample variance ``s^2``, J - 1 degrees of freedom.
-    ``n_train`` / ``n_test``: samples a model learns from / is tested on in one fold."""
+    ``n_train`` / ``n_test``: samples a model learns from / is tested on in one fold; ``bounds``
+    as in :func:`t_interval`."""
     if n_train <= 0 or n_test <= 0:
         raise ValueError(f"n_train and n_test must be > 0, got {n_train} and {n_test}")
     x = _finite(values)
     variance = (1 / len(x) + n_test / n_train) * float(x.var(ddof=1)) if len(x) > 1 else math.nan
-    return _t_estimate(x, variance, confidence, CV_INTERVAL)
+    return _clip(_t_estimate(x, variance, confidence, CV_INTERVAL), bounds)
 
 
 def wilcoxon_p(diffs: ArrayLike) -> float:

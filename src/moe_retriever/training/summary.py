@@ -9,7 +9,7 @@ import numpy as np
 from ..config import ExperimentConfig, to_dict
 from ..data.partitions import partition_from_meta
 from .metrics import aggregate
-from .statistics import corrected_resampled_t, t_interval
+from .statistics import METRIC_RANGE, corrected_resampled_t, t_interval
 
 
 def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]], cv: bool) -> dict[str, dict]:
@@ -25,10 +25,10 @@ def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]], 
             del metric["per_seed"]
             n_train = float(np.mean([r["n_train"] + r["n_val"] for r in runs]))
             n_test = float(np.mean([r["n_test"] for r in runs]))
-            est = corrected_resampled_t(metric["per_fold"], n_train, n_test)
+            est = corrected_resampled_t(metric["per_fold"], n_train, n_test, bounds=METRIC_RANGE)
         else:
-            est = t_interval(metric["per_fold"])
-        metric["ci95"] = {"lo": est.lo, "hi": est.hi, "method": est.method, "n": est.n}
+            est = t_interval(metric["per_fold"], bounds=METRIC_RANGE)
+        metric["ci95"] = est.interval_dict()
     return out
 
 

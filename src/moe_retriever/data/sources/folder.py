@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,13 +273,26 @@ def table_ids(table: Table, id_column: str) -> list[str]:
 def numeric_cells(table: Table, columns: list[str], ids: list[str]) -> np.ndarray:
     """The given columns as float64 (n, w), NaN where a cell is empty; any other non-number
     (including inf) is an error naming the row and the column."""
-    out = np.empty((len(table.frame), len(columns)), dtype=np.float64)
+    return numeric_frame(
+        table.frame,
+        columns,
+        lambda i, name: f"{table.path}: {table.rows[i]} (id {ids[i]!r}), column {name!r}",
+    )
+
+
+def numeric_frame(
+    frame: pd.DataFrame, columns: Sequence[Any], place: Callable[[int, Any], str]
+) -> np.ndarray:
+    """``frame``'s ``columns`` as float64 (n, w), NaN where a cell is empty (NaN, None or an
+    empty-cell text); a numeric text is its number; anything else (including inf) is a
+    DataValidationError "``place(row position, column)``: <cell> is not a finite number"."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):
-        col = table.frame[name]
+        col = frame[name]
         if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
             values = col.to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isinf(values)
-            shown = values
+            shown: Sequence[Any] = values.tolist()  # Python floats: the message says inf
         else:
             text = _as_text(col)
             empty = _empty_cells(text)
@@ -286,15 +300,17 @@ def numeric_cells(table: Table, columns: list[str], ids: list[str]) -> np.ndarra
                 dtype=np.float64, na_value=np.nan
             )
             bad = ~empty & ~np.isfinite(values)
-            shown = text.to_numpy()
+            shown = text.tolist()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataValidationError(
-                f"{table.path}: {table.rows[i]} (id {ids[i]!r}), column {name!r}: "
-                f"{shown[i]!r} is not a finite number"
-            )
+            raise DataValidationError(f"{place(i, name)}: {shown[i]!r} is not a finite number")
         out[:, j] = values
     return out
+
+
+def missing_cells(column: pd.Series) -> np.ndarray:
+    """Where ``column`` holds no value: NaN, None or an empty-cell text ("", "NA", ...)."""
+    return _empty_cells(_as_text(column))
 
 
 # --------------------------------------------------------------------------- modalities
@@ -436,15 +452,14 @@ def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
     col = table.frame[spec.label_column]
     if pd.api.types.is_float_dtype(col) and (col.dropna() == col.dropna().round()).all():
         col = col.astype("Int64")  # Parquet integer labels with gaps come back as floats
-    text = _as_text(col)
-    empty = _empty_cells(text)
+    empty = missing_cells(col)
     if empty.any():
         i = int(np.flatnonzero(empty)[0])
         raise DataValidationError(
             f"{spec.label_file}: {table.rows[i]} (id {ids[i]!r}), column {spec.label_column!r}: "
             f"the label is missing"
         )
-    return ids, text.tolist(), table.rows
+    return ids, _as_text(col).tolist(), table.rows
 
 
 def encode_labels(texts: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -12,6 +12,7 @@ from sklearn.metrics import f1_score
 
 from ...data.combinations import combination_name
 from ..statistics import (
+    DIFFERENCE_RANGE,
     average_ranks,
     corrected_resampled_t,
     friedman,
@@ -45,7 +46,11 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
         return None
-    est = corrected_resampled_t(diffs, a["n_train"], a["n_test"]) if cv else t_interval(diffs)
+    est = (
+        corrected_resampled_t(diffs, a["n_train"], a["n_test"], bounds=DIFFERENCE_RANGE)
+        if cv
+        else t_interval(diffs, bounds=DIFFERENCE_RANGE)
+    )
     return {
         "mean_diff": est.mean,
         "lo": est.lo,
@@ -54,6 +59,7 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
         "p_wilcoxon": wilcoxon_p(diffs),
         "n": est.n,
         "method": est.method,
+        "clipped": est.clipped,
     }
 
 

@@ -1,0 +1,118 @@
+"""The Optuna study of ``tune`` across runs and processes: which process runs a trial, failing the
+trials of processes that died, the sampler seed of a continued search, one line per ended trial.
+
+A search killed mid-trial leaves that trial RUNNING in its storage. Every trial records the
+process that runs it (host, pid and the process's start time); a later run on the same machine
+marks the trials of processes that no longer exist as failed before it starts. Optuna's heartbeat
+covers the trials of workers on other machines sharing a database, after its grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingDependencyError
+
+
+def optuna_module() -> Any:
+    """The optuna module, or MissingDependencyError naming the extra that installs it."""
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependencyError(
+            'tune: Optuna is not installed; it comes with the "tune" extra: pip install -e ".[tune]" '
+            '(in a checkout) or pip install "moe-retriever[tune]"'
+        ) from exc
+    return optuna
+
+
+WORKER_ATTR = "worker"  # trial user attribute: host:pid:start time of the process running it
+# Optuna's heartbeat fails trials of workers on other machines sharing the storage; a worker whose
+# trial trains for ten minutes without a heartbeat is gone, not busy
+HEARTBEAT_SECONDS = 60
+GRACE_SECONDS = 600
+
+
+def storage_with_heartbeat(url: str) -> Any:
+    """The Optuna RDB storage at ``url`` with a heartbeat for every running trial."""
+    optuna = optuna_module()
+    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` (Linux ``/proc/PID/stat`` field 22, ticks since boot):
+    with the pid it names one process, even after the pid is reused. Empty where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """Whether the process named by :func:`this_worker` still runs; ``None`` when this machine
+    cannot tell (another host, or no way to ask without side effects)."""
+    host, pid_text, started = worker.rsplit(":", 2)
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if started and Path("/proc/self/stat").is_file():
+        return _process_start(pid) == started
+    if os.name == "nt":  # os.kill ends the process there, whatever the signal
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_trials_of_dead_workers(study: Any, log: Callable[[str], None]) -> list[int]:
+    """Mark failed every RUNNING trial whose process, on this machine, has ended (killed, or the
+    machine restarted); return their numbers. Asking the process table is exact and immediate,
+    where a heartbeat must wait out its grace period, and it needs nothing of the storage (SQLite
+    on one machine is the default); trials of other machines are left to the heartbeat."""
+    optuna = optuna_module()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if isinstance(worker, str) and worker_alive(worker) is False:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+            log(f"trial {trial.number}: its process ({worker}) ended while it ran; marked failed")
+    return failed
+
+
+def resumed_sampler_seed(seed: int, n_trials: int) -> int:
+    """The TPE seed of a run that finds ``n_trials`` trials in its study: ``seed`` for a new
+    study (reproducible), another for every continuation, so its random start-up trials are not
+    those of the first run again."""
+    return seed + 1_000_003 * n_trials
+
+
+def trial_line(study: Any, trial: Any, metric: str) -> str:
+    """One line on a trial that has just ended: number, state, value, best so far, params."""
+    state = trial.state.name.lower()
+    if state == "fail":
+        reason = trial.system_attrs.get("fail_reason", "")
+        return f"trial {trial.number} failed{': ' + reason if reason else ''}; params {trial.params}"
+    value = trial.value
+    if value is None and trial.intermediate_values:
+        value = trial.intermediate_values[trial.last_step]
+    text = "n/a" if value is None else f"{100 * value:.2f}"
+    status = f"pruned at step {trial.last_step}" if state == "pruned" else state
+    try:
+        best = f"best {100 * study.best_value:.2f} (trial {study.best_trial.number})"
+    except ValueError:  # no complete trial yet
+        best = "no complete trial yet"
+    return f"trial {trial.number} {status}: validation {metric} {text}; {best}; params {trial.params}"
