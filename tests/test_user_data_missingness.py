@@ -155,3 +155,46 @@ def test_evaluate_and_tune_print_the_missingness_in_effect(folder, tmp_path, cap
     printed = capsys.readouterr().out
     assert "missingness: simulated drop p=0.5 on top of the data's gaps" in printed
     assert "(from " in printed and "ad_data.yaml, --set data.missing.p=0.5)" in printed
+
+
+# --------------------------------------------------------------------------- datasets --show-missing
+
+
+def rates_row(printed: str) -> list[float]:
+    """The overall missing rates of `datasets --show-missing`'s table (the `| all |` row)."""
+    row = next(line for line in printed.splitlines() if line.startswith("| all |"))
+    return [float(v) for v in row.strip("| ").split(" | ")[1:]]
+
+
+@pytest.mark.parametrize("how", ["positional", "set"])
+def test_show_missing_reads_a_folder(folder, capsys, how):
+    given = [str(folder)] if how == "positional" else ["--set", f"data.path={folder}"]
+    assert main(["datasets", "--show-missing", *given]) == 0
+    printed = capsys.readouterr().out
+    assert rates_row(printed) == [0.2, 0.3]
+    assert "| combination | train | val | test | total |" in printed
+
+
+def test_show_missing_of_a_folder_with_a_config_keeps_its_gaps_unless_asked(folder, capsys):
+    assert main(["datasets", "--show-missing", str(folder), "--config", str(AD_DATA)]) == 0
+    printed = capsys.readouterr().out
+    assert rates_row(printed) == [0.2, 0.3]
+    assert "not applied" in printed
+    argv = ["datasets", "--show-missing", str(folder), "--config", str(AD_DATA)]
+    assert main([*argv, "--set", "data.missing.kind=drop"]) == 0
+    assert all(r > own for r, own in zip(rates_row(capsys.readouterr().out), [0.2, 0.3], strict=True))
+
+
+def test_show_missing_of_a_name_and_a_data_path_is_an_error(folder, capsys):
+    assert main(["datasets", "--show-missing", "synthetic", "--set", f"data.path={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic" in err and "data.path" in err
+    assert main(["datasets", "--show-missing", str(folder / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_show_missing_of_a_built_in_name_is_not_overridden_by_the_configs_path(folder, tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"data": {"path": str(folder)}}))
+    assert main(["datasets", "--show-missing", "synthetic", "--config", str(config)]) == 0
+    assert "# synthetic:" in capsys.readouterr().out
