@@ -53,8 +53,8 @@ def main() -> None:
     ds = apply_missingness(ds, MissingnessConfig(kind="drop", p=0.3), args.seed)
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed)).tolist()
     out = Path(args.out)
-    write_folder(ds, sorted(order[args.new:]), out / "clinic", with_labels=True)
-    write_folder(ds, sorted(order[:args.new]), out / "new_patients", with_labels=False)
+    write_folder(ds, sorted(order[args.new :]), out / "clinic", with_labels=True)
+    write_folder(ds, sorted(order[: args.new]), out / "new_patients", with_labels=False)
     print(f"{out / 'clinic'}: {len(ds) - args.new} patients; {out / 'new_patients'}: {args.new}")
 
 
