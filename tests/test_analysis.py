@@ -352,3 +352,11 @@ def test_bootstrap_intervals_match_sklearn_on_the_same_resamples():
     acc = [np.mean(labels[i] == pred[i]) for i in draws]
     np.testing.assert_allclose(got["macro_f1_ci"], np.percentile(f1, [2.5, 97.5]))
     np.testing.assert_allclose(got["accuracy_ci"], np.percentile(acc, [2.5, 97.5]))
+
+
+@pytest.mark.slow
+def test_report_caption_names_the_experts_as_the_run_labels_them(runs):
+    html = (runs[0] / "analysis" / "report.html").read_text()
+    experts = load_run(runs[0]).expert_names()
+    assert "<letter>" not in html and "&lt;letter&gt;" not in html
+    assert f"{experts[0]} … {experts[1]} (image)" in html  # synthetic modality image: I_1, I_2

@@ -486,8 +486,75 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+# the sections of ``data`` that simulate gaps on top of the data's own
+SIMULATED_MISSINGNESS = ("missing", "missing_test")
+
+
+@dataclass(frozen=True)
+class MissingnessOrigin:
+    """Where a loaded config's simulated missingness came from, for the line every run prints.
+
+    ``missing_from`` / ``missing_test_from``: the config file and the overrides that set
+    ``data.missing`` / ``data.missing_test`` (empty: the default). ``withheld``: the config file's
+    sections that :func:`load_config` left out because ``data.path`` came from an override."""
+
+    missing_from: tuple[str, ...] = ()
+    missing_test_from: tuple[str, ...] = ()
+    withheld: dict[str, MissingnessConfig] = field(default_factory=dict)
+    config_file: str | None = None
+
+
+def _override_key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def _sets(overrides: list[str], key: str) -> list[str]:
+    """The overrides that set ``key`` or a key inside it."""
+    return [o for o in overrides if "=" in o and (_override_key(o) + ".").startswith(key + ".")]
+
+
+def withhold_simulated_missingness(
+    file_data: dict[str, Any], overrides: list[str]
+) -> tuple[dict[str, Any], dict[str, MissingnessConfig]]:
+    """A user's own data keeps its own gaps: when an override sets ``data.path`` (``--data``,
+    ``--set data.path=...``), the config file's ``data.missing`` / ``data.missing_test`` (written
+    for the file's own dataset) are left out, each unless an override sets a key inside it
+    (``--set data.missing.kind=drop``: the user asks for simulated gaps) or the file itself sets
+    ``data.path`` (the user wrote the data and its missingness together). Returns the file's
+    mapping without the left-out sections, and those sections."""
+    data_section = file_data.get("data")
+    path_set = [o for o in overrides if "=" in o and _override_key(o) == "data.path"]
+    if not isinstance(data_section, dict) or data_section.get("path") is not None or not path_set:
+        return file_data, {}
+    try:
+        if yaml.safe_load(path_set[-1].split("=", 1)[1]) is None:  # data.path=null: no own data
+            return file_data, {}
+    except yaml.YAMLError:  # apply_overrides reports it, naming the override
+        return file_data, {}
+    withheld = {
+        f"data.{name}": data_section[name]
+        for name in SIMULATED_MISSINGNESS
+        if data_section.get(name) is not None and not _sets(overrides, f"data.{name}")
+    }
+    if not withheld:
+        return file_data, {}
+    kept = {k: v for k, v in data_section.items() if f"data.{k}" not in withheld}
+    parsed = {key: from_dict(MissingnessConfig, value, key) for key, value in withheld.items()}
+    return {**file_data, "data": kept}, parsed
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load an experiment config from YAML (or defaults) and apply overrides."""
+    """Load an experiment config from YAML (or defaults) and apply overrides.
+
+    Data given by an override of ``data.path`` keeps its own gaps (see
+    :func:`withhold_simulated_missingness`)."""
+    return load_config_with_origin(path, overrides)[0]
+
+
+def load_config_with_origin(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[ExperimentConfig, MissingnessOrigin]:
+    """:func:`load_config`, and where its simulated missingness came from."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -500,8 +567,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
-    data = apply_overrides(data, overrides or [])
-    return from_dict(ExperimentConfig, data).validate()
+    overrides = list(overrides or [])
+    data, withheld = withhold_simulated_missingness(data, overrides)
+    section = data.get("data")
+    file_data: dict[str, Any] = section if isinstance(section, dict) else {}
+    whole_data = [o for o in overrides if "=" in o and _override_key(o) == "data"]
+
+    def origin(name: str) -> tuple[str, ...]:
+        from_file = (str(path),) if file_data.get(name) is not None and not whole_data else ()
+        return from_file + tuple(whole_data[-1:] + _sets(overrides, f"data.{name}"))
+
+    origins = MissingnessOrigin(
+        origin("missing"), origin("missing_test"), withheld, None if path is None else str(path)
+    )
+    return from_dict(ExperimentConfig, apply_overrides(data, overrides)).validate(), origins
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:

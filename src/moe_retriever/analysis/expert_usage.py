@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..api.retrieval import KIND_NAMES, Retrieval
-from ..data.combinations import combination_name
+from ..data.combinations import combination_name, modality_letters
 from ..errors import UsageError
 from ..models.retriever import TokenKind
 from .plotting import figure, heatmap, save
+
+SHARED_POOL = "Shared"  # the label prefix of the shared experts (SparseMoE.expert_names)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class ExpertUsage:
 
     def summary(self, top: int = 3) -> list[dict]:
         """Per combination: tokens, the most selected experts and the share per expert group."""
-        groups = sorted({e.rsplit("_", 1)[0] for e in self.experts}, key=lambda g: (g == "Shared", g))
+        groups = sorted({e.rsplit("_", 1)[0] for e in self.experts}, key=lambda g: (g == SHARED_POOL, g))
         group_of = np.array([e.rsplit("_", 1)[0] for e in self.experts])
         ratio = self.by_combination
         out = []
@@ -105,6 +107,33 @@ def expert_usage(retrieval: Retrieval) -> ExpertUsage:
         intra[order],
         int((~routed).sum()),
     )
+
+
+def expert_naming(modality_names: list[str], experts: list[str]) -> str:
+    """The report's key to a run's expert labels (``experts``, as ``TrainedRun.expert_names``
+    gives them: ``<pool>_<i>``, the pool labelled by :func:`modality_letters` of the modality it
+    retrieves, and ``Shared_<i>``): every pool's labels and the modality they retrieve."""
+    prefixes = modality_letters(modality_names)
+    modality_of = dict(zip(prefixes, modality_names, strict=True))
+    pools: dict[str, list[str]] = {}
+    for expert in experts:
+        pools.setdefault(expert.rsplit("_", 1)[0], []).append(expert)
+
+    def span(labels: list[str]) -> str:
+        return labels[0] if len(labels) == 1 else f"{labels[0]} … {labels[-1]}"
+
+    retrieving = [
+        span(labels) + (f" ({modality_of[p]})" if modality_of[p] != p else "")
+        for p, labels in pools.items()
+        if p in modality_of
+    ]
+    part = "initial" if prefixes != list(modality_names) else "name"
+    text = (
+        f"Experts are labelled with the {part} of the missing modality whose pool they belong "
+        f"to and their number in that pool: {', '.join(retrieving)} retrieve that modality"
+    )
+    shared = pools.get(SHARED_POOL)
+    return text + (f"; {span(shared)} are shared by every target." if shared else ".")
 
 
 def _size(usage: ExpertUsage) -> tuple[float, float]:

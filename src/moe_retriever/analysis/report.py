@@ -153,6 +153,8 @@ def combinations_section(a: AnalysisInputs) -> Section:
 
 def expert_usage_section(a: AnalysisInputs) -> Section:
     """Fig. 3b, 3c: the retriever's expert selections per input combination."""
+    from .expert_usage import expert_naming
+
     run = a.run
     title = "Expert selection per input combination (Fig. 3b, 3c)"
     if not run.retrieves:
@@ -172,8 +174,8 @@ def expert_usage_section(a: AnalysisInputs) -> Section:
         f"it comes from: the sample itself for inter-modal tokens, the supporting bank sample "
         f"for intra-modal tokens. Top: share of each combination's selections per expert "
         f"(rows sum to 1); bottom: share of each expert's selections per combination "
-        f"(columns sum to 1). Experts <letter>_i belong to the pool of the missing modality "
-        f"being retrieved; Shared_i serve every target."
+        f"(columns sum to 1). "
+        + expert_naming(run.modality_names, usage.experts)
         + (
             f" {usage.fallback_tokens} fallback tokens (no bank sample with the target) are not shown."
             if usage.fallback_tokens

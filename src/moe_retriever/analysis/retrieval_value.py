@@ -238,9 +238,11 @@ def plot_retrieval_value(result: RetrievalValue, path: Path, metric: str = "macr
         variants = list(result.metrics[name])
         values = [100 * result.metrics[name][v][metric] for v in variants]
         ci = np.array([[100 * c for c in result.metrics[name][v][f"{metric}_ci"]] for v in variants])
-        err = np.abs(ci.T - np.array(values))
         x = np.arange(len(variants))
-        ax.bar(x, values, yerr=err, capsize=3, color=[VARIANT_COLORS[v] for v in variants])
+        ax.bar(x, values, color=[VARIANT_COLORS[v] for v in variants])
+        # drawn from its own ends, since a percentile bootstrap interval need not contain the
+        # point estimate (errors relative to the bar would then misplace it)
+        ax.errorbar(x, ci.mean(1), yerr=(ci[:, 1] - ci[:, 0]) / 2, fmt="none", ecolor="black", capsize=3)
         ax.set_xticks(x, labels=[v.replace("_", "\n") for v in variants], fontsize=8)
         ax.set_ylabel(f"test {metric} (%)")
         title = (
@@ -249,6 +251,7 @@ def plot_retrieval_value(result: RetrievalValue, path: Path, metric: str = "macr
             else "complete test samples, one modality hidden"
         )
         ax.set_title(f"{title} (n = {result.samples[name]})", fontsize=9)
-        low = min(c[0] for c in ci)
-        ax.set_ylim(max(0.0, low - 10), min(100.0, max(c[1] for c in ci) + 5))
+        # from 0, so bar heights compare; the top clears every interval and bar, caps included
+        # (an interval reaching 100 % is not cut at the frame)
+        ax.set_ylim(0.0, max(float(ci.max()), max(values)) + 4)
     return save(fig, path)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig, MissingnessOrigin
+    from ..data.dataset import MultimodalDataset
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -29,7 +34,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="PATH",
-        help="train on files at PATH (a folder with dataset.yaml, or a paper layout)",
+        help="train on files at PATH (a folder with dataset.yaml, or a paper layout); the data "
+        "keeps its own gaps: the config's simulated missingness (data.missing) applies only "
+        "when --set data.missing.kind=... / data.missing.p=... asks for it here, or when the "
+        "config file sets data.path together with data.missing",
     )
     p.add_argument("--format", help="layout of --data (default: auto-detected), e.g. folder")
     p.add_argument(
@@ -68,3 +76,16 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "trust_pickle", False):
         out.append("data.trust_pickle=true")
     return out
+
+
+def missingness_report(
+    cfg: ExperimentConfig, origin: MissingnessOrigin | None, dataset: MultimodalDataset
+) -> str:
+    """What a run prints first: the missingness in effect and the rates of its first partition's
+    masks (the masks the run draws: the same function, seed and split)."""
+    from ..data.missingness import missingness_in_effect
+    from ..data.partitions import partition_split, protocol_partitions
+
+    first = protocol_partitions(cfg)[0]
+    masked, parts = partition_split(cfg, dataset, first)
+    return missingness_in_effect(cfg.data, origin, dataset, masked, parts, first.seed)

@@ -5,6 +5,7 @@ before training (``--show-missing``)."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 
 from ..errors import UsageError
@@ -38,32 +39,69 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def show_missing_overrides(
+    dataset: str, overrides: list[str], data_format: str | None = None, trust_pickle: bool = False
+) -> list[str]:
+    """The overrides that point a config at ``dataset``: a built-in name (``data.name``, and no
+    ``data.path``), a folder or layout path (``data.path``, as train's ``--data`` gives it), or
+    "" for the data of the config and ``overrides`` themselves."""
+    from pathlib import Path
+
+    from ..data.sources import DATASETS
+    from .common import config_overrides
+
+    sets_path = [o for o in overrides if o.split("=", 1)[0].strip() == "data.path"]
+    if dataset and sets_path:
+        raise UsageError(
+            f"--show-missing {dataset} and --set {sets_path[-1]} name two datasets; give one "
+            "(--show-missing PATH is the same as --set data.path=PATH)"
+        )
+    flags = argparse.Namespace(set=overrides, format=data_format, trust_pickle=trust_pickle)
+    if dataset in DATASETS:
+        return [f"data.name={json.dumps(dataset)}", "data.path=null", *config_overrides(flags)]
+    if dataset and not Path(dataset).exists():
+        raise UsageError(
+            f"--show-missing {dataset}: neither a built-in dataset ({DATASETS.names()}) nor an "
+            "existing folder or file"
+        )
+    flags.data = dataset or None
+    return config_overrides(flags)
+
+
 def show_missing(
-    name: str, config: str | None, overrides: list[str], seed: int | None, plot: str | None
+    dataset: str,
+    config: str | None,
+    overrides: list[str],
+    seed: int | None,
+    plot: str | None,
+    data_format: str | None = None,
+    trust_pickle: bool = False,
 ) -> str:
     """Markdown: samples per observed combination (per split) and per-modality missing rates
-    (overall, per split, per class) of dataset ``name`` under the config's missingness."""
-    import json
-
+    (overall, per split, per class) of ``dataset`` (a built-in name, a folder or layout path, or
+    "" for the config's data) under the config's missingness, as a run would draw them."""
     from ..analysis.combinations import combination_counts, plot_combination_counts
-    from ..config import load_config
-    from ..data.missingness import missingness_summary
+    from ..config import load_config_with_origin
+    from ..data.missingness import missingness_in_effect, missingness_options, missingness_summary
     from ..data.partitions import masked_split
     from ..data.sources import load_dataset
 
-    cfg = load_config(config, [f"data.name={json.dumps(name)}", *overrides])
+    cfg, origin = load_config_with_origin(
+        config, show_missing_overrides(dataset, overrides, data_format, trust_pickle)
+    )
     seed = cfg.train.seeds[0] if seed is None else seed
-    dataset = load_dataset(cfg.data)
-    masked, parts = masked_split(cfg, dataset, seed)
+    data = load_dataset(cfg.data)
+    masked, parts = masked_split(cfg, data, seed)
     splits = {k: masked.subset(rows) for k, rows in parts.items() if len(rows)}
     counts = combination_counts(splits)
     rates = missingness_summary(masked, parts)["missing_rate"]
     names = masked.modality_names
-    mis = cfg.data.missing
-    title = f"{dataset.name}: data.missing = {json.dumps(_config_dict(mis))}"
+    title = f"{data.name}: data.missing = {json.dumps(missingness_options(cfg.data.missing))}"
     if cfg.data.missing_test is not None:
-        title += f", data.missing_test = {json.dumps(_config_dict(cfg.data.missing_test))}"
-    lines = [f"# {title} (seed {seed})", "", dataset.describe(), "", "Samples per observed combination:", ""]
+        title += f", data.missing_test = {json.dumps(missingness_options(cfg.data.missing_test))}"
+    lines = [f"# {title} (seed {seed})", "", data.describe(), ""]
+    lines += [missingness_in_effect(cfg.data, origin, data, masked, parts, seed), ""]
+    lines += ["Samples per observed combination:", ""]
     lines += _table(
         ["combination", *counts.counts, "total"],
         [
@@ -86,24 +124,21 @@ def show_missing(
     return "\n".join(lines)
 
 
-def _config_dict(mis) -> dict:
-    """The options of a missingness config that its kind uses."""
-    used = {
-        "drop": ("p",),
-        "mar": ("p", "strength", "driver"),
-        "mnar": ("p", "strength"),
-        "label": ("p", "strength"),
-        "monotone": ("p", "order"),
-        "patterns": ("patterns",),
-    }
-    return {"kind": mis.kind, **{k: getattr(mis, k) for k in used.get(mis.kind, ())}}
-
-
 def run(args: argparse.Namespace) -> int:
     from ..data.sources import DATASETS
 
-    if args.show_missing:
-        print(show_missing(args.show_missing, args.config, args.set or [], args.seed, args.plot))
+    if args.show_missing is not None:
+        print(
+            show_missing(
+                args.show_missing,
+                args.config,
+                args.set or [],
+                args.seed,
+                args.plot,
+                args.format,
+                args.trust_pickle,
+            )
+        )
         return 0
     if args.fetch:
         fetchers = _fetchers()
@@ -146,9 +181,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--show-missing",
-        metavar="NAME",
-        help="print the modality combinations and per-class missing rates of dataset "
-        "NAME under the missingness of --config / --set (before training)",
+        metavar="NAME_OR_PATH",
+        nargs="?",
+        const="",
+        help="print the modality combinations and per-class missing rates of a built-in "
+        "dataset NAME, or of the files at PATH (a folder with dataset.yaml or a paper layout, "
+        "read as train's --data reads them; they keep their own gaps unless --set "
+        "data.missing... asks for simulated ones), under the missingness of --config / --set "
+        "(before training); without a value, the data of --config / --set data.path=...",
+    )
+    p.add_argument("--format", help="with --show-missing PATH: the layout (default: auto-detected)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="with --show-missing PATH: allow opening pickle / non-tensor .pt data files",
     )
     p.add_argument("--config", help="with --show-missing: an experiment YAML (its data section)")
     p.add_argument(

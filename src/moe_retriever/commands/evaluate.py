@@ -7,9 +7,18 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..config import load_config_with_origin
+    from ..data.sources import load_dataset
     from ..training.experiment import evaluate_run
     from ..training.markdown import fmt
+    from .common import missingness_report
 
+    saved = Path(args.run) / "config.yaml"
+    if saved.is_file():  # the test masks are drawn again under the run's missingness
+        cfg, origin = load_config_with_origin(saved)
+        print(missingness_report(cfg, origin, load_dataset(cfg.data)))
     res = evaluate_run(args.run, args.device)
     print("test: " + ", ".join(f"{k} {fmt(v)}" for k, v in res["test"].items()))
     if args.json:

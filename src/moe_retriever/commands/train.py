@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import load_config
+from ..config import load_config_with_origin
 from ..errors import InputNotFoundError, UsageError
-from .common import add_config_options, config_overrides
+from .common import add_config_options, config_overrides, missingness_report
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.sources import load_dataset
     from ..training.distributed import is_main_process
     from ..training.experiment import run_experiment
     from ..training.markdown import results_markdown
@@ -23,11 +24,14 @@ def run(args: argparse.Namespace) -> int:
             )
         if not (out / "config.yaml").is_file():
             raise InputNotFoundError(f"--resume {out}: no config.yaml there; is it a run directory?")
-        cfg = load_config(out / "config.yaml", config_overrides(args))
+        cfg, origin = load_config_with_origin(out / "config.yaml", config_overrides(args))
     else:
-        cfg = load_config(args.config, config_overrides(args))
+        cfg, origin = load_config_with_origin(args.config, config_overrides(args))
         out = Path(args.out) if args.out else Path("runs") / cfg.name
-    results = run_experiment(cfg, out, resume=bool(args.resume))
+    dataset = load_dataset(cfg.data)
+    if is_main_process():
+        print(missingness_report(cfg, origin, dataset))
+    results = run_experiment(cfg, out, dataset=dataset, resume=bool(args.resume))
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     print()

@@ -6,13 +6,16 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import load_config_with_origin
+    from ..data.sources import load_dataset
     from ..tuning import load_space, tune
-    from .common import config_overrides
+    from .common import config_overrides, missingness_report
 
     space = load_space(args.space) if args.space else None
     overrides = [o for o in config_overrides(args) if not o.startswith("method=")]
-    method = args.method or load_config(args.config, overrides).method
+    cfg, origin = load_config_with_origin(args.config, overrides)
+    method = args.method or cfg.method
+    print(missingness_report(cfg, origin, load_dataset(cfg.data)))
     result = tune(
         args.config,
         method,

@@ -32,7 +32,7 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from ..config import ConfigError, MissingnessConfig, MissingPattern
+from ..config import ConfigError, DataConfig, MissingnessConfig, MissingnessOrigin, MissingPattern
 from .dataset import DataValidationError, MultimodalDataset
 
 # the kinds whose missing probability is logistic in a per-sample score
@@ -297,3 +297,90 @@ def missingness_summary(dataset: MultimodalDataset, parts: dict[str, Tensor]) ->
         k: missing_rates(dataset.subset(rows))["overall"] for k, rows in parts.items() if len(rows)
     }
     return {"combinations": dataset.combination_counts(), "missing_rate": rates}
+
+
+# the options each simulated kind uses, in the order its description names them
+KIND_OPTIONS = {
+    "drop": ("p",),
+    "mar": ("p", "strength", "driver"),
+    "mnar": ("p", "strength"),
+    "label": ("p", "strength"),
+    "monotone": ("p", "order"),
+    "patterns": ("patterns",),
+}
+
+
+def is_simulated(mis: MissingnessConfig | None) -> bool:
+    return mis is not None and mis.kind not in ("natural", "none")
+
+
+def missingness_options(mis: MissingnessConfig) -> dict:
+    """The kind of a missingness config and the options that kind uses."""
+    return {"kind": mis.kind, **{k: getattr(mis, k) for k in KIND_OPTIONS.get(mis.kind, ())}}
+
+
+def missingness_text(mis: MissingnessConfig) -> str:
+    """``natural``, ``drop p=0.3``, ``mar p=0.3 strength=2.0 driver=clinical``, ..."""
+    if mis.kind == "patterns":
+        return f"patterns ({len(mis.patterns)} allowed combinations)"
+    options = missingness_options(mis)
+    kind = options.pop("kind")
+    used = [f"{k}={v}" for k, v in options.items() if v not in (None, [])]
+    return " ".join([kind, *used])
+
+
+def _rates_text(names: list[str], observed: Tensor) -> str:
+    missing = (~observed).double().mean(0) if len(observed) else torch.full((len(names),), float("nan"))
+    return ", ".join(f"{n} {float(r):.3f}" for n, r in zip(names, missing, strict=True))
+
+
+def _from_text(sources: tuple[str, ...], config_file: str | None) -> str:
+    named = [s if s == config_file else f"--set {s}" for s in sources]
+    return f" (from {', '.join(named)})" if named else ""
+
+
+def missingness_in_effect(
+    cfg: DataConfig,
+    origin: MissingnessOrigin | None,
+    dataset: MultimodalDataset,
+    masked: MultimodalDataset,
+    parts: dict[str, Tensor],
+    seed: int,
+) -> str:
+    """The lines a run prints first: which missingness it trains and tests under (the data's own
+    gaps, or a simulated kind on top of them, and where that was set), and the per-modality
+    missing rates of the data and, when gaps are simulated, of seed ``seed``'s masks
+    (``masked``, with its ``parts`` positions, as :func:`masked_split` gives them)."""
+    origin = origin or MissingnessOrigin()
+    shift = cfg.missing_test
+    names = dataset.modality_names
+    if is_simulated(cfg.missing):
+        line = (
+            f"missingness: simulated {missingness_text(cfg.missing)} on top of the data's gaps"
+            + _from_text(origin.missing_from, origin.config_file)
+        )
+    else:
+        line = "missingness: natural (the data's own gaps; no simulated drop)"
+    if shift is not None:
+        line += (
+            f"; validation and test: {'simulated ' if is_simulated(shift) else ''}"
+            f"{missingness_text(shift)}" + _from_text(origin.missing_test_from, origin.config_file)
+        )
+    lines = [line]
+    for key, mis in origin.withheld.items():
+        if is_simulated(mis):
+            lines.append(
+                f"  {origin.config_file}'s {key} ({missingness_text(mis)}) is not applied to the data of "
+                f"--data / data.path, which keeps its own gaps; add it with --set {key}.kind={mis.kind}"
+            )
+    own = f"missing rate per modality, the data's own (all {len(dataset)} samples): "
+    own += _rates_text(names, dataset.observed)
+    lines.append(own)
+    if is_simulated(cfg.missing) or is_simulated(shift):
+        after = f"  with seed {seed}'s simulated gaps, training split: "
+        after += _rates_text(names, masked.observed[parts["train"]])
+        if shift is not None:
+            held_out = torch.cat([parts["val"], parts["test"]])
+            after += f"; validation and test: {_rates_text(names, masked.observed[held_out])}"
+        lines.append(after)
+    return "\n".join(lines)
