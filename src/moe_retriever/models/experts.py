@@ -3,6 +3,12 @@
 Weights are stored stacked, ``w1: (E, d, h)`` and ``w2: (E, h, d)``. Token-expert assignments are
 sorted by expert once; then either
 
+* ``grouped`` (what ``auto`` picks where it applies): the sorted tokens meet the stacked weights
+  in one ``grouped_mm`` per layer, whose group boundaries are the cumulative expert loads as a
+  tensor. Nothing is padded, no weight is split or copied (whose backward concatenated the
+  weights' full gradients every step), and the shapes do not depend on the loads, so the
+  dispatch reads nothing back to the host. It needs rows of 16-byte multiples (``dim`` and
+  ``hidden`` multiples of 4 in float32); elsewhere ``auto`` falls back to
 * ``bmm``: the sorted tokens are scattered into padded ``(E_s, C_s, d)`` buffers and the experts
   run in batched matmuls (fastest for small token counts). The experts are cut into at most
   ``MAX_SEGMENTS`` contiguous segments, each padded only to its own largest load: with per-target
@@ -10,6 +16,8 @@ sorted by expert once; then either
   padded to the shared experts' load would be mostly zeros; or
 * ``split``: the sorted tokens are split into per-expert chunks and each chunk meets its own
   weight slice from ``unbind(0)`` (fastest for large token counts, no padding).
+
+``bmm`` and ``split`` size their buffers from the loads, read back to the host once per call.
 
 ``loop`` (a per-expert mask over all assignments) is kept as the oracle the tests compare with.
 No backend ever evaluates an expert on a token that was not routed to it.
@@ -87,10 +95,18 @@ class FFNExperts(nn.Module):
         """Expert ``e`` applied densely to ``x`` (used by the loop oracle and by analyses)."""
         return F.gelu(x @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
 
+    def grouped_applies(self, x: Tensor) -> bool:
+        """Whether ``grouped_mm`` takes this input: its operands' rows must be 16-byte aligned."""
+        size = x.element_size()
+        return (self.dim * size) % 16 == 0 and (self.hidden * size) % 16 == 0 and x.dtype == self.w1.dtype
+
     def forward(self, x: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
         """y_t = sum_j weights[t, j] * expert_{indices[t, j]}(x_t); x (T, d), indices/weights (T, k)."""
         if backend == "auto":
-            backend = "bmm" if indices.numel() <= BMM_MAX_ASSIGNMENTS else "split"
+            if self.grouped_applies(x):
+                backend = "grouped"
+            else:
+                backend = "bmm" if indices.numel() <= BMM_MAX_ASSIGNMENTS else "split"
         if backend == "loop":
             return self._loop(x, indices, weights)
         n_tokens, k = indices.shape
@@ -99,16 +115,32 @@ class FFNExperts(nn.Module):
         expert_sorted = flat_expert[order]
         token_sorted = order // k
         weight_sorted = weights.reshape(-1)[order].unsqueeze(1)
-        counts = torch.bincount(flat_expert, minlength=self.n_experts)
         x_sorted = x[token_sorted]
-        if backend == "bmm":
-            y_sorted = self._bmm(x_sorted, expert_sorted, counts)
-        elif backend == "split":
-            y_sorted = self._split(x_sorted, counts)
+        if backend == "grouped":
+            y_sorted = self._grouped(x_sorted, expert_sorted)
+        elif backend in ("bmm", "split"):
+            counts = torch.bincount(flat_expert, minlength=self.n_experts)
+            if backend == "bmm":
+                y_sorted = self._bmm(x_sorted, expert_sorted, counts)
+            else:
+                y_sorted = self._split(x_sorted, counts)
         else:
             raise ValueError(f"unknown dispatch backend {backend!r}")
         out = x.new_zeros(n_tokens, self.dim)
         return out.index_add(0, token_sorted, y_sorted * weight_sorted)
+
+    def _grouped(self, x_sorted: Tensor, expert_sorted: Tensor) -> Tensor:
+        if not self.grouped_applies(x_sorted):
+            raise ValueError(
+                f"dispatch 'grouped' needs 16-byte rows: dim {self.dim} and hidden {self.hidden} "
+                f"in {x_sorted.dtype} (use 'auto', 'bmm' or 'split')"
+            )
+        # group e ends after the last assignment to experts 0..e (an idle expert: an empty group);
+        # searchsorted rather than bincount, which reads its input's maximum back on a GPU
+        ids = torch.arange(self.n_experts, device=expert_sorted.device)
+        ends = torch.searchsorted(expert_sorted, ids, right=True, out_int32=True)
+        h = F.gelu(F.grouped_mm(x_sorted, self.w1, offs=ends) + self.b1[expert_sorted])
+        return F.grouped_mm(h, self.w2, offs=ends) + self.b2[expert_sorted]
 
     def _bmm(self, x_sorted: Tensor, expert_sorted: Tensor, counts: Tensor) -> Tensor:
         host_counts = counts.tolist()  # the one host sync of the dispatch: buffer shapes
