@@ -26,7 +26,7 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
     setup = synthetic_setup("moe_retriever", 0.3)
     model, bank = setup.model, setup.bank
     full = setup.data.train.full_batch()
-    sizes = (32, 256) if args.quick else (16, 32, 64, 128, 256, 512, 1024)
+    sizes = (32,) if args.smoke else (32, 256) if args.quick else (16, 32, 64, 128, 256, 512, 1024)
     repeats = 3 if args.quick else 7
     rows, us_at_32 = [], float("nan")
     for b in sizes:
@@ -82,7 +82,8 @@ def dispatch_rows(args) -> list[list[object]]:
         allowed[p, p * per_pool : (p + 1) * per_pool] = True
     allowed[:, n_pools * per_pool :] = True
     rows = []
-    tokens_list = (256, 2048) if args.quick else (64, 256, 512, 1024, 2048, 4096, 8192)
+    full = (64, 256, 512, 1024, 2048, 4096, 8192)
+    tokens_list = (64,) if args.smoke else (256, 2048) if args.quick else full
     for tokens in tokens_list:
         x = torch.randn(tokens, d, requires_grad=True)
         pools = torch.randint(0, n_pools, (tokens,))

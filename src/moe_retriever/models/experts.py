@@ -41,6 +41,20 @@ MAX_SEGMENTS = 6
 MIN_SAVED_MACS = 1 << 20
 
 
+def gelu(x: Tensor) -> Tensor:
+    """GELU of a (rows, hidden) tensor through ATen's own kernel.
+
+    On CPU, oneDNN takes GELU of every contiguous float tensor and caches one compiled kernel per
+    shape (up to 1024); the experts' row count is the step's number of routed assignments, new
+    almost every step, so that cache grew the resident set for the first ~20 epochs (figure (f)).
+    A transposed view is not contiguous, so ATen computes it (the same function; results within
+    5e-7), and the transpose of its output is the contiguous result, without a copy.
+    """
+    if x.device.type != "cpu" or x.dim() != 2 or min(x.shape) < 2:
+        return F.gelu(x)  # (a single row or column: its transpose is contiguous too)
+    return F.gelu(x.t()).t()
+
+
 def padded_segments(
     counts: list[int], row_macs: int, max_segments: int = MAX_SEGMENTS
 ) -> list[tuple[int, int, int]]:
@@ -139,7 +153,7 @@ class FFNExperts(nn.Module):
         # searchsorted rather than bincount, which reads its input's maximum back on a GPU
         ids = torch.arange(self.n_experts, device=expert_sorted.device)
         ends = torch.searchsorted(expert_sorted, ids, right=True, out_int32=True)
-        h = F.gelu(F.grouped_mm(x_sorted, self.w1, offs=ends) + self.b1[expert_sorted])
+        h = gelu(F.grouped_mm(x_sorted, self.w1, offs=ends) + self.b1[expert_sorted])
         return F.grouped_mm(h, self.w2, offs=ends) + self.b2[expert_sorted]
 
     def _bmm(self, x_sorted: Tensor, expert_sorted: Tensor, counts: Tensor) -> Tensor:
@@ -168,7 +182,8 @@ class FFNExperts(nn.Module):
                 .index_copy(0, rows, x_sorted[first : first + n])
                 .view(b - a, capacity, self.dim)
             )
-            h = F.gelu(torch.baddbmm(b1.unsqueeze(1), buf, w1))
+            h = torch.baddbmm(b1.unsqueeze(1), buf, w1).view(-1, self.hidden)
+            h = gelu(h).view(b - a, capacity, self.hidden)
             y = torch.baddbmm(b2.unsqueeze(1), h, w2)
             outs.append(y.view(-1, self.dim).index_select(0, rows))
             first += n
@@ -183,7 +198,7 @@ class FFNExperts(nn.Module):
             chunks, self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True
         ):
             if chunk.shape[0]:
-                outs.append(F.gelu(chunk @ w1 + b1) @ w2 + b2)
+                outs.append(gelu(chunk @ w1 + b1) @ w2 + b2)
         return torch.cat(outs) if outs else x_sorted.new_zeros(0, self.dim)
 
     def _loop(self, x: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
