@@ -37,6 +37,7 @@ from common import (
     reset_peak_rss,
     rss_mb,
     start,
+    sync,
     table,
 )
 
@@ -54,8 +55,9 @@ MODEL = [
     "model.retriever.moe.top_k=4",
     "train.batch_size=16",
     "train.progress=false",
-    "train.device=cpu",
 ]
+# --device: where the benchmark trains (cpu unless given)
+DEVICE = "cpu"
 
 
 # --------------------------------------------------------------------------- the data set
@@ -132,15 +134,22 @@ def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) ->
 
     cfg = load_config(
         None,
-        [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1"] + MODEL + list(overrides or []),
+        [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1", f"train.device={DEVICE}"]
+        + MODEL
+        + list(overrides or []),
     )
     dataset = load_dataset(cfg.data)
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
-    bank = RetrievalBank(data.train, "cpu")
-    trainer = Trainer(model, cfg.train, bank, torch.device("cpu"), seed)
+    bank = RetrievalBank(data.train, DEVICE)
+    trainer = Trainer(model, cfg.train, bank, torch.device(DEVICE), seed)
     return Setup(cfg, data, bank, model, trainer), dataset
+
+
+def train_batch(setup: Setup):
+    """The training split as one batch on the benchmark's device."""
+    return setup.data.train.full_batch().to(DEVICE)
 
 
 # --------------------------------------------------------------------------- profile
@@ -200,7 +209,7 @@ def profile_epoch(setup: Setup, epoch: int) -> dict[str, float]:
     handles = scope_hooks(setup.model)
     trainer.optimizer.step = step
     torch.nn.utils.clip_grad_norm_ = clip_scoped
-    data = setup.data.train.full_batch()
+    data = train_batch(setup)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train_epoch(data, epoch)
@@ -233,7 +242,7 @@ def profile_epoch(setup: Setup, epoch: int) -> dict[str, float]:
 def epoch_flops(setup: Setup, epoch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    data = setup.data.train.full_batch()
+    data = train_batch(setup)
     with FlopCounterMode(display=False) as counter:
         setup.trainer.train_epoch(data, epoch)
     return float(counter.get_total_flops())
@@ -254,8 +263,10 @@ def matmul_rate(shape: tuple[int, ...], repeats: int = 20) -> float:
 
 
 def timed(fn) -> tuple[float, float]:
+    sync(DEVICE)
     w0, c0 = time.perf_counter(), time.process_time()
     fn()
+    sync(DEVICE)
     return time.perf_counter() - w0, time.process_time() - c0
 
 
@@ -301,7 +312,7 @@ def ops_per_step(setup: Setup, epoch: int) -> int:
     """aten operations one retrieval training step dispatches (forward, backward, optimiser)."""
     from bench_epoch import OpCounter
 
-    batch = setup.data.train.full_batch().select(torch.arange(setup.cfg.train.batch_size))
+    batch = train_batch(setup).select(torch.arange(setup.cfg.train.batch_size))
     setup.trainer.model.train()
     with OpCounter() as counter:
         setup.trainer.train_step(batch, setup.trainer.retrieving(epoch))
@@ -310,7 +321,7 @@ def ops_per_step(setup: Setup, epoch: int) -> int:
 
 def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bool = True) -> dict:
     setup, dataset = wide_setup(root, overrides)
-    trainer, data = setup.trainer, setup.data.train.full_batch()
+    trainer, data = setup.trainer, train_batch(setup)
     gc.collect()
     reset_peak_rss()
     out: dict = {"rss_start": rss_mb(), "retrieval": [], "rss": []}
@@ -348,10 +359,10 @@ def side_by_side(root: Path, overrides: list[str], rounds: int, references: list
     setups = {name: wide_setup(root, overrides + extra)[0] for name, extra in VARIANTS.items()}
     out: dict = {name: {"cpu": [], "wall": []} for name in [*setups, *map(str, references)]}
     for s in setups.values():
-        s.trainer.train_epoch(s.data.train.full_batch(), 0)  # the warm-up epoch
+        s.trainer.train_epoch(train_batch(s), 0)  # the warm-up epoch
     for r in range(rounds):
         for name, s in setups.items():
-            wall, cpu = timed(lambda s=s, r=r: s.trainer.train_epoch(s.data.train.full_batch(), 1 + r))
+            wall, cpu = timed(lambda s=s, r=r: s.trainer.train_epoch(train_batch(s), 1 + r))
             out[name]["cpu"].append(cpu)
             out[name]["wall"].append(wall)
         for ref in references:
@@ -370,8 +381,8 @@ def reference_epochs(src: Path, root: Path, overrides: list[str]) -> dict:
     code = (
         "import json, sys, time, torch; torch.set_num_threads(1); "
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-        "from bench_wide import wide_setup; from pathlib import Path; "
-        f"s = wide_setup(Path({str(root)!r}), {overrides!r})[0]; d = s.data.train.full_batch(); "
+        "from bench_wide import train_batch, wide_setup; from pathlib import Path; "
+        f"s = wide_setup(Path({str(root)!r}), {overrides!r})[0]; d = train_batch(s); "
         "s.trainer.train_epoch(d, 0); w, c = time.perf_counter(), time.process_time(); "
         "s.trainer.train_epoch(d, 1); "
         "print(json.dumps({'cpu': [time.process_time() - c], 'wall': [time.perf_counter() - w]}))"
@@ -427,6 +438,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config override on top of the benchmark's model (repeatable)",
     )
+    parser.add_argument("--device", default="cpu", help="train on this device (cpu, cuda)")
     parser.add_argument("--keep", type=Path, help="write the data set here and keep it")
     parser.add_argument("--json", type=Path, help="also write the raw measurements as JSON")
     parser.add_argument("--no-profile", action="store_true", help="timings only (no profile, no FLOPs)")
@@ -443,6 +455,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     start(args)
+    global DEVICE
+    DEVICE = args.device
     epochs = 1 if args.quick else args.retrieval_epochs
     rounds = 1 if args.smoke else args.rounds
     scale, n_genomic = (0.1, 4096) if args.smoke else (1.0, N_GENOMIC)
@@ -462,7 +476,8 @@ def main() -> None:
     if args.json is not None:
         args.json.write_text(json.dumps(m, indent=2))
     if args.no_profile:
-        print(json.dumps(m))
+        print(side_by_side_text(sbs, rounds) if sbs is not None else "", end="")
+        print(json.dumps({k: v for k, v in m.items() if k != "side_by_side"}))
         return
     wall = float(np.median([w for w, _ in m["retrieval"]]))
     cpu = float(np.median([c for _, c in m["retrieval"]]))

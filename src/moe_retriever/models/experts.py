@@ -55,6 +55,30 @@ def gelu(x: Tensor) -> Tensor:
     return F.gelu(x.t()).t()
 
 
+_GROUPED_MM_RUNS: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_mm_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``F.grouped_mm`` runs for this device type and dtype, tried once on a tiny input.
+
+    Its kernels differ by device and release: the CPU one takes float32, the CUDA one is
+    documented for bfloat16 on recent GPUs, and under ``torch.compile`` its shape function asks
+    for bfloat16 whatever the device; elsewhere the dispatch uses ``bmm``/``split``.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    key = (device.type, dtype)
+    if key not in _GROUPED_MM_RUNS:
+        try:
+            a = torch.zeros(8, 8, device=device, dtype=dtype)
+            b = torch.zeros(2, 8, 8, device=device, dtype=dtype)
+            F.grouped_mm(a, b, offs=torch.tensor([4, 8], device=device, dtype=torch.int32))
+            _GROUPED_MM_RUNS[key] = True
+        except (RuntimeError, NotImplementedError):
+            _GROUPED_MM_RUNS[key] = False
+    return _GROUPED_MM_RUNS[key]
+
+
 def padded_segments(
     counts: list[int], row_macs: int, max_segments: int = MAX_SEGMENTS
 ) -> list[tuple[int, int, int]]:
@@ -110,9 +134,15 @@ class FFNExperts(nn.Module):
         return F.gelu(x @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
 
     def grouped_applies(self, x: Tensor) -> bool:
-        """Whether ``grouped_mm`` takes this input: its operands' rows must be 16-byte aligned."""
+        """Whether ``grouped_mm`` takes this input: 16-byte aligned rows, and a kernel for its
+        device and dtype (see :func:`grouped_mm_runs`)."""
         size = x.element_size()
-        return (self.dim * size) % 16 == 0 and (self.hidden * size) % 16 == 0 and x.dtype == self.w1.dtype
+        return (
+            (self.dim * size) % 16 == 0
+            and (self.hidden * size) % 16 == 0
+            and x.dtype == self.w1.dtype
+            and grouped_mm_runs(x.device, x.dtype)
+        )
 
     def forward(self, x: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
         """y_t = sum_j weights[t, j] * expert_{indices[t, j]}(x_t); x (T, d), indices/weights (T, k)."""
