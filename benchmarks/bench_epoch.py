@@ -40,11 +40,7 @@ def ops_per_step(setup, retrieve_epoch: int) -> int:
     batch = data.select(torch.arange(setup.cfg.train.batch_size))
     trainer.model.train()
     with OpCounter() as counter:
-        loss, _ = trainer.loss(batch, trainer.retrieving(retrieve_epoch))
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.grad_clip)
-        trainer.optimizer.step()
+        trainer.train_step(batch, trainer.retrieving(retrieve_epoch))
     return counter.count
 
 
@@ -53,7 +49,7 @@ def main() -> None:
     start(args)
     repeats = 2 if args.quick else 7
     rows, verdict = [], []
-    for p in (0.3, 0.5):
+    for p in (0.3,) if args.smoke else (0.3, 0.5):
         for batch_size in (32,) if args.quick else (32, 128):
             extra = [f"train.batch_size={batch_size}"]
             moe = synthetic_setup("moe_retriever", p, extra)

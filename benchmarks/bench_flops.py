@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from moe_retriever.models.context import RetrievalInputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import SYNTHETIC, base_parser, finish, start, table  # noqa: E402
 
 BATCH = 256
@@ -35,15 +36,17 @@ def main() -> None:
     from moe_retriever.methods import METHODS, build_model
     from moe_retriever.training.fitting import seed_everything
 
-    base = load_config(SYNTHETIC, ["data.missing.p=0.3"])
+    shrink = common.SMOKE_OVERRIDES if args.smoke else []
+    base = load_config(SYNTHETIC, ["data.missing.p=0.3", *shrink])
     dataset = load_dataset(base.data)
     data = prepare_seed(base, dataset, 0)
     bank = RetrievalBank(data.train)
-    batch = data.train.batch(torch.arange(BATCH))
+    batch_size = 32 if args.smoke else BATCH
+    batch = data.train.batch(torch.arange(batch_size))
     rows, notes, reference = [], [], None
     names = ["moe_retriever"] + sorted(n for n in METHODS if n != "moe_retriever")
     for name in names:
-        cfg = load_config(SYNTHETIC, ["data.missing.p=0.3", f"method={name}"])
+        cfg = load_config(SYNTHETIC, ["data.missing.p=0.3", *shrink, f"method={name}"])
         seed_everything(0)
         try:
             model = build_model(cfg, data.train.modalities, dataset.n_classes)
@@ -64,7 +67,7 @@ def main() -> None:
         except Exception as exc:
             notes.append(f"`{name}`: forward pass failed ({type(exc).__name__}: {exc})")
             continue
-        flops = counter.get_total_flops() / BATCH
+        flops = counter.get_total_flops() / batch_size
         if name == "moe_retriever":
             reference = flops
         rows.append(
@@ -76,7 +79,7 @@ def main() -> None:
             ]
         )
     body = (
-        f"Forward FLOPs per sample (mean over {BATCH} samples; training costs about 3x "
+        f"Forward FLOPs per sample (mean over {batch_size} samples; training costs about 3x "
         "this).\n\n"
         + table(["method", "parameters", "MFLOPs / sample", "vs MoE-Retriever"], rows)
         + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss, rss_mb, table  # noqa: E402
+from common import base_parser, finish, interleaved, peak_rss_mb, reset_peak_rss, rss_mb, start, table  # noqa: E402
 
 TARGET_SECONDS, TARGET_MB = 2.0, 200.0
 INDEX_TENSORS = ("order", "counts", "block_start", "cumulative", "group_size")
@@ -42,11 +42,11 @@ def main() -> None:
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    torch.set_num_threads(args.threads)
+    start(args)
     from moe_retriever.data.combinations import codes_to_observed
     from moe_retriever.data.supporting_group import SupportingGroupIndex
 
-    sizes = (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
+    sizes = (1_000,) if args.smoke else (1_000, 100_000) if args.quick else (1_000, 100_000, 1_000_000)
     repeats = 3
     rows, verdict = [], ""
     for n in sizes:

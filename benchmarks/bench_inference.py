@@ -25,7 +25,7 @@ def rows_for(device: str, args) -> list[list[object]]:
         s.model.eval()
     full = setups["zero"].data.train.full_batch().to(device)
     rows = []
-    for b in (32, 256) if args.quick else (1, 32, 256, 1024):
+    for b in (32,) if args.smoke else (32, 256) if args.quick else (1, 32, 256, 1024):
         batch = full.select(torch.arange(min(b, len(full)), device=device))
         gen = torch.Generator(device=device).manual_seed(0)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_parser, finish, interleaved, peak_rss_mb, table  # noqa: E402
+from common import base_parser, finish, interleaved, peak_rss_mb, start, table  # noqa: E402
 
 M, D, K, CENTRES = 3, 64, 16, 256
 
@@ -35,8 +35,8 @@ def make_bank(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     centres = torch.randn(M, CENTRES, D, generator=g)
     which = torch.randint(0, CENTRES, (n, M), generator=g)
     emb = centres[torch.arange(M), which]  # (N, M, D)
-    for start in range(0, n, 100_000):  # noise in slices: no second bank-sized buffer
-        part = emb[start : start + 100_000]
+    for first in range(0, n, 100_000):  # noise in slices: no second bank-sized buffer
+        part = emb[first : first + 100_000]
         part.add_(torch.randn(part.shape, generator=g), alpha=0.5)
     return emb, observed
 
@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--sizes", type=float, nargs="+", help="bank sizes (default 1e4 1e5 1e6; --quick: 1e4)")
     p.add_argument("--json", type=Path, help="also write the raw measurements as JSON")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    start(args)
     from moe_retriever.data.combinations import observed_to_codes
     from moe_retriever.models.neighbours import ExactNeighbourSearch, FaissNeighbourSearch, faiss_available
 
@@ -79,7 +79,8 @@ def main() -> None:
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
-    sizes = [int(s) for s in (args.sizes or ([1e4] if args.quick else [1e4, 1e5, 1e6]))]
+    default = [2e3] if args.smoke else [1e4] if args.quick else [1e4, 1e5, 1e6]
+    sizes = [int(s) for s in (args.sizes or default)]
     rows, raw = [], []
     for n in sizes:
         g = torch.Generator().manual_seed(n)

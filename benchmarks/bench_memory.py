@@ -55,13 +55,14 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse_hidden())
     args = parser.parse_args()
     start(args)
-    epochs = 4 if args.quick else EPOCHS
+    epochs = 2 if args.smoke else 4 if args.quick else EPOCHS
     if args.child:
         print(json.dumps(child(args.child)))
         return
     runs = {}
     for name, env in VARIANTS.items():
         cmd = [sys.executable, __file__, "--child", str(epochs), "--threads", str(args.threads)]
+        cmd += ["--smoke"] if args.smoke else []
         proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
         runs[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = []

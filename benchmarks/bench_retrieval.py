@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start, synthetic_setup, table  # noqa: E402
+from moe_retriever.models.context import RetrievalInputs  # noqa: E402
 
 TARGET_SPEEDUP = 50.0
 
@@ -26,7 +27,7 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
     setup = synthetic_setup("moe_retriever", 0.3)
     model, bank = setup.model, setup.bank
     full = setup.data.train.full_batch()
-    sizes = (32, 256) if args.quick else (16, 32, 64, 128, 256, 512, 1024)
+    sizes = (32,) if args.smoke else (32, 256) if args.quick else (16, 32, 64, 128, 256, 512, 1024)
     repeats = 3 if args.quick else 7
     rows, us_at_32 = [], float("nan")
     for b in sizes:
@@ -40,12 +41,14 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
         def infer() -> None:
             model.eval()
             with torch.no_grad():
-                model.retrieve(emb, batch.observed, bank, gen)
+                model.retriever.fill_missing(emb, batch.observed, model.encoders, RetrievalInputs(bank, gen))
 
         def train() -> None:
             model.train()
             context = emb.detach().requires_grad_(True)
-            filled = model.retrieve(context, batch.observed, bank, gen)[0]
+            filled = model.retriever.fill_missing(
+                context, batch.observed, model.encoders, RetrievalInputs(bank, gen)
+            )[0]
             filled.sum().backward()
             model.zero_grad(set_to_none=True)
 
@@ -82,7 +85,8 @@ def dispatch_rows(args) -> list[list[object]]:
         allowed[p, p * per_pool : (p + 1) * per_pool] = True
     allowed[:, n_pools * per_pool :] = True
     rows = []
-    tokens_list = (256, 2048) if args.quick else (64, 256, 512, 1024, 2048, 4096, 8192)
+    full = (64, 256, 512, 1024, 2048, 4096, 8192)
+    tokens_list = (64,) if args.smoke else (256, 2048) if args.quick else full
     for tokens in tokens_list:
         x = torch.randn(tokens, d, requires_grad=True)
         pools = torch.randint(0, n_pools, (tokens,))

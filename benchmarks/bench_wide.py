@@ -37,6 +37,7 @@ from common import (
     reset_peak_rss,
     rss_mb,
     start,
+    sync,
     table,
 )
 
@@ -54,20 +55,22 @@ MODEL = [
     "model.retriever.moe.top_k=4",
     "train.batch_size=16",
     "train.progress=false",
-    "train.device=cpu",
 ]
+# --device: where the benchmark trains (cpu unless given)
+DEVICE = "cpu"
 
 
 # --------------------------------------------------------------------------- the data set
 
 
-def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC) -> Path:
-    """Write an ADNI-shaped data set in the Flex-MoE ADNI layout under ``root``; returns root."""
+def write_adni_like(root: Path, seed: int = 0, n_genomic: int = N_GENOMIC, scale: float = 1.0) -> Path:
+    """Write an ADNI-shaped data set in the Flex-MoE ADNI layout under ``root``; returns root.
+    ``scale`` multiplies the number of subjects of each combination."""
     import h5py
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    combos = [c for c, n in COMBINATIONS.items() for _ in range(n)]
+    combos = [c for c, n in COMBINATIONS.items() for _ in range(max(2, round(n * scale)))]
     rng.shuffle(combos)
     n = len(combos)
     ids = [f"{100 + i // 1000:03d}_S_{i % 1000:04d}" for i in range(n)]
@@ -132,15 +135,22 @@ def wide_setup(root: Path, overrides: list[str] | None = None, seed: int = 0) ->
 
     cfg = load_config(
         None,
-        [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1"] + MODEL + list(overrides or []),
+        [f"data.path={root}", "data.format=adni", "train.warmup_epochs=1", f"train.device={DEVICE}"]
+        + MODEL
+        + list(overrides or []),
     )
     dataset = load_dataset(cfg.data)
     data = prepare_seed(cfg, dataset, seed)
     seed_everything(seed)
     model = build_model(cfg, data.train.modalities, dataset.n_classes)
-    bank = RetrievalBank(data.train, "cpu")
-    trainer = Trainer(model, cfg.train, bank, torch.device("cpu"), seed)
+    bank = RetrievalBank(data.train, DEVICE)
+    trainer = Trainer(model, cfg.train, bank, torch.device(DEVICE), seed)
     return Setup(cfg, data, bank, model, trainer), dataset
+
+
+def train_batch(setup: Setup):
+    """The training split as one batch on the benchmark's device."""
+    return setup.data.train.full_batch().to(DEVICE)
 
 
 # --------------------------------------------------------------------------- profile
@@ -200,7 +210,7 @@ def profile_epoch(setup: Setup, epoch: int) -> dict[str, float]:
     handles = scope_hooks(setup.model)
     trainer.optimizer.step = step
     torch.nn.utils.clip_grad_norm_ = clip_scoped
-    data = setup.data.train.full_batch()
+    data = train_batch(setup)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train_epoch(data, epoch)
@@ -233,7 +243,7 @@ def profile_epoch(setup: Setup, epoch: int) -> dict[str, float]:
 def epoch_flops(setup: Setup, epoch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    data = setup.data.train.full_batch()
+    data = train_batch(setup)
     with FlopCounterMode(display=False) as counter:
         setup.trainer.train_epoch(data, epoch)
     return float(counter.get_total_flops())
@@ -254,15 +264,17 @@ def matmul_rate(shape: tuple[int, ...], repeats: int = 20) -> float:
 
 
 def timed(fn) -> tuple[float, float]:
+    sync(DEVICE)
     w0, c0 = time.perf_counter(), time.process_time()
     fn()
+    sync(DEVICE)
     return time.perf_counter() - w0, time.process_time() - c0
 
 
 def checkpoint_writes(setup: Setup, dataset) -> dict[str, tuple[float, float]]:
     """(MB, wall s) of one seed checkpoint write: bank embedded, and referring to the run's bank
     file (written once beforehand, not timed here: it is written once per run)."""
-    from moe_retriever.training import experiment as ex
+    from moe_retriever.training import run_files as ex
 
     state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
     data = setup.data
@@ -297,9 +309,20 @@ def checkpoint_writes(setup: Setup, dataset) -> dict[str, tuple[float, float]]:
     return out
 
 
+def ops_per_step(setup: Setup, epoch: int) -> int:
+    """aten operations one retrieval training step dispatches (forward, backward, optimiser)."""
+    from bench_epoch import OpCounter
+
+    batch = train_batch(setup).select(torch.arange(setup.cfg.train.batch_size))
+    setup.trainer.model.train()
+    with OpCounter() as counter:
+        setup.trainer.train_step(batch, setup.trainer.retrieving(epoch))
+    return counter.count
+
+
 def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bool = True) -> dict:
     setup, dataset = wide_setup(root, overrides)
-    trainer, data = setup.trainer, setup.data.train.full_batch()
+    trainer, data = setup.trainer, train_batch(setup)
     gc.collect()
     reset_peak_rss()
     out: dict = {"rss_start": rss_mb(), "retrieval": [], "rss": []}
@@ -311,6 +334,7 @@ def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bo
         gc.collect()
         out["rss"].append(rss_mb())
     out["peak"] = peak_rss_mb()
+    out["ops_per_step"] = ops_per_step(setup, first)
     out["checkpoint"] = checkpoint_writes(setup, dataset)
     if profile:
         out["scopes"] = profile_epoch(setup, first + retrieval_epochs)
@@ -325,6 +349,84 @@ def measure(root: Path, overrides: list[str], retrieval_epochs: int, profile: bo
     return out
 
 
+# the variants timed side by side: this tree's defaults, and its dense first layer (the released
+# code's encoder shape: the dense 20,000-column Linear)
+VARIANTS = {"defaults": [], "dense first layer": ["model.encoder.options={first_layer: dense}"]}
+
+
+def side_by_side(root: Path, overrides: list[str], rounds: int, references: list[Path]) -> dict:
+    """Retrieval-epoch CPU and wall seconds of every variant, epochs interleaved (A B A B ...),
+    with each reference source tree's figures from a child process between the rounds."""
+    setups = {name: wide_setup(root, overrides + extra)[0] for name, extra in VARIANTS.items()}
+    out: dict = {name: {"cpu": [], "wall": []} for name in [*setups, *map(str, references)]}
+    for s in setups.values():
+        s.trainer.train_epoch(train_batch(s), 0)  # the warm-up epoch
+    for r in range(rounds):
+        for name, s in setups.items():
+            wall, cpu = timed(lambda s=s, r=r: s.trainer.train_epoch(train_batch(s), 1 + r))
+            out[name]["cpu"].append(cpu)
+            out[name]["wall"].append(wall)
+        for ref in references:
+            child = reference_epochs(ref, root, overrides)
+            out[str(ref)]["cpu"] += child["cpu"]
+            out[str(ref)]["wall"] += child["wall"]
+    for name, s in setups.items():
+        out[name]["ops_per_step"] = ops_per_step(s, 1)
+    return out
+
+
+def reference_epochs(src: Path, root: Path, overrides: list[str]) -> dict:
+    """One warm-up and one retrieval epoch of the tree ``src`` (its ``src/`` on the path)."""
+    import subprocess
+
+    code = (
+        "import json, sys, time, torch; torch.set_num_threads(1); "
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        "from bench_wide import train_batch, wide_setup; from pathlib import Path; "
+        f"s = wide_setup(Path({str(root)!r}), {overrides!r})[0]; d = train_batch(s); "
+        "s.trainer.train_epoch(d, 0); w, c = time.perf_counter(), time.process_time(); "
+        "s.trainer.train_epoch(d, 1); "
+        "print(json.dumps({'cpu': [time.process_time() - c], 'wall': [time.perf_counter() - w]}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def side_by_side_text(sbs: dict, rounds: int) -> str:
+    rows = []
+    ours = float(np.median(sbs["defaults"]["cpu"]))
+    for name, m in sbs.items():
+        cpu, wall = float(np.median(m["cpu"])), float(np.median(m["wall"]))
+        rows.append(
+            [
+                name,
+                cpu,
+                wall,
+                f"{cpu / ours:.2f}",
+                f"{RELEASED_RETRIEVAL_EPOCH_S / cpu:.1f}x",
+                m.get("ops_per_step", "-"),
+            ]
+        )
+    return (
+        f"Side by side in this run: {rounds} round(s) of one retrieval epoch per variant, "
+        "interleaved; a reference tree (`--reference-src`) runs in a child process after each "
+        "round. Median CPU and wall seconds of the process, one thread.\n\n"
+        + table(
+            [
+                "variant",
+                "retrieval epoch CPU s",
+                "wall s",
+                "/ defaults (CPU)",
+                f"speed-up vs the released code's {RELEASED_RETRIEVAL_EPOCH_S} s",
+                "aten ops per step",
+            ],
+            rows,
+        )
+        + "\n\n"
+    )
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument(
@@ -337,27 +439,46 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config override on top of the benchmark's model (repeatable)",
     )
+    parser.add_argument("--device", default="cpu", help="train on this device (cpu, cuda)")
     parser.add_argument("--keep", type=Path, help="write the data set here and keep it")
     parser.add_argument("--json", type=Path, help="also write the raw measurements as JSON")
     parser.add_argument("--no-profile", action="store_true", help="timings only (no profile, no FLOPs)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds of the side-by-side variants (0: none)"
+    )
+    parser.add_argument(
+        "--reference-src",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="also time this source tree (e.g. `git worktree add /tmp/before <commit>`) side by side",
+    )
     args = parser.parse_args()
     start(args)
+    global DEVICE
+    DEVICE = args.device
     epochs = 1 if args.quick else args.retrieval_epochs
+    rounds = 1 if args.smoke else args.rounds
+    scale, n_genomic = (0.1, 4096) if args.smoke else (1.0, N_GENOMIC)
     with tempfile.TemporaryDirectory(prefix="bench_wide_") as tmp:
         root = args.keep or Path(tmp) / "adni"
         t0 = time.perf_counter()
         if not (root / "label.csv").is_file():
-            write_adni_like(root)
+            write_adni_like(root, n_genomic=n_genomic, scale=scale)
         written = (
             f"written by `write_adni_like` in {time.perf_counter() - t0:.1f} s"
             if args.keep is None
             else f"written by `write_adni_like` to {root}"
         )
+        sbs = side_by_side(root, args.set, rounds, args.reference_src) if rounds > 0 else None
         m = measure(root, args.set, epochs, profile=not args.no_profile)
+    m["side_by_side"] = sbs
     if args.json is not None:
         args.json.write_text(json.dumps(m, indent=2))
     if args.no_profile:
-        print(json.dumps(m))
+        print(side_by_side_text(sbs, rounds) if sbs is not None else "", end="")
+        print(json.dumps({k: v for k, v in m.items() if k != "side_by_side"}))
         return
     wall = float(np.median([w for w, _ in m["retrieval"]]))
     cpu = float(np.median([c for _, c in m["retrieval"]]))
@@ -381,10 +502,12 @@ def main() -> None:
         ],
         ["validation pass", m["validation"][1], m["validation"][0], "-", "-"],
     ]
+    n_subjects = sum(max(2, round(n * scale)) for n in COMBINATIONS.values())
     body = (
-        f"ADNI-shaped set {written} (N = 2000, genomic "
-        f"{N_GENOMIC}, clinical {N_CLINICAL}, biospecimen {N_BIOSPECIMEN} columns; "
-        + ", ".join(f"{k} {v}" for k, v in COMBINATIONS.items())
+        (side_by_side_text(sbs, rounds) if sbs is not None else "")
+        + f"ADNI-shaped set {written} (N = {n_subjects}, genomic "
+        f"{n_genomic}, clinical {N_CLINICAL}, biospecimen {N_BIOSPECIMEN} columns; "
+        + ", ".join(f"{k} {max(2, round(v * scale))}" for k, v in COMBINATIONS.items())
         + f"); {m['n_train']} training samples, {m['steps']} steps of 16 per epoch; "
         f"{m['parameters'] / 1e6:.2f}M parameters; the bank's features {m['bank_mb']:.0f} MB. "
         f"Overrides: {' '.join(args.set) or 'none (defaults)'}. Load average while it ran: {load}; "
@@ -392,6 +515,8 @@ def main() -> None:
         f"released code's figures are wall seconds on an idle machine. Median of {epochs} "
         f"retrieval epoch(s).\n\n"
         + table(["pass", "CPU s", "wall s", "released code s", "ours / released (wall)"], rows)
+        + f"\n\nOne retrieval training step dispatches {m['ops_per_step']} aten operations "
+        "(forward, backward, clipping and optimiser; `TorchDispatchMode` count)."
         + f"\n\nSpeed-up over the released code's {RELEASED_RETRIEVAL_EPOCH_S} s retrieval epoch: "
         f"{RELEASED_RETRIEVAL_EPOCH_S / wall:.1f}x wall, {RELEASED_RETRIEVAL_EPOCH_S / cpu:.1f}x "
         f"CPU (target ≤ {TARGET_RETRIEVAL_EPOCH_S} s, 20x).\n\n"

@@ -23,6 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ROOT / "configs" / "synthetic.yaml"
 # the released code's cost of one missing (sample, modality) pair, measured by its users (DESIGN.md)
 RELEASED_US_PER_PAIR = (5000.0, 6000.0)
+# --smoke: the synthetic task and model shrunk until a benchmark runs in seconds; it checks that the
+# benchmark still runs against the library, its figures mean nothing
+SMOKE_OVERRIDES = [
+    "data.options={n_samples: 120, n_modalities: 3, n_classes: 2}",
+    "model.hidden=16",
+    "model.encoder.hidden=16",
+    "model.retriever.heads=2",
+    "model.fusion.heads=2",
+    "model.retriever.moe.experts_per_modality=2",
+    "model.retriever.moe.shared_experts=1",
+    "model.retriever.moe.top_k=2",
+    "model.retriever.moe.expert_hidden=16",
+    "train.warmup_epochs=1",
+]
+SMOKE = False
 
 
 # --------------------------------------------------------------------------- machine
@@ -58,17 +73,28 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "shared 2-core machine more threads mostly wait for each other)",
     )
     p.add_argument("--out", type=Path, help="also write the markdown section to this file")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and one repeat: checks in seconds that the benchmark runs (figures meaningless)",
+    )
     return p
 
 
 def start(args: argparse.Namespace) -> None:
+    """Apply the common options: threads, and --smoke (which implies --quick)."""
+    global SMOKE
     torch.set_num_threads(args.threads)
+    SMOKE = bool(getattr(args, "smoke", False))
+    if SMOKE:
+        args.quick = True
 
 
 def finish(args: argparse.Namespace, title: str, body: str) -> str:
     """Print the section (with the machine) and write it to ``--out``."""
-    text = f"### {title}\n\nMachine: {machine_line()}.\n\n{body.rstrip()}\n"
+    smoke = "**Smoke run (--smoke): tiny sizes, the figures mean nothing.**\n\n" if SMOKE else ""
+    text = f"### {title}\n\nMachine: {machine_line()}.\n\n{smoke}{body.rstrip()}\n"
     print(text)
     if args.out is not None:
         from moe_retriever.files import atomic_write_text
@@ -103,7 +129,10 @@ def sync(device: torch.device | str = "cpu") -> None:
 def interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | str = "cpu"
 ) -> dict[str, Timing]:
-    """Run every function ``warmup`` times, then ``repeats`` rounds of all of them in turn."""
+    """Run every function ``warmup`` times, then ``repeats`` rounds of all of them in turn
+    (one round under --smoke)."""
+    if SMOKE:
+        repeats, warmup = 1, min(warmup, 1)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -187,6 +216,7 @@ def synthetic_setup(
     cfg = load_config(
         SYNTHETIC,
         [f"data.missing.p={p}", f"method={method}", "train.progress=false", f"train.device={device}"]
+        + (SMOKE_OVERRIDES if SMOKE else [])
         + list(overrides or []),
     )
     dataset = load_dataset(cfg.data)

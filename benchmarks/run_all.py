@@ -1,7 +1,8 @@
 """Run every benchmark (a-h) and write their figures into docs/performance.md.
 
     .venv/bin/python benchmarks/run_all.py            # about 4 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/run_all.py --quick    # a smoke run, under a minute
+    .venv/bin/python benchmarks/run_all.py --quick    # fewer repeats and sizes, under a minute
+    .venv/bin/python benchmarks/run_all.py --smoke    # tiny sizes: every benchmark still runs
 
 Each benchmark runs in a fresh process (clean memory figures), prints its markdown section and
 writes it to benchmarks/results/<name>.md; the sections then replace the generated part of
@@ -51,6 +52,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every benchmark runs")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
     args = p.parse_args()
@@ -60,21 +62,25 @@ def main() -> None:
     sections = []
     for name in names:
         out = RESULTS / f"{name}.md"
-        cmd = [
-            sys.executable,
-            str(HERE / BENCHMARKS[name]),
-            "--out",
-            str(out),
-            "--threads",
-            str(args.threads),
-        ] + (["--quick"] if args.quick else [])
+        cmd = (
+            [
+                sys.executable,
+                str(HERE / BENCHMARKS[name]),
+                "--out",
+                str(out),
+                "--threads",
+                str(args.threads),
+            ]
+            + (["--quick"] if args.quick else [])
+            + (["--smoke"] if args.smoke else [])
+        )
         t = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]\n", flush=True)
         sections.append(out.read_text())
     seconds = time.perf_counter() - t0
     print(f"all benchmarks: {seconds:.0f} s")
-    if not args.no_doc and not args.quick and args.only is None:
+    if not args.no_doc and not args.quick and not args.smoke and args.only is None:
         command = ".venv/bin/python benchmarks/run_all.py" + (
             f" --threads {args.threads}" if args.threads != 1 else ""
         )

@@ -25,7 +25,7 @@ def dense_reference(experts: FFNExperts, x, indices, weights):
     return (all_out * dense_w.unsqueeze(-1)).sum(1)
 
 
-@pytest.mark.parametrize("backend", ["bmm", "split", "loop"])
+@pytest.mark.parametrize("backend", ["grouped", "bmm", "split", "loop"])
 @pytest.mark.parametrize("n_tokens,k", [(1, 1), (37, 2), (200, 4)])
 def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
     torch.manual_seed(0)
@@ -42,6 +42,26 @@ def test_dispatch_matches_dense_forward_and_gradients(backend, n_tokens, k):
     ref_grads = torch.autograd.grad((ref * g).sum(), [x, weights, experts.w1, experts.w2, experts.b1])
     for a, b in zip(grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_auto_dispatch_is_grouped_where_rows_are_16_byte_aligned_and_grouped_refuses_others():
+    aligned, odd = FFNExperts(4, 8, 16), FFNExperts(4, 6, 10)
+    x = torch.randn(5, 8)
+    assert aligned.grouped_applies(x) and not odd.grouped_applies(torch.randn(5, 6))
+    weights, indices = torch.randn(5, 4).softmax(-1).topk(2, dim=-1)
+    torch.testing.assert_close(aligned(x, indices, weights), aligned(x, indices, weights, "grouped"))
+    with pytest.raises(ValueError, match="16-byte rows"):
+        odd(torch.randn(5, 6), indices, weights, "grouped")
+
+
+def test_grouped_dispatch_without_tokens_gives_zero_gradients():
+    experts = FFNExperts(4, 8, 16)
+    x = torch.randn(0, 8, requires_grad=True)
+    out = experts(x, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 2), "grouped")
+    assert out.shape == (0, 8)
+    # grouped_mm leaves rows outside every group uninitialised: empty groups must give zeros
+    (grad,) = torch.autograd.grad(out.sum(), experts.w1)
+    assert not grad.any()
 
 
 def test_experts_outside_the_target_pool_are_never_selected():

@@ -3,6 +3,12 @@
 Weights are stored stacked, ``w1: (E, d, h)`` and ``w2: (E, h, d)``. Token-expert assignments are
 sorted by expert once; then either
 
+* ``grouped`` (what ``auto`` picks where it applies): the sorted tokens meet the stacked weights
+  in one ``grouped_mm`` per layer, whose group boundaries are the cumulative expert loads as a
+  tensor. Nothing is padded, no weight is split or copied (whose backward concatenated the
+  weights' full gradients every step), and the shapes do not depend on the loads, so the
+  dispatch reads nothing back to the host. It needs rows of 16-byte multiples (``dim`` and
+  ``hidden`` multiples of 4 in float32); elsewhere ``auto`` falls back to
 * ``bmm``: the sorted tokens are scattered into padded ``(E_s, C_s, d)`` buffers and the experts
   run in batched matmuls (fastest for small token counts). The experts are cut into at most
   ``MAX_SEGMENTS`` contiguous segments, each padded only to its own largest load: with per-target
@@ -10,6 +16,8 @@ sorted by expert once; then either
   padded to the shared experts' load would be mostly zeros; or
 * ``split``: the sorted tokens are split into per-expert chunks and each chunk meets its own
   weight slice from ``unbind(0)`` (fastest for large token counts, no padding).
+
+``bmm`` and ``split`` size their buffers from the loads, read back to the host once per call.
 
 ``loop`` (a per-expert mask over all assignments) is kept as the oracle the tests compare with.
 No backend ever evaluates an expert on a token that was not routed to it.
@@ -31,6 +39,44 @@ MAX_SEGMENTS = 6
 # a further cut must save at least this many padded multiply-adds (rows * d * h, both layers):
 # below that, the extra batched matmuls cost more than the padding they avoid
 MIN_SAVED_MACS = 1 << 20
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU of a (rows, hidden) tensor through ATen's own kernel.
+
+    On CPU, oneDNN takes GELU of every contiguous float tensor and caches one compiled kernel per
+    shape (up to 1024); the experts' row count is the step's number of routed assignments, new
+    almost every step, so that cache grew the resident set for the first ~20 epochs (figure (f)).
+    A transposed view is not contiguous, so ATen computes it (the same function; results within
+    5e-7), and the transpose of its output is the contiguous result, without a copy.
+    """
+    if x.device.type != "cpu" or x.dim() != 2 or min(x.shape) < 2:
+        return F.gelu(x)  # (a single row or column: its transpose is contiguous too)
+    return F.gelu(x.t()).t()
+
+
+_GROUPED_MM_RUNS: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_mm_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``F.grouped_mm`` runs for this device type and dtype, tried once on a tiny input.
+
+    Its kernels differ by device and release: the CPU one takes float32, the CUDA one is
+    documented for bfloat16 on recent GPUs, and under ``torch.compile`` its shape function asks
+    for bfloat16 whatever the device; elsewhere the dispatch uses ``bmm``/``split``.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    key = (device.type, dtype)
+    if key not in _GROUPED_MM_RUNS:
+        try:
+            a = torch.zeros(8, 8, device=device, dtype=dtype)
+            b = torch.zeros(2, 8, 8, device=device, dtype=dtype)
+            F.grouped_mm(a, b, offs=torch.tensor([4, 8], device=device, dtype=torch.int32))
+            _GROUPED_MM_RUNS[key] = True
+        except (RuntimeError, NotImplementedError):
+            _GROUPED_MM_RUNS[key] = False
+    return _GROUPED_MM_RUNS[key]
 
 
 def padded_segments(
@@ -87,10 +133,24 @@ class FFNExperts(nn.Module):
         """Expert ``e`` applied densely to ``x`` (used by the loop oracle and by analyses)."""
         return F.gelu(x @ self.w1[e] + self.b1[e]) @ self.w2[e] + self.b2[e]
 
+    def grouped_applies(self, x: Tensor) -> bool:
+        """Whether ``grouped_mm`` takes this input: 16-byte aligned rows, and a kernel for its
+        device and dtype (see :func:`grouped_mm_runs`)."""
+        size = x.element_size()
+        return (
+            (self.dim * size) % 16 == 0
+            and (self.hidden * size) % 16 == 0
+            and x.dtype == self.w1.dtype
+            and grouped_mm_runs(x.device, x.dtype)
+        )
+
     def forward(self, x: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
         """y_t = sum_j weights[t, j] * expert_{indices[t, j]}(x_t); x (T, d), indices/weights (T, k)."""
         if backend == "auto":
-            backend = "bmm" if indices.numel() <= BMM_MAX_ASSIGNMENTS else "split"
+            if self.grouped_applies(x):
+                backend = "grouped"
+            else:
+                backend = "bmm" if indices.numel() <= BMM_MAX_ASSIGNMENTS else "split"
         if backend == "loop":
             return self._loop(x, indices, weights)
         n_tokens, k = indices.shape
@@ -99,16 +159,32 @@ class FFNExperts(nn.Module):
         expert_sorted = flat_expert[order]
         token_sorted = order // k
         weight_sorted = weights.reshape(-1)[order].unsqueeze(1)
-        counts = torch.bincount(flat_expert, minlength=self.n_experts)
         x_sorted = x[token_sorted]
-        if backend == "bmm":
-            y_sorted = self._bmm(x_sorted, expert_sorted, counts)
-        elif backend == "split":
-            y_sorted = self._split(x_sorted, counts)
+        if backend == "grouped":
+            y_sorted = self._grouped(x_sorted, expert_sorted)
+        elif backend in ("bmm", "split"):
+            counts = torch.bincount(flat_expert, minlength=self.n_experts)
+            if backend == "bmm":
+                y_sorted = self._bmm(x_sorted, expert_sorted, counts)
+            else:
+                y_sorted = self._split(x_sorted, counts)
         else:
             raise ValueError(f"unknown dispatch backend {backend!r}")
         out = x.new_zeros(n_tokens, self.dim)
         return out.index_add(0, token_sorted, y_sorted * weight_sorted)
+
+    def _grouped(self, x_sorted: Tensor, expert_sorted: Tensor) -> Tensor:
+        if not self.grouped_applies(x_sorted):
+            raise ValueError(
+                f"dispatch 'grouped' needs 16-byte rows: dim {self.dim} and hidden {self.hidden} "
+                f"in {x_sorted.dtype} (use 'auto', 'bmm' or 'split')"
+            )
+        # group e ends after the last assignment to experts 0..e (an idle expert: an empty group);
+        # searchsorted rather than bincount, which reads its input's maximum back on a GPU
+        ids = torch.arange(self.n_experts, device=expert_sorted.device)
+        ends = torch.searchsorted(expert_sorted, ids, right=True, out_int32=True)
+        h = gelu(F.grouped_mm(x_sorted, self.w1, offs=ends) + self.b1[expert_sorted])
+        return F.grouped_mm(h, self.w2, offs=ends) + self.b2[expert_sorted]
 
     def _bmm(self, x_sorted: Tensor, expert_sorted: Tensor, counts: Tensor) -> Tensor:
         host_counts = counts.tolist()  # the one host sync of the dispatch: buffer shapes
@@ -136,7 +212,8 @@ class FFNExperts(nn.Module):
                 .index_copy(0, rows, x_sorted[first : first + n])
                 .view(b - a, capacity, self.dim)
             )
-            h = F.gelu(torch.baddbmm(b1.unsqueeze(1), buf, w1))
+            h = torch.baddbmm(b1.unsqueeze(1), buf, w1).view(-1, self.hidden)
+            h = gelu(h).view(b - a, capacity, self.hidden)
             y = torch.baddbmm(b2.unsqueeze(1), h, w2)
             outs.append(y.view(-1, self.dim).index_select(0, rows))
             first += n
@@ -151,7 +228,7 @@ class FFNExperts(nn.Module):
             chunks, self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True
         ):
             if chunk.shape[0]:
-                outs.append(F.gelu(chunk @ w1 + b1) @ w2 + b2)
+                outs.append(gelu(chunk @ w1 + b1) @ w2 + b2)
         return torch.cat(outs) if outs else x_sorted.new_zeros(0, self.dim)
 
     def _loop(self, x: Tensor, indices: Tensor, weights: Tensor) -> Tensor:

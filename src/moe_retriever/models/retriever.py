@@ -39,15 +39,84 @@ class TokenKind(IntEnum):
 
 
 @dataclass
+class RoutedTokens:
+    """The context tokens that went through the MoE: the valid slots of the (P, K + M) token grid,
+    in row-major order, and their experts. The labels below are what analyses read; they are
+    computed on access, so a training step never pays for them."""
+
+    positions: Tensor  # (n_tokens,) flat slot pair * (K + M) + slot
+    width: int  # K + M
+    n_intra: int  # K
+    targets: Tensor  # (P,) target modality of each pair
+    fallback: Tensor | None  # (P,) whether the pair's first intra slot holds the fallback
+    intra_rows: Tensor | None  # (P, K) bank row of each intra draw, -1 where invalid
+    expert_indices: Tensor  # (n_tokens, R*k)
+    expert_weights: Tensor  # (n_tokens, R*k)
+
+    @property
+    def pairs(self) -> Tensor:
+        return self.positions.div(self.width, rounding_mode="floor")
+
+    @property
+    def slots(self) -> Tensor:
+        return self.positions.remainder(self.width)
+
+    @property
+    def kinds(self) -> Tensor:
+        slots = self.slots
+        kinds = torch.where(slots < self.n_intra, int(TokenKind.INTRA), int(TokenKind.INTER))
+        if self.fallback is None:
+            return kinds
+        return kinds.masked_fill(self.fallback[self.pairs] & (slots == 0), int(TokenKind.INTRA_FALLBACK))
+
+    @property
+    def modalities(self) -> Tensor:
+        slots = self.slots
+        return torch.where(slots < self.n_intra, self.targets[self.pairs], slots - self.n_intra)
+
+    @property
+    def bank_rows(self) -> Tensor:
+        """The bank row of an INTRA token, else -1 (the fallback's slot was an invalid draw)."""
+        slots = self.slots
+        if self.intra_rows is None or self.n_intra == 0:
+            return torch.full_like(slots, -1)
+        row = self.intra_rows[self.pairs, slots.clamp(max=self.n_intra - 1)]
+        return torch.where(slots < self.n_intra, row, -1)
+
+
+@dataclass
 class RetrieverOutput:
     embeddings: Tensor  # (P, d) retrieved embedding per missing pair
     losses: dict[str, Tensor]  # unweighted MoE terms by name (load_balance, z_loss)
-    token_pairs: Tensor | None = None  # (n_tokens,) pair of each routed token
-    token_kinds: Tensor | None = None  # (n_tokens,) TokenKind of each routed token
-    token_modalities: Tensor | None = None  # (n_tokens,) modality of the token's embedding
-    token_bank_rows: Tensor | None = None  # (n_tokens,) bank row of an INTRA token, else -1
-    expert_indices: Tensor | None = None  # (n_tokens, R*k)
-    expert_weights: Tensor | None = None  # (n_tokens, R*k)
+    routed: RoutedTokens | None = None  # None for ``mode: mean`` (nothing is routed)
+
+    @property
+    def token_pairs(self) -> Tensor | None:
+        """(n_tokens,) pair of each routed token."""
+        return None if self.routed is None else self.routed.pairs
+
+    @property
+    def token_kinds(self) -> Tensor | None:
+        """(n_tokens,) TokenKind of each routed token."""
+        return None if self.routed is None else self.routed.kinds
+
+    @property
+    def token_modalities(self) -> Tensor | None:
+        """(n_tokens,) modality of the token's embedding."""
+        return None if self.routed is None else self.routed.modalities
+
+    @property
+    def token_bank_rows(self) -> Tensor | None:
+        """(n_tokens,) bank row of an INTRA token, else -1."""
+        return None if self.routed is None else self.routed.bank_rows
+
+    @property
+    def expert_indices(self) -> Tensor | None:
+        return None if self.routed is None else self.routed.expert_indices
+
+    @property
+    def expert_weights(self) -> Tensor | None:
+        return None if self.routed is None else self.routed.expert_weights
 
 
 def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
@@ -68,9 +137,7 @@ def padded_self_attention(attn: nn.MultiheadAttention, x: Tensor, valid: Tensor)
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(p, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
     # additive key mask as nn.MultiheadAttention builds it: 0 where valid, -inf where padded
-    mask = torch.zeros(p, 1, 1, length, dtype=x.dtype, device=x.device).masked_fill(
-        ~valid.view(p, 1, 1, length), float("-inf")
-    )
+    mask = torch.where(valid.view(p, 1, 1, length), 0.0, float("-inf")).to(x.dtype)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0
     )
@@ -163,21 +230,20 @@ class MoERetriever(nn.Module):
         it only labels the routed tokens (``token_bank_rows``), the computation ignores it.
         """
         p, k, d = intra.shape
+        m = inter.shape[1]
         if not self.cfg.intra:
             intra_valid = torch.zeros_like(intra_valid)
         if not self.cfg.inter:
             inter_valid = torch.zeros_like(inter_valid)
+        fallback = None
         if self.cfg.intra and k > 0:
-            # a pair with no supporting sample at all gets the learned fallback as its intra token
-            no_intra = ~intra_valid.any(dim=1)
-            fallback = self.fallback[targets].unsqueeze(1).expand(p, k, d)
-            first = torch.zeros_like(intra_valid)
-            first[:, 0] = True
-            use_fb = no_intra.unsqueeze(1) & first
-            intra = torch.where(use_fb.unsqueeze(-1), fallback, intra)
-            intra_valid = intra_valid | use_fb
-        else:
+            # a pair with no supporting sample at all gets the learned fallback as its first
+            # intra token
+            fallback = ~intra_valid.any(dim=1)
             use_fb = torch.zeros_like(intra_valid)
+            use_fb[:, 0] = fallback
+            intra = torch.where(use_fb.unsqueeze(-1), self.fallback[targets].unsqueeze(1), intra)
+            intra_valid = intra_valid | use_fb
         if self.cfg.mode == "mean":
             # the released code's computation: no attention, no routing
             has_intra, has_inter = intra_valid.any(1, keepdim=True), inter_valid.any(1, keepdim=True)
@@ -185,44 +251,25 @@ class MoERetriever(nn.Module):
             both = has_intra & has_inter
             out = torch.where(both, 0.5 * a + 0.5 * b, torch.where(has_intra, a, b))
             return RetrieverOutput(out, {})
+        if self.cfg.token_embeddings:
+            # token type (intra / inter) plus the modality of the embedding: the target's for
+            # intra tokens, the slot's own for inter tokens
+            kind, modality = self.type_embedding.weight, self.modality_embedding.weight
+            intra = intra + (kind[TokenKind.INTRA] + modality[targets]).unsqueeze(1)
+            inter = inter + (kind[TokenKind.INTER] + modality[:m])
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
-        types = torch.cat(
-            [
-                torch.full((k,), TokenKind.INTRA, device=tokens.device, dtype=torch.long),
-                torch.full((inter.shape[1],), TokenKind.INTER, device=tokens.device, dtype=torch.long),
-            ]
-        )
-        if self.cfg.token_embeddings:
-            mods = torch.cat(
-                [
-                    targets.unsqueeze(1).expand(p, k),
-                    torch.arange(inter.shape[1], device=tokens.device).expand(p, -1),
-                ],
-                dim=1,
-            )
-            tokens = tokens + self.type_embedding(types).unsqueeze(0) + self.modality_embedding(mods)
         h = self.attn_norm(tokens)
         tokens = tokens + self.dropout(padded_self_attention(self.attn, h, valid))
-        pair_idx, slot_idx = valid.nonzero(as_tuple=True)
-        routed = self.moe(self.moe_norm(tokens[pair_idx, slot_idx]), targets[pair_idx])
+        # the valid slots, row-major; their count sets the shape of everything routed
+        positions = valid.view(-1).nonzero().view(-1)
+        pair_idx = positions.div(k + m, rounding_mode="floor")
+        routed = self.moe(self.moe_norm(tokens.reshape(-1, d).index_select(0, positions)), targets[pair_idx])
         # mean of the MoE outputs over each pair's valid tokens
         n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1).to(routed.hidden.dtype)
         out = tokens.new_zeros(p, d).index_add(0, pair_idx, routed.hidden) / n_valid
-        from_fallback = torch.cat([use_fb, torch.zeros_like(inter_valid)], dim=1)[pair_idx, slot_idx]
-        kinds = types[slot_idx].masked_fill(from_fallback, TokenKind.INTRA_FALLBACK)
-        modalities = torch.where(slot_idx < k, targets[pair_idx], slot_idx - k)
-        if intra_rows is None:
-            intra_rows = torch.full_like(intra_valid, -1, dtype=torch.long)
-        # inter slots get row -1; the fallback's slot was an invalid draw, so already -1
-        rows = torch.cat([intra_rows, intra_rows.new_full(inter_valid.shape, -1)], dim=1)
         return RetrieverOutput(
             self.out_norm(out),
             routed.losses,
-            pair_idx,
-            kinds,
-            modalities,
-            rows[pair_idx, slot_idx],
-            routed.indices,
-            routed.weights,
+            RoutedTokens(positions, k + m, k, targets, fallback, intra_rows, routed.indices, routed.weights),
         )

@@ -54,7 +54,9 @@ class TopKRouter(nn.Module):
             select_logits = logits + torch.randn_like(logits) * std
         top_logits, indices = select_logits.topk(self.top_k, dim=-1)
         if self.softmax == "before_topk":
-            weights = F.softmax(select_logits, dim=-1).gather(-1, indices)
+            # without noise the selection logits are the logits: their softmax is ``probs``
+            select_probs = probs if select_logits is logits else F.softmax(select_logits, dim=-1)
+            weights = select_probs.gather(-1, indices)
         else:
             weights = F.softmax(top_logits, dim=-1)
         return RouterOutput(logits, probs, weights, indices)

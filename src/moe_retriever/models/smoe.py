@@ -45,15 +45,18 @@ def load_balancing_loss(probs: Tensor, indices: Tensor, pools: Tensor, allowed: 
     one_hot = torch.zeros_like(probs).scatter_add(
         1, indices, torch.ones_like(indices, dtype=probs.dtype)
     )  # (T, E) assignment counts
-    tokens = torch.bincount(pools, minlength=n_pools).to(probs.dtype)  # (n_pools,)
-    assign = probs.new_zeros(n_pools, n_experts).index_add(0, pools, one_hot)
-    prob_sum = probs.new_zeros(n_pools, n_experts).index_add(0, pools, probs)
-    present = tokens > 0
+    # per pool: the assignments and probabilities summed over its tokens, and its token count
+    # (not F.one_hot, which validates the ids on the host on a GPU)
+    in_pool = (pools.unsqueeze(1) == torch.arange(n_pools, device=pools.device)).to(probs.dtype)
+    sums = in_pool.t() @ torch.cat([one_hot, probs], dim=1)  # (n_pools, 2E)
+    tokens = in_pool.sum(0)
     denom = tokens.clamp(min=1).unsqueeze(1)
-    f = assign / (denom * k)
-    p = prob_sum / denom
+    f = sums[:, :n_experts] / (denom * k)
+    p = sums[:, n_experts:] / denom
+    # a pool without tokens has f = 0, so it adds exactly 0 to the sum over pools; the mean is
+    # over the pools that have tokens, counted on the device (no host sync)
     per_pool = allowed.sum(1).to(probs.dtype) * (f * p).sum(1)
-    return per_pool[present].mean() if bool(present.any()) else probs.sum() * 0
+    return per_pool.sum() / (tokens > 0).sum().clamp(min=1)
 
 
 def router_z_loss(logits: Tensor) -> Tensor:
@@ -116,9 +119,11 @@ class SparseMoE(nn.Module):
             pools = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         allowed = self.allowed[pools]
         routes: list[RouterOutput] = [router(x, allowed) for router in self.routers]
-        r = len(routes)
-        indices = torch.cat([o.indices for o in routes], dim=1)
-        weights = torch.cat([o.weights for o in routes], dim=1) / r
+        if len(routes) == 1:
+            indices, weights = routes[0].indices, routes[0].weights
+        else:
+            indices = torch.cat([o.indices for o in routes], dim=1)
+            weights = torch.cat([o.weights for o in routes], dim=1) / len(routes)
         hidden = self.experts(x, indices, weights, self.dispatch)
         losses: dict[str, Tensor] = {}
         if "load_balance" in self.loss_terms and x.shape[0] > 0:

@@ -112,6 +112,23 @@ class Trainer:
         aux = weighted_sum(out.losses, self.loss_weights)
         return (ce if aux is None else ce + aux), ce, out.losses
 
+    def train_step(
+        self, batch: Batch, retrieve: bool, global_labels: Tensor | None = None
+    ) -> tuple[Tensor, list[bool]]:
+        """One optimiser step on ``batch``. Returns its losses as one detached device tensor
+        (total, cross-entropy, then each term of ``loss_weights`` in order, 0 where the step did
+        not compute it) and which terms it computed; nothing is read back to the host."""
+        loss, ce, terms = self.loss(batch, retrieve, global_labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        names = list(self.loss_weights)
+        zero = loss.new_zeros(())
+        row = torch.stack([loss, ce, *(terms.get(name, zero) for name in names)]).detach()
+        return row, [name in terms for name in names]
+
     def train_epoch(self, data: Batch, epoch: int, bar=None) -> dict[str, float]:
         self.model.train()
         retrieve = self.retrieving(epoch)
@@ -124,7 +141,6 @@ class Trainer:
         # counts the steps that computed each term (known on the host)
         step_losses = torch.zeros(len(starts) + 1, 2 + len(names), device=self.device)
         computed = [0] * len(names)
-        zero = torch.zeros((), device=self.device)
         before_step = self.model.before_train_step if retrieve else None
         for step, start in enumerate(starts):
             if before_step is not None:
@@ -132,20 +148,8 @@ class Trainer:
             global_index = order[start : start + self.cfg.batch_size]
             batch = data.select(shard(global_index, self.dist))
             global_labels = data.labels[global_index] if self.dist.distributed else None
-            loss, ce, terms = self.loss(batch, retrieve, global_labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            step_losses[step] = torch.stack(
-                [
-                    loss.detach(),
-                    ce.detach(),
-                    *(terms[name].detach() if name in terms else zero for name in names),
-                ]
-            )
-            computed = [c + (name in terms) for c, name in zip(computed, names, strict=True)]
+            step_losses[step], has = self.train_step(batch, retrieve, global_labels)
+            computed = [c + h for c, h in zip(computed, has, strict=True)]
         step_losses[-1, 2:] = torch.tensor(computed, dtype=step_losses.dtype).to(self.device)
         # summed over ranks: a non-finite loss on any rank stops every rank at the same point
         summed = all_reduce_sum(step_losses, self.dist).cpu()
