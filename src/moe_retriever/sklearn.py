@@ -60,6 +60,7 @@ from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, MultimodalDataset
 from .data.preprocessing import fit_standardizer, standardize
+from .methods import METHODS
 from .sklearn_input import (
     SINGLE_MODALITY,
     checked_matrix,
@@ -280,8 +281,6 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     def resolved_config(self, seed: int | None = None) -> ExperimentConfig:
         """The experiment config ``fit`` trains with: file < ``config`` < keywords. ``seed``
         (``train.seeds``) defaults to an integer ``random_state``, else 0."""
-        from .methods import METHODS
-
         if seed is None:
             seed = int(self.random_state) if isinstance(self.random_state, numbers.Integral) else 0
         # the file is read (and checked) as `moe-retriever train --config` reads it

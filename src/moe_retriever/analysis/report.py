@@ -25,7 +25,7 @@ from ..files import atomic_write_text
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
-from .expert_usage import expert_usage, plot_by_combination, plot_by_expert
+from .expert_usage import expert_naming, expert_usage, plot_by_combination, plot_by_expert
 from .gradient_conflict import gradient_conflict, plot_gradient_conflict
 from .retrieval_value import plot_retrieval_value, value_of_retrieval
 
@@ -153,8 +153,6 @@ def combinations_section(a: AnalysisInputs) -> Section:
 
 def expert_usage_section(a: AnalysisInputs) -> Section:
     """Fig. 3b, 3c: the retriever's expert selections per input combination."""
-    from .expert_usage import expert_naming
-
     run = a.run
     title = "Expert selection per input combination (Fig. 3b, 3c)"
     if not run.retrieves:
