@@ -70,9 +70,11 @@ class ContextSampler:
             faiss_module()  # fail before training when faiss is missing
 
     def __getstate__(self) -> dict:
-        # copies and pickles (the scikit-learn estimator's) rebuild the neighbour search on
-        # demand: a faiss index can be neither copied nor pickled
+        # copies and pickles (the scikit-learn estimator's) rebuild the bank table and the
+        # neighbour search on demand: a faiss index can be neither copied nor pickled, and the
+        # table would carry a copy of the whole bank it was computed for
         state = dict(self.__dict__)
+        state["bank_table"] = None
         state["neighbours"] = None
         return state
 
