@@ -49,6 +49,7 @@ from .study_config import (
     entry_config,
     entry_space,
     load_compare_config,
+    merged_protocol,
     study_tuning,
 )
 
@@ -145,11 +146,8 @@ class Comparison:
         return self._references[key]
 
     def with_protocol(self, cfg: ExperimentConfig, ds: CompareDataset) -> ExperimentConfig:
-        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``)."""
-        if any(
-            o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides, *ds.overrides]
-        ):
-            return cfg
+        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``), with the
+        ``protocol...`` overrides of the comparison and of the dataset merged into it."""
         protocol = self.cmp.protocol
         if protocol is None:
             small = len(self.dataset(cfg)) < CV_MAX_SAMPLES
@@ -159,7 +157,8 @@ class Comparison:
                 else ProtocolConfig(kind="holdout")
             )
         try:
-            return replace(cfg, protocol=replace(protocol)).validate()
+            merged = merged_protocol(protocol, [*self.cmp.overrides, *ds.overrides])
+            return replace(cfg, protocol=merged).validate()
         except ConfigError as exc:
             raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
 

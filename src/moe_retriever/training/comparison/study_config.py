@@ -9,7 +9,15 @@ from pathlib import Path
 import yaml
 
 from ...ablations import ABLATIONS
-from ...config import ConfigError, ExperimentConfig, ProtocolConfig, from_dict, load_config
+from ...config import (
+    ConfigError,
+    ExperimentConfig,
+    ProtocolConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from ...methods import METHODS
 from ...tuning import SpaceSpec, fitted_directly, load_space, search_space
 
@@ -67,8 +75,8 @@ class CompareConfig:
     overrides: list[str] = field(default_factory=list)
     studies: list[CompareStudy] = field(default_factory=list)
     # evaluation protocol of every dataset; None: 5-fold cv repeated on the first three seeds
-    # for datasets under CV_MAX_SAMPLES samples, holdout otherwise. A ``protocol...`` override
-    # of a dataset (or of ``overrides``) wins over both.
+    # for datasets under CV_MAX_SAMPLES samples, holdout otherwise. ``protocol...`` overrides
+    # (of ``overrides``, then of the dataset) are applied on top of it (:func:`merged_protocol`).
     protocol: ProtocolConfig | None = None
     # nested tuning of every study that does not set its own (None: shared settings)
     tuning: TuningConfig | None = None
@@ -117,6 +125,14 @@ def _check_tuning(tuning: TuningConfig | None, where: str) -> None:
                 f"{where}.space: {tuning.space}: {bad} name neither a method nor an ablation preset "
                 "(the file maps method or preset names to search-space overrides)"
             )
+
+
+def merged_protocol(base: ProtocolConfig, overrides: list[str]) -> ProtocolConfig:
+    """``base`` (the comparison's protocol of a dataset) with the ``protocol`` overrides among
+    ``overrides`` applied in order: ``protocol.folds=3`` on 5-fold cv x 2 gives 3-fold cv x 2."""
+    touching = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[0] == "protocol"]
+    merged = apply_overrides({"protocol": to_dict(base)}, touching)["protocol"]
+    return from_dict(ProtocolConfig, merged, "protocol")
 
 
 def study_tuning(cmp: CompareConfig, study: CompareStudy) -> TuningConfig | None:
