@@ -646,7 +646,11 @@ SYNTHETIC = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yam
             [{"config": SYNTHETIC, "overrides": ["protocol.repeats=4"]}],
             ("comparison protocol", "4 repeats need 4 seeds"),
         ),
-        ({"protocol": {"kind": "cv", "fold": 3}}, [{"config": SYNTHETIC}], ("protocol: unknown key(s) ['fold']",)),
+        (
+            {"protocol": {"kind": "cv", "fold": 3}},
+            [{"config": SYNTHETIC}],
+            ("protocol: unknown key(s) ['fold']",),
+        ),
     ],
     ids=[
         "unknown-dataset-key",
@@ -662,7 +666,11 @@ SYNTHETIC = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yam
 )
 def test_bad_compare_configs_name_the_compare_file_and_the_key(capsys, tmp_path, top, datasets, fragments):
     config = tmp_path / "study.yaml"
-    spec = {"seeds": [0, 1], **top, "studies": [{"title": "t", "methods": ["majority"], "datasets": datasets}]}
+    spec = {
+        "seeds": [0, 1],
+        **top,
+        "studies": [{"title": "t", "methods": ["majority"], "datasets": datasets}],
+    }
     config.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
     err = cli_error(capsys, ["compare", "--config", str(config), "--out", str(out)], str(config), *fragments)

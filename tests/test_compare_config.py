@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
-from moe_retriever.training.comparison import Comparison, entry_config, load_compare_config
+from _tiny_run import TINY, write_folder
+from moe_retriever.config import ConfigError, apply_overrides, load_config
+from moe_retriever.data.sources import load_dataset
+from moe_retriever.training.comparison import Comparison, entry_config, load_compare_config, run_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = str(ROOT / "configs" / "synthetic.yaml")
@@ -68,10 +72,6 @@ def test_a_protocol_override_merges_into_the_default_protocol_of_a_small_dataset
 
 def tiny_experiment(path: Path) -> Path:
     """An experiment config of the tiny synthetic data (simulated drop p = 0.4)."""
-    from _tiny_run import TINY
-
-    from moe_retriever.config import apply_overrides
-
     path.write_text(yaml.safe_dump(apply_overrides({}, [o for o in TINY if o.startswith("data.")])))
     return path
 
@@ -99,15 +99,12 @@ def test_relative_paths_are_read_next_to_the_compare_file_then_from_the_working_
 
 
 def test_a_dataset_entry_can_name_a_data_folder_which_keeps_its_own_gaps(tmp_path, monkeypatch):
-    from _tiny_run import write_folder
-
-    from moe_retriever.config import load_config
-    from moe_retriever.data.sources import load_dataset
-
     tiny = load_dataset(load_config(tiny_experiment(tmp_path / "exp.yaml")).data).subset(list(range(60)))
     write_folder(tiny, tmp_path / "clinic")
     # settings for any data, with a simulated drop p = 0.4
-    (tmp_path / "settings.yaml").write_text("data: {missing: {kind: drop, p: 0.4}}\ntrain: {epochs: 3, warmup_epochs: 1}\n")
+    (tmp_path / "settings.yaml").write_text(
+        "data: {missing: {kind: drop, p: 0.4}}\ntrain: {epochs: 3, warmup_epochs: 1}\n"
+    )
     config = write_compare(
         tmp_path / "c.yaml", [{"data": "clinic"}, {"config": "settings.yaml", "data": "clinic"}]
     )
@@ -124,10 +121,6 @@ def test_a_dataset_entry_can_name_a_data_folder_which_keeps_its_own_gaps(tmp_pat
 
 
 def test_entries_sharing_a_config_get_distinct_labels_and_equal_labels_are_refused(tmp_path):
-    import pytest
-
-    from moe_retriever.config import ConfigError
-
     config = write_compare(
         tmp_path / "c.yaml",
         [
@@ -140,17 +133,20 @@ def test_entries_sharing_a_config_get_distinct_labels_and_equal_labels_are_refus
     assert labels == ["synthetic", "synthetic (data.missing.p=0.5)", "high rate"]
     clash = write_compare(
         tmp_path / "clash.yaml",
-        [{"config": SYNTHETIC, "label": "same"}, {"config": SYNTHETIC, "label": "same", "overrides": ["a.b=1"]}],
+        [
+            {"config": SYNTHETIC, "label": "same"},
+            {"config": SYNTHETIC, "label": "same", "overrides": ["a.b=1"]},
+        ],
     )
     with pytest.raises(ConfigError, match=r"clash\.yaml: studies\[0\].*datasets\[0\] and \[1\].*'same'"):
         load_compare_config(clash)
 
 
 def test_a_truncated_record_is_trained_again_and_the_rerun_says_so(tmp_path):
-    from moe_retriever.training.comparison import run_comparison
-
     exp = tiny_experiment(tmp_path / "exp.yaml")
-    config = write_compare(tmp_path / "c.yaml", [{"config": str(exp), "label": "tiny"}], protocol={"kind": "holdout"})
+    config = write_compare(
+        tmp_path / "c.yaml", [{"config": str(exp), "label": "tiny"}], protocol={"kind": "holdout"}
+    )
     out = tmp_path / "out"
     run_comparison(config, out, "cpu", log=lambda _: None)
     record = next((out / "runs").glob("*/seed_1.json"))

@@ -67,7 +67,8 @@ class TuningConfig:
     best trial's model is tested. ``trials: 0`` switches tuning off (e.g. for one study when the
     comparison's ``tuning`` is set). ``space``: a YAML file mapping method or preset names to
     search-space overrides in the format of ``moe-retriever tune --space`` (relative paths are
-    read next to the compare file, else from the working directory). ``sampler_seed`` is combined with each partition's seed."""
+    read next to the compare file, else from the working directory). ``sampler_seed`` is
+    combined with each partition's seed."""
 
     trials: int = 0
     space: str | None = None
