@@ -618,6 +618,66 @@ def test_tune_space_bounds_written_like_1e_4_are_numbers(tmp_path):
     assert searched["train.lr"]["low"] == 1e-4 and searched["train.lr"]["high"] == 3e-3
 
 
+# --------------------------------------------------------------------------- compare
+
+SYNTHETIC = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
+
+
+@pytest.mark.parametrize(
+    "top, datasets, fragments",
+    [
+        ({}, [{"config": SYNTHETIC, "folder": "x"}], ("datasets[0]", "unknown key(s) ['folder']")),
+        ({"seed": [0]}, [{"config": SYNTHETIC}], ("top level: unknown key(s) ['seed']",)),
+        ({}, [{"label": "x"}], ("datasets[0]: needs config", "or data")),
+        ({}, [{"config": "nowhere.yaml"}], ("datasets[0].config: nowhere.yaml not found next to",)),
+        ({}, [{"data": "no_folder"}], ("datasets[0].data: no_folder not found next to",)),
+        (
+            {},
+            [{"config": SYNTHETIC, "label": "a"}, {"data": ".", "label": "a"}],
+            ("datasets[0] and [1] are both labelled 'a'",),
+        ),
+        (
+            {},
+            [{"config": SYNTHETIC, "overrides": ["train.epoch=3"]}],
+            ("dataset 'synthetic (train.epoch=3)'", "train: unknown key(s) ['epoch']"),
+        ),
+        (
+            {"protocol": {"kind": "cv", "folds": 3, "repeats": 2}},
+            [{"config": SYNTHETIC, "overrides": ["protocol.repeats=4"]}],
+            ("comparison protocol", "4 repeats need 4 seeds"),
+        ),
+        (
+            {"protocol": {"kind": "cv", "fold": 3}},
+            [{"config": SYNTHETIC}],
+            ("protocol: unknown key(s) ['fold']",),
+        ),
+    ],
+    ids=[
+        "unknown-dataset-key",
+        "unknown-top-level-key",
+        "dataset-without-config-or-data",
+        "config-not-found",
+        "data-not-found",
+        "duplicate-labels",
+        "unknown-override-key",
+        "protocol-override-needs-more-seeds",
+        "unknown-protocol-key",
+    ],
+)
+def test_bad_compare_configs_name_the_compare_file_and_the_key(capsys, tmp_path, top, datasets, fragments):
+    config = tmp_path / "study.yaml"
+    spec = {
+        "seeds": [0, 1],
+        **top,
+        "studies": [{"title": "t", "methods": ["majority"], "datasets": datasets}],
+    }
+    config.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    err = cli_error(capsys, ["compare", "--config", str(config), "--out", str(out)], str(config), *fragments)
+    assert err.count("\n") == 1  # one line
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- the scikit-learn estimator
 
 

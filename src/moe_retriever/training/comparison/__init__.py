@@ -11,7 +11,8 @@ when the comparison is run again, so an interrupted comparison resumes and ident
 (e.g. the preset ``experts_8`` when E_T is already 8) run once. The key is the resolved config,
 not the code: after a change to the code, start from a new output directory.
 
-Protocol: a comparison config's ``protocol`` applies to every dataset; without one, a dataset of
+Protocol: a comparison config's ``protocol`` applies to every dataset (``protocol...`` overrides
+of the comparison and of a dataset merge into it); without one, a dataset of
 fewer than ``CV_MAX_SAMPLES`` samples gets 5-fold stratified cross-validation repeated on the
 first three seeds (``fold_s<seed>_k<fold>.json`` records), a larger one a holdout split per seed.
 Every method is paired with ``moe_retriever`` and ``zero`` on the same folds (corrected resampled
@@ -64,6 +65,7 @@ from .stats import (
     add_holm_verdicts,
     add_paired_comparisons,
     combination_results,
+    distinct_rows,
     paired_difference,
     study_ranks,
     tuning_effect,
@@ -76,9 +78,12 @@ from .study_config import (
     CompareDataset,
     CompareStudy,
     TuningConfig,
+    derived_label,
     entry_config,
     entry_space,
     load_compare_config,
+    merged_protocol,
+    resolve_path,
     study_tuning,
 )
 
@@ -102,15 +107,19 @@ __all__ = [
     "combination_markdown",
     "combination_results",
     "comparison_markdown",
+    "derived_label",
+    "distinct_rows",
     "entry_config",
     "entry_space",
     "load_compare_config",
     "machine_description",
     "majority_reference",
+    "merged_protocol",
     "missingness_text",
     "paired_difference",
     "paired_markdown",
     "ranks_markdown",
+    "resolve_path",
     "run_comparison",
     "run_key",
     "study_ranks",

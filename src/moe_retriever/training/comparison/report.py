@@ -15,7 +15,7 @@ import numpy as np
 
 from ..markdown import fmt_interval, markdown_table, protocol_text
 from ..metrics import METRICS
-from .stats import ALPHA, PAIRED_REFERENCES
+from .stats import ALPHA, PAIRED_REFERENCES, distinct_rows
 
 
 def study_slug(title: str) -> str:
@@ -48,14 +48,17 @@ def write_rank_diagrams(results: dict[str, Any], out: Path) -> None:
 METHOD_TABLE_HEADER = ("method", "accuracy", "macro-F1", "AUROC", "AUPRC", "CPU s", "= majority")
 
 
+# the methods the summary's difference columns compare MoE-Retriever with (beside the best other)
+SUMMARY_REFERENCES = ("zero", "official_retriever")
+
+
 SUMMARY_TABLE_HEADER = (
     "table",
     "MoE-Retriever F1",
     "MoE-Retriever acc",
     "best other (F1)",
-    "ΔF1 vs it",
-    "ΔF1 vs zero",
-    "ΔF1 vs official_retriever",
+    "ΔF1 best other − MoE-Retriever",
+    *(f"ΔF1 {ref} − MoE-Retriever" for ref in SUMMARY_REFERENCES),
     "F1 rank",
 )
 
@@ -85,14 +88,23 @@ _METHODS_NOTE = (
 
 
 _SUMMARY_NOTE = (
-    "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the "
-    "best other method by mean macro-F1, and paired differences of macro-F1 in "
-    "points (MoE-Retriever minus the other, on the same runs) against it, against "
-    "the same model with zero-filled missing embeddings (`zero`) and against "
-    "retrieval without routing (`official_retriever`): mean [95 % interval] and "
-    "the verdict at {alpha} after Holm's adjustment within the table (better / "
-    "worse: MoE-Retriever is significantly better / worse; n.s.: no conclusion)."
+    "Per table: MoE-Retriever's macro-F1 and accuracy (mean [95 % interval]), the best other "
+    "row by mean macro-F1 (methods and ablation presets alike), and paired differences of "
+    "macro-F1 in points on the same runs, with the sign used throughout this report: **the "
+    "other method minus MoE-Retriever** (the paired tables' *Δ vs moe_retriever*; negative: "
+    "MoE-Retriever scores higher), against that best other{references}: mean [95 % interval] "
+    "and the verdict at {alpha} after Holm's adjustment within the table (better / worse: the "
+    "other method is significantly better / worse than MoE-Retriever; n.s.: no conclusion). "
+    "*F1 rank*: MoE-Retriever's rank by mean macro-F1 among every row of the table with a "
+    "result (1 = best; methods and ablation presets alike; a row that is the same run as another "
+    "counts once, and rows left out are listed below the table)."
 )
+
+
+_REFERENCE_TEXT = {
+    "zero": "the same model with zero-filled missing embeddings (`zero`)",
+    "official_retriever": "retrieval without routing (`official_retriever`)",
+}
 
 
 def missingness_text(mis: dict[str, Any]) -> str:
@@ -122,6 +134,11 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         _METHODS_NOTE,
         "",
     ]
+    tables = [t for study in results["studies"] for t in study["tables"]]
+    # a reference column only when some table has that method (else it is n/a in every row)
+    references = [
+        ref for ref in SUMMARY_REFERENCES if any(r["entry"] == ref for t in tables for r in t["rows"])
+    ]
     summary = []
     for study in results["studies"]:
         lines += [f"## {study['title']}", ""]
@@ -137,22 +154,35 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                 "",
             ]
             lines += paired_markdown(table) + combination_markdown(table) + tuned_values_markdown(table)
-            summary.append(_summary_row(table))
+            summary.append(_summary_row(table, references))
         lines += ranks_markdown(study)
     lines += tuning_effect_markdown(results.get("tuning_effect") or [])
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
     summary_rows = [s for s in summary if s]
     if summary_rows:
+        named = [_REFERENCE_TEXT[ref] for ref in references]
+        header = [h for h in SUMMARY_TABLE_HEADER if not _dropped_reference(h, references)]
+        left_out = [f"{label}: {text}" for label, _, text in summary_rows if text]
         lines += [
             "## MoE-Retriever against the best other method",
             "",
-            _SUMMARY_NOTE.format(alpha=results.get("alpha", ALPHA)),
+            _SUMMARY_NOTE.format(
+                alpha=results.get("alpha", ALPHA),
+                references="".join(f", against {n}" for n in named[:-1])
+                + (f" and against {named[-1]}" if named else ""),
+            ),
             "",
-            *markdown_table(SUMMARY_TABLE_HEADER, summary_rows),
+            *markdown_table(header, [cells for _, cells, _ in summary_rows]),
             "",
         ]
+        if left_out:
+            lines += ["Left out of the rank and of *best other*: " + "; ".join(left_out) + ".", ""]
     return "\n".join(lines)
+
+
+def _dropped_reference(column: str, references: list[str]) -> bool:
+    return any(column == f"ΔF1 {ref} − MoE-Retriever" for ref in SUMMARY_REFERENCES if ref not in references)
 
 
 def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
@@ -258,47 +288,40 @@ def _cell(metric: dict[str, Any] | None, best: bool) -> str:
     return f"**{text}**" if best and text != "n/a" else text
 
 
-def _versus(ours: dict[str, Any], other: dict[str, Any] | None) -> str:
-    """MoE-Retriever minus ``other`` in macro-F1 points: mean [95 % interval], verdict, from the
-    table's paired comparison (Holm-adjusted)."""
+def _versus(other: dict[str, Any] | None) -> str:
+    """``other`` minus MoE-Retriever in macro-F1 points: mean [95 % interval] and verdict, the
+    cells of ``other``'s row in the table's paired comparison (Holm-adjusted)."""
     cell = (other or {}).get("paired", {}).get("moe_retriever", {}).get("macro_f1")
     if cell is None:
         return "n/a"
-    verdict = {"better": "worse", "worse": "better"}.get(cell["verdict"], cell["verdict"])
-    interval = "" if math.isnan(cell["lo"]) else f" [{_pct(-cell['hi'], True)}, {_pct(-cell['lo'], True)}]"
-    return f"{_pct(-cell['mean_diff'], True)}{interval} {verdict}"
+    interval = "" if math.isnan(cell["lo"]) else f" [{_pct(cell['lo'], True)}, {_pct(cell['hi'], True)}]"
+    return f"{_pct(cell['mean_diff'], True)}{interval} {cell['verdict']}"
 
 
-def _summary_row(table: dict[str, Any]) -> list[str] | None:
-    """A table's cells in the summary table; None without a MoE-Retriever row or another method."""
-    rows = [r for r in table["rows"] if "test" in r and not math.isnan(r["test"]["macro_f1"]["mean"])]
-    ours = [r for r in rows if r["entry"] == "moe_retriever"]
-    if not ours:
+def _summary_row(table: dict[str, Any], references: list[str]) -> tuple[str, list[str], str] | None:
+    """A table's label, its cells in the summary table and the rows it leaves out of the rank
+    (with why); None without a MoE-Retriever result or another row with one."""
+    ranked, left_out = distinct_rows(table, "macro_f1", first="moe_retriever")
+    ours = next((r for r in ranked if r["entry"] == "moe_retriever"), None)
+    if ours is None:
         return None
-    # other methods only (ablation tables compare variants, not methods); each run counted once
-    others = [
-        r
-        for r in rows
-        if r["kind"] == "method"
-        and r["entry"] != "moe_retriever"
-        and r["config_key"] != ours[0]["config_key"]
-    ]
+    others = [r for r in ranked if r is not ours]
     if not others:
         return None
-    o = ours[0]["test"]
+    o = ours["test"]
     best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
     rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
-    return [
+    cells = [
         table["label"],
         fmt_interval(o["macro_f1"]),
         fmt_interval(o["accuracy"]),
         f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})",
-        _versus(ours[0], best),
-        _versus(ours[0], by_name.get("zero")),
-        _versus(ours[0], by_name.get("official_retriever")),
-        f"{rank} of {len(others) + 1}",
+        _versus(best),
+        *(_versus(by_name.get(ref)) for ref in references),
+        f"{rank} of {len(ranked)}",
     ]
+    return table["label"], cells, ", ".join(f"{e} ({why})" for e, why in left_out.items())
 
 
 def _fingerprints(refs: dict[Any, dict[str, Any]]) -> str:
@@ -330,7 +353,8 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
         header += [f"Δ vs {ref} [95 %]", "p (Holm)", "p Wilcoxon", "verdict"]
     lines = [
         f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
-        "reference, points): mean [95 % interval], p-value of the "
+        "reference, points, the sign used throughout this report: positive when the row's "
+        "method scores higher): mean [95 % interval], p-value of the "
         f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
         f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
         "p-value (better / worse / n.s.).",
@@ -466,7 +490,8 @@ def ranks_markdown(study: dict[str, Any]) -> list[str]:
         "",
         f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
         f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
-        "by a bar in the diagram differ by less than that and cannot be told apart.",
+        "by a bar in the diagram differ by less than that and cannot be told apart."
+        + _left_out_text(ranks.get("left_out") or {}),
         "",
         *markdown_table(
             ["method", *order], [["average rank", *(f"{ranks['average_ranks'][e]:.2f}" for e in order)]]
@@ -476,3 +501,10 @@ def ranks_markdown(study: dict[str, Any]) -> list[str]:
     if ranks.get("figure"):
         lines += [f"![critical-difference diagram]({ranks['figure']})", ""]
     return lines
+
+
+def _left_out_text(left_out: dict[str, str]) -> str:
+    """The sentence naming the entries a ranking leaves out, and why (empty when none is)."""
+    if not left_out:
+        return ""
+    return " Left out: " + "; ".join(f"{e} ({why})" for e, why in left_out.items()) + "."

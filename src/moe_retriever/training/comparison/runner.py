@@ -23,7 +23,7 @@ from ...config import ConfigError, ExperimentConfig, ProtocolConfig, to_dict
 from ...data.dataset import MultimodalDataset
 from ...data.partitions import Partition, partition_split, prepare_partition, protocol_partitions
 from ...data.sources import load_dataset
-from ...errors import UsageError
+from ...errors import MoERetrieverError, UsageError
 from ...files import atomic_write_text
 from ...tuning import SpaceSpec, tune_partition
 from ..fitting import train_seed
@@ -46,9 +46,11 @@ from .study_config import (
     CompareConfig,
     CompareDataset,
     TuningConfig,
+    derived_label,
     entry_config,
     entry_space,
     load_compare_config,
+    merged_protocol,
     study_tuning,
 )
 
@@ -145,11 +147,8 @@ class Comparison:
         return self._references[key]
 
     def with_protocol(self, cfg: ExperimentConfig, ds: CompareDataset) -> ExperimentConfig:
-        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``)."""
-        if any(
-            o.split("=", 1)[0].strip().startswith("protocol") for o in [*self.cmp.overrides, *ds.overrides]
-        ):
-            return cfg
+        """``cfg`` under the comparison's protocol (see ``CompareConfig.protocol``), with the
+        ``protocol...`` overrides of the comparison and of the dataset merged into it."""
         protocol = self.cmp.protocol
         if protocol is None:
             small = len(self.dataset(cfg)) < CV_MAX_SAMPLES
@@ -159,9 +158,27 @@ class Comparison:
                 else ProtocolConfig(kind="holdout")
             )
         try:
-            return replace(cfg, protocol=replace(protocol)).validate()
+            merged = merged_protocol(protocol, [*self.cmp.overrides, *ds.overrides])
+            return replace(cfg, protocol=merged).validate()
         except ConfigError as exc:
-            raise ConfigError(f"{ds.config}: comparison protocol: {exc}") from exc
+            raise ConfigError(f"{ds.source}: comparison protocol: {exc}") from exc
+
+    def stored_record(self, path: Path) -> dict[str, Any] | None:
+        """A stored record, or None (and why) when it is unreadable: records are written
+        atomically, so a cut-short or garbled one is damaged (a failed copy, a full disk) and
+        its partition counts as not run: trained again, or left out with ``--cached-only``."""
+        try:
+            record = json.loads(path.read_text())
+            if isinstance(record, dict):
+                return record
+            problem = f"holds a {type(record).__name__}, not a record"
+        except json.JSONDecodeError as exc:
+            problem = f"is not complete JSON ({exc.msg} at line {exc.lineno})"
+        except UnicodeDecodeError:
+            problem = "is not text"
+        then = "left out (--cached-only trains nothing)" if self.cached_only else "trained again"
+        self.log(f"{path}: the stored record {problem}; written whole, so it is damaged: {then}")
+        return None
 
     def run_seed(
         self,
@@ -178,7 +195,9 @@ class Comparison:
         key = run_key(cfg) if tuning is None else tuned_run_key(cfg, *tuning)
         path = self.out / "runs" / key / f"{part.name}.json"
         if path.is_file():
-            return json.loads(path.read_text())
+            stored = self.stored_record(path)
+            if stored is not None:
+                return stored
         if self.cached_only:
             return None
         dataset = self.dataset(cfg)
@@ -210,21 +229,39 @@ class Comparison:
         )
         return result
 
+    def cells(self) -> dict[tuple[int, int, str], tuple[ExperimentConfig, SpaceSpec | None, str | None]]:
+        """Every (study, dataset, entry) cell's config and, when tuned, its search space (or why
+        it is not searched), resolved before anything trains: a bad override or space entry of
+        the last study stops the comparison at once, naming the study and dataset."""
+        cells = {}
+        for i, study in enumerate(self.cmp.studies):
+            tuning = study_tuning(self.cmp, study)
+            for j, ds in enumerate(study.datasets):
+                try:
+                    for entry in study.methods:
+                        cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
+                        space, untuned = entry_space(tuning, entry, cfg) if tuning else (None, None)
+                        cells[i, j, entry] = cfg, space, untuned
+                except MoERetrieverError as exc:
+                    label = ds.label or derived_label(ds)
+                    raise type(exc)(f"study {study.title!r}, dataset {label!r}: {exc}") from exc
+        return cells
+
     def run(self) -> dict[str, Any]:
         studies = []
         first_entry: dict[str, str] = {}
-        for study in self.cmp.studies:
+        cells = self.cells()
+        for i, study in enumerate(self.cmp.studies):
             tables = []
             tuning = study_tuning(self.cmp, study)
-            for ds in study.datasets:
-                label = ds.label or Path(ds.config).stem
+            for j, ds in enumerate(study.datasets):
+                label = ds.label or derived_label(ds)
                 rows = []
                 table_info: dict[str, Any] | None = None
                 for entry in study.methods:
-                    cfg = self.with_protocol(entry_config(self.cmp, ds, entry), ds)
+                    cfg, space, untuned = cells[i, j, entry]
                     if table_info is None:
                         table_info = self.table_info(cfg, label, tuning)
-                    space, untuned = entry_space(tuning, entry, cfg) if tuning else (None, None)
                     searched = (tuning, space) if tuning is not None and space is not None else None
                     key = run_key(cfg) if searched is None else tuned_run_key(cfg, *searched)
                     same_as = first_entry.setdefault(key, f"{label}/{entry}")
@@ -350,7 +387,10 @@ def run_comparison(
                 f"--studies {bad}: {config_path} has {len(cmp.studies)} studies (numbered from 1)"
             )
         cmp.studies = [cmp.studies[i - 1] for i in studies]
-    results = Comparison(cmp, out_dir, device, cached_only, log).run()
+    try:
+        results = Comparison(cmp, out_dir, device, cached_only, log).run()
+    except MoERetrieverError as exc:
+        raise type(exc)(f"{config_path}: {exc}") from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_rank_diagrams(results, out)

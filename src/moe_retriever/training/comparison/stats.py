@@ -166,22 +166,44 @@ def combination_results(records: list[dict[str, Any]], modality_names: list[str]
     }
 
 
+def distinct_rows(
+    table: dict[str, Any], metric: str = "macro_f1", first: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The rows of a table with a ``metric`` result, each run counted once, and why each other
+    row is left out: ``not run`` (no result, or NaN), or ``same run as E`` when an earlier row
+    (the row of entry ``first`` counts as the earliest) has its config key."""
+    rows = table["rows"]
+    if first is not None:
+        rows = sorted(rows, key=lambda r: r["entry"] != first)  # stable: the others keep their order
+    kept: list[dict[str, Any]] = []
+    left_out: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for r in rows:
+        if "test" not in r or math.isnan(r["test"][metric]["mean"]):
+            left_out[r["entry"]] = "not run"
+        elif r["config_key"] in seen:
+            left_out[r["entry"]] = f"same run as {seen[r['config_key']]}"
+        else:
+            seen[r["config_key"]] = r["entry"]
+            kept.append(r)
+    order = [r["entry"] for r in table["rows"]]
+    return sorted(kept, key=lambda r: order.index(r["entry"])), left_out
+
+
 def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[str, Any] | None:
     """Average ranks (1 = best mean ``metric``) of the entries that have results on every table
     of a study with two or more tables; the Friedman test (three or more entries) and the
-    Nemenyi critical difference at ``ALPHA``. Each run counts once: an entry that is the same
-    run as an earlier one in the same table is left out."""
+    Nemenyi critical difference at ``ALPHA``. Each run counts once (:func:`distinct_rows`);
+    ``left_out`` says why an entry is not ranked."""
     if len(tables) < 2:
         return None
-    entries = None
+    entries: list[str] | None = None
+    left_out: dict[str, str] = {}
     for t in tables:
-        have = [
-            r["entry"]
-            for r in t["rows"]
-            if "test" in r
-            and not (r["same_run_as"] or "").startswith(f"{t['label']}/")
-            and not math.isnan(r["test"][metric]["mean"])
-        ]
+        kept, why = distinct_rows(t, metric)
+        for entry, reason in why.items():
+            left_out.setdefault(entry, f"{reason} on {t['label']}")
+        have = [r["entry"] for r in kept]
         entries = have if entries is None else [e for e in entries if e in have]
     if not entries or len(entries) < 2:
         return None
@@ -202,6 +224,7 @@ def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[
         "alpha": ALPHA,
         "cliques": [[entries[i] for i in c] for c in rank_cliques(ranks, cd)],
         "friedman": None,
+        "left_out": left_out,
     }
     if len(entries) >= 3:
         f = friedman(scores)
