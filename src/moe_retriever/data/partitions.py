@@ -17,7 +17,7 @@ from torch import Tensor
 from ..config import ExperimentConfig
 from .dataset import MultimodalDataset
 from .missingness import apply_missingness, simulated_mask
-from .preprocessing import fit_standardizer, standardize
+from .preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
 from .splits import stratified_folds, stratified_holdout, stratified_split
 
 
@@ -80,8 +80,12 @@ def split_data(
     val_index: Sequence[int] | Tensor,
     test_index: Sequence[int] | Tensor,
 ) -> SeedData:
-    """The (train, val, test) subsets of ``ds`` (already masked), standardised with statistics
-    of the training subset when ``cfg.data.standardize``."""
+    """The (train, val, test) subsets of ``ds`` (already masked), their categorical columns
+    one-hot encoded with the levels of the training subset, standardised with statistics of the
+    training subset when ``cfg.data.standardize``."""
+    categories = fit_categories(ds.subset(train_index))
+    if categories:
+        ds, _ = encode_categories(ds, categories)
     train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(
