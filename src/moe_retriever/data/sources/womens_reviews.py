@@ -82,7 +82,7 @@ def load_womens_reviews(
         specs,
         features,
         torch.from_numpy(np.stack(observed, axis=1)),
-        torch.from_numpy(target.map({int(c): k for k, c in enumerate(class_names)}).to_numpy()),
+        torch.tensor(target.map({int(c): k for k, c in enumerate(class_names)}).to_numpy()),
         ids,
         class_names,
         "womens_reviews",
