@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -399,8 +400,16 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             loaded=False,
             categorical=categorical,
         )
-        # levels training never saw are encoded as <unknown> and counted here, per column
-        dataset, self.unknown_levels_ = encode_categories(dataset, self.bank_.modalities)
+        # levels training never saw are encoded as <unknown>; a warning counts them per column
+        # (predict may not change the estimator's attributes)
+        dataset, unknown = encode_categories(dataset, self.bank_.modalities)
+        if unknown:
+            warnings.warn(
+                "X: levels training never saw, encoded as <unknown>: "
+                + ", ".join(f"{column} {n} row(s)" for column, n in unknown.items()),
+                UserWarning,
+                stacklevel=3,
+            )
         dataset = standardize(dataset, self.stats_)
         if self._trainer is None:  # a method fitted without the Trainer
             assert is_direct(self.model_)

@@ -26,7 +26,7 @@ class HashedBagOptions:
     """``options`` of the ``hashed_bag`` encoder: embedding rows (``buckets``) and their width
     (``dim``)."""
 
-    buckets: int = bounded(1 << 17, min=1)
+    buckets: int = bounded(1 << 16, min=1)
     dim: int = bounded(64, min=1)
 
 
