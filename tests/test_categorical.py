@@ -167,7 +167,8 @@ def test_a_categorical_column_with_a_million_levels_is_a_clear_error(tmp_path):
     )
     with pytest.raises(
         DataValidationError,
-        match=r"data\.parquet, column 'code': 1,000,000 distinct values, more than the 100,000 a categorical column may have",
+        match=r"data\.parquet, column 'code': 1,000,000 distinct values, more than the 100,000 a "
+        r"categorical column may have",
     ):
         load_folder(root)
 
@@ -201,7 +202,8 @@ def test_the_estimator_takes_category_and_object_columns_and_counts_unseen_level
     assert [c.name for c in est.bank_.modalities[1].categorical] == ["b_shop", "b_kind"]
     new = X.iloc[:4].copy()
     new["b_kind"] = ["u", "w", "w", "v"]
-    with pytest.warns(UserWarning, match=r"levels training never saw, encoded as <unknown>: b\.b_kind 2 row\(s\)$"):
+    unseen = r"levels training never saw, encoded as <unknown>: b\.b_kind 2 row\(s\)$"
+    with pytest.warns(UserWarning, match=unseen):
         est.predict(new)
     # the shop decides the class
     assert (est.predict(X) == y).mean() > 0.9

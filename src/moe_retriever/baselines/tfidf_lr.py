@@ -79,7 +79,7 @@ class TfidfLogisticRegression(DirectMethodBase):
         self.text = TfidfText(train, texts, self.options.min_df) if texts else None
         x, y = self.features(train), train.labels.numpy()
         x_val = self.features(val)
-        history = []
+        history: list[dict[str, float]] = []
         best: tuple[float, float, LogisticRegression | None, dict[str, float]] = (
             -np.inf,
             self.options.C,
