@@ -114,6 +114,8 @@ def test_split_data_fits_the_levels_on_the_training_split_only(tmp_path):
     columns = data.train.modalities[0].columns
     assert "colour=violet" not in columns and f"colour={UNKNOWN_LEVEL}" in columns
     assert data.test.modalities[0] == data.train.modalities[0]
+    # the four violet test samples are counted
+    assert data.unknown_levels == {"test": {"product.colour": 4}}
 
 
 def test_a_category_unseen_in_training_is_counted_at_predict(tmp_path, capsys):
