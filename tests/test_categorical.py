@@ -155,6 +155,14 @@ def test_a_category_unseen_in_training_is_counted_at_predict(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "product.colour 2 sample(s)" in out
     assert len(pd.read_csv(tmp_path / "p.csv")) == 3
+    # the analyses' "all" split encodes the categories as training did
+    from moe_retriever.analysis.report import analysed_samples
+    from moe_retriever.api.trained_run import load_run
+
+    run = load_run(tmp_path / "run")
+    samples = analysed_samples(run, load_folder(root), "all")
+    assert samples.modalities[0].columns == run.modalities[0].columns
+    assert len(samples) == 90
 
 
 def test_a_categorical_column_with_a_million_levels_is_a_clear_error(tmp_path):
