@@ -33,6 +33,7 @@ BENCHMARKS = {
     "memory": "bench_memory.py",  # (f)
     "wide": "bench_wide.py",  # (g)
     "knn": "bench_knn.py",  # (h)
+    "text": "bench_text.py",  # (i)
 }
 
 

@@ -37,7 +37,7 @@ SMALL = [
     "train.seeds=[0]",
     "train.progress=false",
 ]
-DEEP = sorted(m for m in METHODS if m not in ("majority", "hist_gbt"))
+DEEP = sorted(m for m in METHODS if m not in ("majority", "hist_gbt", "tfidf_lr"))
 N_MODALITIES, N_CLASSES = 3, 3
 
 
@@ -134,7 +134,7 @@ def test_direct_methods_predict_every_combination(dataset):
     data = prepare_seed(cfg, dataset, 0)
     batch = every_combination_batch(dataset)
     probe = dataset.subset(batch.index).with_observed(batch.observed)
-    for method in ("majority", "hist_gbt"):
+    for method in ("majority", "hist_gbt", "tfidf_lr"):
         model = build_model(
             load_config("configs/synthetic.yaml", SMALL + [f"method={method}"]), dataset.modalities, N_CLASSES
         )

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,11 @@ from .config import ConfigError, ExperimentConfig, TrainConfig, from_dict, load_
 from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, MultimodalDataset
-from .data.preprocessing import fit_standardizer, standardize
+from .data.preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
 from .methods import METHODS
 from .sklearn_input import (
     SINGLE_MODALITY,
+    categories_to_codes,
     checked_matrix,
     column_names,
     from_modality_list,
@@ -331,6 +333,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         seed = self._seed()
         cfg = self.resolved_config(seed)
         columns = column_names(X)
+        X, categorical = categories_to_codes(X)
         values, y = checked_matrix(self, X, y)
         rows = row_labels(X, values.shape[0])
         check_classification_targets(y)
@@ -342,9 +345,18 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         modalities = resolve_modalities(self.modalities, columns, values.shape[1])
         class_names = [str(c) for c in classes]
         dataset = to_dataset(
-            values, encoded, class_names, modalities, self._column_labels(columns, values), rows, loaded=True
+            values,
+            encoded,
+            class_names,
+            modalities,
+            self._column_labels(columns, values),
+            rows,
+            loaded=True,
+            categorical=categorical,
         )
         train_pos, val_pos = holdout(encoded, float(self.validation_fraction), seed)
+        # categorical levels from the training rows only (as data.partitions does per split)
+        dataset, _ = encode_categories(dataset, fit_categories(dataset.subset(train_pos)))
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
@@ -373,6 +385,8 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         any non-empty subset of the modalities; missing ones are retrieved from the training rows."""
         check_is_fitted(self)
         columns = column_names(X)
+        trained = [c.name for s in self.bank_.modalities for c in s.categorical]
+        X, categorical = categories_to_codes(X, trained)
         values = checked_matrix(self, X, reset=False)
         rows = row_labels(X, values.shape[0])
         dataset = to_dataset(
@@ -383,7 +397,18 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             self._column_labels(columns, values),
             rows,
             loaded=False,
+            categorical=categorical,
         )
+        # levels training never saw are encoded as <unknown>; a warning counts them per column
+        # (predict may not change the estimator's attributes)
+        dataset, unknown = encode_categories(dataset, self.bank_.modalities)
+        if unknown:
+            warnings.warn(
+                "X: levels training never saw, encoded as <unknown>: "
+                + ", ".join(f"{column} {n} row(s)" for column, n in unknown.items()),
+                UserWarning,
+                stacklevel=3,
+            )
         dataset = standardize(dataset, self.stats_)
         if self._trainer is None:  # a method fitted without the Trainer
             assert is_direct(self.model_)

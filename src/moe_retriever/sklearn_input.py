@@ -18,8 +18,9 @@ import torch
 from sklearn.utils.validation import validate_data
 
 from .config import ConfigError
-from .data.dataset import DataValidationError, ModalitySpec, MultimodalDataset
-from .data.sources.folder import missing_cells, numeric_frame
+from .data.dataset import CategoricalColumn, DataValidationError, ModalitySpec, MultimodalDataset
+from .data.sources.folder_modalities import DEFAULT_MAX_LEVELS, categorical_codes, is_categorical
+from .data.sources.tables import missing_cells, numeric_frame
 
 SINGLE_MODALITY = "X"  # the modality name when ``modalities`` is None
 
@@ -43,6 +44,27 @@ def checked_matrix(estimator: Any, X: Any, y: Any = _NO_Y, reset: bool = True) -
     except ValueError:
         check_cells(X)
         raise
+
+
+def categories_to_codes(X: Any, declared: Sequence[str] = ()) -> tuple[Any, dict[str, CategoricalColumn]]:
+    """``X`` with its categorical columns replaced by the positions of their levels (NaN where
+    empty), and those columns by name. A DataFrame column is categorical when its dtype is
+    ``category``, when it holds text none of whose non-empty cells is a number (the folder
+    format's rule), or when it is in ``declared`` (the categorical columns of training, so new
+    data is read as the training data was). Anything but a DataFrame is returned as it is."""
+    if not isinstance(X, pd.DataFrame):
+        return X, {}
+    names = [str(c) for c in X.columns]
+    chosen = [j for j, c in enumerate(X.columns) if names[j] in declared or is_categorical(X.iloc[:, j])]
+    if not chosen:
+        return X, {}
+    out = X.copy()
+    categorical = {}
+    for j in chosen:
+        codes, column = categorical_codes(X.iloc[:, j], names[j], DEFAULT_MAX_LEVELS, "X")
+        out.isetitem(j, codes)
+        categorical[names[j]] = column
+    return out, categorical
 
 
 def _n_rows(X: Any) -> int | None:
@@ -217,10 +239,13 @@ def to_dataset(
     column_labels: list[str],
     rows: list[str],
     loaded: bool,
+    categorical: Mapping[str, CategoricalColumn] | None = None,
 ) -> MultimodalDataset:
     """A MultimodalDataset from a float matrix; a modality is missing where all its values are NaN.
 
-    ``loaded``: the data a model is fitted on, which must observe every modality somewhere."""
+    ``loaded``: the data a model is fitted on, which must observe every modality somewhere.
+    ``categorical``: the columns (by label) that hold level positions (:func:`categories_to_codes`)."""
+    categorical = categorical or {}
     features, observed, specs = {}, [], []
     for name, cols in modalities.items():
         block = values[:, cols]
@@ -238,7 +263,9 @@ def to_dataset(
             )
         features[name] = torch.from_numpy(np.where(missing[:, None], 0.0, block)).float()
         observed.append(~missing)
-        specs.append(ModalitySpec(name, (len(cols),), "tabular", tuple(column_labels[j] for j in cols)))
+        names = tuple(column_labels[j] for j in cols)
+        cats = tuple(categorical[c] for c in names if c in categorical)
+        specs.append(ModalitySpec(name, (len(cols),), "tabular", names, cats))
     return MultimodalDataset(
         specs,
         features,

@@ -18,7 +18,7 @@ from ..api.trained_run import TrainedRun, load_run
 from ..data.combinations import combination_name
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import SeedData, partition_split
-from ..data.preprocessing import standardize
+from ..data.preprocessing import encode_categories, standardize
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..files import atomic_write_text
@@ -72,7 +72,9 @@ def analysed_samples(run: TrainedRun, dataset: MultimodalDataset, split: str) ->
         raise UsageError(f"split must be one of {list(SPLITS)}, got {split!r}")
     data = run.seed_data(dataset)
     if split == "all":
-        return standardize(partition_split(run.cfg, dataset, run.partition)[0], data.stats)
+        masked = partition_split(run.cfg, dataset, run.partition)[0]
+        # categorical columns as the training split encoded them, then its standardisation
+        return standardize(encode_categories(masked, data.train.modalities)[0], data.stats)
     return {"train": data.train, "val": data.val, "test": data.test}[split]
 
 

@@ -15,6 +15,7 @@ from ..data.bank import RetrievalBank
 from ..data.combinations import modality_letters
 from ..data.dataset import Batch, ModalitySpec, MultimodalDataset
 from ..data.partitions import Partition, SeedData, partition_from_meta, prepare_partition
+from ..data.preprocessing import encode_categories
 from ..data.sources import load_dataset
 from ..errors import InputNotFoundError
 from ..models.retriever import MoERetriever
@@ -43,6 +44,8 @@ class TrainedRun:
             cfg.model.retriever.eval_draws,
         )
         self._seed_data: SeedData | None = None
+        # "<modality>.<column>" -> cells of the last data given whose level training never saw
+        self.unknown_levels: dict[str, int] = {}
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -106,6 +109,8 @@ class TrainedRun:
         standardised with the training statistics unless ``standardized``. Labels are mapped to
         the training classes by name (-1 for a name training never saw; prediction ignores them).
         """
+        # categorical levels are matched by their text; levels training never saw are counted
+        dataset, self.unknown_levels = encode_categories(dataset, self.modalities)
         check_schema(dataset.modalities, self.modalities, f"data {dataset.name!r}")
         n = len(dataset)
         new_pos = {s.name: m for m, s in enumerate(dataset.modalities)}

@@ -1,7 +1,7 @@
 """Comparison methods, one module per method, each registered in ``methods.METHODS``.
 
 Deep methods subclass :class:`~.common.BaselineClassifier` (our encoders, fusion and head, no
-retrieval) and train with the shared Trainer; ``majority`` and ``hist_gbt`` are fitted directly
+retrieval) and train with the shared Trainer; ``majority``, ``hist_gbt`` and ``tfidf_lr`` are fitted directly
 (``fit_direct = True``). Method-specific settings live under ``model.method_options.<method>``.
 """
 
@@ -18,6 +18,7 @@ from . import (
     modality_dropout,
     muse,
     shaspec,
+    tfidf_lr,
 )
 from .common import BaselineClassifier, DirectMethodBase
 
@@ -36,4 +37,5 @@ __all__ = [
     "modality_dropout",
     "muse",
     "shaspec",
+    "tfidf_lr",
 ]

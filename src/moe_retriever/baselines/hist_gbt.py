@@ -10,6 +10,9 @@ at every ``max_iter / STAGES``-th number of boosting iterations up to ``max_iter
 whole training part. The test split is never used. With ``search: false`` the grid is skipped and
 the configured ``learning_rate`` / ``max_leaf_nodes`` / ``l2_regularization`` are used (only the
 number of iterations is chosen by the inner cross-validation).
+
+A text modality enters as ``text_components`` SVD directions of its TF-IDF (both fitted on the
+training part's texts, :class:`~.text_features.TextSVD`), NaN where the text is missing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
 from ..methods import register_method
 from ..training.metrics import classification_metrics
-from .common import DirectMethodBase, method_options
+from .common import DirectMethodBase, concatenate_datasets, full_probabilities, method_options
+from .text_features import TextSVD, text_modalities
 
 # searched when ``search`` is true (then these keys may not be set in method_options)
 GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization": (0.0, 1.0)}
@@ -50,12 +54,19 @@ class HistGBTOptions:
     l2_regularization: float = bounded(0.0, min=0)
     inner_folds: int = bounded(3, min=2)
     search: bool = True
+    text_components: int = bounded(32, min=1)
 
 
-def concatenated_features(dataset: MultimodalDataset) -> np.ndarray:
-    """(N, sum of flattened widths) float array; NaN where the modality is missing."""
+def concatenated_features(dataset: MultimodalDataset, text: TextSVD | None = None) -> np.ndarray:
+    """(N, sum of flattened widths) float array; NaN where the modality is missing. Text
+    modalities are the SVD features of ``text`` (required when the data has text)."""
     blocks = []
     for m, spec in enumerate(dataset.modalities):
+        if spec.kind == "text":
+            if text is None:
+                raise ValueError(f"modality {spec.name!r} is text: its features need a fitted TextSVD")
+            blocks.append(text.transform(dataset, m))
+            continue
         x = dataset.features[spec.name].reshape(len(dataset), -1).double().numpy().copy()
         x[~dataset.observed[:, m].numpy()] = np.nan
         blocks.append(x)
@@ -95,7 +106,9 @@ class HistGBT(DirectMethodBase):
 
     def fit(self, train, val, select_metric: str = "macro_f1") -> FitResult:
         t0 = time.perf_counter()
-        x = np.concatenate([concatenated_features(train), concatenated_features(val)])
+        part = concatenate_datasets(train, val)
+        self.text = TextSVD(part, self.options.text_components) if text_modalities(part) else None
+        x = concatenated_features(part, self.text)
         y = np.concatenate([train.labels.numpy(), val.labels.numpy()])
         max_iter = self.options.max_iter
         stages = sorted(
@@ -135,9 +148,7 @@ class HistGBT(DirectMethodBase):
 
     def _full(self, model: HistGradientBoostingClassifier, probs: np.ndarray) -> np.ndarray:
         """Probabilities over all classes (a class absent from training gets probability 0)."""
-        out = np.zeros((probs.shape[0], self.n_classes))
-        out[:, model.classes_] = probs
-        return out
+        return full_probabilities(model.classes_, probs, self.n_classes)
 
     def predict_proba(self, dataset) -> np.ndarray:
-        return self._full(self.model, self.model.predict_proba(concatenated_features(dataset)))
+        return self._full(self.model, self.model.predict_proba(concatenated_features(dataset, self.text)))

@@ -27,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
         f"{len(table)} samples predicted with {args.run} (method {trained.method}, {models}): "
         + ", ".join(f"{k} {v}" for k, v in counts.items())
     )
+    first = next(iter(trained.members.values())) if isinstance(trained, RunEnsemble) else trained
+    if first.unknown_levels:
+        print(
+            "levels training never saw (encoded as <unknown>): "
+            + ", ".join(f"{column} {n} sample(s)" for column, n in first.unknown_levels.items())
+        )
     print(f"predictions: {out}")
     return 0
 

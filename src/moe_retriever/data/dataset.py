@@ -19,6 +19,24 @@ from .combinations import combination_name, observed_to_codes
 
 
 @dataclass(frozen=True)
+class CategoricalColumn:
+    """A categorical column of a tabular modality.
+
+    As loaded (``encoded`` false) the column's cells hold the position of their level in
+    ``levels``, every distinct level of the data (sorted). Fitted on a training split
+    (``encoded`` true; :func:`~.preprocessing.fit_categories`) the column is replaced by the one-hot
+    columns ``<name>=<level>`` of the kept ``levels``, ``<name>=<other>`` for the training levels
+    pooled for being rare (``pooled``) and ``<name>=<unknown>`` for levels training never saw.
+    """
+
+    name: str
+    levels: tuple[str, ...]
+    max_levels: int = 50  # one-hot columns of its own for at most this many training levels
+    pooled: tuple[str, ...] = ()
+    encoded: bool = False
+
+
+@dataclass(frozen=True)
 class ModalitySpec:
     """A modality: its name, its kind (selects a default encoder) and per-sample feature shape."""
 
@@ -27,6 +45,8 @@ class ModalitySpec:
     kind: str = "tabular"  # tabular | sequence | image | volume | text
     # column names of tabular features, used to check new data against training data
     columns: tuple[str, ...] | None = None
+    # the categorical columns among ``columns`` (tabular only)
+    categorical: tuple[CategoricalColumn, ...] = ()
 
     @property
     def width(self) -> int:

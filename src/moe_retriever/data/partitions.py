@@ -8,7 +8,7 @@ A :class:`Partition` is the holdout split of a seed or one fold of a cross-valid
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor
 from ..config import ExperimentConfig
 from .dataset import MultimodalDataset
 from .missingness import apply_missingness, simulated_mask
-from .preprocessing import fit_standardizer, standardize
+from .preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
 from .splits import stratified_folds, stratified_holdout, stratified_split
 
 
@@ -32,6 +32,9 @@ class SeedData:
     stats: dict[str, tuple[Tensor, Tensor]]
     # positions of the training split in the loaded data set (what a shared bank file holds)
     train_index: Tensor | None = None
+    # per split ("val", "test"), "<modality>.<column>" -> samples with a categorical level the
+    # training split never saw (encoded as <unknown>); splits without any are left out
+    unknown_levels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def masked_split(
@@ -80,8 +83,17 @@ def split_data(
     val_index: Sequence[int] | Tensor,
     test_index: Sequence[int] | Tensor,
 ) -> SeedData:
-    """The (train, val, test) subsets of ``ds`` (already masked), standardised with statistics
-    of the training subset when ``cfg.data.standardize``."""
+    """The (train, val, test) subsets of ``ds`` (already masked), their categorical columns
+    one-hot encoded with the levels of the training subset, standardised with statistics of the
+    training subset when ``cfg.data.standardize``."""
+    categories = fit_categories(ds.subset(train_index))
+    unknown = {}
+    if categories:
+        for split, index in (("val", val_index), ("test", test_index)):
+            counts = encode_categories(ds.subset(index), categories)[1]
+            if counts:
+                unknown[split] = counts
+        ds, _ = encode_categories(ds, categories)
     train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(
@@ -90,6 +102,7 @@ def split_data(
         standardize(ds.subset(test_index), stats),
         stats,
         torch.as_tensor(train_index, dtype=torch.long),
+        unknown,
     )
 
 

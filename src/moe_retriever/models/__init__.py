@@ -1,6 +1,9 @@
 """Models: encoders, the sparse MoE (router, experts, block), the retriever, fusion, classifier."""
 
-from . import sequence_image_encoders  # noqa: F401  (registers lstm, gru, cnn3d, vgg2d)
+from . import (
+    sequence_image_encoders,  # noqa: F401  (registers lstm, gru, cnn3d, vgg2d)
+    text_encoders,  # noqa: F401  (registers hashed_bag)
+)
 from .classifier import ModelOutput, MultimodalClassifier
 from .encoders import ENCODERS, MLPEncoder, ModalityEncoder, build_encoder, register_encoder
 from .experts import FFNExperts

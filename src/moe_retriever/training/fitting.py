@@ -229,4 +229,6 @@ def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> d
         "n_val": len(data.val),
         "n_test": len(data.test),
         "test_predictions": prediction_record(data.test, probs),
+        # per split, "<modality>.<column>": samples whose level the training split never saw
+        "unknown_levels": data.unknown_levels,
     }

@@ -14,6 +14,7 @@ layout of earlier versions, which still loads).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,8 +29,8 @@ from torch import Tensor
 
 from ..config import ExperimentConfig, from_dict, to_dict
 from ..contract import MethodModel, is_direct
-from ..data.dataset import ModalitySpec, MultimodalDataset
-from ..data.preprocessing import standardize
+from ..data.dataset import CategoricalColumn, ModalitySpec, MultimodalDataset
+from ..data.preprocessing import encode_categories, standardize
 from ..errors import CheckpointError, InputNotFoundError
 from ..methods import build_model
 from .checkpoint import load_state_into, load_tensors, save_tensors
@@ -50,17 +51,30 @@ TRAINING_STATE = "training_state.pt"
 
 
 def _spec_json(spec: ModalitySpec) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "name": spec.name,
         "shape": list(spec.shape),
         "kind": spec.kind,
         "columns": list(spec.columns) if spec.columns is not None else None,
     }
+    if spec.categorical:
+        out["categorical"] = [dataclasses.asdict(c) for c in spec.categorical]
+    return out
 
 
 def _spec_from_json(d: dict[str, Any]) -> ModalitySpec:
+    categorical = tuple(
+        CategoricalColumn(
+            c["name"], tuple(c["levels"]), int(c["max_levels"]), tuple(c["pooled"]), bool(c["encoded"])
+        )
+        for c in d.get("categorical", ())
+    )
     return ModalitySpec(
-        d["name"], tuple(d["shape"]), d["kind"], tuple(d["columns"]) if d.get("columns") is not None else None
+        d["name"],
+        tuple(d["shape"]),
+        d["kind"],
+        tuple(d["columns"]) if d.get("columns") is not None else None,
+        categorical,
     )
 
 
@@ -83,7 +97,12 @@ def write_run_bank(path: Path, dataset: MultimodalDataset) -> str:
     save_tensors(
         path,
         tensors,
-        {"ids": dataset.ids, "dataset": dataset.name, "natural_missingness": dataset.natural_missingness},
+        {
+            "ids": dataset.ids,
+            "dataset": dataset.name,
+            "natural_missingness": dataset.natural_missingness,
+            "modalities": [_spec_json(s) for s in dataset.modalities],
+        },
     )
     digest = _sha256(path.read_bytes())
     _BANK_DIGESTS[path.resolve()] = digest
@@ -218,19 +237,21 @@ def _bank_from_file(
             f"{checkpoint}: bank positions outside the {n} samples of {checkpoint.parent / meta['bank_file']}"
         )
     ids = bank_meta.get("ids", [str(i) for i in range(n)])
+    # the file holds the loaded features: categorical columns as level positions, encoded below
+    raw_specs = [_spec_from_json(d) for d in bank_meta["modalities"]] if "modalities" in bank_meta else specs
     train = MultimodalDataset(
-        specs,
-        {s.name: raw[f"features.{s.name}"][idx] for s in specs},
+        raw_specs,
+        {s.name: raw[f"features.{s.name}"][idx] for s in raw_specs},
         tensors["bank.observed"].bool(),
         raw["labels"][idx],
         [ids[i] for i in idx.tolist()],
         meta["class_names"],
         meta.get("dataset", "bank"),
-        {s.name: raw[f"lengths.{s.name}"][idx] for s in specs if f"lengths.{s.name}" in raw},
+        {s.name: raw[f"lengths.{s.name}"][idx] for s in raw_specs if f"lengths.{s.name}" in raw},
         bank_meta.get("natural_missingness"),
         require_every_modality=False,
     )
-    return standardize(train, stats)
+    return standardize(encode_categories(train, specs)[0], stats)
 
 
 @dataclass

@@ -101,4 +101,5 @@ from . import (  # noqa: E402,F401  (the paper's dataset layouts)
     mimic,
     miniacc,  # noqa: E402,F401
     mosi,
+    womens_reviews,  # noqa: E402,F401
 )

