@@ -303,14 +303,23 @@ def test_indicators_reach_every_filling_method_or_are_rejected(method):
         model, ds = _model(method, True)
     except ConfigError as exc:
         assert "model.missing_indicators" in str(exc)
-        assert method in {"flex_moe", "fusemoe", "late_fusion", "mmformer", "muse", "hist_gbt", "majority"}
+        assert method in {
+            "flex_moe",
+            "fusemoe",
+            "late_fusion",
+            "mmformer",
+            "muse",
+            "hist_gbt",
+            "majority",
+            "tfidf_lr",
+        }
         return
     observed = torch.ones(len(ds), 3, dtype=torch.bool)
     observed[::2, 1] = False
     batch = _batch(ds, observed)
     model.eval()
     bank = None
-    if getattr(model, "retriever", None) is not None:
+    if model.uses_retrieval:
         from moe_retriever.data.bank import RetrievalBank
 
         bank = RetrievalBank(ds, torch.device("cpu"))
