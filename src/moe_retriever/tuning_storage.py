@@ -8,7 +8,7 @@
 - any other database URL (``postgresql://...``, ``mysql+pymysql://...``): workers anywhere.
 
 A worker starts a trial only while it holds the study's reservation lock (:class:`FileLock`: an
-exclusive ``flock`` on ``<storage file>.lock``; :class:`RowLock`: a row of the database held with
+exclusive ``flock`` on ``<storage file>.tune.lock``; :class:`RowLock`: a row of the database held with
 ``SELECT ... FOR UPDATE``), and only while the trials that count (complete, pruned, running)
 are fewer than ``--trials``: the study ends with exactly that many finished trials, however many
 workers race for the last ones.
@@ -29,6 +29,8 @@ from .errors import UsageError
 from .tuning_study import GRACE_SECONDS, HEARTBEAT_SECONDS, optuna_module
 
 JOURNAL_PREFIX = "journal:"
+# next to the storage file; not Optuna's own ``<journal>.lock``, which its journal writes take
+LOCK_SUFFIX = ".tune.lock"
 # SQLite waits this long for another worker's write to end before "database is locked"
 SQLITE_BUSY_SECONDS = 120
 
@@ -55,12 +57,12 @@ def parse_storage(storage: str | None, out: Path) -> StorageSpec:
     does not exist, is a one-line error."""
     if storage is None:
         db = (out / "study.db").resolve()
-        return StorageSpec(f"sqlite:///{db}", None, f"sqlite:///{db}", db.with_name(db.name + ".lock"))
+        return StorageSpec(f"sqlite:///{db}", None, f"sqlite:///{db}", db.with_name(db.name + LOCK_SUFFIX))
     if storage.startswith(JOURNAL_PREFIX):
         path = Path(storage.removeprefix(JOURNAL_PREFIX)).expanduser().resolve()
         if not storage.removeprefix(JOURNAL_PREFIX) or not path.parent.is_dir():
             raise UsageError(f"--storage {storage}: the journal file's folder {path.parent} does not exist")
-        return StorageSpec(storage, path, None, path.with_name(path.name + ".lock"))
+        return StorageSpec(storage, path, None, path.with_name(path.name + LOCK_SUFFIX))
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -78,7 +80,7 @@ def parse_storage(storage: str | None, out: Path) -> StorageSpec:
     db = Path(parsed.database).expanduser().resolve()
     if not db.parent.is_dir():
         raise UsageError(f"--storage {storage}: the database's folder {db.parent} does not exist")
-    return StorageSpec(storage, None, storage, db.with_name(db.name + ".lock"))
+    return StorageSpec(storage, None, storage, db.with_name(db.name + LOCK_SUFFIX))
 
 
 def open_storage(spec: StorageSpec) -> Any:
