@@ -7,12 +7,14 @@ pruned on the validation metric epoch by epoch (Optuna's median pruner, which wa
 warm-up epochs); the sampler is a seeded TPE.
 
 The study lives in an Optuna storage (SQLite in the output directory by default), so a search
-that stops can be continued by running the same command again, and several processes or machines
-given the same ``--storage`` URL work on one study together (``--trials`` is the study's total of
-finished trials, counted over all of them). A continued search keeps the finished trials, marks a
-trial left running by a process that died as failed (see :func:`fail_trials_of_dead_workers`) and
-seeds its sampler anew (:func:`resumed_sampler_seed`), so it proposes new points rather than the
-seeded sequence of the first run again.
+that stops can be continued by running the same command again, and ``--jobs N`` worker processes,
+or several commands and machines given the same ``--storage``, work on one study together
+(``--trials`` is the study's total of finished trials, counted over all of them, and reached
+exactly: see :mod:`moe_retriever.tuning_workers`). A continued search keeps the finished trials,
+marks a trial left running by a process that died as failed (see
+:func:`~moe_retriever.tuning_study.fail_trials_of_dead_workers`) and samples every trial with its
+own seed (:func:`~moe_retriever.tuning_study.trial_sampler_seed`), so it proposes new points
+rather than the seeded sequence of the first run again.
 
 A search space maps dotted config keys to distributions::
 
@@ -385,7 +387,9 @@ def tune(
 
     problems: list[str] = []
     try:
-        if jobs == 1:
+        if finished_trials(study) >= trials:
+            pass  # a finished study: no worker to start
+        elif jobs == 1:
             run_worker(plan, log, after_trial=show)
         else:
             log(f"tune: {jobs} worker processes, {threads} torch thread(s) each, on {spec.text}")

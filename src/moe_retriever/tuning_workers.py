@@ -113,10 +113,14 @@ def reserve_trial(study: Any, lock: Any, plan: SearchPlan, log: Callable[[str], 
         if counted_trials(study) >= plan.trials:
             return None
         number = len(study.get_trials(deepcopy=False))  # the number the next trial gets
-        study.sampler = optuna.samplers.TPESampler(seed=trial_sampler_seed(plan.sampler_seed, number))
         with warnings.catch_warnings():
+            # the constant liar (experimental before Optuna 5, its default since) treats the
+            # other workers' running trials as bad ones, so TPE proposes points away from them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # Optuna warns that its heartbeat is meant for optimize(); :func:`heartbeat` beats here
             warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            seed = trial_sampler_seed(plan.sampler_seed, number)
+            study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
             trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, this_worker())
         return trial
@@ -186,9 +190,13 @@ def run_worker(
             state = optuna.trial.TrialState.PRUNED
         except TrainingDivergedError as exc:
             trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed the trial meanwhile; told below
         finally:
             # a bug or an interrupt still ends the trial, as failed, before it propagates
-            study.tell(trial, value, state=state)
+            told = _tell(study, trial, value, state, log)
+        if not told:
+            continue
         ended = study.get_trials(deepcopy=False)[trial.number]
         log(trial_line(study, ended, plan.metric))
         after_trial(study)
@@ -196,6 +204,18 @@ def run_worker(
         if failures >= plan.trials:
             log(f"tune: {failures} trials failed in this worker; stopping")
             return
+
+
+def _tell(study: Any, trial: Any, value: float | None, state: Any, log: Callable[[str], None]) -> bool:
+    """End ``trial``; ``False`` when another worker has failed it already (its heartbeat stopped
+    past the grace period and a replacement was reserved: counting it too would exceed
+    ``--trials``)."""
+    try:
+        study.tell(trial, value, state=state)
+    except optuna_module().exceptions.UpdateFinishedTrialError:
+        log(f"trial {trial.number}: failed by another worker (no heartbeat); its result is dropped")
+        return False
+    return True
 
 
 def _worker_process(plan: SearchPlan, index: int, lines: Any) -> None:
