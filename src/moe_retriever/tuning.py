@@ -349,7 +349,7 @@ def tune(
     base = [*(overrides or []), f"method={method}", "train.progress=false"]
     cfg = load_config(config, base)
     space = search_space(method, cfg, space_overrides, source=space_file)
-    load_dataset(cfg.data)  # a data error is found here, not in every worker
+    dataset = load_dataset(cfg.data)  # a data error is found here, not in every worker
     out = Path(out)
     spec = parse_storage(storage, out)
     if jobs > 1 and threads is None:
@@ -390,7 +390,7 @@ def tune(
         if finished_trials(study) >= trials:
             pass  # a finished study: no worker to start
         elif jobs == 1:
-            run_worker(plan, log, after_trial=show)
+            run_worker(plan, log, after_trial=show, dataset=dataset)
         else:
             log(f"tune: {jobs} worker processes, {threads} torch thread(s) each, on {spec.text}")
             problems = run_workers(plan, jobs, log, on_poll=show)

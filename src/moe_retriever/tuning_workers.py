@@ -154,9 +154,11 @@ def run_worker(
     plan: SearchPlan,
     log: Callable[[str], None],
     after_trial: Callable[[Any], None] = lambda study: None,
+    dataset: Any = None,
 ) -> None:
     """Reserve, train and tell trials of the plan's study until none is left to reserve (or the
-    deadline passes, or ``plan.trials`` of this worker's trials failed)."""
+    deadline passes, or ``plan.trials`` of this worker's trials failed). ``dataset``: the plan's
+    data, when the caller has read it already."""
     from .tuning import report_or_prune, suggest, with_values
 
     optuna = optuna_module()
@@ -165,7 +167,8 @@ def run_worker(
 
         torch.set_num_threads(plan.threads)
     cfg = load_config(plan.config, plan.overrides)
-    dataset = load_dataset(cfg.data)
+    if dataset is None:  # a spawned worker reads the data itself
+        dataset = load_dataset(cfg.data)
     study = open_study(plan)
     lock = reservation_lock(plan.storage, plan.study_name)
     epochs = cfg.train.epochs
