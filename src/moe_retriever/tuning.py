@@ -7,12 +7,14 @@ pruned on the validation metric epoch by epoch (Optuna's median pruner, which wa
 warm-up epochs); the sampler is a seeded TPE.
 
 The study lives in an Optuna storage (SQLite in the output directory by default), so a search
-that stops can be continued by running the same command again, and several processes or machines
-given the same ``--storage`` URL work on one study together (``--trials`` is the study's total of
-finished trials, counted over all of them). A continued search keeps the finished trials, marks a
-trial left running by a process that died as failed (see :func:`fail_trials_of_dead_workers`) and
-seeds its sampler anew (:func:`resumed_sampler_seed`), so it proposes new points rather than the
-seeded sequence of the first run again.
+that stops can be continued by running the same command again, and ``--jobs N`` worker processes,
+or several commands and machines given the same ``--storage``, work on one study together
+(``--trials`` is the study's total of finished trials, counted over all of them, and reached
+exactly: see :mod:`moe_retriever.tuning_workers`). A continued search keeps the finished trials,
+marks a trial left running by a process that died as failed (see
+:func:`~moe_retriever.tuning_study.fail_trials_of_dead_workers`) and samples every trial with its
+own seed (:func:`~moe_retriever.tuning_study.trial_sampler_seed`), so it proposes new points
+rather than the seeded sequence of the first run again.
 
 A search space maps dotted config keys to distributions::
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,20 +53,10 @@ from .config import (
 from .data.partitions import Partition, prepare_partition
 from .data.sources import load_dataset
 from .errors import UsageError
-from .files import atomic_write_text
 from .methods import METHODS
-from .training.experiment import run_experiment
 from .training.fitting import fit_model, partition_record
 from .training.trainer import TrainingDivergedError
-from .tuning_study import (
-    WORKER_ATTR,
-    fail_trials_of_dead_workers,
-    optuna_module,
-    resumed_sampler_seed,
-    storage_with_heartbeat,
-    this_worker,
-    trial_line,
-)
+from .tuning_study import optuna_module
 
 if TYPE_CHECKING:
     from .data.dataset import MultimodalDataset
@@ -320,87 +313,98 @@ def tune(
     log: Callable[[str], None] = tqdm.write,
     space_file: str | Path | None = None,
     progress: bool = True,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> TuneResult:
     """Search ``method``'s settings on ``config``; write ``best.yaml`` and ``trials.csv`` to ``out``.
 
     ``trials`` is the study's total of finished (complete or pruned) trials: running the same
-    search again, or in parallel against the same storage, adds trials until it is reached
-    (a run stops early after ``trials`` failed trials of its own). ``pruner`` replaces the
-    default median pruner (any ``optuna.pruners`` object). ``log`` gets a line per ended trial;
-    ``progress`` shows a bar over the trials. ``space_file``: where ``space_overrides`` came
-    from, for error messages. Every argument is checked before anything is written.
+    search again, or in parallel against the same storage, adds trials until exactly that many
+    have finished (a worker stops early after ``trials`` failed trials of its own). ``jobs``
+    worker processes (spawned; ``1``: this process) search together, each with ``threads`` torch
+    threads (default with several jobs: this process's CPUs shared out). ``storage``: a database
+    URL or ``journal:PATH`` (default SQLite in ``out``). ``pruner`` replaces the default median
+    pruner (any ``optuna.pruners`` object). ``log`` gets a line per ended trial; ``progress``
+    shows a bar over the study's trials. ``space_file``: where ``space_overrides`` came from,
+    for error messages. Every argument is checked before anything is written.
     """
+    from .tuning_storage import parse_storage, process_cpu_count
+    from .tuning_workers import (
+        SearchPlan,
+        finished_trials,
+        open_study,
+        run_worker,
+        run_workers,
+        write_trials_table,
+    )
+
     if trials < 1:
         raise UsageError(f"tune: --trials must be at least 1 (finished trials the study holds), got {trials}")
+    if jobs < 1:
+        raise UsageError(f"tune: --jobs must be at least 1 (worker processes), got {jobs}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"tune: --threads must be at least 1 (torch threads per worker), got {threads}")
     optuna = optuna_module()
 
     base = [*(overrides or []), f"method={method}", "train.progress=false"]
     cfg = load_config(config, base)
     space = search_space(method, cfg, space_overrides, source=space_file)
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data)  # a data error is found here, not in every worker
     out = Path(out)
+    spec = parse_storage(storage, out)
+    if jobs > 1 and threads is None:
+        threads = max(1, process_cpu_count() // jobs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
-    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"{cfg.name}-{method}"
     metric = cfg.train.select_metric
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
+    plan = SearchPlan(
+        config=None if config is None else str(config),
+        overrides=base,
+        space=space,
+        storage=spec,
         study_name=name,
-        storage=storage_with_heartbeat(url),
-        direction="maximize",
-        load_if_exists=True,
+        trials=trials,
+        deadline=None if timeout is None else time.time() + timeout,
+        sampler_seed=seed,
+        threads=threads,
         pruner=pruner if pruner is not None else default_pruner(cfg),
+        metric=metric,
     )
-    fail_trials_of_dead_workers(study, log)
-    study.sampler = optuna.samplers.TPESampler(seed=resumed_sampler_seed(seed, len(study.trials)))
-    epochs = cfg.train.epochs
-    worker = this_worker()
+    study = open_study(plan)
     trials_path = out / "trials.csv"
+    bar = tqdm(
+        total=trials,
+        initial=min(finished_trials(study), trials),
+        desc=name,
+        unit="trial",
+        disable=not progress,
+    )
 
-    def objective(trial: Any) -> float:
-        trial.set_user_attr(WORKER_ATTR, worker)
-        values = suggest(trial, space)
-        trial_cfg = with_values(cfg, values)
+    def show(study: Any) -> None:
+        bar.update(min(finished_trials(study), trials) - bar.n)
+        write_trials_table(study, trials_path)
 
-        def report(unit: int, epoch: int, entry: dict[str, Any]) -> None:
-            report_or_prune(trial, entry[f"val_{metric}"], unit * epochs + epoch)
-
-        results = run_experiment(trial_cfg, None, dataset=dataset, log=lambda *a, **k: None, on_epoch=report)
-        return float(results["val"][metric]["mean"])
-
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-    def n_finished() -> int:
-        return len(study.get_trials(deepcopy=False, states=finished))
-
-    def write_table() -> None:
-        atomic_write_text(trials_path, study.trials_dataframe().to_csv(index=False))
-
-    bar = tqdm(total=trials, initial=min(n_finished(), trials), desc=name, unit="trial", disable=not progress)
-    failures = 0
-
-    def after_trial(study: Any, trial: Any) -> None:
-        nonlocal failures
-        log(trial_line(study, trial, metric))
-        write_table()
-        bar.update(min(n_finished(), trials) - bar.n)
-        failures += trial.state == optuna.trial.TrialState.FAIL
-        if failures >= trials:
-            log(f"tune: {failures} trials failed in this run; stopping")
-            study.stop()
-
+    problems: list[str] = []
     try:
-        if n_finished() < trials:
-            study.optimize(
-                objective,
-                timeout=timeout,
-                catch=(TrainingDivergedError,),
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished), after_trial],
-            )
+        if finished_trials(study) >= trials:
+            pass  # a finished study: no worker to start
+        elif jobs == 1:
+            run_worker(plan, log, after_trial=show, dataset=dataset)
+        else:
+            log(f"tune: {jobs} worker processes, {threads} torch thread(s) each, on {spec.text}")
+            problems = run_workers(plan, jobs, log, on_poll=show)
     finally:
         bar.close()
-    write_table()
+    write_trials_table(study, trials_path)
+    for problem in problems:
+        log(f"tune: {problem}")
+    n_finished = finished_trials(study)
+    if problems and n_finished < trials:
+        raise RuntimeError(
+            f"tune: {len(problems)} worker(s) ended early ({problems[0]}); the study holds "
+            f"{n_finished} of {trials} finished trials: run the command again to continue it"
+        )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"tune: no trial of study {name!r} completed (see {trials_path})")

@@ -1,5 +1,5 @@
 """The Optuna study of ``tune`` across runs and processes: which process runs a trial, failing the
-trials of processes that died, the sampler seed of a continued search, one line per ended trial.
+trials of processes that died, the sampler seed of every trial, one line per ended trial.
 
 A search killed mid-trial leaves that trial RUNNING in its storage. Every trial records the
 process that runs it (host, pid and the process's start time); a later run on the same machine
@@ -31,16 +31,11 @@ def optuna_module() -> Any:
 
 
 WORKER_ATTR = "worker"  # trial user attribute: host:pid:start time of the process running it
+FAIL_REASON_ATTR = "fail_reason"  # trial user attribute: why a failed trial failed (it diverged)
 # Optuna's heartbeat fails trials of workers on other machines sharing the storage; a worker whose
 # trial trains for ten minutes without a heartbeat is gone, not busy
 HEARTBEAT_SECONDS = 60
 GRACE_SECONDS = 600
-
-
-def storage_with_heartbeat(url: str) -> Any:
-    """The Optuna RDB storage at ``url`` with a heartbeat for every running trial."""
-    optuna = optuna_module()
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
 
 
 def _process_start(pid: int) -> str:
@@ -93,18 +88,18 @@ def fail_trials_of_dead_workers(study: Any, log: Callable[[str], None]) -> list[
     return failed
 
 
-def resumed_sampler_seed(seed: int, n_trials: int) -> int:
-    """The TPE seed of a run that finds ``n_trials`` trials in its study: ``seed`` for a new
-    study (reproducible), another for every continuation, so its random start-up trials are not
-    those of the first run again."""
-    return seed + 1_000_003 * n_trials
+def trial_sampler_seed(seed: int, number: int) -> int:
+    """The TPE seed that samples trial ``number`` of a study searched with ``seed``: trial 0 of a
+    new study gets ``seed``; every trial its own, so a continued search, and every worker of one,
+    draws new random start-up points rather than the first run's or another worker's again."""
+    return seed + 1_000_003 * number
 
 
 def trial_line(study: Any, trial: Any, metric: str) -> str:
     """One line on a trial that has just ended: number, state, value, best so far, params."""
     state = trial.state.name.lower()
     if state == "fail":
-        reason = trial.system_attrs.get("fail_reason", "")
+        reason = trial.user_attrs.get(FAIL_REASON_ATTR) or trial.system_attrs.get("fail_reason", "")
         return f"trial {trial.number} failed{': ' + reason if reason else ''}; params {trial.params}"
     value = trial.value
     if value is None and trial.intermediate_values:

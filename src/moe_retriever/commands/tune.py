@@ -7,6 +7,13 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config_with_origin
+    from ..errors import UsageError
+
+    # before the data is read: the search would stop at these only after the missingness report
+    if args.jobs < 1:
+        raise UsageError(f"tune: --jobs must be at least 1 (worker processes), got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"tune: --threads must be at least 1 (torch threads per worker), got {args.threads}")
     from ..data.sources import load_dataset
     from ..tuning import load_space, tune
     from .common import config_overrides, missingness_report
@@ -29,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         study_name=args.study,
         space_file=args.space,
         progress=not args.no_progress,
+        jobs=args.jobs,
+        threads=args.threads,
     )
     print(
         f"best config: {result.best_config} (train it with "
@@ -56,7 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (best.yaml, trials.csv, study.db)")
     p.add_argument(
         "--storage",
-        help="Optuna storage URL shared by several processes or machines (default: sqlite:///OUT/study.db)",
+        help="storage shared by several processes or machines: a database URL or journal:PATH "
+        "(an Optuna journal file; default: sqlite:///OUT/study.db)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes on this machine searching the study together (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads of each worker (default: this process's CPUs / --jobs with "
+        "several jobs, torch's default with one)",
     )
     p.add_argument("--study", help="study name (default: <config name>-<method>)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
@@ -69,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sampler-seed",
         type=int,
         default=0,
-        help="seed of the TPE sampler (give each parallel worker its own)",
+        help="seed of the TPE sampler; trial k is sampled with seed + 1000003 k, so every "
+        "worker draws its own points",
     )
     p.set_defaults(func=run)
