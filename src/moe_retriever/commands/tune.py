@@ -10,6 +10,10 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
 
     # before the data is read: the search would stop at these only after the missingness report
+    if args.trials < 1:
+        raise UsageError(
+            f"tune: --trials must be at least 1 (finished trials the study holds), got {args.trials}"
+        )
     if args.jobs < 1:
         raise UsageError(f"tune: --jobs must be at least 1 (worker processes), got {args.jobs}")
     if args.threads is not None and args.threads < 1:
