@@ -20,7 +20,13 @@ from .smoe import moe_loss_weights
 
 # The encoder a modality gets from its ModalitySpec.kind when the config names none for it and the
 # general encoder is the (tabular) MLP default.
-DEFAULT_ENCODER_FOR_KIND = {"sequence": "gru", "image": "vgg2d", "volume": "cnn3d", "text": "hashed_bag"}
+DEFAULT_ENCODER_FOR_KIND = {
+    "sequence": "gru",
+    "image": "vgg2d",
+    "volume": "cnn3d",
+    "text": "hashed_bag",
+    "text_embedding": "text_projection",
+}
 
 
 def encoder_config_for(spec: ModalitySpec, cfg: ModelConfig) -> EncoderConfig:

@@ -6,6 +6,11 @@ word, bigram and character n-gram ids (:mod:`moe_retriever.data.text_tokens`) in
 It needs no pretrained weights and trains from scratch. The ids of the data (hashed into
 :data:`~moe_retriever.data.text_tokens.HASH_SPACE`) are folded into ``buckets`` rows
 (``id % buckets``); a text with no ids (e.g. only punctuation) gets the zero bag vector.
+
+``text_projection`` (the default of text loaded as sentence embeddings, kind
+:data:`~moe_retriever.data.text_embeddings.EMBEDDING_KIND`): Linear + LayerNorm from the frozen
+embedding (384 wide for all-MiniLM-L6-v2) to the model's width. The pretrained encoder ran once
+when the data was loaded and is no part of the model, so this projection is all that trains.
 """
 
 from __future__ import annotations
@@ -63,3 +68,29 @@ def _hashed_bag(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> Modalit
             f"(max_tokens,), got {tuple(spec.shape)}; it encodes modalities of kind 'text'"
         )
     return HashedBagEncoder(opts.buckets, opts.dim, cfg.hidden, out_dim, cfg.layers, cfg.dropout)
+
+
+class TextProjection(ModalityEncoder):
+    """Frozen sentence embeddings (n, dim) -> Linear -> LayerNorm (n, out_dim)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.net(x)
+
+
+@register_encoder("text_projection")
+def _text_projection(spec: ModalitySpec, cfg: EncoderConfig, out_dim: int) -> ModalityEncoder:
+    if cfg.options:
+        raise ConfigError(
+            f"model.encoders.{spec.name}.options: text_projection takes no options, got {sorted(cfg.options)}"
+        )
+    if len(spec.shape) != 1:
+        raise ConfigError(
+            f"modality {spec.name!r}: encoder 'text_projection' needs embeddings with per-sample "
+            f"shape (dim,), got {tuple(spec.shape)}; it encodes text loaded with encoder minilm"
+        )
+    return TextProjection(spec.width, out_dim)

@@ -5,7 +5,8 @@
     my_data/
       dataset.yaml      # name; id_column (default "id"); label: {file, column (default "label")};
                         # modalities: [{name, file, kind (default tabular), ids (.npy only),
-                        #   column and max_tokens (text), categorical and max_levels (tabular)}];
+                        #   column, max_tokens, encoder, model_dir and cache_dir (text),
+                        #   categorical and max_levels (tabular)}];
                         # splits: optional file holding {"train": [ids], "val": [ids], "test": [ids]}
       labels.csv        # id,label              (labels may be strings or integers)
       clinical.csv      # id,<feature columns>
@@ -34,6 +35,7 @@ import yaml
 
 from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
+from ..text_embeddings import TEXT_ENCODERS, TextEncoding
 from ..text_tokens import DEFAULT_MAX_TOKENS
 from . import register_format
 from .folder_modalities import DEFAULT_MAX_LEVELS, ModalityEntry, read_npy, read_tabular, read_text
@@ -51,7 +53,19 @@ from .tables import (  # noqa: F401  (re-exported: the folder format's table rea
 
 SPEC_KEYS = ("name", "id_column", "label", "modalities", "splits")
 LABEL_KEYS = ("file", "column")
-MODALITY_KEYS = ("name", "file", "kind", "ids", "column", "max_tokens", "categorical", "max_levels")
+MODALITY_KEYS = (
+    "name",
+    "file",
+    "kind",
+    "ids",
+    "column",
+    "max_tokens",
+    "encoder",
+    "model_dir",
+    "cache_dir",
+    "categorical",
+    "max_levels",
+)
 SPLIT_KEYS = ("train", "val", "test")
 KINDS = ("tabular", "sequence", "image", "volume", "text")
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -110,6 +124,9 @@ def _modality_entry(
     for key, needs in (
         ("column", "text"),
         ("max_tokens", "text"),
+        ("encoder", "text"),
+        ("model_dir", "text"),
+        ("cache_dir", "text"),
         ("categorical", "tabular"),
         ("max_levels", "tabular"),
     ):
@@ -142,9 +159,34 @@ def _modality_entry(
         kind,
         ids,
         column,
-        _positive_int(mod, "max_tokens", DEFAULT_MAX_TOKENS, where),
+        _text_encoding(root, mod, where),
         tuple(categorical),
         _positive_int(mod, "max_levels", DEFAULT_MAX_LEVELS, where),
+        where,
+    )
+
+
+def _text_encoding(root: Path, mod: dict, where: str) -> TextEncoding:
+    """``encoder`` (hashed ids or sentence embeddings) and its settings; paths are relative to
+    the folder."""
+    encoder = mod.get("encoder", "hashed")
+    if encoder not in TEXT_ENCODERS:
+        raise DataValidationError(f"{where}.encoder: {encoder!r} is not one of {list(TEXT_ENCODERS)}")
+    needs = {"max_tokens": "hashed", "model_dir": "minilm", "cache_dir": "minilm"}
+    for key, encoder_of_key in needs.items():
+        if key in mod and encoder != encoder_of_key:
+            raise DataValidationError(f"{where}.{key}: only encoder {encoder_of_key} takes {key}")
+    paths = {}
+    for key in ("model_dir", "cache_dir"):
+        value = mod.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise DataValidationError(f"{where}.{key}: expected a directory, got {value!r}")
+        paths[key] = root / Path(value).expanduser() if value else None
+    return TextEncoding(
+        "minilm" if encoder == "minilm" else "hashed",
+        _positive_int(mod, "max_tokens", DEFAULT_MAX_TOKENS, where),
+        paths["model_dir"],
+        paths["cache_dir"],
         where,
     )
 
@@ -311,7 +353,11 @@ def load_folder(path: str | Path) -> MultimodalDataset:
             lengths[entry.name] = torch.from_numpy(full)
         specs.append(
             ModalitySpec(
-                entry.name, tuple(block.values.shape[1:]), entry.kind, block.columns, block.categorical
+                entry.name,
+                tuple(block.values.shape[1:]),
+                block.kind or entry.kind,
+                block.columns,
+                block.categorical,
             )
         )
         if not block.present.any():

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import CategoricalColumn, DataValidationError
-from ..text_tokens import DEFAULT_MAX_TOKENS, HashedTokenizer
+from ..text_embeddings import TextEncoding, load_texts
 from .tables import Table, as_text, empty_cells, numeric_cells, read_table, table_ids
 
 DEFAULT_MAX_LEVELS = 50
@@ -38,7 +38,7 @@ class ModalityEntry:
     kind: str
     ids: Path | None = None  # the id list of a .npy file
     column: str | None = None  # the text column of a text modality
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    text: TextEncoding = TextEncoding()  # how a text modality is loaded
     categorical: tuple[str, ...] = ()  # columns declared categorical
     max_levels: int = DEFAULT_MAX_LEVELS
     where: str = ""  # its place in dataset.yaml, for messages
@@ -56,6 +56,7 @@ class ModalityBlock:
     columns: tuple[str, ...] | None
     lengths: np.ndarray | None  # (k,) valid steps of a sequence modality (ids of a text)
     categorical: tuple[CategoricalColumn, ...] = ()
+    kind: str | None = None  # the ModalitySpec kind when it is not the entry's (text embeddings)
 
 
 def is_categorical(column: pd.Series) -> bool:
@@ -135,15 +136,15 @@ def text_column(table: Table, entry: ModalityEntry, id_column: str) -> str:
 
 
 def read_text(entry: ModalityEntry, id_column: str) -> ModalityBlock:
-    """A text modality: the hashed n-gram ids of each row's text (:mod:`..text_tokens`), its
-    number of ids as the length; an empty text means the modality is missing."""
+    """A text modality: each row's hashed n-gram ids (their number as the length) or sentence
+    embedding (:mod:`..text_embeddings`); an empty text means the modality is missing."""
     table = read_table(entry.file)
     ids = table_ids(table, id_column)
     column = table.frame[text_column(table, entry, id_column)]
-    texts = column.astype(object).where(column.notna(), None).tolist()
-    tokens = HashedTokenizer(entry.max_tokens)(texts)
-    values = tokens.ids.astype(np.float64)
-    return ModalityBlock(entry.file, ids, table.rows, values, tokens.present, None, tokens.lengths)
+    loaded = load_texts(column.astype(object).where(column.notna(), None).tolist(), entry.text)
+    return ModalityBlock(
+        entry.file, ids, table.rows, loaded.values, loaded.present, None, loaded.lengths, kind=loaded.kind
+    )
 
 
 def _present_rows(

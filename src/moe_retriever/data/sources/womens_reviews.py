@@ -8,6 +8,9 @@ Modalities:
 
 * ``title`` (text, at most ``title_tokens`` hashed ids): empty in 3,810 reviews;
 * ``review`` (text, at most ``review_tokens`` ids): empty in 845;
+  with ``text_encoder: minilm`` both are sentence embeddings instead
+  (:mod:`moe_retriever.data.text_embeddings`; ``model_dir`` and ``cache_dir`` as in the folder
+  format);
 * ``product`` (categorical: division, department, class and clothing id; the 14 reviews whose
   division, department and class are empty have the level ``(none)`` there);
 * ``reviewer`` (age, positive feedback count).
@@ -18,13 +21,15 @@ Label ``recommended`` (``Recommended IND``, 0 / 1, 82 % ones) by default, ``labe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from ...errors import ConfigError
 from ..dataset import ModalitySpec, MultimodalDataset
-from ..text_tokens import HashedTokenizer
+from ..text_embeddings import TEXT_ENCODERS, TextEncoding, load_texts
 from . import register_dataset
 from .builtin import package_file
 from .folder_modalities import DEFAULT_MAX_LEVELS, categorical_codes
@@ -43,13 +48,21 @@ def read_reviews() -> pd.DataFrame:
 
 @register_dataset("womens_reviews")
 def load_womens_reviews(
-    label: str = "recommended", title_tokens: int = 128, review_tokens: int = 1024
+    label: str = "recommended",
+    title_tokens: int = 128,
+    review_tokens: int = 1024,
+    text_encoder: str = "hashed",
+    model_dir: str | None = None,
+    cache_dir: str | None = None,
 ) -> MultimodalDataset:
     """The reviews as four modalities (title, review, product, reviewer); ``label``
     ``recommended`` (2 classes) or ``rating`` (5). ``*_tokens``: the hashed ids kept per text
-    (longer texts are truncated; the longest title has 96, the longest review 907)."""
+    (longer texts are truncated; the longest title has 96, the longest review 907).
+    ``text_encoder``: ``hashed`` ids or ``minilm`` sentence embeddings of the texts."""
     if label not in LABELS:
         raise ConfigError(f"data.options.label: {label!r} is not one of {sorted(LABELS)}")
+    if text_encoder not in TEXT_ENCODERS:
+        raise ConfigError(f"data.options.text_encoder: {text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
     frame = read_reviews()
     n = len(frame)
     ids = [f"review{i:05d}" for i in range(n)]
@@ -58,13 +71,19 @@ def load_womens_reviews(
         ("title", "Title", title_tokens),
         ("review", "Review Text", review_tokens),
     ):
-        tokens = HashedTokenizer(max_tokens)(
-            frame[column].astype(object).where(frame[column].notna(), None).tolist()
+        encoding = TextEncoding(
+            "minilm" if text_encoder == "minilm" else "hashed",
+            max_tokens,
+            Path(model_dir).expanduser() if model_dir else None,
+            Path(cache_dir).expanduser() if cache_dir else None,
+            "data.options",
         )
-        specs.append(ModalitySpec(name, (max_tokens,), "text"))
-        features[name] = torch.from_numpy(tokens.ids.astype(np.float32))
-        lengths[name] = torch.from_numpy(tokens.lengths)
-        observed.append(tokens.present)
+        texts = load_texts(frame[column].astype(object).where(frame[column].notna(), None).tolist(), encoding)
+        specs.append(ModalitySpec(name, tuple(texts.values.shape[1:]), texts.kind))
+        features[name] = torch.from_numpy(texts.values.astype(np.float32))
+        if texts.lengths is not None:
+            lengths[name] = torch.from_numpy(texts.lengths)
+        observed.append(texts.present)
     codes, columns = [], []
     for column in PRODUCT:
         values = frame[column].astype(object).where(frame[column].notna(), NO_LEVEL)
