@@ -1,5 +1,6 @@
-"""Writing files atomically: a reader, or a process killed mid-write, sees the old file or the
-complete new one, never half a file. Config, training and analysis code write through here."""
+"""Files of the library: writing atomically (a reader, or a process killed mid-write, sees the old
+file or the complete new one, never half a file; config, training and analysis code write through
+here) and the user's cache directory."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Create or replace the text file ``path`` atomically (UTF-8; see :func:`atomic_write`)."""
     atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()))
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded data and computed embeddings are kept: ``$MOE_RETRIEVER_CACHE``, else
+    ``$XDG_CACHE_HOME/moe-retriever``, else ``~/.cache/moe-retriever``."""
+    if os.environ.get("MOE_RETRIEVER_CACHE"):
+        return Path(os.environ["MOE_RETRIEVER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moe-retriever"

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InputNotFoundError, MissingDependencyError
+from ..files import default_cache_dir
 from .text_tokens import DEFAULT_MAX_TOKENS, HashedTokenizer, is_empty_text
 
 TextEncoder = Literal["hashed", "minilm"]
@@ -81,12 +82,6 @@ def load_texts(texts: Sequence[object], encoding: TextEncoding) -> LoadedTexts:
     values = np.zeros((len(texts), embeddings.shape[1]), dtype=np.float64)
     values[present] = embeddings
     return LoadedTexts(values, present, None, EMBEDDING_KIND)
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("MOE_RETRIEVER_CACHE"):
-        return Path(os.environ["MOE_RETRIEVER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moe-retriever"
 
 
 def packaged_model_dir(where: str) -> Path:

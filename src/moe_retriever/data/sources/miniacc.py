@@ -18,7 +18,6 @@ present). A patient lacks an assay when the sample map lists no column of that a
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ import pandas as pd
 import torch
 
 from ...errors import InputNotFoundError
+from ...files import default_cache_dir
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from . import register_dataset
 from .builtin import DatasetUnavailableError
@@ -47,13 +47,6 @@ ASSAYS = {
     "miRNASeqGene": ("mirna", True),
 }
 CLASS_NAMES = ["alive", "dead"]  # vital_status 0 / 1
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("MOE_RETRIEVER_CACHE"):
-        return Path(os.environ["MOE_RETRIEVER_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "moe-retriever"
 
 
 def cached_file(cache_dir: str | Path | None = None) -> Path:
