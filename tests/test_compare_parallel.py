@@ -204,8 +204,9 @@ def test_jobs_and_a_dask_cluster_give_the_serial_results(config, tmp_path, refer
     assert main(compare_argv(config, tmp_path / "jobs", "--jobs", "2")) == 0
     assert without_paths(compare_results(tmp_path / "jobs")) == without_paths(reference)
 
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1) as cluster:
+    from dask.distributed import LocalCluster  # the "cluster" extra, part of "test"
+
+    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1) as cluster:
         assert main(compare_argv(config, tmp_path / "dask", "--cluster", cluster.scheduler_address)) == 0
     assert without_paths(compare_results(tmp_path / "dask")) == without_paths(reference)
 
