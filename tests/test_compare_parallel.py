@@ -30,24 +30,8 @@ N_CELLS = 3 * len(METHODS)  # 3 folds x 1 repeat per method
 TRAINED = re.compile(r"^(tiny \| \S+ \| repeat 0 \(seed 0\) fold \d seed 0): acc ", re.M)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    tiny = tiny_config(tmp_path / "tiny.yaml")
-    spec = {
-        "name": "parallel",
-        "seeds": [0],
-        "protocol": {"kind": "cv", "folds": 3, "repeats": 1},
-        "studies": [{"title": "t", "methods": METHODS, "datasets": [{"config": str(tiny), "label": "tiny"}]}],
-    }
-    path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    """The serial comparison of the `config` fixture's study, run once for the module."""
-    root = tmp_path_factory.mktemp("reference")
+def write_config(root: Path) -> Path:
+    """The tiny comparison: one synthetic dataset, three methods, 3-fold cv once (9 cells)."""
     tiny = tiny_config(root / "tiny.yaml")
     spec = {
         "name": "parallel",
@@ -55,8 +39,21 @@ def reference(tmp_path_factory) -> dict:
         "protocol": {"kind": "cv", "folds": 3, "repeats": 1},
         "studies": [{"title": "t", "methods": METHODS, "datasets": [{"config": str(tiny), "label": "tiny"}]}],
     }
-    (root / "compare.yaml").write_text(yaml.safe_dump(spec))
-    run_comparison(root / "compare.yaml", root / "out", "cpu", log=lambda _: None)
+    path = root / "compare.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """The serial comparison of the `config` fixture's study, run once for the module."""
+    root = tmp_path_factory.mktemp("reference")
+    run_comparison(write_config(root), root / "out", "cpu", log=lambda _: None)
     return compare_results(root / "out")
 
 

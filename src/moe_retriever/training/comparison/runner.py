@@ -185,7 +185,7 @@ class Comparison:
         missing = []
         for i, task in enumerate(tasks):
             record, damaged = read_record(task.record, self.cached_only)
-            if damaged:
+            if damaged and self.cached_only:  # else the worker that trains it again says so
                 self.log(damaged)
             records.append(record)
             if record is None and not self.cached_only:
@@ -260,16 +260,16 @@ class Comparison:
                 rows = []
                 for r in table_rows:
                     same_as = first_entry.setdefault(r.key, f"{r.label}/{r.entry}")
-                    done = {u: stored[t.record] for u, t in r.tasks.items() if stored[t.record] is not None}
+                    done = {u: rec for u, t in r.tasks.items() if (rec := stored[t.record]) is not None}
                     row = self.row(
                         r.entry,
                         r.cfg,
                         r.key,
-                        done,  # type: ignore[arg-type]
+                        done,
                         table_info["references"],
                         same_as if same_as != f"{r.label}/{r.entry}" else None,
                     )
-                    records = [rec for rec in done.values() if rec is not None]
+                    records = list(done.values())
                     if records:
                         row["by_combination"] = combination_results(records, table_info["modality_names"])
                     if tuning is not None:
