@@ -197,10 +197,13 @@ def test_only_one_of_two_claims_on_a_cell_wins(tmp_path):
 
 
 @pytest.mark.slow
-def test_jobs_and_a_dask_cluster_give_the_serial_results(config, tmp_path, reference):
+def test_jobs_give_the_serial_results(config, tmp_path, reference):
     assert main(compare_argv(config, tmp_path / "jobs", "--jobs", "2")) == 0
     assert without_paths(compare_results(tmp_path / "jobs")) == without_paths(reference)
 
+
+@pytest.mark.slow
+def test_a_dask_cluster_gives_the_serial_results(config, tmp_path, reference):
     from dask.distributed import LocalCluster  # the "cluster" extra, part of "test"
 
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1) as cluster:
