@@ -1,4 +1,4 @@
-"""Run every benchmark (a-h) and write their figures into docs/performance.md.
+"""Run every benchmark (a-i) and write their figures into docs/performance.md.
 
     .venv/bin/python benchmarks/run_all.py            # about 4 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run_all.py --quick    # fewer repeats and sizes, under a minute
@@ -34,6 +34,7 @@ BENCHMARKS = {
     "wide": "bench_wide.py",  # (g)
     "knn": "bench_knn.py",  # (h)
     "text": "bench_text.py",  # (i)
+    "compare": "bench_compare.py",  # (j)
 }
 
 

@@ -23,7 +23,7 @@ from moe_retriever.training.comparison import (
     run_key,
     tuned_run_key,
 )
-from moe_retriever.training.comparison import runner as comparison_runner
+from moe_retriever.training.comparison import cells as comparison_cells
 from moe_retriever.training.fitting import train_seed
 from moe_retriever.training.trainer import Trainer
 from moe_retriever.tuning import search_space, tune_partition
@@ -135,7 +135,7 @@ def test_a_rerun_reuses_every_tuned_cell(compared, monkeypatch):
         raise AssertionError("a stored cell was trained again")
 
     monkeypatch.setattr(tuning_module, "fit_model", no_training)
-    monkeypatch.setattr(comparison_runner, "train_seed", no_training)
+    monkeypatch.setattr(comparison_cells, "train_seed", no_training)
     again = run_comparison(config, out, "cpu", log=lambda *a: None)
     assert again["errors"] == []
     for study in (0, 1):

@@ -9,13 +9,12 @@ covers the trials of workers on other machines sharing a database, after its gra
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError
+from .workers import this_worker as this_worker
+from .workers import worker_alive
 
 
 def optuna_module() -> Any:
@@ -36,40 +35,6 @@ FAIL_REASON_ATTR = "fail_reason"  # trial user attribute: why a failed trial fai
 # trial trains for ten minutes without a heartbeat is gone, not busy
 HEARTBEAT_SECONDS = 60
 GRACE_SECONDS = 600
-
-
-def _process_start(pid: int) -> str:
-    """The start time of process ``pid`` (Linux ``/proc/PID/stat`` field 22, ticks since boot):
-    with the pid it names one process, even after the pid is reused. Empty where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def this_worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
-
-
-def worker_alive(worker: str) -> bool | None:
-    """Whether the process named by :func:`this_worker` still runs; ``None`` when this machine
-    cannot tell (another host, or no way to ask without side effects)."""
-    host, pid_text, started = worker.rsplit(":", 2)
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    if started and Path("/proc/self/stat").is_file():
-        return _process_start(pid) == started
-    if os.name == "nt":  # os.kill ends the process there, whatever the signal
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_trials_of_dead_workers(study: Any, log: Callable[[str], None]) -> list[int]:

@@ -10,7 +10,8 @@ from ..errors import UsageError
 
 
 def documented_command(args: argparse.Namespace) -> str:
-    """The command line that regenerates the results (without --cached-only)."""
+    """The command line that regenerates the results (without --cached-only, and without
+    --jobs / --cluster: where the cells run changes nothing in the results)."""
     parts = ["moe-retriever", "compare", "--config", args.config, "--out", args.out]
     if args.markdown:
         parts += ["--markdown", args.markdown]
@@ -37,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--config is required (a comparison YAML, see configs/compare/)")
     import torch
 
+    from ..training.comparison.execution import Workers
     from ..training.comparison.runner import run_comparison
 
+    workers = Workers(args.jobs, args.cluster, args.threads)  # checked before anything loads
+    if args.cluster is not None:
+        from ..training.comparison.execution import dask_client
+
+        dask_client(args.cluster).close()  # Dask installed and the scheduler reachable, or one line
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out = args.out or str(Path("runs") / "compare" / Path(args.config).stem)
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         args.markdown,
         documented_command(args),
         studies=args.studies,
+        workers=workers,
+        progress=None if args.progress else False,
     )
     print(
         f"results: {args.out}/results.json, {args.out}/results.md"
@@ -79,7 +88,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (of each worker with --jobs / --cluster; default with --jobs N: "
+        "the cores / N)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train the study's independent cells in N worker processes on this machine "
+        "(default 1: one after another in this process); the results are the same",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="send the cells to the running Dask scheduler at ADDRESS (tcp://host:8786; the "
+        '"cluster" extra); --out and the data must be on a file system every worker sees',
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (it is shown when stderr is a terminal)",
+    )
     p.add_argument(
         "--cached-only",
         action="store_true",

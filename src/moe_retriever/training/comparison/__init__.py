@@ -25,12 +25,21 @@ cell runs its own Optuna study of ``tuning.trials`` trials on the partition's tr
 splits (``tuning.tune_partition``) and its best trial's model is tested; tuned records are keyed
 by ``tuned_run_key`` and hold the chosen values.
 
+Scaling out: the cells are independent and seeded by their keys; ``Workers(jobs=N)`` (``compare
+--jobs N``) runs them in N worker processes, ``Workers(cluster=ADDRESS)`` on a Dask scheduler,
+with the results of a serial run. Every cell is claimed before it trains, so any number of
+workers and ``compare`` processes can share one output directory.
+
 The modules: :mod:`.study_config` (the config's schema, loading and checks), :mod:`.keys` (the
-keys runs are stored under), :mod:`.runner` (running the cells), :mod:`.stats` (paired
-differences, Holm, ranks, per-combination results, the tuning effect) and :mod:`.report`
-(the Markdown report and rank diagrams).
+keys runs are stored under), :mod:`.runner` (planning the cells, assembling the tables),
+:mod:`.cells` (one cell, as a worker runs it), :mod:`.store` (records and claims),
+:mod:`.execution` (this process, worker processes or Dask; the progress bar), :mod:`.stats`
+(paired differences, Holm, ranks, per-combination results, the tuning effect) and
+:mod:`.report` (the Markdown report and rank diagrams).
 """
 
+from .cells import CellOutcome, CellTask, run_cell
+from .execution import WorkerLostError, Workers
 from .keys import (
     run_key,
     tuned_run_key,
@@ -89,6 +98,10 @@ from .study_config import (
 
 __all__ = [
     "ALPHA",
+    "CellOutcome",
+    "CellTask",
+    "Workers",
+    "WorkerLostError",
     "CV_MAX_SAMPLES",
     "CompareConfig",
     "CompareDataset",
@@ -120,6 +133,7 @@ __all__ = [
     "paired_markdown",
     "ranks_markdown",
     "resolve_path",
+    "run_cell",
     "run_comparison",
     "run_key",
     "study_ranks",

@@ -10,8 +10,7 @@ import json
 import os
 import platform
 import shutil
-import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,14 @@ from ...ablations import ABLATIONS
 from ...config import ConfigError, ExperimentConfig, ProtocolConfig, to_dict
 from ...data.dataset import MultimodalDataset
 from ...data.partitions import Partition, partition_split, prepare_partition, protocol_partitions
-from ...data.sources import load_dataset
 from ...errors import MoERetrieverError, UsageError
 from ...files import atomic_write_text
-from ...tuning import SpaceSpec, tune_partition
-from ..fitting import train_seed
+from ...tuning import SpaceSpec
 from ..metrics import aggregate, classification_metrics
 from ..summary import with_intervals
 from ..trainer import resolve_device
+from .cells import CellOutcome, CellTask, cached_dataset
+from .execution import Workers, run_cells
 from .keys import run_key, tuned_run_key, unit_key
 from .report import comparison_markdown, write_rank_diagrams
 from .stats import (
@@ -40,6 +39,7 @@ from .stats import (
     tuning_effect,
     tuning_summary,
 )
+from .store import read_record
 from .study_config import (
     CV_MAX_SAMPLES,
     DEFAULT_CV,
@@ -110,6 +110,20 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _PlannedRow:
+    """One row of a table before anything runs: its entry, config, key and cells by unit."""
+
+    study: int
+    dataset: int
+    label: str
+    entry: str
+    cfg: ExperimentConfig
+    key: str
+    untuned: str | None
+    tasks: dict[int | str, CellTask]
+
+
 class Comparison:
     """Runs (or reuses) every cell of a comparison config and aggregates the results."""
 
@@ -120,22 +134,22 @@ class Comparison:
         device: str = "auto",
         cached_only: bool = False,
         log=print,
+        workers: Workers | None = None,
+        progress: bool | None = False,
     ) -> None:
         self.cmp = cmp
         self.out = Path(out_dir)
+        self.device_name = device
         self.device = resolve_device(device)
         self.cached_only = cached_only
         self.log = log
-        self._datasets: dict[str, MultimodalDataset] = {}
+        self.workers = workers or Workers()
+        self.progress = progress
         self._references: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors: list[str] = []
 
     def dataset(self, cfg: ExperimentConfig) -> MultimodalDataset:
-        d = cfg.data
-        key = json.dumps([d.name, d.path, d.format, d.options, d.trust_pickle], sort_keys=True)
-        if key not in self._datasets:
-            self._datasets[key] = load_dataset(d)
-        return self._datasets[key]
+        return cached_dataset(cfg.data)
 
     def reference(
         self, cfg: ExperimentConfig, seed: int, partition: Partition | None = None
@@ -163,71 +177,28 @@ class Comparison:
         except ConfigError as exc:
             raise ConfigError(f"{ds.source}: comparison protocol: {exc}") from exc
 
-    def stored_record(self, path: Path) -> dict[str, Any] | None:
-        """A stored record, or None (and why) when it is unreadable: records are written
-        atomically, so a cut-short or garbled one is damaged (a failed copy, a full disk) and
-        its partition counts as not run: trained again, or left out with ``--cached-only``."""
-        try:
-            record = json.loads(path.read_text())
-            if isinstance(record, dict):
-                return record
-            problem = f"holds a {type(record).__name__}, not a record"
-        except json.JSONDecodeError as exc:
-            problem = f"is not complete JSON ({exc.msg} at line {exc.lineno})"
-        except UnicodeDecodeError:
-            problem = "is not text"
-        then = "left out (--cached-only trains nothing)" if self.cached_only else "trained again"
-        self.log(f"{path}: the stored record {problem}; written whole, so it is damaged: {then}")
-        return None
-
-    def run_seed(
-        self,
-        cfg: ExperimentConfig,
-        seed: int,
-        label: str,
-        partition: Partition | None = None,
-        tuning: tuple[TuningConfig, SpaceSpec] | None = None,
-    ) -> dict[str, Any] | None:
-        """The record of one partition: stored, or trained now (with ``tuning``: the nested
-        search's best trial, see :func:`~moe_retriever.tuning.tune_partition`)."""
-        part = partition if partition is not None else Partition(seed)
-        label = label if part.fold is None else f"{label} | {part.label}"
-        key = run_key(cfg) if tuning is None else tuned_run_key(cfg, *tuning)
-        path = self.out / "runs" / key / f"{part.name}.json"
-        if path.is_file():
-            stored = self.stored_record(path)
-            if stored is not None:
-                return stored
-        if self.cached_only:
-            return None
-        dataset = self.dataset(cfg)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        try:
-            if tuning is None:
-                result = train_seed(cfg, dataset, part.seed, None, self.device, partition=part)
-                result["config"] = to_dict(cfg)
-            else:
-                settings, space = tuning
-                result = tune_partition(
-                    cfg, dataset, part, space, settings.trials, self.device, settings.sampler_seed
-                )
-        except (RuntimeError, ValueError) as exc:
-            # one failed run (e.g. a diverged loss) must not stop the rest of the comparison
-            self.errors.append(f"{label} seed {seed}: {type(exc).__name__}: {exc}")
-            self.log(f"{label} seed {seed}: FAILED ({type(exc).__name__}: {exc})")
-            return None
-        result["cpu_seconds"] = time.process_time() - cpu0
-        result["wall_seconds"] = time.perf_counter() - wall0
-        result.pop("history", None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(result, indent=2))
-        t = result["test"]
-        self.log(
-            f"{label} seed {seed}: acc {100 * t['accuracy']:.2f}, "
-            f"F1 {100 * t['macro_f1']:.2f} ({result['cpu_seconds']:.1f} CPU s)"
-            + (f", tuned in {result['n_trials']} trials" if tuning is not None else "")
-        )
-        return result
+    def records(self, tasks: list[CellTask]) -> list[dict[str, Any] | None]:
+        """The record of every cell (None: failed, or not stored with ``cached_only``): stored
+        ones read back, the others run on :attr:`workers`; the failed ones' errors, in the
+        study's order, go to :attr:`errors`."""
+        records: list[dict[str, Any] | None] = []
+        missing = []
+        for i, task in enumerate(tasks):
+            record, damaged = read_record(task.record, self.cached_only)
+            if damaged and self.cached_only:  # else the worker that trains it again says so
+                self.log(damaged)
+            records.append(record)
+            if record is None and not self.cached_only:
+                missing.append(i)
+        if missing:
+            outcomes: dict[int, CellOutcome] = run_cells(
+                [tasks[i] for i in missing], self.workers, self.log, self.progress
+            )
+            for n, i in enumerate(missing):
+                records[i] = outcomes[n].record
+                if outcomes[n].status == "failed":
+                    self.errors.append(f"{tasks[i].label}: {outcomes[n].message}")
+        return records
 
     def cells(self) -> dict[tuple[int, int, str], tuple[ExperimentConfig, SpaceSpec | None, str | None]]:
         """Every (study, dataset, entry) cell's config and, when tuned, its search space (or why
@@ -247,45 +218,63 @@ class Comparison:
                     raise type(exc)(f"study {study.title!r}, dataset {label!r}: {exc}") from exc
         return cells
 
-    def run(self) -> dict[str, Any]:
-        studies = []
-        first_entry: dict[str, str] = {}
+    def plan(self) -> list[_PlannedRow]:
+        """Every row of every table, in the study's order, with the cells it is made of."""
+        rows = []
         cells = self.cells()
         for i, study in enumerate(self.cmp.studies):
-            tables = []
             tuning = study_tuning(self.cmp, study)
             for j, ds in enumerate(study.datasets):
                 label = ds.label or derived_label(ds)
-                rows = []
-                table_info: dict[str, Any] | None = None
                 for entry in study.methods:
                     cfg, space, untuned = cells[i, j, entry]
-                    if table_info is None:
-                        table_info = self.table_info(cfg, label, tuning)
                     searched = (tuning, space) if tuning is not None and space is not None else None
                     key = run_key(cfg) if searched is None else tuned_run_key(cfg, *searched)
-                    same_as = first_entry.setdefault(key, f"{label}/{entry}")
-                    runs = {
-                        unit_key(p): self.run_seed(cfg, p.seed, f"{label} | {entry}", p, searched)
-                        for p in protocol_partitions(cfg)
-                    }
-                    done = {s: r for s, r in runs.items() if r is not None}
+                    tasks = {}
+                    for p in protocol_partitions(cfg):
+                        where = f"{label} | {entry}" + ("" if p.fold is None else f" | {p.label}")
+                        tasks[unit_key(p)] = CellTask(
+                            cfg,
+                            p,
+                            self.out / "runs" / key / f"{p.name}.json",
+                            f"{where} seed {p.seed}",
+                            self.device_name,
+                            searched,
+                        )
+                    rows.append(_PlannedRow(i, j, label, entry, cfg, key, untuned, tasks))
+        return rows
+
+    def run(self) -> dict[str, Any]:
+        planned = self.plan()
+        # a cell shared by two rows (identical configs) runs once
+        distinct = list({t.record: t for row in planned for t in row.tasks.values()}.values())
+        stored = dict(zip([t.record for t in distinct], self.records(distinct), strict=True))
+        studies = []
+        first_entry: dict[str, str] = {}
+        for i, study in enumerate(self.cmp.studies):
+            tables = []
+            tuning = study_tuning(self.cmp, study)
+            for j in range(len(study.datasets)):
+                table_rows = [r for r in planned if (r.study, r.dataset) == (i, j)]
+                table_info = self.table_info(table_rows[0].cfg, table_rows[0].label, tuning)
+                rows = []
+                for r in table_rows:
+                    same_as = first_entry.setdefault(r.key, f"{r.label}/{r.entry}")
+                    done = {u: rec for u, t in r.tasks.items() if (rec := stored[t.record]) is not None}
                     row = self.row(
-                        entry,
-                        cfg,
-                        key,
+                        r.entry,
+                        r.cfg,
+                        r.key,
                         done,
                         table_info["references"],
-                        same_as if same_as != f"{label}/{entry}" else None,
+                        same_as if same_as != f"{r.label}/{r.entry}" else None,
                     )
-                    if done:
-                        row["by_combination"] = combination_results(
-                            list(done.values()), table_info["modality_names"]
-                        )
+                    records = list(done.values())
+                    if records:
+                        row["by_combination"] = combination_results(records, table_info["modality_names"])
                     if tuning is not None:
-                        row["tuning"] = tuning_summary(list(done.values()), untuned)
+                        row["tuning"] = tuning_summary(records, r.untuned)
                     rows.append(row)
-                assert table_info is not None  # a study has methods (checked when loaded)
                 table = {**table_info, "rows": rows}
                 add_paired_comparisons(table)
                 tables.append(table)
@@ -374,10 +363,14 @@ def run_comparison(
     command: str | None = None,
     log=print,
     studies: list[int] | None = None,
+    workers: Workers | None = None,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """Run a comparison config; write ``results.json`` and ``results.md`` (and ``markdown``).
 
     ``studies``: 1-based positions of the config's studies to run and tabulate (default: all).
+    ``workers``: where the cells run (default: one after another in this process); the results
+    do not depend on it. ``progress``: the study's progress bar (None: when stderr is a terminal).
     """
     cmp = load_compare_config(config_path)
     if studies:
@@ -388,7 +381,7 @@ def run_comparison(
             )
         cmp.studies = [cmp.studies[i - 1] for i in studies]
     try:
-        results = Comparison(cmp, out_dir, device, cached_only, log).run()
+        results = Comparison(cmp, out_dir, device, cached_only, log, workers, progress).run()
     except MoERetrieverError as exc:
         raise type(exc)(f"{config_path}: {exc}") from exc
     out = Path(out_dir)
