@@ -543,6 +543,17 @@ def withhold_simulated_missingness(
     return {**file_data, "data": kept}, parsed
 
 
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The parsed YAML of ``path`` (None for an empty file); a ConfigError naming ``what`` and the
+    file when it does not exist, the file and the parser's message when it is not YAML."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load an experiment config from YAML (or defaults) and apply overrides.
 
@@ -558,12 +569,7 @@ def load_config_with_origin(
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        loaded = read_yaml_file(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}

@@ -47,6 +47,7 @@ from .config import (
     apply_overrides,
     from_dict,
     load_config,
+    read_yaml_file,
     save_config,
     to_dict,
 )
@@ -219,12 +220,7 @@ def _check_key_in_config(where: str, key: str, spec: dict[str, Any], cfg: Experi
 
 def load_space(path: str | Path) -> SpaceSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml_file(path, "search space file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must map config keys to distributions")
     return data

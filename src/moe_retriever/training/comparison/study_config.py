@@ -8,8 +8,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ...ablations import ABLATIONS
 from ...config import (
     ConfigError,
@@ -18,6 +16,7 @@ from ...config import (
     apply_overrides,
     from_dict,
     load_config,
+    read_yaml_file,
     to_dict,
 )
 from ...errors import InputNotFoundError
@@ -112,12 +111,7 @@ def load_compare_config(path: str | Path) -> CompareConfig:
     method a registered method or ablation preset, valid tuning settings. Relative paths are
     resolved (:func:`resolve_path`) and missing labels derived (:func:`derived_label`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"comparison config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    data = read_yaml_file(path, "comparison config") or {}
     try:
         cfg = from_dict(CompareConfig, data)
     except ConfigError as exc:
