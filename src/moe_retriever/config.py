@@ -7,7 +7,6 @@ typo in a config file never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_checks import check, validate_experiment
 from .errors import ConfigError as ConfigError  # re-exported
 from .files import atomic_write_text
 
@@ -282,93 +282,10 @@ class ExperimentConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def validate(self) -> ExperimentConfig:
-        """Check values that no type annotation can express; raise ConfigError naming the key."""
-        t, m, d = self.train, self.model, self.data
-        _check(t.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(0 <= t.warmup_epochs <= t.epochs, "train.warmup_epochs", "must be in [0, epochs]")
-        _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(t.lr > 0, "train.lr", "must be > 0")
-        _check(len(t.seeds) >= 1, "train.seeds", "needs at least one seed")
-        _check(
-            t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
-            "train.device",
-            "must be auto, cpu or cuda[:N]",
-        )
-        _validate_missing(d.missing, "data.missing")
-        if d.missing_test is not None:
-            _validate_missing(d.missing_test, "data.missing_test")
-        _check(
-            len(d.split) == 3 and all(f > 0 for f in d.split) and abs(sum(d.split) - 1) < 1e-6,
-            "data.split",
-            "must be three positive fractions summing to 1",
-        )
-        _validate_protocol(self.protocol, t.seeds)
-        _check(m.hidden >= 1, "model.hidden", "must be >= 1")
-        _check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-        r = m.retriever
-        _check(r.intra or r.inter, "model.retriever", "needs intra or inter context (or both)")
-        _check(r.n_intra is None or r.n_intra >= 1, "model.retriever.n_intra", "must be >= 1")
-        _check(m.hidden % r.heads == 0, "model.retriever.heads", "must divide model.hidden")
-        _check(r.eval_draws >= 1, "model.retriever.eval_draws", "must be >= 1")
-        _check(r.reconstruction_weight >= 0, "model.retriever.reconstruction_weight", "must be >= 0")
-        bank_cache_period(r.bank_cache)
-        _check(
-            r.knn_temperature > 0 and math.isfinite(r.knn_temperature),
-            "model.retriever.knn_temperature",
-            f"must be a finite number > 0, got {r.knn_temperature}",
-        )
-        _validate_moe(r.moe, "model.retriever.moe")
-        f = m.fusion
-        _check(m.hidden % f.heads == 0, "model.fusion.heads", "must divide model.hidden")
-        if f.kind == "smoe":
-            _validate_moe(f.moe, "model.fusion.moe")
+        """Check values that no type annotation can express (:mod:`.config_checks`); raise
+        ConfigError naming the key."""
+        validate_experiment(self)
         return self
-
-
-def bank_cache_period(value: str) -> int | None:
-    """``model.retriever.bank_cache`` as a refresh period: None (no cache), 0 (every epoch) or
-    K (every K steps)."""
-    if value == "none":
-        return None
-    if value == "epoch":
-        return 0
-    head, _, k = value.partition(":")
-    if head == "steps" and k.isdigit() and int(k) >= 1:
-        return int(k)
-    raise ConfigError(f"model.retriever.bank_cache: must be none, epoch or steps:K (K >= 1), got {value!r}")
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
-    if p.kind == "cv":
-        _check(
-            len(seeds) >= p.repeats,
-            "protocol.repeats",
-            f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
-            f"{seeds}; list more seeds or use fewer repeats",
-        )
-
-
-def _validate_missing(mis: MissingnessConfig, key: str) -> None:
-    _check(0.0 <= mis.p < 1.0, f"{key}.p", f"must be in [0, 1), got {mis.p}")
-    _check(math.isfinite(mis.strength), f"{key}.strength", f"must be finite, got {mis.strength}")
-
-
-def _validate_moe(moe: MoEConfig, key: str) -> None:
-    pool = moe.experts_per_modality + moe.shared_experts
-    _check(moe.experts_per_modality >= 0 and moe.shared_experts >= 0, key, "expert counts must be >= 0")
-    _check(pool >= 1, key, "needs at least one expert in each pool")
-    _check(
-        1 <= moe.top_k <= pool,
-        f"{key}.top_k",
-        f"must be in [1, experts_per_modality + shared_experts = {pool}], got {moe.top_k}",
-    )
-    _check(moe.num_routers >= 1, f"{key}.num_routers", "must be >= 1")
-    _check(moe.aux_loss_weight >= 0 and moe.z_loss_weight >= 0, key, "loss weights must be >= 0")
 
 
 # --------------------------------------------------------------------------- (de)serialisation
@@ -405,11 +322,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
 def _check_bounds(f: dataclasses.Field, value: Any, path: str) -> None:
     low, below = f.metadata.get("min"), f.metadata.get("below")
     if low is not None and below is not None:
-        _check(low <= value < below, path, f"must be in [{low:g}, {below:g}), got {value!r}")
+        check(low <= value < below, path, f"must be in [{low:g}, {below:g}), got {value!r}")
     elif low is not None:
-        _check(low <= value, path, f"must be >= {low:g}, got {value!r}")
+        check(low <= value, path, f"must be >= {low:g}, got {value!r}")
     elif below is not None:
-        _check(value < below, path, f"must be < {below:g}, got {value!r}")
+        check(value < below, path, f"must be < {below:g}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import RetrieverConfig, bank_cache_period
+from ..config import RetrieverConfig
+from ..config_checks import bank_cache_period
 from ..data.bank import RetrievalBank
 from ..data.combinations import codes_to_observed
 from .encoders import ModalityEncoders
