@@ -89,7 +89,9 @@ class CoxPHSurvival(DirectMethodBase):
             )
             history.append({"alpha": alpha, **{f"val_{k}": v for k, v in metrics.items()}})
             score = metrics[select_metric]
-            if best is None or (not np.isnan(score) and (np.isnan(best[0]) or is_better(score, best[0], select_metric))):
+            if best is None or (
+                not np.isnan(score) and (np.isnan(best[0]) or is_better(score, best[0], select_metric))
+            ):
                 best = (score, metrics)
                 self.alpha = alpha
         assert best is not None

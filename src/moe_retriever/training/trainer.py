@@ -219,11 +219,15 @@ class Trainer:
         ]
         return torch.cat(probs).numpy()
 
-    @torch.no_grad()
     def predict_values(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
         """The task's predictions (:meth:`TaskHead.values`): class probabilities (N, C),
         regression values in the target's units (N,) or survival risk scores (N,)."""
-        outputs = [out.logits.cpu() for _, out in self.eval_outputs(dataset.full_batch(), retrieve)]
+        return self.predict_values_batch(dataset.full_batch(), retrieve)
+
+    @torch.no_grad()
+    def predict_values_batch(self, data: Batch, retrieve: bool = True) -> np.ndarray:
+        """:meth:`predict_values` for a prepared batch."""
+        outputs = [out.logits.cpu() for _, out in self.eval_outputs(data, retrieve)]
         return self.head.values(torch.cat(outputs))
 
     def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
