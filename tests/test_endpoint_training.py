@@ -183,3 +183,36 @@ def test_retrieval_beats_zero_filling_when_the_signal_modality_goes_missing(tmp_
         )
         rmse[method] = results["test"]["rmse"]["mean"]
     assert rmse["moe_retriever"] < rmse["zero"], rmse
+
+
+@pytest.mark.parametrize("task", ["regression", "survival"])
+@pytest.mark.parametrize("method", ["late_fusion", "mmformer", "shaspec"])
+def test_deep_methods_with_their_own_heads_or_terms_learn_the_task(tmp_path, method, task):
+    # late fusion averages per-modality outputs, mmformer's unimodal term uses the task's loss
+    _, record = train(
+        tmp_path, task, f"method={method}", "train.epochs=6", "train.warmup_epochs=0", "train.lr=0.003", n=400
+    )
+    if task == "regression":
+        assert record["test"]["spearman"] > 0.2
+    else:
+        assert record["test"]["c_harrell"] > 0.55
+
+
+def test_muse_supervised_contrastive_term_needs_classes(tmp_path):
+    with pytest.raises(ConfigError, match="model.method_options.muse.supcon_weight"):
+        train(tmp_path, "regression", "method=muse")
+    _, record = train(
+        tmp_path, "regression", "method=muse", "model.method_options={muse: {supcon_weight: 0}}"
+    )
+    assert np.isfinite(record["test"]["rmse"])
+
+
+def test_label_dependent_missingness_follows_the_target(tmp_path):
+    from moe_retriever.data.missingness import apply_missingness
+
+    ds = make_synthetic(n_samples=2000, task="regression")
+    cfg = load_config(None, ["data.missing.kind=label", "data.missing.p=0.3", "data.missing.strength=2.0"])
+    masked = apply_missingness(ds, cfg.data.missing, 0)
+    missing = (~masked.observed).any(dim=1).numpy()
+    high = ds.target.numpy() > np.median(ds.target.numpy())
+    assert missing[high].mean() > missing[~high].mean() + 0.1

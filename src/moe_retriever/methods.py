@@ -94,6 +94,11 @@ def build_model(
     if factory is not None:
         return factory(list(modalities), n_classes, cfg.model)
     model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    if task != "classification" and isinstance(model, MultimodalClassifier):
+        model.task = task
+        check = getattr(model, "check_task", None)
+        if check is not None:
+            check(task)
     if task != "classification" and is_direct(model):
         others = [m for (m, t) in _TASK_FACTORIES if t == task]
         raise ConfigError(

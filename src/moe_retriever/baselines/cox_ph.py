@@ -46,7 +46,9 @@ class CoxPH(DirectMethodBase):
     method = "cox_ph"
 
     def __init__(self, modalities, n_classes, cfg) -> None:
-        raise ConfigError("method: 'cox_ph' predicts a survival endpoint; this data set is classification")
+        raise ConfigError(
+            "method: 'cox_ph' predicts a survival endpoint only; this data set's task is another"
+        )
 
 
 @register_task_method("cox_ph", "survival")

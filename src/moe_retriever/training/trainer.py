@@ -24,6 +24,7 @@ from ..data.dataset import Batch, MultimodalDataset
 from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from ..files import atomic_write
+from ..models.classifier import MultimodalClassifier
 from ..models.context import RetrievalInputs
 from ..task_config import select_metric_for
 from .checkpoint import CheckpointError
@@ -71,6 +72,8 @@ class Trainer:
     ) -> None:
         self.head = head if head is not None else TaskHead()
         self.model = model.to(device)
+        if self.head.task != "classification" and isinstance(model, MultimodalClassifier):
+            model.task_loss = self.head.loss
         self.dist = dist_ctx
         self.train_model = wrap(self.model, dist_ctx, device)
         self.cfg = cfg
