@@ -166,7 +166,10 @@ def test_direct_methods_without_the_task_name_method_and_task(tmp_path, method, 
 
 def test_cox_ph_on_classification_data_is_a_config_error(tmp_path):
     cfg = load_config(None, [*SMALL, "method=cox_ph"])
-    with pytest.raises(ConfigError, match="'cox_ph' predicts a survival endpoint"):
+    with pytest.raises(
+        ConfigError,
+        match="method: 'cox_ph' predicts survival endpoints only; this data set is classification",
+    ):
         run_experiment(cfg, None, make_synthetic(n_samples=90), log=lambda *a: None)
 
 
