@@ -235,6 +235,8 @@ def test_config_task_resolves_against_the_data_and_names_the_key():
         load_config(None, ["data.task=ranking"])
     with pytest.raises(ConfigError, match="train.huber_delta"):
         load_config(None, ["train.huber_delta=0"])
+    with pytest.raises(ConfigError, match="train.class_weights: weights classes, which survival data"):
+        resolve_task(load_config(None, ["train.class_weights=true"]), "survival", None)
     assert select_metric_for("auto", "survival") == "c_harrell"
     assert select_metric_for("auroc", "classification") == "auroc"
 
