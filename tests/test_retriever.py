@@ -10,9 +10,10 @@ from moe_retriever.data.combinations import observed_to_codes
 from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.supporting_group import SupportingGroupIndex
 from moe_retriever.data.synthetic import make_synthetic
+from moe_retriever.models.attention import self_attention
 from moe_retriever.models.classifier import MultimodalClassifier
 from moe_retriever.models.context import RetrievalInputs
-from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean, padded_self_attention
+from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean
 from moe_retriever.training.losses import weighted_sum
 
 
@@ -318,7 +319,7 @@ def test_padded_self_attention_equals_multihead_attention(p, length, dim, heads)
     count[0] = 1
     valid = torch.arange(length) < count.unsqueeze(1)
     valid = valid.gather(1, torch.rand(p, length).argsort(1))
-    got = padded_self_attention(attn, x, valid)
+    got = self_attention(attn, x, valid)
     want, _ = attn(x, x, x, key_padding_mask=~valid, need_weights=False)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # nn.MultiheadAttention's fused inference path

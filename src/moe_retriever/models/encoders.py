@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import EncoderConfig, bounded, from_dict
 from ..data.dataset import ModalitySpec
 from ..registry import Registry
+from .attention import Dropout
 
 
 class ModalityEncoder(nn.Module):
@@ -91,7 +92,7 @@ class MLPEncoder(ModalityEncoder):
             blocks.append(nn.Linear(in_dim, rank, bias=False))
             dims[0] = rank
         for a, b in zip(dims[:-1], dims[1:], strict=True):
-            blocks += [nn.Linear(a, b), nn.GELU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(a, b), nn.GELU(), Dropout(dropout)]
         blocks += [nn.Linear(dims[-1], out_dim), nn.LayerNorm(out_dim)]
         self.net = nn.Sequential(*blocks)
         self.out_dim = out_dim

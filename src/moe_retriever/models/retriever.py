@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RetrieverConfig
 from ..data.combinations import observed_to_codes
+from .attention import Dropout, self_attention
 from .context import ContextSampler, RetrievalInputs
 from .encoders import ModalityEncoders
 from .smoe import build_sparse_moe
@@ -125,27 +125,6 @@ def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
     return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
-def padded_self_attention(attn: nn.MultiheadAttention, x: Tensor, valid: Tensor) -> Tensor:
-    """``attn(x, x, x, key_padding_mask=~valid)`` for a batch-first module, in a handful of ops.
-
-    The same parameters and the same scaled-dot-product kernel as ``nn.MultiheadAttention``,
-    without its generic path's reshuffling (about 60 operations a call), which dominated the cost
-    of the retriever's small attention.
-    """
-    p, length, d = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(p, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    # additive key mask as nn.MultiheadAttention builds it: 0 where valid, -inf where padded
-    mask = torch.where(valid.view(p, 1, 1, length), 0.0, float("-inf")).to(x.dtype)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0
-    )
-    # project in (length, P, d) layout and return the (P, length, d) transpose, the strides
-    # nn.MultiheadAttention returns: a following dropout then draws the very same mask
-    return attn.out_proj(out.permute(2, 0, 1, 3).reshape(length, p, d)).transpose(0, 1)
-
-
 class MoERetriever(nn.Module):
     def __init__(self, n_modalities: int, dim: int, cfg: RetrieverConfig, dropout: float = 0.1) -> None:
         super().__init__()
@@ -162,7 +141,7 @@ class MoERetriever(nn.Module):
         # every encoder ends in a LayerNorm; normalising the pooled MoE output puts retrieved
         # embeddings on the same scale as observed ones before fusion
         self.out_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # draws the intra-modal context (and keeps the bank table when one is configured)
         self.context = ContextSampler(cfg, n_modalities, dim)
 
@@ -260,7 +239,7 @@ class MoERetriever(nn.Module):
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
         h = self.attn_norm(tokens)
-        tokens = tokens + self.dropout(padded_self_attention(self.attn, h, valid))
+        tokens = tokens + self.dropout(self_attention(self.attn, h, valid))
         # the valid slots, row-major; their count sets the shape of everything routed
         positions = valid.view(-1).nonzero().view(-1)
         pair_idx = positions.div(k + m, rounding_mode="floor")
