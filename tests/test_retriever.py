@@ -182,14 +182,16 @@ def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     assert len(draws) > len(distinct), "the check needs samples drawn more than once"
     for m, name in enumerate(data.modality_names):
         calls = encoded[name]
-        assert torch.equal(calls[0], batch.features[name][batch.observed[:, m]])  # own rows
+        # one call per modality: the batch's own rows first, then the bank rows drawn for it
+        assert len(calls) == 1
+        own = batch.features[name][batch.observed[:, m]]
+        assert torch.equal(calls[0][: len(own)], own)
+        drawn = calls[0][len(own) :]
         expected = sorted(j for t, j in distinct if t == m)
-        assert len(calls) == 1 + bool(expected)  # the bank rows of a modality: one call
-        if expected:
-            # which bank row each encoded input is (bank features of observed rows are distinct)
-            same = (calls[1].unsqueeze(1) == bank.features[name].unsqueeze(0)).all(-1)
-            assert same.sum(1).tolist() == [1] * len(calls[1])
-            assert sorted(same.float().argmax(1).tolist()) == expected  # each exactly once
+        # which bank row each encoded input is (bank features of observed rows are distinct)
+        same = (drawn.unsqueeze(1) == bank.features[name].unsqueeze(0)).all(-1)
+        assert same.sum(1).tolist() == [1] * len(drawn)
+        assert sorted(same.float().argmax(1).tolist()) == expected  # each exactly once
 
 
 def test_fallback_token_when_the_bank_lacks_the_target(data):

@@ -25,7 +25,7 @@ from ..config import RetrieverConfig
 from ..data.combinations import observed_to_codes
 from .attention import Dropout, self_attention
 from .context import ContextSampler, RetrievalInputs
-from .encoders import ModalityEncoders
+from .encoders import BatchEncoding
 from .smoe import build_sparse_moe
 
 
@@ -147,39 +147,44 @@ class MoERetriever(nn.Module):
 
     def fill_missing(
         self,
-        emb: Tensor,
+        encoded: BatchEncoding,
         observed: Tensor,
-        encoders: ModalityEncoders,
         inputs: RetrievalInputs,
         bank_rows: Tensor | None = None,
     ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
-        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings; also returns the
-        retriever's output and the batch row and target of every missing pair.
+        """The batch's (B, M, d) embeddings (``encoded.embeddings()``) with the missing rows
+        (``~observed``) filled by retrieved embeddings; also returns the retriever's output and
+        the batch row and target of every missing pair.
 
+        The bank rows the context sampler draws are encoded together with the batch's own rows
+        (:class:`BatchEncoding`) when it encodes them itself, i.e. without a bank table.
         ``bank_rows`` (B,): the bank position of each sample when the batch comes from the bank
         itself; its draws then never include the sample.
         """
         pair_b, pair_t = (~observed).nonzero(as_tuple=True)
         if pair_b.numel() == 0:
-            return emb, None, pair_b, pair_t
+            return encoded.embeddings(), None, pair_b, pair_t
         bank = inputs.bank
         if bank is None:
             raise ValueError("retrieval needs a RetrievalBank (the training split)")
         codes = observed_to_codes(observed)[pair_b]
         n_obs = observed.sum(dim=1)[pair_b]
         n_intra = n_obs if self.cfg.n_intra is None else torch.full_like(n_obs, self.cfg.n_intra)
-        inter = emb[pair_b]
         inter_valid = observed[pair_b]
+        knn = self.context.knn
+        if knn or self.context.cache_period is not None:
+            # the sampler reads (and may refresh, in eval mode) the bank table: no joint encoding
+            encoded.embeddings()
         # knn: the sample's observed embeddings choose its context (deterministic in evaluation,
         # where repeated draws would all be the same)
-        knn = self.context.knn
-        queries = inter.detach() if knn else None
+        queries = encoded.embeddings()[pair_b].detach() if knn else None
         draws = 1 if knn and not self.training else inputs.draws
         retrieved: Tensor | None = None
         out: RetrieverOutput | None = None
+        inter: Tensor | None = None
         for _ in range(draws):
             intra, intra_valid, intra_rows = self.context.sample(
-                encoders,
+                encoded,
                 bank,
                 codes,
                 pair_t,
@@ -188,10 +193,12 @@ class MoERetriever(nn.Module):
                 bank_rows[pair_b] if bank_rows is not None else None,
                 queries,
             )
+            if inter is None:  # after the first draws: their encoding included the batch's rows
+                inter = encoded.embeddings()[pair_b]
             out = self(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
         assert retrieved is not None, "draws must be >= 1"
-        emb = emb.index_put((pair_b, pair_t), retrieved / draws)
+        emb = encoded.embeddings().index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
 
     def forward(
