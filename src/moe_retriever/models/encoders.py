@@ -7,6 +7,7 @@ the default; other kinds (sequences, images, volumes, text) register themselves 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -61,7 +62,7 @@ class BatchEncoding(ModalityEncoders):
     """
 
     def __init__(self, encoders: ModalityEncoders, batch: Batch) -> None:
-        super().__init__(dict(encoders.items()))
+        super().__init__({name: typing.cast(ModalityEncoder, enc) for name, enc in encoders.items()})
         self.training = encoders.training
         observed = batch.observed
         self.shape = tuple(observed.shape)
