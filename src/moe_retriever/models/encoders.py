@@ -66,15 +66,15 @@ class BatchEncoding(ModalityEncoders):
         self.training = encoders.training
         observed = batch.observed
         self.shape = tuple(observed.shape)
-        # flat (row, modality) position of every observed pair, sorted by modality then row:
-        # the order in which the modalities' rows are encoded and concatenated
-        modality, row = observed.t().nonzero(as_tuple=True)
-        self.slots = row * self.shape[1] + modality
         self.pending: dict[int, tuple[Tensor, Tensor | None]] = {}
+        slots = []
         for m, name in enumerate(self.names):
             rows = observed[:, m].nonzero().squeeze(1)
             lengths = batch.lengths.get(name)
             self.pending[m] = (batch.features[name][rows], lengths[rows] if lengths is not None else None)
+            slots.append(rows * self.shape[1] + m)
+        # flat (row, modality) position of each encoded row, in the order they are concatenated
+        self.slots = torch.cat(slots)
         self.own: dict[int, Tensor] = {}
         self.encoded: Tensor | None = None
 
@@ -83,6 +83,8 @@ class BatchEncoding(ModalityEncoders):
         if pending is None:
             return super().encode(m, x, lengths)
         own_x, own_lengths = pending
+        if (lengths is None) != (own_lengths is None):
+            raise ValueError(f"modality {self.names[m]!r}: lengths given for the batch or the bank rows only")
         if lengths is not None and own_lengths is not None:
             lengths = torch.cat([own_lengths, lengths])
         both = super().encode(m, torch.cat([own_x, x.to(own_x.dtype)]), lengths)
