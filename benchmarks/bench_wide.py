@@ -414,8 +414,8 @@ def side_by_side_text(sbs: dict, rounds: int) -> str:
         )
     return (
         f"Side by side in this run: {rounds} round(s) of one retrieval epoch per variant, "
-        "interleaved; each reference tree (`--reference-src`) runs every variant in a child process after each "
-        "round. Median CPU and wall seconds of the process, one thread.\n\n"
+        "interleaved; each reference tree (`--reference-src`) runs every variant in a child process "
+        "after each round. Median CPU and wall seconds of the process, one thread.\n\n"
         + table(
             [
                 "variant",

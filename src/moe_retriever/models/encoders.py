@@ -61,12 +61,18 @@ class BatchEncoding(ModalityEncoders):
     dropout masks of a joint call are drawn in one piece, so they differ from separate calls.
     """
 
-    def __init__(self, encoders: ModalityEncoders, batch: Batch) -> None:
+    def __init__(self, encoders: ModalityEncoders, batch: Batch, embeddings: Tensor | None = None) -> None:
+        """``embeddings``: the batch's (B, M, d) embeddings when already computed (every
+        :meth:`encode` call then encodes the bank rows alone)."""
         super().__init__({name: typing.cast(ModalityEncoder, enc) for name, enc in encoders.items()})
         self.training = encoders.training
         observed = batch.observed
         self.shape = tuple(observed.shape)
         self.pending: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self.own: dict[int, Tensor] = {}
+        self.encoded = embeddings
+        if embeddings is not None:
+            return
         slots = []
         for m, name in enumerate(self.names):
             rows = observed[:, m].nonzero().squeeze(1)
@@ -75,8 +81,6 @@ class BatchEncoding(ModalityEncoders):
             slots.append(rows * self.shape[1] + m)
         # flat (row, modality) position of each encoded row, in the order they are concatenated
         self.slots = torch.cat(slots)
-        self.own: dict[int, Tensor] = {}
-        self.encoded: Tensor | None = None
 
     def encode(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         pending = self.pending.pop(m, None)
