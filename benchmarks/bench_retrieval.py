@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RELEASED_US_PER_PAIR, base_parser, finish, interleaved, start, synthetic_setup, table  # noqa: E402
 from moe_retriever.models.context import RetrievalInputs  # noqa: E402
+from moe_retriever.models.encoders import BatchEncoding  # noqa: E402
 
 TARGET_SPEEDUP = 50.0
 
@@ -41,14 +42,14 @@ def retrieval_rows(args) -> tuple[list[list[object]], float]:
         def infer() -> None:
             model.eval()
             with torch.no_grad():
-                model.retriever.fill_missing(emb, batch.observed, model.encoders, RetrievalInputs(bank, gen))
+                encoded = BatchEncoding(model.encoders, batch, embeddings=emb)
+                model.retriever.fill_missing(encoded, batch.observed, RetrievalInputs(bank, gen))
 
         def train() -> None:
             model.train()
             context = emb.detach().requires_grad_(True)
-            filled = model.retriever.fill_missing(
-                context, batch.observed, model.encoders, RetrievalInputs(bank, gen)
-            )[0]
+            encoded = BatchEncoding(model.encoders, batch, embeddings=context)
+            filled = model.retriever.fill_missing(encoded, batch.observed, RetrievalInputs(bank, gen))[0]
             filled.sum().backward()
             model.zero_grad(set_to_none=True)
 

@@ -356,9 +356,11 @@ VARIANTS = {"defaults": [], "dense first layer": ["model.encoder.options={first_
 
 def side_by_side(root: Path, overrides: list[str], rounds: int, references: list[Path]) -> dict:
     """Retrieval-epoch CPU and wall seconds of every variant, epochs interleaved (A B A B ...),
-    with each reference source tree's figures from a child process between the rounds."""
+    with each reference source tree's figures for every variant from a child process between
+    the rounds."""
     setups = {name: wide_setup(root, overrides + extra)[0] for name, extra in VARIANTS.items()}
-    out: dict = {name: {"cpu": [], "wall": []} for name in [*setups, *map(str, references)]}
+    children = {f"{ref} ({name})": (ref, extra) for ref in references for name, extra in VARIANTS.items()}
+    out: dict = {name: {"cpu": [], "wall": []} for name in [*setups, *children]}
     for s in setups.values():
         s.trainer.train_epoch(train_batch(s), 0)  # the warm-up epoch
     for r in range(rounds):
@@ -366,10 +368,11 @@ def side_by_side(root: Path, overrides: list[str], rounds: int, references: list
             wall, cpu = timed(lambda s=s, r=r: s.trainer.train_epoch(train_batch(s), 1 + r))
             out[name]["cpu"].append(cpu)
             out[name]["wall"].append(wall)
-        for ref in references:
-            child = reference_epochs(ref, root, overrides)
-            out[str(ref)]["cpu"] += child["cpu"]
-            out[str(ref)]["wall"] += child["wall"]
+        for name, (ref, extra) in children.items():
+            child = reference_epochs(ref, root, overrides + extra)
+            out[name]["cpu"] += child["cpu"]
+            out[name]["wall"] += child["wall"]
+            out[name]["ops_per_step"] = child["ops_per_step"]
     for name, s in setups.items():
         out[name]["ops_per_step"] = ops_per_step(s, 1)
     return out
@@ -382,11 +385,12 @@ def reference_epochs(src: Path, root: Path, overrides: list[str]) -> dict:
     code = (
         "import json, sys, time, torch; torch.set_num_threads(1); "
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-        "from bench_wide import train_batch, wide_setup; from pathlib import Path; "
+        "from bench_wide import ops_per_step, train_batch, wide_setup; from pathlib import Path; "
         f"s = wide_setup(Path({str(root)!r}), {overrides!r})[0]; d = train_batch(s); "
         "s.trainer.train_epoch(d, 0); w, c = time.perf_counter(), time.process_time(); "
         "s.trainer.train_epoch(d, 1); "
-        "print(json.dumps({'cpu': [time.process_time() - c], 'wall': [time.perf_counter() - w]}))"
+        "c, w = time.process_time() - c, time.perf_counter() - w; "
+        "print(json.dumps({'cpu': [c], 'wall': [w], 'ops_per_step': ops_per_step(s, 1)}))"
     )
     env = {**os.environ, "PYTHONPATH": str(src / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -410,8 +414,8 @@ def side_by_side_text(sbs: dict, rounds: int) -> str:
         )
     return (
         f"Side by side in this run: {rounds} round(s) of one retrieval epoch per variant, "
-        "interleaved; a reference tree (`--reference-src`) runs in a child process after each "
-        "round. Median CPU and wall seconds of the process, one thread.\n\n"
+        "interleaved; each reference tree (`--reference-src`) runs every variant in a child process "
+        "after each round. Median CPU and wall seconds of the process, one thread.\n\n"
         + table(
             [
                 "variant",

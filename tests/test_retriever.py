@@ -10,9 +10,10 @@ from moe_retriever.data.combinations import observed_to_codes
 from moe_retriever.data.missingness import drop_mask
 from moe_retriever.data.supporting_group import SupportingGroupIndex
 from moe_retriever.data.synthetic import make_synthetic
+from moe_retriever.models.attention import self_attention
 from moe_retriever.models.classifier import MultimodalClassifier
 from moe_retriever.models.context import RetrievalInputs
-from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean, padded_self_attention
+from moe_retriever.models.retriever import MoERetriever, TokenKind, masked_mean
 from moe_retriever.training.losses import weighted_sum
 
 
@@ -181,14 +182,16 @@ def test_each_distinct_bank_sample_is_encoded_once_per_step(data):
     assert len(draws) > len(distinct), "the check needs samples drawn more than once"
     for m, name in enumerate(data.modality_names):
         calls = encoded[name]
-        assert torch.equal(calls[0], batch.features[name][batch.observed[:, m]])  # own rows
+        # one call per modality: the batch's own rows first, then the bank rows drawn for it
+        assert len(calls) == 1
+        own = batch.features[name][batch.observed[:, m]]
+        assert torch.equal(calls[0][: len(own)], own)
+        drawn = calls[0][len(own) :]
         expected = sorted(j for t, j in distinct if t == m)
-        assert len(calls) == 1 + bool(expected)  # the bank rows of a modality: one call
-        if expected:
-            # which bank row each encoded input is (bank features of observed rows are distinct)
-            same = (calls[1].unsqueeze(1) == bank.features[name].unsqueeze(0)).all(-1)
-            assert same.sum(1).tolist() == [1] * len(calls[1])
-            assert sorted(same.float().argmax(1).tolist()) == expected  # each exactly once
+        # which bank row each encoded input is (bank features of observed rows are distinct)
+        same = (drawn.unsqueeze(1) == bank.features[name].unsqueeze(0)).all(-1)
+        assert same.sum(1).tolist() == [1] * len(drawn)
+        assert sorted(same.float().argmax(1).tolist()) == expected  # each exactly once
 
 
 def test_fallback_token_when_the_bank_lacks_the_target(data):
@@ -318,7 +321,7 @@ def test_padded_self_attention_equals_multihead_attention(p, length, dim, heads)
     count[0] = 1
     valid = torch.arange(length) < count.unsqueeze(1)
     valid = valid.gather(1, torch.rand(p, length).argsort(1))
-    got = padded_self_attention(attn, x, valid)
+    got = self_attention(attn, x, valid)
     want, _ = attn(x, x, x, key_padding_mask=~valid, need_weights=False)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # nn.MultiheadAttention's fused inference path

@@ -125,3 +125,24 @@ def test_all_pairs_for_all_masks_small_m():
             assert index.members(code, t).tolist() == brute_force_group(
                 bank, {i for i in range(2) if code >> i & 1}, t
             )
+
+
+@pytest.mark.parametrize("m", [1, 3, 5])
+def test_required_sets_follow_the_relaxation_order(m):
+    gen = torch.Generator().manual_seed(m)
+    # every combination but a few, and modality 0 observed by nobody when m > 1
+    codes = torch.randint(0, 1 << m, (300,), generator=gen)
+    if m > 1:
+        codes = codes & ~1
+    index = SupportingGroupIndex(codes, m)
+    all_codes = torch.arange(1 << m).repeat_interleave(m)
+    all_targets = torch.arange(m).repeat(1 << m)
+    got = index.required_sets(all_codes, all_targets).tolist()
+    for code, target, req in zip(all_codes.tolist(), all_targets.tolist(), got, strict=True):
+        exact = code | (1 << target)
+        if any((c & exact) == exact for c in codes.tolist()):
+            assert req == exact
+        elif any(c >> target & 1 for c in codes.tolist()):
+            assert req == 1 << target
+        else:
+            assert req == -1

@@ -52,10 +52,25 @@ class SupportingGroupIndex:
         # cumulative[r, s]: group members of r that lie in blocks 0..s
         self.cumulative = torch.cumsum(torch.where(is_superset, self.counts.unsqueeze(0), 0), dim=1)
         self.group_size = self.cumulative[:, -1].clone()
+        # the relaxed required set of every (sample code, target) pair, and its group's size:
+        # a draw reads both with one lookup each
+        exact = r | (1 << torch.arange(n_modalities))  # (code, target)
+        relaxed = (1 << torch.arange(n_modalities)).expand_as(exact)
+        required = torch.where(self.group_size[exact] > 0, exact, relaxed)
+        self.required = torch.where(self.group_size[required] > 0, required, -1)
+        self.required_size = self.group_size[self.required.clamp(min=0)]
 
     # ------------------------------------------------------------------ device handling
     def to(self, device: torch.device | str) -> SupportingGroupIndex:
-        for name in ("order", "counts", "block_start", "cumulative", "group_size"):
+        for name in (
+            "order",
+            "counts",
+            "block_start",
+            "cumulative",
+            "group_size",
+            "required",
+            "required_size",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -66,10 +81,7 @@ class SupportingGroupIndex:
     # ------------------------------------------------------------------ queries
     def required_sets(self, codes: Tensor, targets: Tensor) -> Tensor:
         """The relaxed required set per (sample code, target) pair; -1 when T is in no bank sample."""
-        exact = codes.long() | (1 << targets.long())
-        relaxed = 1 << targets.long()
-        req = torch.where(self.group_size[exact] > 0, exact, relaxed)
-        return torch.where(self.group_size[req] > 0, req, torch.full_like(req, -1))
+        return self.required[codes.long(), targets.long()]
 
     def members(self, code: int, target: int) -> Tensor:
         """Bank positions of the exact group G(target | code) (may be empty), sorted."""
@@ -117,7 +129,7 @@ class SupportingGroupIndex:
         req = self.required_sets(codes, targets)
         available = req >= 0
         req = req.clamp(min=0)
-        size = self.group_size[req]  # (P,)
+        size = self.required_size[codes, targets]  # (P,)
         steps = torch.arange(k, device=self.device).unsqueeze(0)  # (1, K)
         valid = (steps < n_draws.unsqueeze(1)) & available.unsqueeze(1)
         uniform = torch.rand(p, k, generator=generator, device=self.device)

@@ -14,7 +14,7 @@ from ..config import EncoderConfig, ModelConfig
 from ..data.bank import RetrievalBank
 from ..data.dataset import Batch, ModalitySpec
 from .context import NO_BANK, RetrievalInputs
-from .encoders import ModalityEncoders, build_encoder
+from .encoders import BatchEncoding, ModalityEncoders, build_encoder
 from .fusion import build_fusion
 from .retriever import MoERetriever, RetrieverOutput
 from .smoe import moe_loss_weights
@@ -107,15 +107,7 @@ class MultimodalClassifier(nn.Module):
     # ------------------------------------------------------------------ pieces
     def encode(self, batch: Batch) -> Tensor:
         """(B, M, d) embeddings of the observed modalities; zeros where missing."""
-        b = batch.observed.shape[0]
-        out = batch.observed.new_zeros(b, self.n_modalities, self.cfg.hidden, dtype=torch.float)
-        for m, spec in enumerate(self.modalities):
-            rows = batch.observed[:, m].nonzero().squeeze(1)
-            x = batch.features[spec.name][rows]
-            lengths = batch.lengths.get(spec.name)
-            emb = self.encoders.encode(m, x, lengths[rows] if lengths is not None else None)
-            out = out.index_put((rows, torch.full_like(rows, m)), emb)
-        return out
+        return BatchEncoding(self.encoders, batch).embeddings()
 
     @property
     def uses_retrieval(self) -> bool:
@@ -152,7 +144,8 @@ class MultimodalClassifier(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
-        emb = self.encode(batch)
+        # encoded on first use: retrieval encodes the batch's rows with the bank rows it draws
+        encoded = BatchEncoding(self.encoders, batch)
         retrieval, pair_b, pair_t = None, None, None
         losses: dict[str, Tensor] = {}
         if inputs.retrieve and self.retriever is not None:
@@ -165,8 +158,9 @@ class MultimodalClassifier(nn.Module):
                 hidden = self.hide_for_reconstruction(observed, inputs.generator)
                 # training batches are rows of the bank (the training split): batch.index
                 filled, retrieval, pair_b, pair_t = self.retriever.fill_missing(
-                    emb, observed & ~hidden, self.encoders, dataclasses.replace(inputs, draws=1), batch.index
+                    encoded, observed & ~hidden, dataclasses.replace(inputs, draws=1), batch.index
                 )
+                emb = encoded.embeddings()
                 is_hidden = hidden[pair_b, pair_t]
                 hb, ht = pair_b[is_hidden], pair_t[is_hidden]
                 if hb.numel():
@@ -174,11 +168,11 @@ class MultimodalClassifier(nn.Module):
                 emb = torch.where(hidden.unsqueeze(-1), emb, filled)
                 pair_b, pair_t = pair_b[~is_hidden], pair_t[~is_hidden]
             else:
-                emb, retrieval, pair_b, pair_t = self.retriever.fill_missing(
-                    emb, observed, self.encoders, inputs
-                )
+                emb, retrieval, pair_b, pair_t = self.retriever.fill_missing(encoded, observed, inputs)
             if retrieval is not None:
                 losses.update({f"retriever.{name}": term for name, term in retrieval.losses.items()})
+        else:
+            emb = encoded.embeddings()
         fused, fusion_losses = self.fuse(emb, batch.observed)
         losses.update(fusion_losses)
         return ModelOutput(self.head(fused), losses, emb, fused, retrieval, pair_b, pair_t)

@@ -7,15 +7,18 @@ the default; other kinds (sequences, images, volumes, text) register themselves 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from ..config import EncoderConfig, bounded, from_dict
-from ..data.dataset import ModalitySpec
+from ..data.dataset import Batch, ModalitySpec
 from ..registry import Registry
+from .attention import Dropout
 
 
 class ModalityEncoder(nn.Module):
@@ -44,6 +47,65 @@ class ModalityEncoders(nn.ModuleDict):
         (``.to``): the tensors' storage and version counters. Caches of embeddings computed
         from these weights compare it to know when they are stale."""
         return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+
+class BatchEncoding(ModalityEncoders):
+    """The encoders of a batch whose observed rows are encoded lazily: a modality's first
+    :meth:`encode` call (a context sampler encoding the bank rows it drew) encodes the batch's
+    rows of that modality in the same call. Each encoder then runs once per step and its weights
+    get one gradient instead of two summed (on wide inputs the dense first layer's 20,000-column
+    weight gradient is the step's largest tensor). :meth:`embeddings` encodes the modalities no
+    call has asked for and returns the batch's (B, M, d) embeddings, zeros where missing.
+
+    Eval-mode values are those of encoding the batch and the draws separately; in training the
+    dropout masks of a joint call are drawn in one piece, so they differ from separate calls.
+    """
+
+    def __init__(self, encoders: ModalityEncoders, batch: Batch, embeddings: Tensor | None = None) -> None:
+        """``embeddings``: the batch's (B, M, d) embeddings when already computed (every
+        :meth:`encode` call then encodes the bank rows alone)."""
+        super().__init__({name: typing.cast(ModalityEncoder, enc) for name, enc in encoders.items()})
+        self.training = encoders.training
+        observed = batch.observed
+        self.shape = tuple(observed.shape)
+        self.pending: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self.own: dict[int, Tensor] = {}
+        self.encoded = embeddings
+        if embeddings is not None:
+            return
+        slots = []
+        for m, name in enumerate(self.names):
+            rows = observed[:, m].nonzero().squeeze(1)
+            lengths = batch.lengths.get(name)
+            self.pending[m] = (batch.features[name][rows], lengths[rows] if lengths is not None else None)
+            slots.append(rows * self.shape[1] + m)
+        # flat (row, modality) position of each encoded row, in the order they are concatenated
+        self.slots = torch.cat(slots)
+
+    def encode(self, m: int, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        pending = self.pending.pop(m, None)
+        if pending is None:
+            return super().encode(m, x, lengths)
+        own_x, own_lengths = pending
+        if (lengths is None) != (own_lengths is None):
+            raise ValueError(f"modality {self.names[m]!r}: lengths given for the batch or the bank rows only")
+        if lengths is not None and own_lengths is not None:
+            lengths = torch.cat([own_lengths, lengths])
+        both = super().encode(m, torch.cat([own_x, x.to(own_x.dtype)]), lengths)
+        self.own[m], drawn = both.split([own_x.shape[0], x.shape[0]])
+        return drawn
+
+    def embeddings(self) -> Tensor:
+        """(B, M, d) embeddings of the batch's observed modalities; zeros where missing."""
+        if self.encoded is None:
+            for m, (x, lengths) in self.pending.items():
+                self.own[m] = super().encode(m, x, lengths)
+            self.pending.clear()
+            values = torch.cat([self.own[m] for m in range(self.shape[1])])
+            b, n_modalities = self.shape
+            flat = values.new_zeros(b * n_modalities, values.shape[1]).index_put((self.slots,), values)
+            self.encoded = flat.view(b, n_modalities, -1)
+        return self.encoded
 
 
 EncoderFactory = Callable[[ModalitySpec, EncoderConfig, int], ModalityEncoder]
@@ -91,7 +153,7 @@ class MLPEncoder(ModalityEncoder):
             blocks.append(nn.Linear(in_dim, rank, bias=False))
             dims[0] = rank
         for a, b in zip(dims[:-1], dims[1:], strict=True):
-            blocks += [nn.Linear(a, b), nn.GELU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(a, b), nn.GELU(), Dropout(dropout)]
         blocks += [nn.Linear(dims[-1], out_dim), nn.LayerNorm(out_dim)]
         self.net = nn.Sequential(*blocks)
         self.out_dim = out_dim

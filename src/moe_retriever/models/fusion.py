@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import FusionConfig
+from .attention import Dropout, encoder_layer, self_attention
 from .smoe import MoEOutput, SparseMoE, build_sparse_moe
 
 
@@ -28,11 +29,15 @@ class TransformerFusion(nn.Module):
         layer = nn.TransformerEncoderLayer(
             dim, cfg.heads, dim * cfg.ff_mult, dropout, activation="gelu", batch_first=True, norm_first=True
         )
+        # holds the layers' parameters (and so the checkpoint keys); :func:`encoder_layer`
+        # computes them in a third of nn.TransformerEncoderLayer's operations
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        h = self.encoder(x + self.modality_embedding)
+        h = x + self.modality_embedding
+        for layer in self.encoder.layers:
+            h = encoder_layer(typing.cast(nn.TransformerEncoderLayer, layer), h)
         return self.norm(h).mean(dim=1), {}
 
 
@@ -46,11 +51,11 @@ class SparseTransformerLayer(nn.Module):
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim)
         self.moe = moe
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> tuple[Tensor, MoEOutput]:
         h = self.norm1(x)
-        x = x + self.dropout(self.attn(h, h, h, need_weights=False)[0])
+        x = x + self.dropout(self_attention(self.attn, h))
         b, m, d = x.shape
         out = self.moe(self.norm2(x).reshape(b * m, d))
         return x + self.dropout(out.hidden.reshape(b, m, d)), out

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import RetrieverConfig
 from ..data.combinations import observed_to_codes
+from .attention import Dropout, self_attention
 from .context import ContextSampler, RetrievalInputs
-from .encoders import ModalityEncoders
+from .encoders import BatchEncoding
 from .smoe import build_sparse_moe
 
 
@@ -125,27 +125,6 @@ def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
     return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
-def padded_self_attention(attn: nn.MultiheadAttention, x: Tensor, valid: Tensor) -> Tensor:
-    """``attn(x, x, x, key_padding_mask=~valid)`` for a batch-first module, in a handful of ops.
-
-    The same parameters and the same scaled-dot-product kernel as ``nn.MultiheadAttention``,
-    without its generic path's reshuffling (about 60 operations a call), which dominated the cost
-    of the retriever's small attention.
-    """
-    p, length, d = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(p, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    # additive key mask as nn.MultiheadAttention builds it: 0 where valid, -inf where padded
-    mask = torch.where(valid.view(p, 1, 1, length), 0.0, float("-inf")).to(x.dtype)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=attn.dropout if attn.training else 0.0
-    )
-    # project in (length, P, d) layout and return the (P, length, d) transpose, the strides
-    # nn.MultiheadAttention returns: a following dropout then draws the very same mask
-    return attn.out_proj(out.permute(2, 0, 1, 3).reshape(length, p, d)).transpose(0, 1)
-
-
 class MoERetriever(nn.Module):
     def __init__(self, n_modalities: int, dim: int, cfg: RetrieverConfig, dropout: float = 0.1) -> None:
         super().__init__()
@@ -162,45 +141,50 @@ class MoERetriever(nn.Module):
         # every encoder ends in a LayerNorm; normalising the pooled MoE output puts retrieved
         # embeddings on the same scale as observed ones before fusion
         self.out_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # draws the intra-modal context (and keeps the bank table when one is configured)
         self.context = ContextSampler(cfg, n_modalities, dim)
 
     def fill_missing(
         self,
-        emb: Tensor,
+        encoded: BatchEncoding,
         observed: Tensor,
-        encoders: ModalityEncoders,
         inputs: RetrievalInputs,
         bank_rows: Tensor | None = None,
     ) -> tuple[Tensor, RetrieverOutput | None, Tensor, Tensor]:
-        """Fill the missing rows of ``emb`` (B, M, d) with retrieved embeddings; also returns the
-        retriever's output and the batch row and target of every missing pair.
+        """The batch's (B, M, d) embeddings (``encoded.embeddings()``) with the missing rows
+        (``~observed``) filled by retrieved embeddings; also returns the retriever's output and
+        the batch row and target of every missing pair.
 
+        The bank rows the context sampler draws are encoded together with the batch's own rows
+        (:class:`BatchEncoding`) when it encodes them itself, i.e. without a bank table.
         ``bank_rows`` (B,): the bank position of each sample when the batch comes from the bank
         itself; its draws then never include the sample.
         """
         pair_b, pair_t = (~observed).nonzero(as_tuple=True)
         if pair_b.numel() == 0:
-            return emb, None, pair_b, pair_t
+            return encoded.embeddings(), None, pair_b, pair_t
         bank = inputs.bank
         if bank is None:
             raise ValueError("retrieval needs a RetrievalBank (the training split)")
         codes = observed_to_codes(observed)[pair_b]
         n_obs = observed.sum(dim=1)[pair_b]
         n_intra = n_obs if self.cfg.n_intra is None else torch.full_like(n_obs, self.cfg.n_intra)
-        inter = emb[pair_b]
         inter_valid = observed[pair_b]
+        knn = self.context.knn
+        if knn or self.context.cache_period is not None:
+            # the sampler reads (and may refresh, in eval mode) the bank table: no joint encoding
+            encoded.embeddings()
         # knn: the sample's observed embeddings choose its context (deterministic in evaluation,
         # where repeated draws would all be the same)
-        knn = self.context.knn
-        queries = inter.detach() if knn else None
+        queries = encoded.embeddings()[pair_b].detach() if knn else None
         draws = 1 if knn and not self.training else inputs.draws
         retrieved: Tensor | None = None
         out: RetrieverOutput | None = None
+        inter: Tensor | None = None
         for _ in range(draws):
             intra, intra_valid, intra_rows = self.context.sample(
-                encoders,
+                encoded,
                 bank,
                 codes,
                 pair_t,
@@ -209,10 +193,12 @@ class MoERetriever(nn.Module):
                 bank_rows[pair_b] if bank_rows is not None else None,
                 queries,
             )
+            if inter is None:  # after the first draws: their encoding included the batch's rows
+                inter = encoded.embeddings()[pair_b]
             out = self(intra, intra_valid, inter, inter_valid, pair_t, intra_rows)
             retrieved = out.embeddings if retrieved is None else retrieved + out.embeddings
         assert retrieved is not None, "draws must be >= 1"
-        emb = emb.index_put((pair_b, pair_t), retrieved / draws)
+        emb = encoded.embeddings().index_put((pair_b, pair_t), retrieved / draws)
         return emb, out, pair_b, pair_t
 
     def forward(
@@ -260,7 +246,7 @@ class MoERetriever(nn.Module):
         tokens = torch.cat([intra, inter], dim=1)  # (P, K + M, d)
         valid = torch.cat([intra_valid, inter_valid], dim=1)
         h = self.attn_norm(tokens)
-        tokens = tokens + self.dropout(padded_self_attention(self.attn, h, valid))
+        tokens = tokens + self.dropout(self_attention(self.attn, h, valid))
         # the valid slots, row-major; their count sets the shape of everything routed
         positions = valid.view(-1).nonzero().view(-1)
         pair_idx = positions.div(k + m, rounding_mode="floor")
