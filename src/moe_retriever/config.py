@@ -30,7 +30,16 @@ RetrieverMode = Literal["moe", "mean", "zero"]
 RetrieverSampling = Literal["uniform", "knn"]
 KnnIndex = Literal["exact", "faiss", "auto"]
 FusionKind = Literal["transformer", "smoe"]
-SelectMetric = Literal["macro_f1", "accuracy", "auroc", "auprc"]
+# the classification metrics first: a bad value's message lists them (as before other tasks);
+# "auto": the task's default (training.metrics.DEFAULT_SELECT_METRIC)
+SelectMetric = (
+    Literal["macro_f1", "accuracy", "auroc", "auprc"]
+    | Literal["auto", "rmse", "mae", "r2", "spearman", "c_harrell", "c_uno", "ibs"]
+)
+# "auto": the task the data declares
+TaskChoice = Literal["auto", "classification", "regression", "survival"]
+RegressionLoss = Literal["mse", "huber"]
+CoxTies = Literal["breslow", "efron"]
 LoggerName = Literal["tensorboard", "mlflow"]
 ProtocolKind = Literal["holdout", "cv"]
 
@@ -118,6 +127,8 @@ class DataConfig:
     # z-score tabular features with training-split statistics
     standardize: bool = True
     trust_pickle: bool = False
+    # what the labels are; "auto" takes the task the data declares, any other value must match it
+    task: TaskChoice = "auto"
 
 
 @dataclass
@@ -244,8 +255,15 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     class_weights: bool = False
-    # validation metric that selects the checkpoint
-    select_metric: SelectMetric = "macro_f1"
+    # validation metric that selects the checkpoint; "auto": the task's default (macro_f1,
+    # rmse, c_harrell), in the direction that metric is better
+    select_metric: SelectMetric = "auto"
+    # regression: the loss on the standardised target (huber: quadratic within huber_delta
+    # training standard deviations of the target, linear beyond)
+    regression_loss: RegressionLoss = "mse"
+    huber_delta: float = bounded(1.0, min=0.0)
+    # survival: how the Cox partial likelihood handles tied event times
+    cox_ties: CoxTies = "breslow"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     device: str = "auto"
     progress: bool = True

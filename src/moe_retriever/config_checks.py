@@ -37,6 +37,7 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         "must be three positive fractions summing to 1",
     )
     _validate_protocol(cfg.protocol, t.seeds)
+    _validate_task(cfg)
     check(m.hidden >= 1, "model.hidden", "must be >= 1")
     check(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
     r = m.retriever
@@ -72,6 +73,21 @@ def _validate_protocol(p: ProtocolConfig, seeds: list[int]) -> None:
             f"{p.repeats} repeats need {p.repeats} seeds (one per repeat), but train.seeds is "
             f"{seeds}; list more seeds or use fewer repeats",
         )
+
+
+def _validate_task(cfg: ExperimentConfig) -> None:
+    """The task fields: a select_metric of another task than the stated one, a Huber threshold."""
+    # imported here: task_config imports the config module, which imports this one
+    from .task_config import check_select_metric
+
+    t, task = cfg.train, cfg.data.task
+    if task != "auto":
+        check_select_metric(t.select_metric, task)
+    check(
+        t.huber_delta > 0 and math.isfinite(t.huber_delta),
+        "train.huber_delta",
+        f"must be a finite number > 0, got {t.huber_delta}",
+    )
 
 
 def _validate_missing(mis: MissingnessConfig, key: str) -> None:

@@ -137,6 +137,7 @@ def concatenate_datasets(first: MultimodalDataset, second: MultimodalDataset) ->
         {k: torch.cat([v, second.lengths[k]]) for k, v in first.lengths.items()},
         first.natural_missingness,
         require_every_modality=False,
+        task=first.task,
     )
 
 

@@ -2,7 +2,8 @@
 
 A :class:`MultimodalDataset` holds one feature tensor per modality (rows of unobserved
 modalities are stored as zeros and never read), a boolean ``observed`` matrix (samples x
-modalities), integer labels and sample ids. It is validated once at construction, so everything
+modalities), the labels of its task (classes, a regression target, or survival times and events;
+see :mod:`.labels`) and sample ids. It is validated once at construction, so everything
 downstream can trust it.
 """
 
@@ -15,7 +16,9 @@ import torch
 from torch import Tensor
 
 from ..errors import DataValidationError as DataValidationError  # re-exported
+from ..training.metrics import Task
 from .combinations import combination_name, observed_to_codes
+from .labels import as_task_labels, check_task, strata, validate_labels
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,13 @@ class ModalitySpec:
 
 @dataclass
 class Batch:
-    """A minibatch: per-modality features (zeros where unobserved), the observed mask, labels."""
+    """A minibatch: per-modality features (zeros where unobserved), the observed mask, labels
+    (as the dataset stores them: (B,) int64 classes, (B,) float64 regression targets or (B, 2)
+    float64 survival (time, event))."""
 
     features: dict[str, Tensor]
     observed: Tensor  # (B, M) bool
-    labels: Tensor  # (B,) long
+    labels: Tensor  # (B,) long, (B,) float64 or (B, 2) float64: see MultimodalDataset
     index: Tensor  # (B,) positions in the source dataset
     lengths: dict[str, Tensor] = field(default_factory=dict)
 
@@ -87,7 +92,26 @@ class Batch:
 
 
 class MultimodalDataset:
-    """Per-modality features, which samples observe which modality, labels and metadata."""
+    """Per-modality features, which samples observe which modality, labels and metadata.
+
+    The task (``task``, keyword-only; default ``classification``) fixes what ``labels`` holds:
+
+    * ``classification``: (N,) int64 class indices into ``class_names``.
+    * ``regression``: (N,) float64, the target in its original units (``target``);
+      ``class_names`` is empty. A loaded data set (``require_every_modality``) must not have a
+      constant target.
+    * ``survival``: (N, 2) float64, column 0 the follow-up time (``time``, >= 0) and column 1
+      the event indicator (``event``; 1 observed, 0 censored); build it with
+      :func:`.labels.survival_labels`. ``class_names`` is empty. A loaded data set needs at
+      least one event.
+
+    Every label is checked at construction; a bad one raises a DataValidationError naming the
+    sample id. ``n_outputs`` is the width of a model's head (the class count, or 1: the
+    predicted value / the log-risk). ``strata`` are the integer groups that stratified splits
+    balance (classes; target quantile bins; event x early/late follow-up). Derived data sets
+    (``subset``, ``with_observed``, ``map_features``) keep the task; code that builds a new
+    data set from another passes ``task=other.task``.
+    """
 
     def __init__(
         self,
@@ -102,9 +126,12 @@ class MultimodalDataset:
         natural_missingness: bool | None = None,
         *,
         require_every_modality: bool = True,
+        task: Task = "classification",
     ) -> None:
         self.modalities = list(modalities)
         self.name = name
+        check_task(task, name)
+        self.task: Task = task
         observed = torch.as_tensor(observed)
         labels = torch.as_tensor(labels)
         n = int(labels.shape[0]) if labels.ndim >= 1 else -1
@@ -114,13 +141,14 @@ class MultimodalDataset:
         self._require_every_modality = require_every_modality
         self._validate(features, observed, labels, lengths or {}, class_names)
         self.observed = observed.bool().clone()
-        self.labels = labels.long().clone()
+        self.labels = as_task_labels(task, labels)
         self.lengths = {k: torch.as_tensor(v).long() for k, v in (lengths or {}).items()}
-        self.class_names = (
-            [str(c) for c in class_names]
-            if class_names is not None
-            else [str(c) for c in range(int(self.labels.max()) + 1)]
-        )
+        if task != "classification":
+            self.class_names: list[str] = []
+        elif class_names is not None:
+            self.class_names = [str(c) for c in class_names]
+        else:
+            self.class_names = [str(c) for c in range(int(self.labels.max()) + 1)]
         # unobserved rows are zeroed so that nothing a model should not see can leak through
         self.features = {}
         for m, spec in enumerate(self.modalities):
@@ -142,8 +170,10 @@ class MultimodalDataset:
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise DataValidationError(f"{self.name}: duplicate modality names {dup}")
-        if labels.ndim != 1:
+        if self.task == "classification" and labels.ndim != 1:
             raise DataValidationError(f"{self.name}: labels must be 1-D, got shape {tuple(labels.shape)}")
+        if labels.ndim == 0:
+            raise DataValidationError(f"{self.name}: labels must have one entry per sample")
         n = labels.shape[0]
         if n == 0:
             raise DataValidationError(f"{self.name}: the dataset has no samples")
@@ -161,11 +191,13 @@ class MultimodalDataset:
                 f"{self.name}: observed mask has shape {tuple(observed.shape)}, "
                 f"expected ({n}, {len(names)}) for modalities {names}"
             )
-        if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
+        if self.task != "classification":
+            validate_labels(self.task, labels, self.ids, self.name, whole=self._require_every_modality)
+        elif labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
             raise DataValidationError(f"{self.name}: labels must be integers")
         n_classes = len(class_names) if class_names is not None else None
         bad = (labels < 0) | (labels >= n_classes) if n_classes is not None else labels < 0
-        if bad.any():
+        if self.task == "classification" and bad.any():
             row = int(bad.nonzero()[0, 0])
             limit = f"0..{n_classes - 1}" if n_classes is not None else ">= 0"
             raise DataValidationError(
@@ -229,7 +261,40 @@ class MultimodalDataset:
 
     @property
     def n_classes(self) -> int:
+        """The number of classes (0 for regression and survival)."""
         return len(self.class_names)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of a model's head: the class count, or 1 (the value, or the log-risk)."""
+        return self.n_classes if self.task == "classification" else 1
+
+    @property
+    def target(self) -> Tensor:
+        """(N,) float64 regression target in its original units."""
+        self._require_task("regression", "target")
+        return self.labels
+
+    @property
+    def time(self) -> Tensor:
+        """(N,) float64 survival follow-up times."""
+        self._require_task("survival", "time")
+        return self.labels[:, 0]
+
+    @property
+    def event(self) -> Tensor:
+        """(N,) bool survival event indicators (True: the event was observed)."""
+        self._require_task("survival", "event")
+        return self.labels[:, 1] == 1
+
+    @property
+    def strata(self) -> Tensor:
+        """(N,) int64 groups that stratified splits balance (:func:`.labels.strata`)."""
+        return strata(self.task, self.labels)
+
+    def _require_task(self, task: str, what: str) -> None:
+        if self.task != task:
+            raise AttributeError(f"{self.name}: {what} exists for {task} data; this data set is {self.task}")
 
     @property
     def codes(self) -> Tensor:
@@ -247,8 +312,15 @@ class MultimodalDataset:
 
     def describe(self) -> str:
         widths = ", ".join(f"{s.name}:{'x'.join(map(str, s.shape))}" for s in self.modalities)
+        if self.task == "regression":
+            y = self.labels
+            what = f"regression target mean {float(y.mean()):.4g} (sd {float(y.std()):.4g})"
+        elif self.task == "survival":
+            what = f"survival, {int(self.event.sum())} events"
+        else:
+            what = f"classes={self.n_classes}"
         return (
-            f"{self.name}: N={len(self)}, classes={self.n_classes}, modalities [{widths}], "
+            f"{self.name}: N={len(self)}, {what}, modalities [{widths}], "
             f"missingness={'natural' if self.natural_missingness else 'none'}"
         )
 
@@ -290,6 +362,7 @@ class MultimodalDataset:
             {k: v[index] for k, v in self.lengths.items()},
             self.natural_missingness,
             require_every_modality=False,
+            task=self.task,
         )
 
     def with_observed(self, observed: Tensor) -> MultimodalDataset:
@@ -308,6 +381,7 @@ class MultimodalDataset:
             self.lengths,
             self.natural_missingness,
             require_every_modality=False,
+            task=self.task,
         )
 
     def map_features(self, fn) -> MultimodalDataset:
@@ -324,6 +398,7 @@ class MultimodalDataset:
             self.lengths,
             self.natural_missingness,
             require_every_modality=False,
+            task=self.task,
         )
 
     def batch(self, index: Tensor) -> Batch:

@@ -50,7 +50,7 @@ def masked_split(
         parts = {k: dataset.splits[k] for k in ("train", "val", "test")}
     else:
         parts = dict(
-            zip(("train", "val", "test"), stratified_split(dataset.labels, cfg.data.split, seed), strict=True)
+            zip(("train", "val", "test"), stratified_split(dataset.strata, cfg.data.split, seed), strict=True)
         )
     return _masked(cfg, dataset, seed, parts), parts
 
@@ -160,12 +160,12 @@ def partition_split(
     split again, stratified, into train and validation in the proportions of ``data.split``."""
     if part.fold is None:
         return masked_split(cfg, dataset, part.seed)
-    folds = stratified_folds(dataset.labels, cfg.protocol.folds, part.seed)
+    folds = stratified_folds(dataset.strata, cfg.protocol.folds, part.seed)
     if not 0 <= part.fold < len(folds):
         raise ValueError(f"fold {part.fold} does not exist: protocol.folds = {cfg.protocol.folds}")
     rest = torch.cat([f for k, f in enumerate(folds) if k != part.fold]).sort().values
     val_fraction = cfg.data.split[1] / (cfg.data.split[0] + cfg.data.split[1])
-    tr, va = stratified_holdout(dataset.labels, rest, val_fraction, part.rng_seed)
+    tr, va = stratified_holdout(dataset.strata, rest, val_fraction, part.rng_seed)
     parts = {"train": tr, "val": va, "test": folds[part.fold]}
     return _masked(cfg, dataset, part.seed, parts), parts
 

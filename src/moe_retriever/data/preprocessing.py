@@ -167,5 +167,6 @@ def encode_categories(
         ds.lengths,
         ds.natural_missingness,
         require_every_modality=False,
+        task=ds.task,
     )
     return out, unknown

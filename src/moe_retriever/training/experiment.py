@@ -28,6 +28,7 @@ from ..data.partitions import (
 from ..data.sources import load_dataset
 from ..errors import InputNotFoundError
 from ..files import atomic_write_text
+from ..task_config import resolve_task
 from .distributed import SINGLE_PROCESS, DistContext
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
@@ -101,6 +102,7 @@ def run_seeds(
     finished ones when ``resume``, then the summary over them. Every rank trains; only the main rank writes
     ``run_dir``."""
     out = run_dir if dist_ctx.is_main else None
+    cfg = resolve_task(cfg, dataset.task, log)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

@@ -24,6 +24,7 @@ from ..data.dataset import MultimodalDataset
 from ..data.partitions import Partition, SeedData, prepare_partition
 from ..files import atomic_write_text
 from ..methods import build_model
+from ..task_config import select_metric_for
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
 from .metrics import classification_metrics
 from .run_files import BANK_FILE, CHECKPOINT, SEED_METRICS, TRAINING_STATE, RunBank, save_seed_checkpoint
@@ -130,7 +131,8 @@ def fit_model(
     decorrelate_dropout(seed, dist_ctx)
     if is_direct(model):
         # methods fitted without the Trainer: no epochs, no checkpoint
-        return FittedMethod(model, model.fit(train, val, cfg.train.select_metric), None)
+        metric = select_metric_for(cfg.train.select_metric, train.task)
+        return FittedMethod(model, model.fit(train, val, metric), None)
     bank = RetrievalBank(train, device)
     weights = None
     if cfg.train.class_weights:

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from ..files import atomic_write
 from ..models.context import RetrievalInputs
+from ..task_config import select_metric_for
 from .checkpoint import CheckpointError
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
 from .losses import weighted_sum
@@ -269,7 +270,7 @@ class Trainer:
         if self.bank is not None and len(self.bank) != len(train):
             raise ValueError("the retrieval bank must be the training split")
         data = train.full_batch().to(self.device)
-        key = self.cfg.select_metric
+        key = select_metric_for(self.cfg.select_metric, train.task)
         best_score, best_state, result = -math.inf, None, FitResult(-1, {})
         first_epoch = 0
         if state_path is not None and state_path.is_file():

@@ -3,12 +3,15 @@
 ::
 
     my_data/
-      dataset.yaml      # name; id_column (default "id"); label: {file, column (default "label")};
+      dataset.yaml      # name; id_column (default "id"); task (classification (default),
+                        #   regression or survival); label: {file, column (default "label")},
+                        #   for survival {file, time (default "time"), event (default "event")};
                         # modalities: [{name, file, kind (default tabular), ids (.npy only),
                         #   column, max_tokens, encoder, model_dir and cache_dir (text),
                         #   categorical and max_levels (tabular)}];
                         # splits: optional file holding {"train": [ids], "val": [ids], "test": [ids]}
-      labels.csv        # id,label              (labels may be strings or integers)
+      labels.csv        # id,label              (labels may be strings or integers; regression:
+                        #                        numbers; survival: id,time,event)
       clinical.csv      # id,<feature columns>
       genetic.parquet   # id,<feature columns>
       image.npy         # array (n, ...); its ids, one a line, in image.npy.ids.txt
@@ -38,6 +41,7 @@ from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from ..text_embeddings import TEXT_ENCODERS, TextEncoding
 from ..text_tokens import DEFAULT_MAX_TOKENS
 from . import register_format
+from .folder_labels import LabelSpec, label_columns, read_numeric_labels, read_task
 from .folder_modalities import DEFAULT_MAX_LEVELS, ModalityEntry, read_npy, read_tabular, read_text
 from .tables import (  # noqa: F401  (re-exported: the folder format's table readers)
     EMPTY_CELLS,
@@ -51,8 +55,7 @@ from .tables import (  # noqa: F401  (re-exported: the folder format's table rea
     table_ids,
 )
 
-SPEC_KEYS = ("name", "id_column", "label", "modalities", "splits")
-LABEL_KEYS = ("file", "column")
+SPEC_KEYS = ("name", "id_column", "task", "label", "modalities", "splits")
 MODALITY_KEYS = (
     "name",
     "file",
@@ -84,6 +87,9 @@ class FolderSpec:
     label_column: str
     modalities: list[ModalityEntry]
     splits: Path | None
+    task: str = "classification"
+    # the label column(s): (label,) or, for survival, (time, event)
+    label_columns: tuple[str, ...] = ()
 
 
 def _unknown_keys(where: str, got: dict, allowed: tuple[str, ...]) -> None:
@@ -211,12 +217,13 @@ def read_spec(root: Path) -> FolderSpec:
     if not isinstance(id_column, str) or not id_column:
         raise DataValidationError(f"{spec_path}: id_column must be a column name, got {id_column!r}")
 
+    task = read_task(raw, f"{spec_path}: task")
     label = raw["label"]
     if not isinstance(label, dict):
         raise DataValidationError(f"{spec_path}: label must be a mapping {{file, column}}, got {label!r}")
-    _unknown_keys(f"{spec_path}: label", label, LABEL_KEYS)
+    columns = label_columns(task, label, f"{spec_path}: label")
     label_file = _existing_file(root, label.get("file"), f"{spec_path}: label.file")
-    label_column = str(label.get("column", "label"))
+    label_column = columns[0]
 
     mods = raw["modalities"]
     if not isinstance(mods, list) or not mods:
@@ -239,7 +246,7 @@ def read_spec(root: Path) -> FolderSpec:
     if dup:
         raise DataValidationError(f"{spec_path}: duplicate modality names {dup}")
     splits = _existing_file(root, raw["splits"], f"{spec_path}: splits") if "splits" in raw else None
-    return FolderSpec(root, name, id_column, label_file, label_column, entries, splits)
+    return FolderSpec(root, name, id_column, label_file, label_column, entries, splits, task, columns)
 
 
 # --------------------------------------------------------------------------- labels and splits
@@ -317,8 +324,15 @@ def read_splits(path: Path, ids: list[str]) -> dict[str, list[int]]:
 def load_folder(path: str | Path) -> MultimodalDataset:
     """Load a folder dataset described by ``dataset.yaml``."""
     spec = read_spec(Path(path))
-    label_ids, label_texts, label_rows = read_labels(spec)
-    labels, class_names = encode_labels(label_texts)
+    if spec.task == "classification":
+        label_ids, label_texts, label_rows = read_labels(spec)
+        labels_array, class_names = encode_labels(label_texts)
+        labels = torch.from_numpy(labels_array)
+    else:
+        label_ids, labels, label_rows = read_numeric_labels(
+            LabelSpec(spec.task, spec.label_file, spec.label_columns), spec.id_column
+        )
+        class_names = []
     position = {s: i for i, s in enumerate(label_ids)}
     n = len(label_ids)
     observed = np.zeros((n, len(spec.modalities)), dtype=bool)
@@ -333,7 +347,7 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         else:
             # a label column kept in a modality's own file is not a feature
             same = entry.file.resolve() == spec.label_file.resolve()
-            block = read_tabular(entry, spec.id_column, (spec.label_column,) if same else ())
+            block = read_tabular(entry, spec.id_column, spec.label_columns if same else ())
         unlabelled = [i for i, s in enumerate(block.ids) if s not in position]
         if unlabelled:
             i = unlabelled[0]
@@ -375,11 +389,12 @@ def load_folder(path: str | Path) -> MultimodalDataset:
         specs,
         features,
         torch.from_numpy(observed),
-        torch.from_numpy(labels),
+        labels,
         label_ids,
         class_names,
         spec.name,
         lengths or None,
+        task=spec.task,  # type: ignore[arg-type]  # read_task checked it
     )
     if spec.splits is not None:
         dataset.set_splits(read_splits(spec.splits, label_ids))

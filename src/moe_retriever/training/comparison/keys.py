@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ...config import ExperimentConfig, inactive_fields, to_dict
+from ...config import ExperimentConfig, inactive_fields
 from ...data.partitions import Partition
 from ...methods import OPTIONAL_SECTIONS, sections_read
+from ...task_config import run_key_config
 from ...tuning import SpaceSpec
 from .study_config import TuningConfig
 
@@ -20,7 +21,7 @@ def run_key(cfg: ExperimentConfig) -> str:
     """A digest of everything that changes a run's result (not its name, seeds or progress bar):
     the optional sections the method reads (:func:`~moe_retriever.methods.sections_read`),
     without their fields that are inactive there (:func:`~moe_retriever.config.inactive_fields`)."""
-    d = to_dict(cfg)
+    d = run_key_config(cfg)  # the task-specific fields of a classification run left out
     d.pop("name")
     for key in ("seeds", "progress", "device"):
         d["train"].pop(key)
