@@ -56,6 +56,7 @@ from .data.partitions import Partition, prepare_partition
 from .data.sources import load_dataset
 from .errors import UsageError
 from .methods import METHODS
+from .task_config import select_metric_for
 from .training.fitting import fit_model, partition_record
 from .training.metric_display import value_text
 from .training.metrics import is_better
@@ -356,7 +357,7 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     name = study_name or f"{cfg.name}-{method}"
-    metric = cfg.train.select_metric
+    metric = select_metric_for(cfg.train.select_metric, dataset.task)
     plan = SearchPlan(
         config=None if config is None else str(config),
         overrides=base,
@@ -450,7 +451,7 @@ def tune_partition(
     optuna = optuna_module()
 
     data = prepare_partition(cfg, dataset, part)
-    metric = cfg.train.select_metric
+    metric = select_metric_for(cfg.train.select_metric, dataset.task)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction=optuna_direction(metric),
