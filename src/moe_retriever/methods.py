@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .config import ConfigError, ExperimentConfig, ModelConfig, RetrieverMode
-from .contract import Method
+from .contract import Method, is_direct
 from .data.dataset import ModalitySpec
 from .models.classifier import MultimodalClassifier
 from .registry import Registry
@@ -28,6 +28,10 @@ METHODS: Registry[MethodFactory] = Registry("method", key="method")
 # does not invalidate the stored runs of the methods that never read it
 OPTIONAL_SECTIONS = ("model.retriever",)
 _READS: dict[str, frozenset[str]] = {}
+# the direct methods' models for regression and survival, by (method, task): a method fitted by
+# the Trainer needs none (its head and loss follow the task), a direct method without one cannot
+# do that task
+_TASK_FACTORIES: dict[tuple[str, str], MethodFactory] = {}
 
 
 def register_method(name: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
@@ -38,6 +42,22 @@ def register_method(name: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
         raise ValueError(f"method {name!r}: reads unknown section(s) {sorted(unknown)}")
     _READS[name] = frozenset(reads)
     return METHODS.register(name)
+
+
+def register_task_method(name: str, task: str) -> Callable[[F], F]:
+    """Decorator: the model class or factory of the direct method ``name`` (registered with
+    :func:`register_method`) for data of ``task`` (regression or survival)."""
+
+    def decorator(factory: F) -> F:
+        _TASK_FACTORIES[(name, task)] = factory  # type: ignore[assignment]
+        return factory
+
+    return decorator
+
+
+def method_tasks(method: str) -> tuple[str, ...]:
+    """The tasks a direct method has a model for besides classification."""
+    return tuple(t for (m, t) in _TASK_FACTORIES if m == method)
 
 
 def sections_read(method: str) -> frozenset[str]:
@@ -65,8 +85,22 @@ def _official(modalities, n_classes, cfg):
     return MultimodalClassifier(modalities, n_classes, _with_retrieval(cfg, "mean"))
 
 
-def build_model(cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int) -> Method:
+def build_model(
+    cfg: ExperimentConfig, modalities: list[ModalitySpec], n_classes: int, task: str = "classification"
+) -> Method:
+    """``cfg.method``'s model for data of ``task``; ``n_classes`` is the head's width (1 for
+    regression and survival). A direct method without a model for the task is a ConfigError."""
+    factory = _TASK_FACTORIES.get((cfg.method, task))
+    if factory is not None:
+        return factory(list(modalities), n_classes, cfg.model)
     model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    if task != "classification" and is_direct(model):
+        others = [m for (m, t) in _TASK_FACTORIES if t == task]
+        raise ConfigError(
+            f"method: {cfg.method!r} cannot predict a {task} endpoint (it is fitted without the "
+            f"shared head); the direct methods for {task} are {sorted(others)}, and every deep "
+            "method works"
+        )
     if cfg.model.missing_indicators and not model.supports_missing_indicators:
         raise ConfigError(
             f"model.missing_indicators: method {cfg.method!r} has its own fusion (or none), which "

@@ -13,6 +13,9 @@ number of iterations is chosen by the inner cross-validation).
 
 A text modality enters as ``text_components`` SVD directions of its TF-IDF (both fitted on the
 training part's texts, :class:`~.text_features.TextSVD`), NaN where the text is missing.
+
+For regression :class:`HistGBTRegression` (``HistGradientBoostingRegressor``) is chosen the same
+way, by the regression selection metric.
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from ..config import bounded
 from ..contract import FitResult
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
-from ..methods import register_method
-from ..training.metrics import classification_metrics
+from ..methods import register_method, register_task_method
+from ..training.metrics import classification_metrics, is_better, regression_metrics
 from .common import DirectMethodBase, concatenate_datasets, full_probabilities, method_options
 from .text_features import TextSVD, text_modalities
 
@@ -152,3 +155,62 @@ class HistGBT(DirectMethodBase):
 
     def predict_proba(self, dataset) -> np.ndarray:
         return self._full(self.model, self.model.predict_proba(concatenated_features(dataset, self.text)))
+
+
+@register_task_method("hist_gbt", "regression")
+class HistGBTRegression(DirectMethodBase):
+    """``HistGradientBoostingRegressor`` (squared error) on the same features, for regression.
+    Its settings are chosen as the classifier's: every setting of ``GRID`` (or the configured
+    one with ``search: false``) at every ``max_iter / STAGES``-th iteration count, scored by the
+    selection metric (RMSE by default, lower is better) on pooled out-of-fold predictions of a
+    shuffled ``inner_folds``-fold split of train + validation, then refitted on all of it."""
+
+    method = "hist_gbt"
+
+    def __init__(self, modalities, n_classes, cfg) -> None:
+        super().__init__(modalities, n_classes, cfg)
+        self.search = HistGBT(modalities, n_classes, cfg)  # the options and their checks
+
+    def _regressor(self, params: dict, max_iter: int) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            early_stopping=False,
+            random_state=0,
+            max_iter=max_iter,
+            min_samples_leaf=self.search.options.min_samples_leaf,
+            **params,
+        )
+
+    def fit(self, train, val, select_metric: str = "rmse") -> FitResult:
+        t0 = time.perf_counter()
+        options = self.search.options
+        part = concatenate_datasets(train, val)
+        self.text = TextSVD(part, options.text_components) if text_modalities(part) else None
+        x = concatenated_features(part, self.text)
+        y = part.target.numpy()
+        max_iter = options.max_iter
+        step = max(1, max_iter // STAGES)
+        stages = sorted({*range(step, max_iter + 1, step), max_iter})
+        folds = list(KFold(n_splits=options.inner_folds, shuffle=True, random_state=0).split(x))
+        best: tuple[dict, int, dict[str, float]] | None = None
+        history = []
+        for params in self.search.candidates():
+            oof = np.zeros((len(stages), len(y)))
+            for tr, te in folds:
+                model = self._regressor(params, max_iter).fit(x[tr], y[tr])
+                for j, pred in enumerate(itertools.islice(model.staged_predict(x[te]), max_iter)):
+                    if j + 1 in stages:
+                        oof[stages.index(j + 1), te] = pred
+            for s, it in enumerate(stages):
+                metrics = regression_metrics(oof[s], y)
+                history.append({"epoch": it, **params, **{f"val_{k}": v for k, v in metrics.items()}})
+                score = metrics[select_metric]
+                if best is None or (not np.isnan(score) and is_better(score, best[2][select_metric], select_metric)):
+                    best = (params, it, metrics)
+        assert best is not None
+        self.best_params, self.best_iter, best_val = best
+        self.model = self._regressor(self.best_params, self.best_iter).fit(x, y)
+        seconds = time.perf_counter() - t0
+        return FitResult(self.best_iter, best_val, history, seconds, [seconds])
+
+    def predict(self, dataset) -> np.ndarray:
+        return np.asarray(self.model.predict(concatenated_features(dataset, self.text)), dtype=np.float64)

@@ -26,7 +26,8 @@ from ..files import atomic_write_text
 from ..methods import build_model
 from ..task_config import select_metric_for
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
-from .metrics import classification_metrics
+from .endpoints import TaskHead, task_metrics
+from .endpoints import prediction_record as task_prediction_record
 from .run_files import BANK_FILE, CHECKPOINT, SEED_METRICS, TRAINING_STATE, RunBank, save_seed_checkpoint
 from .run_log import HISTORY_PNG, plot_history, write_history
 from .trainer import FitResult, Trainer
@@ -41,13 +42,10 @@ def seed_everything(seed: int) -> None:
 
 def prediction_record(test: MultimodalDataset, probs: np.ndarray) -> dict[str, list]:
     """Per-sample test record: ids, true and predicted labels, combination codes (for the
-    per-combination results pooled over folds)."""
-    return {
-        "ids": list(test.ids),
-        "label": test.labels.tolist(),
-        "pred": np.asarray(probs).argmax(axis=1).tolist(),
-        "code": observed_to_codes(test.observed).tolist(),
-    }
+    per-combination results pooled over folds). ``probs``: the predictions of the task
+    (:meth:`FittedMethod.predict_values`); regression records ``target`` and ``pred``, survival
+    ``time``, ``event`` and ``risk`` (:func:`.endpoints.prediction_record`)."""
+    return task_prediction_record(test, probs, observed_to_codes(test.observed).tolist())
 
 
 def train_seed(
@@ -111,6 +109,35 @@ class FittedMethod:
         assert is_direct(self.model), "a model fitted by the Trainer keeps it"
         return self.model.predict_proba(dataset)
 
+    def predict_values(self, dataset: MultimodalDataset) -> np.ndarray:
+        """The task's predictions: (N, C) class probabilities, (N,) regression values in the
+        target's units or (N,) survival risk scores (higher: earlier event)."""
+        if dataset.task == "classification":
+            return self.predict_proba(dataset)
+        if self.trainer is not None:
+            return self.trainer.predict_values(dataset)
+        assert is_direct(self.model)
+        return self.model.predict(dataset)  # type: ignore[attr-defined]  # regression / survival methods
+
+    def survival(self, dataset: MultimodalDataset, times: np.ndarray) -> np.ndarray:
+        """(N, T) predicted survival probabilities S(t | x) at ``times`` (survival only)."""
+        if self.trainer is not None:
+            return self.trainer.head.survival(self.trainer.predict_values(dataset), times)
+        return self.model.predict_survival(dataset, times)  # type: ignore[union-attr]
+
+    def test_metrics(self, test: MultimodalDataset, train: MultimodalDataset, values: np.ndarray) -> dict[str, float]:
+        """``TASK_METRICS[task]`` of predictions ``values`` on ``test``; survival uses the
+        training split's times and events and this model's survival curves."""
+        if test.task != "survival":
+            return task_metrics(test.task, values, test)
+        return task_metrics(
+            "survival",
+            values,
+            test,
+            train.time.numpy(),
+            train.event.numpy(),
+            lambda times: self.survival(test, times),
+        )
 
 def fit_model(
     cfg: ExperimentConfig,
@@ -123,11 +150,15 @@ def fit_model(
     on_best=None,
     state_path: Path | None = None,
     on_epoch=None,
+    head: TaskHead | None = None,
 ) -> FittedMethod:
     """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``;
-    ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`."""
+    ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`. For
+    regression and survival the model's head has width 1 and ``head`` (default
+    :meth:`TaskHead.for_training`) gives its loss and predictions."""
     seed_everything(seed)
-    model = build_model(cfg, train.modalities, n_classes)
+    task = train.task
+    model = build_model(cfg, train.modalities, n_classes if task == "classification" else 1, task)
     decorrelate_dropout(seed, dist_ctx)
     if is_direct(model):
         # methods fitted without the Trainer: no epochs, no checkpoint
@@ -138,7 +169,10 @@ def fit_model(
     if cfg.train.class_weights:
         counts = torch.bincount(train.labels, minlength=n_classes).float()
         weights = counts.sum() / (counts.clamp(min=1) * len(counts))
-    trainer = Trainer(model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights, dist_ctx)
+    head = head if head is not None else TaskHead.for_training(train, cfg.train)
+    trainer = Trainer(
+        model, cfg.train, bank, device, seed, cfg.model.retriever.eval_draws, weights, dist_ctx, head
+    )
     if state_path is not None and dist_ctx.is_main:
         state_path.parent.mkdir(parents=True, exist_ok=True)
     fit = trainer.fit(train, val, on_best=on_best, state_path=state_path, on_epoch=on_epoch)
@@ -171,6 +205,7 @@ def fit_and_test(
     n_classes = data.train.n_classes
     log_dir = checkpoint.parent if checkpoint is not None else None
     history: list[dict[str, Any]] = []
+    head = TaskHead.for_training(data.train, cfg.train)
 
     def on_best(state, result):
         if checkpoint is not None:
@@ -190,7 +225,12 @@ def fit_and_test(
                 state,
                 data.train,
                 data.stats,
-                {"best_epoch": result.best_epoch, "partition": part.as_dict()},
+                {
+                    "best_epoch": result.best_epoch,
+                    "partition": part.as_dict(),
+                    # classification checkpoints stay as they were
+                    **({} if head.task == "classification" else {"task_head": head.as_dict()}),
+                },
                 **shared,
             )
 
@@ -202,8 +242,11 @@ def fit_and_test(
             on_epoch(epoch, entry)
 
     fitted = fit_model(
-        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
+        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done, head
     )
+    if head.task == "survival" and fitted.trainer is not None:
+        # the baseline hazard is fitted after training: the checkpoint gets it now
+        on_best({k: v.detach().cpu() for k, v in fitted.model.state_dict().items()}, fitted.fit)
     if fitted.trainer is not None and log_dir is not None:
         # a resumed fit's history also holds the epochs before the interruption
         write_history(log_dir, fitted.fit.history)
@@ -214,10 +257,9 @@ def fit_and_test(
 def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> dict[str, Any]:
     """The record of ``metrics.json`` for a model fitted on ``data.train`` (``fit_model``'s
     results): its test metrics and predictions on ``data.test`` and its training summary."""
-    n_classes = data.train.n_classes
     fit = fitted.fit
-    probs = fitted.predict_proba(data.test)
-    test = classification_metrics(probs, data.test.labels.numpy(), n_classes)
+    probs = fitted.predict_values(data.test)
+    test = fitted.test_metrics(data.test, data.train, probs)
     return {
         "seed": part.seed,
         "partition": part.as_dict(),

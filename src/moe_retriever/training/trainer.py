@@ -28,8 +28,9 @@ from ..models.context import RetrievalInputs
 from ..task_config import select_metric_for
 from .checkpoint import CheckpointError
 from .distributed import SINGLE_PROCESS, DistContext, all_reduce_sum, rank_seed, shard, wrap
+from .endpoints import TaskHead
 from .losses import weighted_sum
-from .metrics import classification_metrics
+from .metrics import classification_metrics, higher_is_better, is_better
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,6 +51,10 @@ class Trainer:
 
     With a distributed ``dist_ctx`` (see :mod:`.distributed`) each rank trains on its shard of
     every global batch through DistributedDataParallel; ``self.model`` stays the plain module.
+
+    ``head`` says what the model's output is (:class:`~.endpoints.TaskHead`; default
+    classification): the loss, the predictions and the metrics of regression and survival go
+    through it.
     """
 
     def __init__(
@@ -62,7 +67,9 @@ class Trainer:
         eval_draws: int = 1,
         class_weights: Tensor | None = None,
         dist_ctx: DistContext = SINGLE_PROCESS,
+        head: TaskHead | None = None,
     ) -> None:
+        self.head = head if head is not None else TaskHead()
         self.model = model.to(device)
         self.dist = dist_ctx
         self.train_model = wrap(self.model, dist_ctx, device)
@@ -99,7 +106,10 @@ class Trainer:
         that DistributedDataParallel's gradient average divides by.
         """
         out = self.train_model(batch, RetrievalInputs(self.bank, self.retrieval_generator, retrieve=retrieve))
-        if global_labels is None:
+        if self.head.task != "classification":
+            count = None if global_labels is None else float(len(global_labels)) / self.dist.world_size
+            ce = self.head.loss(out.logits, batch.labels, count)
+        elif global_labels is None:
             ce = F.cross_entropy(out.logits, batch.labels, weight=self.class_weights)
         else:
             norm = (
@@ -170,7 +180,7 @@ class Trainer:
         }
         return {
             "loss": float(mean[0]),
-            "loss.cross_entropy": float(mean[1]),
+            f"loss.{self.head.loss_name}": float(mean[1]),
             **terms_mean,
             "retrieval": retrieve,
         }
@@ -209,7 +219,16 @@ class Trainer:
         ]
         return torch.cat(probs).numpy()
 
+    @torch.no_grad()
+    def predict_values(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
+        """The task's predictions (:meth:`TaskHead.values`): class probabilities (N, C),
+        regression values in the target's units (N,) or survival risk scores (N,)."""
+        outputs = [out.logits.cpu() for _, out in self.eval_outputs(dataset.full_batch(), retrieve)]
+        return self.head.values(torch.cat(outputs))
+
     def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
+        if self.head.task != "classification":
+            return self.head.metrics(self.predict_values(dataset, retrieve), dataset)
         probs = self.predict_proba(dataset, retrieve)
         return classification_metrics(probs, dataset.labels.numpy(), probs.shape[1])
 
@@ -271,7 +290,8 @@ class Trainer:
             raise ValueError("the retrieval bank must be the training split")
         data = train.full_batch().to(self.device)
         key = select_metric_for(self.cfg.select_metric, train.task)
-        best_score, best_state, result = -math.inf, None, FitResult(-1, {})
+        worst = -math.inf if higher_is_better(key) else math.inf
+        best_score, best_state, result = worst, None, FitResult(-1, {})
         first_epoch = 0
         if state_path is not None and state_path.is_file():
             first_epoch, best_state, best_score, result = self.restore(load_training_state(state_path))
@@ -288,9 +308,12 @@ class Trainer:
             stats = self.train_epoch(data, epoch)
             result.epoch_seconds.append(time.perf_counter() - t0)
             retrieve = self.retrieving(epoch)
+            if self.head.task == "survival" and key == "ibs":
+                # the Brier score needs survival curves: this epoch's baseline hazard
+                self.head.fit_baseline(self.predict_values(train, retrieve))
             val_metrics = self.evaluate(val, retrieve=retrieve)
             score = val_metrics[key]
-            score = -math.inf if math.isnan(score) else score
+            score = worst if math.isnan(score) else score
             eligible = (
                 retrieve or not self.uses_retrieval or epoch == self.cfg.epochs - 1 and best_state is None
             )
@@ -304,7 +327,7 @@ class Trainer:
             result.history.append(entry)
             if on_epoch is not None:
                 on_epoch(epoch, entry)
-            if eligible and (best_state is None or score > best_score):
+            if eligible and (best_state is None or is_better(score, best_score, key)):
                 best_score = score
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
                 result.best_epoch, result.best_val = epoch + 1, val_metrics
@@ -323,6 +346,9 @@ class Trainer:
         # every fit ends with at least one eligible epoch (the last one at the latest)
         assert best_state is not None
         self.model.load_state_dict(best_state)
+        if self.head.task == "survival":
+            # the selected model's baseline hazard, on the training split, as evaluation retrieves
+            self.head.fit_baseline(self.predict_values(train))
         return result
 
 
