@@ -88,3 +88,28 @@ def test_the_records_of_every_seed_or_fold_are_read_and_plotted(tmp_path):
     # every comparable pair within a run is concordant (higher risk, earlier event)
     assert out.by_combination["complete"]["c_harrell"] == 1.0
     assert plot_survival(out, tmp_path / "km.png", "t").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("task", ["regression", "survival"])
+def test_analyze_reports_the_endpoint_of_a_regression_or_survival_run(tmp_path, task):
+    from _tiny_run import TINY
+
+    from moe_retriever.analysis import analyze_run
+    from moe_retriever.api.trained_run import load_run
+    from moe_retriever.config import load_config
+    from moe_retriever.training.experiment import run_experiment
+
+    options = TINY[1].replace("n_classes: 2, ", f"task: {task}, ")
+    cfg = load_config(None, [TINY[0], options, *TINY[2:], f"name=tiny_{task}", "train.seeds=[0]"])
+    run_experiment(cfg, tmp_path / "run", log=lambda _: None)
+    report = analyze_run(tmp_path / "run", log=lambda _: None)
+    figure = "predicted_vs_observed.png" if task == "regression" else "risk_groups_km.png"
+    assert any(p.name == figure for p in report.images)
+    assert task in report.data
+    # the section's numbers are those of the run's own test records
+    records = unit_records(tmp_path / "run")
+    names = load_run(tmp_path / "run").modality_names
+    expected = (regression_analysis if task == "regression" else survival_analysis)(records, names)
+    assert report.data[task]["by_combination"]["complete"] == pytest.approx(expected.by_combination["complete"])
+    text = report.html.read_text()
+    assert ("Predictions against observations" if task == "regression" else "Risk groups and concordance") in text

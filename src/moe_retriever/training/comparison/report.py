@@ -118,6 +118,11 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
     """The comparison as a markdown document: one table per (study, dataset), then a summary of
     MoE-Retriever against the best other method of each table."""
     m = results["machine"]
+    tables = [t for study in results["studies"] for t in study["tables"]]
+    tasks = list(dict.fromkeys(table_task(t) for t in tables))
+    cell_note = _CELL_NOTE.format(seeds=results["seeds"])
+    if tables and "classification" not in tasks:  # no cell of this report is in %
+        cell_note = cell_note.replace("test metric in %,", "test metric (units below),")
     lines = [
         f"# Results: {results['name']}",
         "",
@@ -131,13 +136,11 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.",
         "",
-        _CELL_NOTE.format(seeds=results["seeds"]),
+        cell_note,
         "",
         _METHODS_NOTE,
         "",
     ]
-    tables = [t for study in results["studies"] for t in study["tables"]]
-    tasks = list(dict.fromkeys(table_task(t) for t in tables))
     if tasks != ["classification"] and tables:
         lines += [endpoints.ENDPOINT_NOTE, ""]
     # a reference column only when some table has that method (else it is n/a in every row)
