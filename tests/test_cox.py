@@ -24,7 +24,9 @@ def sksurv_fit(x, time, event, ties):
 
     from moe_retriever.training.metrics import survival_array
 
-    return CoxPHSurvivalAnalysis(alpha=0.0, ties=ties, tol=1e-12, n_iter=200).fit(x, survival_array(time, event))
+    return CoxPHSurvivalAnalysis(alpha=0.0, ties=ties, tol=1e-12, n_iter=200).fit(
+        x, survival_array(time, event)
+    )
 
 
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
@@ -39,7 +41,9 @@ def test_the_gradient_vanishes_at_scikit_survivals_maximum_likelihood_coefficien
     # and it is a minimum: moving away from the coefficients increases the loss
     for step in (0.05, -0.05):
         moved = torch.tensor(coef + step, dtype=torch.float64)
-        other = cox_partial_nll(torch.as_tensor(x) @ moved, torch.as_tensor(time), torch.as_tensor(event), ties)
+        other = cox_partial_nll(
+            torch.as_tensor(x) @ moved, torch.as_tensor(time), torch.as_tensor(event), ties
+        )
         assert float(other) > float(loss.detach())
 
 
@@ -64,7 +68,9 @@ def test_breslow_and_efron_agree_without_ties_and_differ_with_them():
         float(cox_partial_nll(risk, distinct, event, "efron")), rel=1e-12
     )
     tied = torch.floor(distinct / 5)
-    assert float(cox_partial_nll(risk, tied, event, "efron")) < float(cox_partial_nll(risk, tied, event, "breslow"))
+    assert float(cox_partial_nll(risk, tied, event, "efron")) < float(
+        cox_partial_nll(risk, tied, event, "breslow")
+    )
 
 
 def test_a_batch_without_events_gives_zero_loss_with_a_gradient():

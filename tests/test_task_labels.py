@@ -235,6 +235,8 @@ def test_config_task_resolves_against_the_data_and_names_the_key():
         load_config(None, ["data.task=ranking"])
     with pytest.raises(ConfigError, match="train.huber_delta"):
         load_config(None, ["train.huber_delta=0"])
+    with pytest.raises(ConfigError, match="train.class_weights: weights classes, which survival data"):
+        resolve_task(load_config(None, ["train.class_weights=true"]), "survival", None)
     assert select_metric_for("auto", "survival") == "c_harrell"
     assert select_metric_for("auroc", "classification") == "auroc"
 
@@ -261,3 +263,14 @@ def test_regression_seed_split_standardises_features_and_keeps_targets():
     assert data.train.task == data.test.task == "regression"
     pos = [ds.ids.index(i) for i in data.test.ids]
     assert np.array_equal(data.test.target.numpy(), ds.target.numpy()[pos])
+
+
+def test_survival_only_methods_are_listed_and_keyed_but_not_classification_methods():
+    from moe_retriever.methods import METHODS, method_names, method_tasks
+    from moe_retriever.training.comparison import run_key
+
+    assert "cox_ph" in method_names() and "cox_ph" not in METHODS
+    assert method_tasks("cox_ph") == ("survival",)
+    assert method_tasks("hist_gbt") == ("classification", "regression")
+    assert method_tasks("majority") == ("classification", "regression", "survival")
+    assert len(run_key(load_config(None, ["method=cox_ph", "data.task=survival"]))) == 12

@@ -32,6 +32,9 @@ _READS: dict[str, frozenset[str]] = {}
 # the Trainer needs none (its head and loss follow the task), a direct method without one cannot
 # do that task
 _TASK_FACTORIES: dict[tuple[str, str], MethodFactory] = {}
+# methods with a model for regression or survival only (e.g. cox_ph): not in METHODS, which
+# holds the methods of classification (every one of which a classification comparison may run)
+_TASK_ONLY: set[str] = set()
 
 
 def register_method(name: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
@@ -44,25 +47,40 @@ def register_method(name: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
     return METHODS.register(name)
 
 
-def register_task_method(name: str, task: str) -> Callable[[F], F]:
-    """Decorator: the model class or factory of the direct method ``name`` (registered with
-    :func:`register_method`) for data of ``task`` (regression or survival)."""
+def register_task_method(name: str, task: str, reads: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Decorator: the model class or factory of the direct method ``name`` for data of ``task``
+    (regression or survival). ``name`` may be a classification method (:func:`register_method`)
+    or a method of other tasks only (``reads``: its :data:`OPTIONAL_SECTIONS`)."""
 
     def decorator(factory: F) -> F:
         _TASK_FACTORIES[(name, task)] = factory  # type: ignore[assignment]
+        if name not in METHODS:
+            _TASK_ONLY.add(name)
+            _READS.setdefault(name, frozenset(reads))
         return factory
 
     return decorator
 
 
 def method_tasks(method: str) -> tuple[str, ...]:
-    """The tasks a direct method has a model for besides classification."""
-    return tuple(t for (m, t) in _TASK_FACTORIES if m == method)
+    """The tasks ``method`` can fit: classification for every method of :data:`METHODS` (the
+    deep ones fit every task through the shared head), and those a direct method registered."""
+    if method in _TASK_ONLY:
+        return tuple(t for (m, t) in _TASK_FACTORIES if m == method)
+    METHODS.get(method)
+    model_tasks = {t for (m, t) in _TASK_FACTORIES if m == method}
+    return ("classification", *sorted(model_tasks))
+
+
+def method_names() -> list[str]:
+    """Every method name: those of :data:`METHODS` and the regression / survival only ones."""
+    return sorted(set(METHODS) | _TASK_ONLY)
 
 
 def sections_read(method: str) -> frozenset[str]:
     """The optional config sections the results of ``method`` depend on."""
-    METHODS.get(method)
+    if method not in _TASK_ONLY:
+        METHODS.get(method)
     return _READS[method]
 
 
@@ -93,7 +111,17 @@ def build_model(
     factory = _TASK_FACTORIES.get((cfg.method, task))
     if factory is not None:
         return factory(list(modalities), n_classes, cfg.model)
+    if cfg.method in _TASK_ONLY:
+        raise ConfigError(
+            f"method: {cfg.method!r} predicts {' and '.join(method_tasks(cfg.method))} endpoints only; "
+            f"this data set is {task}"
+        )
     model = METHODS.get(cfg.method)(list(modalities), n_classes, cfg.model)
+    if task != "classification" and isinstance(model, MultimodalClassifier):
+        model.task = task
+        check = getattr(model, "check_task", None)
+        if check is not None:
+            check(task)
     if task != "classification" and is_direct(model):
         others = [m for (m, t) in _TASK_FACTORIES if t == task]
         raise ConfigError(

@@ -48,6 +48,10 @@ def resolve_task(
         )
     metric: str = cfg.train.select_metric
     check_select_metric(metric, task)
+    if cfg.train.class_weights and task != "classification":
+        raise ConfigError(
+            f"train.class_weights: weights classes, which {task} data has none of; set it to false"
+        )
     if stated == "auto" and log is not None:
         log(f"data.task: {task} (declared by the data set)")
     if metric == "auto":

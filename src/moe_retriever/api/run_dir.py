@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from ..errors import InputNotFoundError
+from ..training.metrics import higher_is_better
 from ..training.run_files import CHECKPOINT, partition_checkpoints
 
 
@@ -45,6 +46,7 @@ def best_fold(run_dir: str | Path, seed: int | None = None) -> tuple[int, int]:
 
 
 def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
+    """Each run unit's validation ``select_metric``, signed so that larger is better."""
     metric = "macro_f1"
     config = run / "config.yaml"
     if config.is_file():
@@ -55,7 +57,8 @@ def _validation_scores(run: Path, dirs: dict[Any, str]) -> dict[Any, float]:
         if path.is_file():
             value = json.loads(path.read_text()).get("val", {}).get(metric)
             if value is not None and not np.isnan(value):
-                scores[key] = float(value)
+                # negated where smaller is better (rmse, ibs, ...), so the best is the largest
+                scores[key] = float(value) if higher_is_better(metric) else -float(value)
     return scores
 
 

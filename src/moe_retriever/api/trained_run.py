@@ -19,8 +19,10 @@ from ..data.preprocessing import encode_categories
 from ..data.sources import load_dataset
 from ..errors import InputNotFoundError
 from ..models.retriever import MoERetriever
+from ..training.endpoints import TaskHead
 from ..training.run_files import LoadedModel, load_seed_checkpoint, run_checkpoints
 from ..training.trainer import Trainer, resolve_device
+from .endpoint_tables import event_time_quartiles, survival_table, value_table
 from .retrieval import Retrieval, retrieve
 from .run_dir import best_fold, best_seed, fold_checkpoints, seed_checkpoints
 from .schema import SchemaMismatchError, check_schema, schema_differences
@@ -42,6 +44,7 @@ class TrainedRun:
             self.device,
             self.partition.rng_seed,
             cfg.model.retriever.eval_draws,
+            head=TaskHead.from_dict(loaded.meta.get("task_head"), cfg.train),
         )
         self._seed_data: SeedData | None = None
         # "<modality>.<column>" -> cells of the last data given whose level training never saw
@@ -80,6 +83,11 @@ class TrainedRun:
     @property
     def class_names(self) -> list[str]:
         return self.loaded.class_names
+
+    @property
+    def task(self) -> str:
+        """classification, regression or survival: what :meth:`predict` returns."""
+        return self.trainer.head.task
 
     @property
     def retrieves(self) -> bool:
@@ -138,6 +146,12 @@ class TrainedRun:
             observed[:, m] = obs
             if spec.name in dataset.lengths:
                 lengths[spec.name] = dataset.lengths[spec.name]
+        if self.task != "classification" or dataset.task != "classification":
+            # prediction reads no label: placeholders of the layout the model was trained with
+            shape = (n, 2) if self.task == "survival" else (n,)
+            return Batch(
+                features, observed, torch.zeros(shape, dtype=torch.float64), torch.arange(n), lengths
+            )
         known = {c: i for i, c in enumerate(self.class_names)}
         mapping = torch.tensor([known.get(c, -1) for c in dataset.class_names], dtype=torch.long)
         return Batch(features, observed, mapping[dataset.labels], torch.arange(n), lengths)
@@ -149,11 +163,41 @@ class TrainedRun:
         return self.trainer.predict_proba_batch(self.to_batch(dataset, standardized))
 
     def predict(self, dataset: MultimodalDataset, standardized: bool = False) -> np.ndarray:
-        """(N,) predicted class names."""
+        """(N,) predicted class names; regression: the predicted values in the target's units;
+        survival: the risk scores (higher: earlier event)."""
+        if self.task != "classification":
+            return self.trainer.predict_values_batch(self.to_batch(dataset, standardized))
         return predicted_names(self.class_names, self.predict_proba(dataset, standardized))
 
-    def prediction_table(self, dataset: MultimodalDataset, standardized: bool = False) -> pd.DataFrame:
-        """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+    def predict_survival(
+        self, dataset: MultimodalDataset, times: np.ndarray, standardized: bool = False
+    ) -> np.ndarray:
+        """(N, T) survival probabilities S(t | x) at ``times`` (survival runs): the training
+        split's Breslow baseline hazard and each sample's risk."""
+        return self.trainer.head.survival(
+            self.predict(dataset, standardized), np.asarray(times, dtype=np.float64)
+        )
+
+    def default_times(self) -> np.ndarray:
+        """The quartiles of the training split's event times (survival runs)."""
+        return event_time_quartiles(self.trainer.head)
+
+    def prediction_table(
+        self, dataset: MultimodalDataset, standardized: bool = False, times: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns;
+        regression: ``id``, ``predicted`` (the value); survival: ``id``, ``risk`` and
+        ``survival_<t>`` at ``times`` (default :meth:`default_times`)."""
+        if self.task == "regression":
+            return value_table(dataset.ids, self.predict(dataset, standardized))
+        if self.task == "survival":
+            times = self.default_times() if times is None else np.asarray(times, dtype=np.float64)
+            return survival_table(
+                dataset.ids,
+                self.predict(dataset, standardized),
+                times,
+                self.predict_survival(dataset, times, standardized),
+            )
         return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset, standardized))
 
     def retrieve(self, dataset: MultimodalDataset, standardized: bool = False) -> Retrieval:
@@ -223,12 +267,34 @@ class RunEnsemble:
         """(N, C) mean of the members' class probabilities, columns in :attr:`class_names` order."""
         return np.mean([m.predict_proba(dataset) for m in self.members.values()], axis=0)
 
+    @property
+    def task(self) -> str:
+        return next(iter(self.members.values())).task
+
     def predict(self, dataset: MultimodalDataset) -> np.ndarray:
-        """(N,) class names of the largest mean probability."""
+        """(N,) class names of the largest mean probability; regression / survival: the mean
+        of the members' values / risk scores."""
+        if self.task != "classification":
+            return np.mean([m.predict(dataset) for m in self.members.values()], axis=0)
         return predicted_names(self.class_names, self.predict_proba(dataset))
 
-    def prediction_table(self, dataset: MultimodalDataset) -> pd.DataFrame:
-        """One row per sample: ``id``, ``predicted`` (class name) and ``prob_<class>`` columns."""
+    def predict_survival(self, dataset: MultimodalDataset, times: np.ndarray) -> np.ndarray:
+        """(N, T) mean of the members' survival curves at ``times``."""
+        return np.mean([m.predict_survival(dataset, times) for m in self.members.values()], axis=0)
+
+    def default_times(self) -> np.ndarray:
+        """The quartiles of the first member's training event times."""
+        return next(iter(self.members.values())).default_times()
+
+    def prediction_table(self, dataset: MultimodalDataset, times: np.ndarray | None = None) -> pd.DataFrame:
+        """:meth:`TrainedRun.prediction_table` with the members' mean predictions."""
+        if self.task == "regression":
+            return value_table(dataset.ids, self.predict(dataset))
+        if self.task == "survival":
+            times = self.default_times() if times is None else np.asarray(times, dtype=np.float64)
+            return survival_table(
+                dataset.ids, self.predict(dataset), times, self.predict_survival(dataset, times)
+            )
         return probability_table(dataset.ids, self.class_names, self.predict_proba(dataset))
 
 

@@ -2,8 +2,9 @@
 
 Deep methods subclass :class:`~.common.BaselineClassifier` (our encoders, fusion and head, no
 retrieval) and train with the shared Trainer; ``majority``, ``hist_gbt`` and ``tfidf_lr`` are fitted directly
-(``fit_direct = True``); ``cox_ph`` is a direct survival baseline, and ``majority`` / ``hist_gbt`` also
-fit regression (and ``majority`` survival) data. Method-specific settings live under ``model.method_options.<method>``.
+(``fit_direct = True``); ``cox_ph`` is a direct survival baseline, and ``majority`` / ``hist_gbt``
+also fit regression (and ``majority`` survival) data. Method-specific settings live under
+``model.method_options.<method>``.
 """
 
 from . import (

@@ -1,5 +1,6 @@
 """Cox proportional hazards (scikit-survival's ``CoxPHSurvivalAnalysis``, Breslow ties) on the
-concatenated features: a direct survival baseline.
+concatenated features: a direct survival baseline (a method of survival data only, so it is not
+in ``methods.METHODS``; ``methods.method_names()`` lists it).
 
 A missing modality's features are set to the training mean (0: features are standardised with
 training statistics) and one indicator column per modality says it was missing. The ridge
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..contract import FitResult
 from ..errors import ConfigError
-from ..methods import register_method, register_task_method
+from ..methods import register_task_method
 from ..training.cox import BreslowBaseline
 from ..training.endpoints import task_metrics
 from ..training.metrics import is_better, survival_array
@@ -36,17 +37,6 @@ def imputed_features(dataset) -> np.ndarray:
     x = concatenated_features(dataset)
     x = np.where(np.isnan(x), 0.0, x)
     return np.concatenate([x, (~dataset.observed.numpy()).astype(np.float64)], axis=1)
-
-
-@register_method("cox_ph")
-class CoxPH(DirectMethodBase):
-    """Registered for survival data only (:func:`register_task_method`); building it for
-    classification is a ConfigError."""
-
-    method = "cox_ph"
-
-    def __init__(self, modalities, n_classes, cfg) -> None:
-        raise ConfigError("method: 'cox_ph' predicts a survival endpoint; this data set is classification")
 
 
 @register_task_method("cox_ph", "survival")
@@ -89,7 +79,9 @@ class CoxPHSurvival(DirectMethodBase):
             )
             history.append({"alpha": alpha, **{f"val_{k}": v for k, v in metrics.items()}})
             score = metrics[select_metric]
-            if best is None or (not np.isnan(score) and (np.isnan(best[0]) or is_better(score, best[0], select_metric))):
+            if best is None or (
+                not np.isnan(score) and (np.isnan(best[0]) or is_better(score, best[0], select_metric))
+            ):
                 best = (score, metrics)
                 self.alpha = alpha
         assert best is not None

@@ -204,7 +204,9 @@ class HistGBTRegression(DirectMethodBase):
                 metrics = regression_metrics(oof[s], y)
                 history.append({"epoch": it, **params, **{f"val_{k}": v for k, v in metrics.items()}})
                 score = metrics[select_metric]
-                if best is None or (not np.isnan(score) and is_better(score, best[2][select_metric], select_metric)):
+                if best is None or (
+                    not np.isnan(score) and is_better(score, best[2][select_metric], select_metric)
+                ):
                     best = (params, it, metrics)
         assert best is not None
         self.best_params, self.best_iter, best_val = best

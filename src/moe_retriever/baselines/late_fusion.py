@@ -1,5 +1,6 @@
 """Late fusion: one classifier per modality on its own embedding; the prediction is the average of
-the class probabilities of the observed modalities (missing ones simply do not vote)."""
+the class probabilities of the observed modalities (missing ones simply do not vote); for
+regression and survival the mean of their values / log-risks."""
 
 from __future__ import annotations
 
@@ -38,8 +39,11 @@ class LateFusion(BaselineClassifier):
     def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
         emb = self.encode(batch)
         w = batch.observed.unsqueeze(-1).to(emb.dtype)
+        fused = (emb * w).sum(1) / w.sum(1)
+        if self.task != "classification":
+            # a value or a log-risk per modality: the observed modalities' mean
+            return ModelOutput((self.unimodal_logits(emb) * w).sum(1) / w.sum(1), {}, emb, fused)
         probs = (torch.softmax(self.unimodal_logits(emb), dim=-1) * w).sum(1) / w.sum(1)
         # log of the averaged probabilities: cross-entropy on these logits is the NLL of the average
         logits = probs.clamp(min=1e-12).log()
-        fused = (emb * w).sum(1) / w.sum(1)
         return ModelOutput(logits, {}, emb, fused)

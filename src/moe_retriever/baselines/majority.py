@@ -38,7 +38,9 @@ class TrainingMean(DirectMethodBase):
 
     def fit(self, train, val, select_metric: str = "rmse") -> FitResult:
         self.mean = float(train.target.mean())
-        return FitResult(best_epoch=1, best_val=task_metrics("regression", self.predict(val), val), epoch_seconds=[0.0])
+        return FitResult(
+            best_epoch=1, best_val=task_metrics("regression", self.predict(val), val), epoch_seconds=[0.0]
+        )
 
     def predict(self, dataset) -> np.ndarray:
         return np.full(len(dataset), self.mean)

@@ -83,5 +83,7 @@ class MMFormer(BaselineClassifier):
         if self.training and self.options.aux_weight > 0:
             rows, mods = observed.nonzero(as_tuple=True)
             own = intra[rows, mods].mean(dim=1)  # (n_observed, d) per-modality features
-            losses["mmformer.unimodal_ce"] = F.cross_entropy(self.head(own), batch.labels[rows])
+            # regression / survival: the task's loss on each observed modality's own prediction
+            loss = F.cross_entropy if self.task_loss is None else self.task_loss
+            losses["mmformer.unimodal_ce"] = loss(self.head(own), batch.labels[rows])
         return ModelOutput(self.head(fused), losses, emb, fused)

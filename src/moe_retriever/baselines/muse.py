@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, bounded
 from ..data.dataset import Batch
+from ..errors import ConfigError
 from ..methods import register_method
 from ..models.classifier import ModelOutput
 from ..models.context import NO_BANK, RetrievalInputs
@@ -123,6 +124,14 @@ class MUSE(BaselineClassifier):
         for layer in self.layers:
             patients, modalities, edges = layer(patients, modalities, edges, mask)
         return patients
+
+    def check_task(self, task: str) -> None:
+        """The supervised contrastive term pairs samples of one class: none for other tasks."""
+        if task != "classification" and self.options.supcon_weight > 0:
+            raise ConfigError(
+                f"model.method_options.muse.supcon_weight: the supervised contrastive term pairs "
+                f"samples of the same class, which {task} data has none of; set it to 0"
+            )
 
     def forward(self, batch: Batch, inputs: RetrievalInputs = NO_BANK) -> ModelOutput:
         generator = inputs.generator

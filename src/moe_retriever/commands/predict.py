@@ -1,9 +1,15 @@
-"""``moe-retriever predict``: class probabilities for new samples, whatever modalities they have."""
+"""``moe-retriever predict``: class probabilities for new samples, whatever modalities they have;
+for a regression run the predicted value, for a survival run the risk score and the survival
+probability at ``--times``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,20 +19,36 @@ def run(args: argparse.Namespace) -> int:
 
     trained = load_run(args.run, args.seed, args.device, ensemble=args.ensemble)
     dataset = load_new_data(args.data, args.format, args.trust_pickle)
-    table = trained.prediction_table(dataset)
+    if args.times is not None and trained.task != "survival":
+        raise UsageError(
+            f"--times: {args.run} is a {trained.task} run; survival probabilities need a survival run"
+        )
+    if trained.task == "survival":
+        times = parse_times(args.times) if args.times is not None else trained.default_times()
+        if args.times is None:
+            print(
+                "survival probabilities at "
+                + ", ".join(f"{t:g}" for t in times)
+                + " (the quartiles of the training event times)"
+            )
+        table = trained.prediction_table(dataset, times=times)
+    else:
+        table = trained.prediction_table(dataset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, table.to_csv(index=False))
-    counts = table["predicted"].value_counts()
     models = (
         f"mean of {len(trained.members)} models: {', '.join(trained.members)}"
         if isinstance(trained, RunEnsemble)
         else f"seed {trained.seed}"
     )
-    print(
-        f"{len(table)} samples predicted with {args.run} (method {trained.method}, {models}): "
-        + ", ".join(f"{k} {v}" for k, v in counts.items())
-    )
+    if trained.task == "classification":
+        summary = ", ".join(f"{k} {v}" for k, v in table["predicted"].value_counts().items())
+    elif trained.task == "regression":
+        summary = f"predicted values {table['predicted'].min():.4g} to {table['predicted'].max():.4g}"
+    else:
+        summary = f"risk scores {table['risk'].min():.4g} to {table['risk'].max():.4g}"
+    print(f"{len(table)} samples predicted with {args.run} (method {trained.method}, {models}): {summary}")
     first = next(iter(trained.members.values())) if isinstance(trained, RunEnsemble) else trained
     if first.unknown_levels:
         print(
@@ -35,6 +57,17 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"predictions: {out}")
     return 0
+
+
+def parse_times(text: str) -> np.ndarray:
+    """``--times 30,90,365``: finite times >= 0, in increasing order."""
+    try:
+        times = np.array([float(t) for t in text.split(",") if t.strip()], dtype=np.float64)
+    except ValueError as exc:
+        raise UsageError(f"--times: expected numbers separated by commas, got {text!r}") from exc
+    if times.size == 0 or not np.all(np.isfinite(times)) or np.any(times < 0):
+        raise UsageError(f"--times: expected finite times >= 0, got {text!r}")
+    return np.sort(times)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="new data in any supported layout (e.g. a folder with dataset.yaml; labels are optional there)",
     )
     p.add_argument("--format", help="data layout (default: auto-detected)")
-    p.add_argument("--out", required=True, help="CSV to write: id, predicted, prob_<class>...")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="CSV to write: id, predicted, prob_<class>... (regression: id, predicted; survival: "
+        "id, risk, survival_<t>...)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--seed",
@@ -59,6 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ensemble",
         action="store_true",
         help="average the class probabilities of every model of the run (all seeds, or folds)",
+    )
+    p.add_argument(
+        "--times",
+        help="survival runs: times at which to write the survival probability, comma-separated "
+        "(default: the quartiles of the training event times)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument(

@@ -123,6 +123,18 @@ def class_scores(labels: Tensor, n_classes: int) -> np.ndarray:
     return 2.0 * y / (n_classes - 1) - 1.0 if n_classes > 1 else np.zeros_like(y)
 
 
+def label_scores(dataset: MultimodalDataset) -> np.ndarray:
+    """(N,) the score ``label`` missingness follows: :func:`class_scores` for classes, the
+    z-scored target for regression, +1 for an observed event and -1 for a censored sample
+    (survival)."""
+    if dataset.task == "regression":
+        y = dataset.target.numpy()
+        return (y - y.mean()) / (y.std() if y.std() > 1e-12 else 1.0)
+    if dataset.task == "survival":
+        return np.where(dataset.event.numpy(), 1.0, -1.0)
+    return class_scores(dataset.labels, dataset.n_classes)
+
+
 def calibrate_intercepts(
     observed: Tensor,
     scores: np.ndarray,
@@ -259,7 +271,7 @@ def simulated_mask(
             [modality_score(dataset.features[name], observed[:, m]) for m, name in enumerate(names)], axis=1
         )
     else:
-        scores = np.repeat(class_scores(dataset.labels, dataset.n_classes)[:, None], m_count, axis=1)
+        scores = np.repeat(label_scores(dataset)[:, None], m_count, axis=1)
     return logistic_mask(observed, scores, hideable, cfg.p, cfg.strength, generator, key)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,7 +42,9 @@ def encoder_config_for(spec: ModalitySpec, cfg: ModelConfig) -> EncoderConfig:
 
 @dataclass
 class ModelOutput:
-    logits: Tensor  # (B, C)
+    # the head's output: (B, C) class logits; (B, 1) for regression (the standardised target)
+    # and survival (the log-risk), see training.endpoints.TaskHead
+    logits: Tensor
     losses: dict[str, Tensor]  # auxiliary terms of this forward pass, unweighted, by name
     embeddings: Tensor  # (B, M, d) observed + retrieved modality embeddings
     fused: Tensor  # (B, d) pooled sample embedding
@@ -58,6 +61,11 @@ class MultimodalClassifier(nn.Module):
     supports_missing_indicators = True
     fit_direct: Literal[False] = False  # fitted by the Trainer (moe_retriever.contract)
     retriever: MoERetriever | None
+    # what the head predicts (set by methods.build_model; the head has width 1 unless
+    # classification), and the loss of head outputs against batch labels for tasks other than
+    # classification (set by the Trainer), for methods whose auxiliary terms use the head
+    task: str = "classification"
+    task_loss: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __init__(self, modalities: list[ModalitySpec], n_classes: int, cfg: ModelConfig) -> None:
         super().__init__()

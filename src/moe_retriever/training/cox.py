@@ -119,4 +119,6 @@ class BreslowBaseline:
 
     @classmethod
     def from_dict(cls, d: dict) -> BreslowBaseline:
-        return cls(np.asarray(d["times"], dtype=np.float64), np.asarray(d["cumulative_hazard"], dtype=np.float64))
+        return cls(
+            np.asarray(d["times"], dtype=np.float64), np.asarray(d["cumulative_hazard"], dtype=np.float64)
+        )

@@ -144,7 +144,9 @@ class TaskHead:
     def from_dict(cls, d: dict[str, Any] | None, cfg: TrainConfig) -> TaskHead:
         if not d or d.get("task", "classification") == "classification":
             return cls()
-        head = cls(d["task"], regression_loss=cfg.regression_loss, huber_delta=cfg.huber_delta, cox_ties=cfg.cox_ties)
+        head = cls(
+            d["task"], regression_loss=cfg.regression_loss, huber_delta=cfg.huber_delta, cox_ties=cfg.cox_ties
+        )
         if head.task == "regression":
             head.target_mean, head.target_std = float(d["target_mean"]), float(d["target_std"])
         else:
@@ -191,7 +193,12 @@ def prediction_record(test: MultimodalDataset, values: np.ndarray, codes: list[i
             "code": codes,
         }
     if test.task == "regression":
-        return {"ids": list(test.ids), "target": test.target.tolist(), "pred": np.asarray(values).tolist(), "code": codes}
+        return {
+            "ids": list(test.ids),
+            "target": test.target.tolist(),
+            "pred": np.asarray(values).tolist(),
+            "code": codes,
+        }
     return {
         "ids": list(test.ids),
         "time": test.time.tolist(),

@@ -32,6 +32,7 @@ from ..task_config import resolve_task
 from .distributed import SINGLE_PROCESS, DistContext
 from .distributed import setup as setup_distributed
 from .distributed import teardown as teardown_distributed
+from .endpoints import TaskHead
 from .fitting import train_seed
 from .markdown import results_markdown
 from .metrics import aggregate
@@ -178,10 +179,18 @@ def _seed_record(
     r = train_seed(cfg, dataset, part.seed, out, device, dist_ctx, unit_dir, unit_on_epoch, part)
     log(
         f"{part.label}: best epoch {r['best_epoch']}, test "
-        + ", ".join(f"{k}={100 * v:.2f}" for k, v in r["test"].items())
+        + metrics_text(r["test"], dataset.task)
         + f" ({r['train_seconds']:.1f} s)"
     )
     return r
+
+
+def metrics_text(metrics: dict[str, float], task: str) -> str:
+    """``name=value, ...``: classification metrics in %, regression ones in the target's units,
+    survival ones as fractions."""
+    if task == "classification":
+        return ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items())
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[str, Any]:
@@ -203,9 +212,12 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
         data = prepare_partition(cfg, dataset, part)
         bank = RetrievalBank(data.train, dev)
-        trainer = Trainer(loaded.model, cfg.train, bank, dev, part.rng_seed, cfg.model.retriever.eval_draws)
+        head = TaskHead.from_dict(loaded.meta.get("task_head"), cfg.train)
+        trainer = Trainer(
+            loaded.model, cfg.train, bank, dev, part.rng_seed, cfg.model.retriever.eval_draws, head=head
+        )
         metrics = trainer.evaluate(data.test)
-        log(f"{part.label}: " + ", ".join(f"{k}={100 * v:.2f}" for k, v in metrics.items()))
+        log(f"{part.label}: " + metrics_text(metrics, head.task))
         per_seed.append(metrics)
         parts.append(part)
     out: dict[str, Any] = {"test": aggregate(per_seed), "partitions": [p.name for p in parts]}

@@ -125,7 +125,9 @@ class FittedMethod:
             return self.trainer.head.survival(self.trainer.predict_values(dataset), times)
         return self.model.predict_survival(dataset, times)  # type: ignore[union-attr]
 
-    def test_metrics(self, test: MultimodalDataset, train: MultimodalDataset, values: np.ndarray) -> dict[str, float]:
+    def test_metrics(
+        self, test: MultimodalDataset, train: MultimodalDataset, values: np.ndarray
+    ) -> dict[str, float]:
         """``TASK_METRICS[task]`` of predictions ``values`` on ``test``; survival uses the
         training split's times and events and this model's survival curves."""
         if test.task != "survival":
@@ -138,6 +140,7 @@ class FittedMethod:
             train.event.numpy(),
             lambda times: self.survival(test, times),
         )
+
 
 def fit_model(
     cfg: ExperimentConfig,
@@ -246,7 +249,8 @@ def fit_and_test(
     )
     if head.task == "survival" and fitted.trainer is not None:
         # the baseline hazard is fitted after training: the checkpoint gets it now
-        on_best({k: v.detach().cpu() for k, v in fitted.model.state_dict().items()}, fitted.fit)
+        state = fitted.trainer.model.state_dict()
+        on_best({k: v.detach().cpu() for k, v in state.items()}, fitted.fit)
     if fitted.trainer is not None and log_dir is not None:
         # a resumed fit's history also holds the epochs before the interruption
         write_history(log_dir, fitted.fit.history)

@@ -34,6 +34,7 @@ from ..data.preprocessing import encode_categories, standardize
 from ..errors import CheckpointError, InputNotFoundError
 from ..methods import build_model
 from .checkpoint import load_state_into, load_tensors, save_tensors
+from .metrics import Task
 
 CHECKPOINT = "model.safetensors"
 
@@ -227,6 +228,7 @@ def _bank_from_file(
     tensors: dict[str, Tensor],
     specs: list[ModalitySpec],
     stats: dict[str, tuple[Tensor, Tensor]],
+    task: Task = "classification",
 ) -> MultimodalDataset:
     """The seed's bank: its rows of the run's bank file, its masks, standardised as in training."""
     raw, bank_meta = _read_run_bank(checkpoint, meta)
@@ -250,6 +252,7 @@ def _bank_from_file(
         {s.name: raw[f"lengths.{s.name}"][idx] for s in raw_specs if f"lengths.{s.name}" in raw},
         bank_meta.get("natural_missingness"),
         require_every_modality=False,
+        task=task,
     )
     return standardize(encode_categories(train, specs)[0], stats)
 
@@ -296,7 +299,8 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
         if f"stats.{s.name}.mean" in tensors
     }
     # the weights first: a checkpoint of another config fails before the bank file is read
-    model = build_model(cfg, specs, len(meta["class_names"]))
+    task: Task = (meta.get("task_head") or {}).get("task", "classification")
+    model = build_model(cfg, specs, len(meta["class_names"]) if task == "classification" else 1, task)
     if is_direct(model):
         raise CheckpointError(
             f"{path}: method {cfg.method!r} is fitted without the Trainer and writes no checkpoint"
@@ -304,7 +308,7 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_into(model, state, str(path))
     if shared:
-        bank = _bank_from_file(path, meta, tensors, specs, stats)
+        bank = _bank_from_file(path, meta, tensors, specs, stats, task)
     else:
         bank = MultimodalDataset(
             specs,
@@ -315,6 +319,7 @@ def load_seed_checkpoint(path: str | Path) -> LoadedModel:
             meta["class_names"],
             meta.get("dataset", "bank"),
             {s.name: tensors[f"bank.lengths.{s.name}"] for s in specs if f"bank.lengths.{s.name}" in tensors},
+            task=task,
         )
     return LoadedModel(cfg, int(meta["seed"]), model, bank, stats, meta)
 

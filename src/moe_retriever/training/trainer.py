@@ -24,6 +24,7 @@ from ..data.dataset import Batch, MultimodalDataset
 from ..errors import ConfigError
 from ..errors import TrainingDivergedError as TrainingDivergedError  # re-exported
 from ..files import atomic_write
+from ..models.classifier import MultimodalClassifier
 from ..models.context import RetrievalInputs
 from ..task_config import select_metric_for
 from .checkpoint import CheckpointError
@@ -71,6 +72,8 @@ class Trainer:
     ) -> None:
         self.head = head if head is not None else TaskHead()
         self.model = model.to(device)
+        if self.head.task != "classification" and isinstance(model, MultimodalClassifier):
+            model.task_loss = self.head.loss
         self.dist = dist_ctx
         self.train_model = wrap(self.model, dist_ctx, device)
         self.cfg = cfg
@@ -219,11 +222,15 @@ class Trainer:
         ]
         return torch.cat(probs).numpy()
 
-    @torch.no_grad()
     def predict_values(self, dataset: MultimodalDataset, retrieve: bool = True) -> np.ndarray:
         """The task's predictions (:meth:`TaskHead.values`): class probabilities (N, C),
         regression values in the target's units (N,) or survival risk scores (N,)."""
-        outputs = [out.logits.cpu() for _, out in self.eval_outputs(dataset.full_batch(), retrieve)]
+        return self.predict_values_batch(dataset.full_batch(), retrieve)
+
+    @torch.no_grad()
+    def predict_values_batch(self, data: Batch, retrieve: bool = True) -> np.ndarray:
+        """:meth:`predict_values` for a prepared batch."""
+        outputs = [out.logits.cpu() for _, out in self.eval_outputs(data, retrieve)]
         return self.head.values(torch.cat(outputs))
 
     def evaluate(self, dataset: MultimodalDataset, retrieve: bool = True) -> dict[str, float]:
