@@ -230,3 +230,55 @@ def test_tuning_minimises_errors_and_maximises_scores():
 
     assert [optuna_direction(m) for m in ("rmse", "mae", "ibs")] == ["minimize"] * 3
     assert [optuna_direction(m) for m in ("macro_f1", "r2", "c_harrell")] == ["maximize"] * 3
+
+
+@pytest.mark.parametrize("task", ["regression", "survival"])
+def test_compare_runs_a_regression_or_survival_study_end_to_end(tmp_path, task):
+    """A tiny synthetic study through the runner: the task's reference predictor, ties and
+    metric columns, and the rank of each entry by the primary metric's direction."""
+    import json
+
+    from _tiny_run import TINY
+    from moe_retriever.training.comparison import run_comparison
+
+    overrides = [o for o in TINY if not o.startswith("data.")]
+    data = {
+        "name": "synthetic",
+        "options": {"n_samples": 150, "n_modalities": 3, "widths": [6, 5, 4], "task": task, "latent_dim": 4},
+        "missing": {"kind": "drop", "p": 0.4},
+    }
+    (tmp_path / "exp.yaml").write_text(json.dumps({"data": data}))
+    config = tmp_path / "cmp.yaml"
+    study = {
+        "title": "T",
+        "methods": ["majority", "zero", "moe_retriever"],
+        "datasets": [{"config": "exp.yaml"}],
+    }
+    config.write_text(
+        json.dumps(
+            {
+                "name": f"tiny {task}",
+                "seeds": [0],
+                "overrides": [*overrides, "train.epochs=3"],
+                "protocol": {"kind": "cv", "folds": 3, "repeats": 1},
+                "studies": [study],
+            }
+        )
+    )
+    results = run_comparison(config, tmp_path / "out", log=lambda _: None)
+    assert not results["errors"]
+    table = results["studies"][0]["tables"][0]
+    assert table["task"] == task
+    rows = {r["entry"]: r for r in table["rows"]}
+    primary = "rmse" if task == "regression" else "c_harrell"
+    # majority predicts the training mean / one risk for all: it ties its own reference on every fold
+    assert rows["majority"]["ties_majority"] == [True] * 3
+    assert not any(rows["moe_retriever"]["ties_majority"])
+    means = {e: r["test"][primary]["mean"] for e, r in rows.items()}
+    text = (tmp_path / "out" / "results.md").read_text()
+    best = (min if task == "regression" else max)(means, key=means.get)
+    line = next(line for line in text.splitlines() if line.startswith(f"| {best} |"))
+    assert line.split(" | ")[1].startswith("**")
+    assert (
+        "| method | RMSE | MAE |" if task == "regression" else "| method | Harrell's C | Uno's C | IBS |"
+    ) in text
