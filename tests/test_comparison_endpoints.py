@@ -282,3 +282,37 @@ def test_compare_runs_a_regression_or_survival_study_end_to_end(tmp_path, task):
     assert (
         "| method | RMSE | MAE |" if task == "regression" else "| method | Harrell's C | Uno's C | IBS |"
     ) in text
+
+
+def test_nested_tuning_of_a_regression_keeps_the_trial_with_the_lowest_validation_rmse():
+    import torch
+
+    from _tiny_run import TINY
+    from moe_retriever.config import load_config
+    from moe_retriever.data.partitions import protocol_partitions
+    from moe_retriever.data.sources import load_dataset
+    from moe_retriever.tuning import tune_partition
+
+    overrides = [o for o in TINY if not o.startswith("data.options")]
+    cfg = load_config(
+        None,
+        [
+            *overrides,
+            "data.options={n_samples: 150, n_modalities: 3, widths: [6, 5, 4], task: regression}",
+            "method=zero",
+            "train.seeds=[0]",
+            "protocol={kind: cv, folds: 3, repeats: 1}",
+            "train.epochs=2",
+            "train.warmup_epochs=0",
+        ],
+    )
+    dataset = load_dataset(cfg.data)
+    space = {
+        "train.lr": {"type": "categorical", "choices": [1e-4, 3e-2]},
+        "model.hidden": {"type": "categorical", "choices": [4, 8, 16]},
+    }
+    record = tune_partition(cfg, dataset, protocol_partitions(cfg)[0], space, 4, torch.device("cpu"))
+    complete = [t for t in record["tuning"]["trials"] if t["state"] == "complete"]
+    assert len({t["value"] for t in complete}) > 1
+    assert record["tuning"]["objective"] == "validation rmse"
+    assert record["tuning"]["best_val"] == min(t["value"] for t in complete)

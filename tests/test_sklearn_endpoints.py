@@ -12,22 +12,7 @@ from sksurv.util import Surv
 
 from moe_retriever.data.dataset import DataValidationError
 from moe_retriever.sklearn import MoERetrieverRegressor, MoERetrieverSurvival
-
-TINY = dict(
-    epochs=3,
-    warmup_epochs=1,
-    hidden=8,
-    encoder_hidden=8,
-    heads=2,
-    experts_per_modality=2,
-    shared_experts=1,
-    top_k=2,
-    expert_hidden=8,
-    batch_size=32,
-    lr=0.01,
-    dropout=0.0,
-    device="cpu",
-)
+from test_sklearn import TINY  # the classifier's tiny models
 
 
 @parametrize_with_checks(
