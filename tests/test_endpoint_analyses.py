@@ -93,7 +93,6 @@ def test_the_records_of_every_seed_or_fold_are_read_and_plotted(tmp_path):
 @pytest.mark.parametrize("task", ["regression", "survival"])
 def test_analyze_reports_the_endpoint_of_a_regression_or_survival_run(tmp_path, task):
     from _tiny_run import TINY
-
     from moe_retriever.analysis import analyze_run
     from moe_retriever.api.trained_run import load_run
     from moe_retriever.config import load_config
@@ -110,6 +109,7 @@ def test_analyze_reports_the_endpoint_of_a_regression_or_survival_run(tmp_path, 
     records = unit_records(tmp_path / "run")
     names = load_run(tmp_path / "run").modality_names
     expected = (regression_analysis if task == "regression" else survival_analysis)(records, names)
-    assert report.data[task]["by_combination"]["complete"] == pytest.approx(expected.by_combination["complete"])
-    text = report.html.read_text()
-    assert ("Predictions against observations" if task == "regression" else "Risk groups and concordance") in text
+    complete = report.data[task]["by_combination"]["complete"]
+    assert complete == pytest.approx(expected.by_combination["complete"])
+    title = "Predictions against observations" if task == "regression" else "Risk groups and concordance"
+    assert title in report.html.read_text()
