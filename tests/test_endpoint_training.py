@@ -14,7 +14,7 @@ from moe_retriever.cli import main
 from moe_retriever.config import load_config
 from moe_retriever.data.synthetic import make_synthetic
 from moe_retriever.errors import ConfigError
-from moe_retriever.training.experiment import run_experiment
+from moe_retriever.training.experiment import evaluate_run, run_experiment
 from moe_retriever.training.metrics import TASK_METRICS
 
 SMALL = [
@@ -30,9 +30,9 @@ SMALL = [
 
 
 def train(tmp_path, task: str, *extra: str, n: int = 240):
-    cfg = load_config(None, [*SMALL, *extra])
+    cfg = load_config(None, [*SMALL, f"data.options={{n_samples: {n}, task: {task}}}", *extra])
     out = tmp_path / task
-    run_experiment(cfg, out, make_synthetic(n_samples=n, task=task), log=lambda *a: None)
+    run_experiment(cfg, out, log=lambda *a: None)
     return out, json.loads((out / "seed_0" / "metrics.json").read_text())
 
 
@@ -73,6 +73,10 @@ def test_a_survival_run_predicts_non_increasing_curves_and_ranks_risk(tmp_path):
     # a higher risk never has a higher survival probability
     order = np.argsort(run.predict(data))
     assert np.all(np.diff(curves[order], axis=0) <= 1e-12)
+    # the saved model tests again to the same metrics, the Brier score included
+    again = evaluate_run(out, "cpu", log=lambda *a: None)["test"]
+    for name, value in record["test"].items():
+        assert again[name]["mean"] == pytest.approx(value, rel=1e-9)
 
 
 def test_predict_writes_values_and_survival_probabilities(tmp_path, capsys):

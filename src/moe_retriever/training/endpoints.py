@@ -92,7 +92,8 @@ class TaskHead:
                 per = (out - z).pow(2)
             return per.mean() if global_count is None else per.sum() / global_count
         if self.task == "survival":
-            return cox_partial_nll(out, labels[:, 0].to(out.dtype), labels[:, 1], self.cox_ties)  # type: ignore[arg-type]
+            # times stay float64: ties are decided on the exact values
+            return cox_partial_nll(out, labels[:, 0], labels[:, 1], self.cox_ties)  # type: ignore[arg-type]
         raise ValueError("the classification loss is the Trainer's cross-entropy")
 
     # ------------------------------------------------------------------ prediction

@@ -210,6 +210,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
         cfg = loaded.cfg
         part = partition_from_meta(loaded.meta)
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
+        resolve_task(cfg, dataset.task, None)  # the data must still be of the model's task
         data = prepare_partition(cfg, dataset, part)
         bank = RetrievalBank(data.train, dev)
         head = TaskHead.from_dict(loaded.meta.get("task_head"), cfg.train)
