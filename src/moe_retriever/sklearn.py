@@ -31,6 +31,10 @@ the file. Any config value is reachable through ``config``. ``train.seeds`` and
 where a run's data comes from and how its missingness is simulated; here ``X`` is the data and
 its missingness, so only ``data.standardize`` is used.
 
+**Other endpoints.** ``MoERetrieverRegressor`` (a numeric ``y``) and ``MoERetrieverSurvival``
+(scikit-survival's structured ``y`` of event indicators and times) take the same parameters and
+input; they live in :mod:`moe_retriever.sklearn_endpoints` and are importable from here.
+
 **Persistence.** A fitted estimator pickles (pickle runs code while loading: unpickle only files
 you trust). :meth:`MoERetrieverClassifier.save` writes the library's safetensors checkpoint
 (weights, bank, statistics and JSON metadata, no pickle) and :meth:`MoERetrieverClassifier.load`
@@ -73,9 +77,10 @@ from .sklearn_input import (
     row_labels,
     to_dataset,
 )
-from .training.fitting import fit_model
+from .training.endpoints import TaskHead
+from .training.fitting import FittedMethod, fit_model
 from .training.run_files import load_seed_checkpoint, save_seed_checkpoint
-from .training.trainer import Trainer, resolve_device
+from .training.trainer import FitResult, Trainer, resolve_device
 
 # keyword -> the dotted config key(s) it sets; the single place that maps the two
 KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -178,8 +183,11 @@ def _json_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- the estimator
 
 
-class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
-    """scikit-learn classifier for incomplete multimodal tabular data (see the module docstring).
+class MoERetrieverEstimator(BaseEstimator):
+    """What every estimator of the library shares: the parameters, the configuration, the input
+    conversion, fitting with a validation split and persistence. The subclasses say what ``y``
+    is (:meth:`_targets`) and what a prediction is: :class:`MoERetrieverClassifier` here,
+    ``MoERetrieverRegressor`` and ``MoERetrieverSurvival`` in :mod:`moe_retriever.sklearn_endpoints`.
 
     Parameters
     ----------
@@ -196,13 +204,15 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    classes_, n_features_in_, feature_names_in_ (string column names only), modalities_
+    n_features_in_, feature_names_in_ (string column names only), modalities_
     (``{name: column positions}``), config_ (the resolved ExperimentConfig), seed_, model_,
-    best_epoch_, best_val_ (validation metrics of the selected epoch), history_.
+    best_epoch_, best_val_ (validation metrics of the selected epoch), history_, and the
+    subclass's own (``classes_`` of the classifier).
     """
 
+    # the task of the labels: what ``y`` holds and what the model's head predicts
+    _task: str = "classification"
     # the fitted attributes (set by fit and load; absent before, which check_is_fitted tests)
-    classes_: np.ndarray
     modalities_: dict[str, list[int]]
     config_: ExperimentConfig
     seed_: int
@@ -212,6 +222,9 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     best_epoch_: int
     best_val_: dict[str, float]
     history_: list[dict[str, Any]]
+    # the trained head's interpretation of the model's output (regression scale, survival
+    # baseline); None for methods fitted without the Trainer and for the classifier
+    head_: TaskHead | None
     _trainer: Trainer | None
 
     def __init__(
@@ -326,44 +339,45 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: Any, y: Any) -> MoERetrieverClassifier:
-        """Train on ``X`` (rows with any observed modalities) and labels ``y``."""
+    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+        """``X`` as a checked float matrix, the labels as the task's dataset stores them, the
+        class names (None unless classification) and the fitted attributes the labels give."""
+        raise NotImplementedError
+
+    def _fit(self, X: Any, y: Any) -> None:
+        """Train on ``X`` (rows with any observed modalities) and labels ``y``: a validation
+        split stratified as the task's splits are (``MultimodalDataset.strata``)."""
         if not isinstance(self.validation_fraction, numbers.Real) or not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
         seed = self._seed()
         cfg = self.resolved_config(seed)
         columns = column_names(X)
         X, categorical = categories_to_codes(X)
-        values, y = checked_matrix(self, X, y)
+        values, labels, class_names, attributes = self._targets(X, y)
         rows = row_labels(X, values.shape[0])
-        check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise DataValidationError(
-                f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
-            )
         modalities = resolve_modalities(self.modalities, columns, values.shape[1])
-        class_names = [str(c) for c in classes]
         dataset = to_dataset(
             values,
-            encoded,
+            labels,
             class_names,
             modalities,
             self._column_labels(columns, values),
             rows,
             loaded=True,
             categorical=categorical,
+            task=self._task,
         )
-        train_pos, val_pos = holdout(encoded, float(self.validation_fraction), seed)
+        train_pos, val_pos = holdout(dataset.strata.numpy(), float(self.validation_fraction), seed)
         # categorical levels from the training rows only (as data.partitions does per split)
         dataset, _ = encode_categories(dataset, fit_categories(dataset.subset(train_pos)))
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
         device = resolve_device(cfg.train.device)
-        fitted = fit_model(cfg, train, val, len(classes), seed, device)
+        fitted = fit_model(cfg, train, val, dataset.n_classes, seed, device)
         model, result, trainer = fitted.model, fitted.fit, fitted.trainer
-        self.classes_ = classes
+        for name, value in attributes.items():
+            setattr(self, name, value)
         self.modalities_ = modalities
         self.config_ = cfg
         self.seed_ = seed
@@ -373,31 +387,39 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = result.best_epoch
         self.best_val_ = result.best_val
         self.history_ = result.history
+        self.head_ = trainer.head if trainer is not None and self._task != "classification" else None
         self._trainer = trainer
-        return self
 
     @staticmethod
     def _column_labels(columns: list[Any] | None, values: np.ndarray) -> list[str]:
         return [str(c) for c in columns] if columns is not None else [str(j) for j in range(values.shape[1])]
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """(N, C) class probabilities, columns in :attr:`classes_` order. Each row may observe
-        any non-empty subset of the modalities; missing ones are retrieved from the training rows."""
+    def _prediction_data(self, X: Any) -> MultimodalDataset:
+        """``X`` as the standardised dataset a fitted model predicts (placeholder labels). Each
+        row may observe any non-empty subset of the modalities; missing ones are retrieved from
+        the training rows."""
         check_is_fitted(self)
         columns = column_names(X)
         trained = [c.name for s in self.bank_.modalities for c in s.categorical]
         X, categorical = categories_to_codes(X, trained)
         values = checked_matrix(self, X, reset=False)
         rows = row_labels(X, values.shape[0])
+        n = values.shape[0]
+        placeholder = {
+            "classification": np.zeros(n, dtype=np.int64),
+            "regression": np.zeros(n),
+            "survival": np.zeros((n, 2)),
+        }[self._task]
         dataset = to_dataset(
             values,
-            np.zeros(values.shape[0], dtype=np.int64),
-            [str(c) for c in self.classes_],
+            placeholder,
+            [str(c) for c in getattr(self, "classes_", [])] if self._task == "classification" else None,
             self.modalities_,
             self._column_labels(columns, values),
             rows,
             loaded=False,
             categorical=categorical,
+            task=self._task,
         )
         # levels training never saw are encoded as <unknown>; a warning counts them per column
         # (predict may not change the estimator's attributes)
@@ -409,16 +431,11 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        dataset = standardize(dataset, self.stats_)
-        if self._trainer is None:  # a method fitted without the Trainer
-            assert is_direct(self.model_)
-            return np.asarray(self.model_.predict_proba(dataset), dtype=np.float64)
-        return self._trainer.predict_proba(dataset).astype(np.float64)
+        return standardize(dataset, self.stats_)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels (values of :attr:`classes_`)."""
-        probs = self.predict_proba(X)  # first: it raises NotFittedError before classes_ exists
-        return self.classes_[probs.argmax(axis=1)]
+    def _fitted(self) -> FittedMethod:
+        """The fitted model as the library's pipeline holds it (predictions of every task)."""
+        return FittedMethod(self.model_, FitResult(self.best_epoch_, self.best_val_), self._trainer)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -440,6 +457,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             device,
             self.seed_,
             self.config_.model.retriever.eval_draws,
+            head=getattr(self, "head_", None),
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -454,6 +472,46 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
         if "model_" in state:
             self._trainer = None if is_direct(self.model_) else self._make_trainer()
+
+
+class MoERetrieverClassifier(ClassifierMixin, MoERetrieverEstimator):
+    """scikit-learn classifier for incomplete multimodal tabular data (see the module docstring
+    and :class:`MoERetrieverEstimator` for the parameters).
+
+    Attributes: ``classes_`` (the labels, in the column order of :meth:`predict_proba`) and
+    those of :class:`MoERetrieverEstimator`.
+    """
+
+    classes_: np.ndarray
+
+    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+        values, y = checked_matrix(self, X, y)
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise DataValidationError(
+                f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
+            )
+        return values, encoded, [str(c) for c in classes], {"classes_": classes}
+
+    def fit(self, X: Any, y: Any) -> MoERetrieverClassifier:
+        """Train on ``X`` (rows with any observed modalities) and labels ``y``."""
+        self._fit(X, y)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(N, C) class probabilities, columns in :attr:`classes_` order. Each row may observe
+        any non-empty subset of the modalities; missing ones are retrieved from the training rows."""
+        dataset = self._prediction_data(X)
+        if self._trainer is None:  # a method fitted without the Trainer
+            assert is_direct(self.model_)
+            return np.asarray(self.model_.predict_proba(dataset), dtype=np.float64)
+        return self._trainer.predict_proba(dataset).astype(np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (values of :attr:`classes_`)."""
+        probs = self.predict_proba(X)  # first: it raises NotFittedError before classes_ exists
+        return self.classes_[probs.argmax(axis=1)]
 
     def save(self, path: str | Path) -> None:
         """Write the fitted model as a safetensors checkpoint (see :meth:`load`)."""
@@ -513,4 +571,19 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         return est
 
 
-__all__ = ["KEYWORDS", "SINGLE_MODALITY", "MoERetrieverClassifier", "from_modality_list"]
+def __getattr__(name: str) -> Any:
+    # the regression and survival estimators live in their own module (imported on first use)
+    if name in ("MoERetrieverRegressor", "MoERetrieverSurvival"):
+        from . import sklearn_endpoints
+
+        return getattr(sklearn_endpoints, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "KEYWORDS",
+    "SINGLE_MODALITY",
+    "MoERetrieverClassifier",
+    "MoERetrieverEstimator",
+    "from_modality_list",
+]

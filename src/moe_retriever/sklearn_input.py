@@ -234,17 +234,20 @@ def resolve_modalities(modalities: Any, columns: list[Any] | None, n_features: i
 def to_dataset(
     values: np.ndarray,
     labels: np.ndarray,
-    class_names: list[str],
+    class_names: list[str] | None,
     modalities: dict[str, list[int]],
     column_labels: list[str],
     rows: list[str],
     loaded: bool,
     categorical: Mapping[str, CategoricalColumn] | None = None,
+    task: str = "classification",
 ) -> MultimodalDataset:
     """A MultimodalDataset from a float matrix; a modality is missing where all its values are NaN.
 
     ``loaded``: the data a model is fitted on, which must observe every modality somewhere.
-    ``categorical``: the columns (by label) that hold level positions (:func:`categories_to_codes`)."""
+    ``categorical``: the columns (by label) that hold level positions (:func:`categories_to_codes`).
+    ``labels``: class positions, regression targets or survival (time, event) rows, as the
+    ``task``'s dataset stores them (``class_names`` None unless classification)."""
     categorical = categorical or {}
     features, observed, specs = {}, [], []
     for name, cols in modalities.items():
@@ -270,11 +273,12 @@ def to_dataset(
         specs,
         features,
         torch.from_numpy(np.stack(observed, axis=1)),
-        torch.from_numpy(labels.astype(np.int64)),
+        torch.from_numpy(labels.astype(np.int64 if task == "classification" else np.float64)),
         rows,
         class_names,
         "X",
         require_every_modality=loaded,
+        task=task,  # type: ignore[arg-type]  # one of the Task values, set by the estimator class
     )
 
 

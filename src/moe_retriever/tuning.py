@@ -1,7 +1,8 @@
 """Hyperparameter search with Optuna: one study per (experiment config, method).
 
 Every trial trains the method with the trial's values as config overrides and scores it by the
-mean validation metric (``train.select_metric``, macro-F1 by default) over the config's seeds (or
+mean validation metric (``train.select_metric``, macro-F1 by default; minimised where lower is
+better: RMSE, MAE, the integrated Brier score) over the config's seeds (or
 the folds of a cross-validation protocol). The test split never takes part. Weak trials are
 pruned on the validation metric epoch by epoch (Optuna's median pruner, which waits for the
 warm-up epochs); the sampler is a seeded TPE.
@@ -55,9 +56,12 @@ from .data.partitions import Partition, prepare_partition
 from .data.sources import load_dataset
 from .errors import UsageError
 from .methods import METHODS
+from .task_config import select_metric_for
 from .training.fitting import fit_model, partition_record
+from .training.metric_display import value_text
+from .training.metrics import is_better
 from .training.trainer import TrainingDivergedError
-from .tuning_study import optuna_module
+from .tuning_study import optuna_direction, optuna_module
 
 if TYPE_CHECKING:
     from .data.dataset import MultimodalDataset
@@ -353,7 +357,7 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     name = study_name or f"{cfg.name}-{method}"
-    metric = cfg.train.select_metric
+    metric = select_metric_for(cfg.train.select_metric, dataset.task)
     plan = SearchPlan(
         config=None if config is None else str(config),
         overrides=base,
@@ -412,7 +416,7 @@ def tune(
     log(
         f"{name}: {len(complete)} complete, "
         f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} pruned; best "
-        f"validation {metric} {100 * best.value:.2f} (trial {best.number})"
+        f"validation {metric} {value_text(best.value, metric)} (trial {best.number})"
     )
     return TuneResult(float(best.value), dict(best.params), best_path, trials_path, len(study.trials))
 
@@ -447,10 +451,10 @@ def tune_partition(
     optuna = optuna_module()
 
     data = prepare_partition(cfg, dataset, part)
-    metric = cfg.train.select_metric
+    metric = select_metric_for(cfg.train.select_metric, dataset.task)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        direction="maximize",
+        direction=optuna_direction(metric),
         sampler=optuna.samplers.TPESampler(seed=partition_sampler_seed(sampler_seed, part)),
         pruner=default_pruner(cfg),
     )
@@ -474,7 +478,7 @@ def tune_partition(
             on_epoch=report,
         )
         score = float(fitted.fit.best_val[metric])
-        if not best or score > best["score"]:
+        if not best or is_better(score, best["score"], metric):
             best.update(score=score, cfg=trial_cfg, fitted=fitted, params=values, number=trial.number)
         return score
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import MissingDependencyError
+from .training.metric_display import value_text
+from .training.metrics import higher_is_better
 from .workers import this_worker as this_worker
 from .workers import worker_alive
 
@@ -27,6 +29,12 @@ def optuna_module() -> Any:
             '(in a checkout) or pip install "moe-retriever[tune]"'
         ) from exc
     return optuna
+
+
+def optuna_direction(metric: str) -> str:
+    """The direction of an Optuna study whose objective is ``metric``: ``minimize`` for the
+    errors (RMSE, MAE, the integrated Brier score), else ``maximize``."""
+    return "maximize" if higher_is_better(metric) else "minimize"
 
 
 WORKER_ATTR = "worker"  # trial user attribute: host:pid:start time of the process running it
@@ -69,10 +77,10 @@ def trial_line(study: Any, trial: Any, metric: str) -> str:
     value = trial.value
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[trial.last_step]
-    text = "n/a" if value is None else f"{100 * value:.2f}"
+    text = value_text(value, metric)
     status = f"pruned at step {trial.last_step}" if state == "pruned" else state
     try:
-        best = f"best {100 * study.best_value:.2f} (trial {study.best_trial.number})"
+        best = f"best {value_text(study.best_value, metric)} (trial {study.best_trial.number})"
     except ValueError:  # no complete trial yet
         best = "no complete trial yet"
     return f"trial {trial.number} {status}: validation {metric} {text}; {best}; params {trial.params}"

@@ -33,6 +33,7 @@ from .tuning_study import (
     HEARTBEAT_SECONDS,
     WORKER_ATTR,
     fail_trials_of_dead_workers,
+    optuna_direction,
     optuna_module,
     this_worker,
     trial_line,
@@ -71,7 +72,7 @@ def open_study(plan: SearchPlan) -> Any:
         return optuna.create_study(
             study_name=plan.study_name,
             storage=open_storage(plan.storage),
-            direction="maximize",
+            direction=optuna_direction(plan.metric),
             load_if_exists=True,
             pruner=plan.pruner,
         )

@@ -22,9 +22,11 @@ from ..data.preprocessing import encode_categories, standardize
 from ..data.sources import load_dataset
 from ..errors import UsageError
 from ..files import atomic_write_text
+from ..training.metric_display import label, task_of, value_text
 from .combinations import combination_counts, plot_combination_counts
 from .efficiency import TIMING_REPEATS, cost_sources, measure_all, plot_efficiency
 from .embeddings import choose_combination, embedding_map, plot_embedding_map
+from .endpoints import plot_regression, plot_survival, regression_analysis, survival_analysis, unit_records
 from .expert_usage import expert_naming, expert_usage, plot_by_combination, plot_by_expert
 from .gradient_conflict import gradient_conflict, plot_gradient_conflict
 from .retrieval_value import plot_retrieval_value, value_of_retrieval
@@ -110,14 +112,23 @@ def analyze_run(
         [run_dir] + [Path(p) for p in compare or []],
     )
     log(f"analysing {run_dir} (method {run.method}, seed {run.seed}, {split} samples: {len(inputs.samples)})")
-    sections = [
-        combinations_section(inputs),
-        expert_usage_section(inputs),
-        efficiency_section(inputs),
-        gradient_conflict_section(inputs),
-        tsne_section(inputs, tsne_combination),
-        retrieval_value_section(inputs),
-    ]
+    if dataset.task == "classification":
+        sections = [
+            combinations_section(inputs),
+            expert_usage_section(inputs),
+            efficiency_section(inputs),
+            gradient_conflict_section(inputs),
+            tsne_section(inputs, tsne_combination),
+            retrieval_value_section(inputs),
+        ]
+    else:
+        # the gradient-conflict, t-SNE and retrieval-value analyses score class predictions
+        sections = [
+            combinations_section(inputs),
+            endpoint_section(inputs),
+            expert_usage_section(inputs),
+            efficiency_section(inputs),
+        ]
     present = [s for s in sections if s is not None]
     record: dict[str, Any] = {
         "run": str(run_dir),
@@ -151,6 +162,75 @@ def combinations_section(a: AnalysisInputs) -> Section:
         [path],
         data={"combinations": counts.to_json()},
     )
+
+
+def endpoint_section(a: AnalysisInputs) -> Section:
+    """Regression: predicted vs observed and residuals by combination; survival: Kaplan-Meier
+    curves of the predicted risk groups and Harrell's C by combination; from the test records of
+    every seed or fold of the run."""
+    preds = unit_records(a.run_dir)
+    names = a.run.modality_names
+    task = a.dataset.task
+    title = "Predictions against observations" if task == "regression" else "Risk groups and concordance"
+    if not preds:
+        return Section(title, "Not available: the run's metrics.json files hold no per-sample test records.")
+    units = f"{sum(len(p['code']) for p in preds)} test predictions of the run's {len(preds)} seeds or folds"
+    figure_title = f"{a.dataset.name}: {a.run.method}"
+    if task == "regression":
+        reg = regression_analysis(preds, names)
+        path = plot_regression(
+            reg, a.out_dir / "predicted_vs_observed.png", f"{a.dataset.name}: {a.run.method}"
+        )
+        return Section(
+            title,
+            f"Left: predicted against observed target over the {units} (the line is a perfect "
+            "prediction); right: residuals (predicted − observed) by input combination. The table "
+            "gives RMSE, MAE and the mean residual per combination." + _letters_text(names),
+            [path],
+            _endpoint_table(reg.by_combination, "regression"),
+            data={"regression": reg.to_json()},
+        )
+    surv = survival_analysis(preds, names)
+    path = plot_survival(surv, a.out_dir / "risk_groups_km.png", figure_title)
+    logrank = (
+        f" Log-rank test across the groups: χ² = {surv.logrank['chi2']:.2f}, "
+        f"p = {surv.logrank['p_value']:.2g}."
+        if surv.logrank
+        else ""
+    )
+    return Section(
+        title,
+        f"Kaplan-Meier curves of the {units}, grouped into risk tertiles within each seed or fold "
+        "(the risks of different runs' models are not on one scale)." + logrank + " The table "
+        "gives Harrell's C per input combination over the comparable pairs within each run."
+        + _letters_text(names),
+        [path],
+        _endpoint_table(surv.by_combination, "survival"),
+        data={"survival": surv.to_json()},
+    )
+
+
+def _endpoint_table(by_combination: dict[str, Any], task: str) -> list[list[str]]:
+    groups = {
+        **by_combination["combinations"],
+        "complete": by_combination["complete"],
+        "incomplete": by_combination["incomplete"],
+    }
+    if task == "regression":
+        rows = [["samples", "n", "RMSE", "MAE", "mean residual"]]
+        rows += [
+            [k, str(v["n"]), f"{v['rmse']:.3f}", f"{v['mae']:.3f}", f"{v['bias']:+.3f}"]
+            for k, v in groups.items()
+            if v is not None
+        ]
+        return rows
+    rows = [["samples", "n", "events", "Harrell's C"]]
+    rows += [
+        [k, str(v["n"]), str(v["events"]), "n/a" if math.isnan(v["c_harrell"]) else f"{v['c_harrell']:.3f}"]
+        for k, v in groups.items()
+        if v is not None
+    ]
+    return rows
 
 
 def expert_usage_section(a: AnalysisInputs) -> Section:
@@ -407,14 +487,21 @@ th { background: #f3f3f3; }
 def render_html(run: TrainedRun, sections: list[Section], record: dict[str, Any]) -> str:
     esc = html.escape
     metrics = _seed_metrics(run)
+    task = task_of(metrics)
+    labels = f"classes {esc(', '.join(run.class_names))}" if run.class_names else f"task {task}"
     head = (
         f"Method <b>{esc(run.method)}</b> on <b>{esc(str(record['dataset']))}</b>, seed "
         f"{run.seed} of the run {esc(str(record['run']))}; modalities "
-        f"{esc(', '.join(run.modality_names))}; classes {esc(', '.join(run.class_names))}."
+        f"{esc(', '.join(run.modality_names))}; {labels}."
     )
     if metrics:
         head += (
-            " Test split of this seed: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items()) + "."
+            " Test split of this seed: "
+            + ", ".join(
+                f"{k} {100 * v:.2f}%" if task == "classification" else f"{label(k)} {value_text(v, k)}"
+                for k, v in metrics.items()
+            )
+            + "."
         )
     parts = [
         "<!DOCTYPE html>",

@@ -18,7 +18,8 @@ def _fetchers() -> dict[str, Callable[..., object]]:
 
 
 def describe_row(name: str) -> list[str]:
-    """One table row: N, modalities with widths, classes and missingness (or why it is absent)."""
+    """One table row: N, modalities with widths, classes (or the task: regression target, survival
+    events) and missingness (or why it is absent)."""
     from ..data.sources import DATASETS
 
     try:
@@ -26,7 +27,13 @@ def describe_row(name: str) -> list[str]:
     except FileNotFoundError as exc:  # includes DatasetUnavailableError: the message says what to run
         return [name, "-", "not available", "-", str(exc)]
     mods = ", ".join(f"{s.name} {'x'.join(map(str, s.shape))}" for s in ds.modalities)
-    classes = f"{ds.n_classes} ({', '.join(ds.class_names[:8])}{', ...' if ds.n_classes > 8 else ''})"
+    if ds.task == "regression":
+        y = ds.target
+        classes = f"regression (mean {float(y.mean()):.3g}, sd {float(y.std()):.3g})"
+    elif ds.task == "survival":
+        classes = f"survival ({int(ds.event.sum())} events)"
+    else:
+        classes = f"{ds.n_classes} ({', '.join(ds.class_names[:8])}{', ...' if ds.n_classes > 8 else ''})"
     missing = f"natural ({len(ds.combination_counts())} combinations)" if ds.natural_missingness else "none"
     return [name, str(len(ds)), mods, classes, missing]
 
@@ -154,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise UsageError(f"unknown dataset(s) {unknown}; available: {DATASETS.names()}")
-    header = ["dataset", "N", "modalities (widths)", "classes", "missingness"]
+    header = ["dataset", "N", "modalities (widths)", "classes or task", "missingness"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name in names:
@@ -165,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "datasets",
-        help="list the built-in datasets (N, modalities, classes, missingness), or fetch one with --fetch",
+        help="list the built-in datasets (N, modalities, classes or task, missingness), or fetch one "
+        "with --fetch",
     )
     p.add_argument("names", nargs="*", help="datasets to list (default: all)")
     p.add_argument(

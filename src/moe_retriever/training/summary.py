@@ -8,26 +8,28 @@ import numpy as np
 
 from ..config import ExperimentConfig, to_dict
 from ..data.partitions import partition_from_meta
+from .metric_display import metric_range
 from .metrics import aggregate
-from .statistics import METRIC_RANGE, corrected_resampled_t, t_interval
+from .statistics import corrected_resampled_t, t_interval
 
 
 def with_intervals(per_run: list[dict[str, float]], runs: list[dict[str, Any]], cv: bool) -> dict[str, dict]:
     """``aggregate`` of per-run metrics plus, for every metric, ``per_fold`` (one value per run:
-    per fold, or per seed for holdout) and ``ci95`` {mean, lo, hi, method, ...}: the
+    per fold, or per seed for holdout) and ``ci95`` {mean, lo, hi, method, ...}, clipped to the
+    metric's range: the
     Nadeau-Bengio corrected t interval over the folds of cross-validation (``n_train``: samples a
     fold's model learns from, train + validation), a t interval over holdout seeds. ``per_seed``
     is kept for holdout runs only."""
     out = aggregate(per_run)
-    for metric in out.values():
+    for name, metric in out.items():
         metric["per_fold"] = list(metric["per_seed"])
         if cv:
             del metric["per_seed"]
             n_train = float(np.mean([r["n_train"] + r["n_val"] for r in runs]))
             n_test = float(np.mean([r["n_test"] for r in runs]))
-            est = corrected_resampled_t(metric["per_fold"], n_train, n_test, bounds=METRIC_RANGE)
+            est = corrected_resampled_t(metric["per_fold"], n_train, n_test, bounds=metric_range(name))
         else:
-            est = t_interval(metric["per_fold"], bounds=METRIC_RANGE)
+            est = t_interval(metric["per_fold"], bounds=metric_range(name))
         metric["ci95"] = est.interval_dict()
     return out
 

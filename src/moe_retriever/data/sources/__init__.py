@@ -101,5 +101,6 @@ from . import (  # noqa: E402,F401  (the paper's dataset layouts)
     mimic,
     miniacc,  # noqa: E402,F401
     mosi,
+    survival_sets,  # noqa: E402,F401
     womens_reviews,  # noqa: E402,F401
 )

@@ -16,7 +16,9 @@ Modalities:
 * ``reviewer`` (age, positive feedback count).
 
 Label ``recommended`` (``Recommended IND``, 0 / 1, 82 % ones) by default, ``label: rating`` for the
-1-5 star rating (5 classes). The gaps are the data's own (``natural_missingness``).
+1-5 star rating (5 classes), and ``label: rating, task: regression`` for the rating as a number
+(a regression target: an error of two stars is worse than one, which classes cannot say). The
+gaps are the data's own (``natural_missingness``).
 """
 
 from __future__ import annotations
@@ -54,13 +56,22 @@ def load_womens_reviews(
     text_encoder: str = "hashed",
     model_dir: str | None = None,
     cache_dir: str | None = None,
+    task: str = "classification",
 ) -> MultimodalDataset:
     """The reviews as four modalities (title, review, product, reviewer); ``label``
-    ``recommended`` (2 classes) or ``rating`` (5). ``*_tokens``: the hashed ids kept per text
-    (longer texts are truncated; the longest title has 96, the longest review 907).
-    ``text_encoder``: ``hashed`` ids or ``minilm`` sentence embeddings of the texts."""
+    ``recommended`` (2 classes) or ``rating`` (5, or with ``task: regression`` the number of
+    stars). ``*_tokens``: the hashed ids kept per text (longer texts are truncated; the longest
+    title has 96, the longest review 907). ``text_encoder``: ``hashed`` ids or ``minilm``
+    sentence embeddings of the texts."""
     if label not in LABELS:
         raise ConfigError(f"data.options.label: {label!r} is not one of {sorted(LABELS)}")
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"data.options.task: {task!r} is not one of ['classification', 'regression']")
+    if task == "regression" and label != "rating":
+        raise ConfigError(
+            f"data.options.task: regression needs data.options.label: rating (the {label!r} label has "
+            "two classes)"
+        )
     if text_encoder not in TEXT_ENCODERS:
         raise ConfigError(f"data.options.text_encoder: {text_encoder!r} is not one of {list(TEXT_ENCODERS)}")
     frame = read_reviews()
@@ -96,15 +107,20 @@ def load_womens_reviews(
     features["reviewer"] = torch.tensor(frame[REVIEWER].to_numpy(dtype=np.float32))
     observed += [np.ones(n, dtype=bool), np.ones(n, dtype=bool)]
     target = frame[LABELS[label]].astype(int)
-    class_names = [str(v) for v in sorted(target.unique())]
+    if task == "regression":
+        labels, class_names = torch.tensor(target.to_numpy(dtype=np.float64)), None
+    else:
+        class_names = [str(v) for v in sorted(target.unique())]
+        labels = torch.tensor(target.map({int(c): k for k, c in enumerate(class_names)}).to_numpy())
     return MultimodalDataset(
         specs,
         features,
         torch.from_numpy(np.stack(observed, axis=1)),
-        torch.tensor(target.map({int(c): k for k, c in enumerate(class_names)}).to_numpy()),
+        labels,
         ids,
         class_names,
         "womens_reviews",
         lengths,
         natural_missingness=True,
+        task="regression" if task == "regression" else "classification",
     )

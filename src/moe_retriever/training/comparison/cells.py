@@ -25,6 +25,8 @@ from ...data.sources import load_dataset
 from ...files import atomic_write_text
 from ...tuning import SpaceSpec, tune_partition
 from ..fitting import train_seed
+from ..metric_display import PAIRED_BY_TASK, task_of, value_text
+from ..metric_display import label as label_of
 from ..trainer import resolve_device
 from .store import claim_cell, read_record
 from .study_config import TuningConfig
@@ -71,9 +73,13 @@ class CellOutcome:
 def trained_line(label: str, result: dict[str, Any], tuned: bool) -> str:
     """The log line of a cell trained now."""
     t = result["test"]
-    return (
-        f"{label}: acc {100 * t['accuracy']:.2f}, F1 {100 * t['macro_f1']:.2f} "
-        f"({result['cpu_seconds']:.1f} CPU s)" + (f", tuned in {result['n_trials']} trials" if tuned else "")
+    task = task_of(t)
+    if task == "classification":
+        scores = f"acc {100 * t['accuracy']:.2f}, F1 {100 * t['macro_f1']:.2f}"
+    else:
+        scores = ", ".join(f"{label_of(k)} {value_text(t[k], k)}" for k in PAIRED_BY_TASK[task])
+    return f"{label}: {scores} ({result['cpu_seconds']:.1f} CPU s)" + (
+        f", tuned in {result['n_trials']} trials" if tuned else ""
     )
 
 

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..markdown import fmt_interval, markdown_table, protocol_text
-from ..metrics import METRICS
-from .stats import ALPHA, PAIRED_REFERENCES, distinct_rows
+from ..metric_display import PAIRED_BY_TASK, primary_metric, value_text
+from ..metrics import TASK_METRICS, higher_is_better
+from . import report_endpoints as endpoints
+from .stats import ALPHA, PAIRED_REFERENCES, distinct_rows, table_task
 
 
 def study_slug(title: str) -> str:
@@ -116,6 +118,11 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
     """The comparison as a markdown document: one table per (study, dataset), then a summary of
     MoE-Retriever against the best other method of each table."""
     m = results["machine"]
+    tables = [t for study in results["studies"] for t in study["tables"]]
+    tasks = list(dict.fromkeys(table_task(t) for t in tables))
+    cell_note = _CELL_NOTE.format(seeds=results["seeds"])
+    if tables and "classification" not in tasks:  # no cell of this report is in %
+        cell_note = cell_note.replace("test metric in %,", "test metric (units below),")
     lines = [
         f"# Results: {results['name']}",
         "",
@@ -129,17 +136,18 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
         f"{m['torch']}, {m['torch_threads']} thread(s), device {m['device']}), {m['platform']}, "
         f"Python {m['python']}.",
         "",
-        _CELL_NOTE.format(seeds=results["seeds"]),
+        cell_note,
         "",
         _METHODS_NOTE,
         "",
     ]
-    tables = [t for study in results["studies"] for t in study["tables"]]
+    if tasks != ["classification"] and tables:
+        lines += [endpoints.ENDPOINT_NOTE, ""]
     # a reference column only when some table has that method (else it is n/a in every row)
     references = [
         ref for ref in SUMMARY_REFERENCES if any(r["entry"] == ref for t in tables for r in t["rows"])
     ]
-    summary = []
+    summary: list[tuple[str, tuple[str, list[str], str] | None]] = []
     for study in results["studies"]:
         lines += [f"## {study['title']}", ""]
         if study["note"]:
@@ -150,39 +158,43 @@ def comparison_markdown(results: dict[str, Any], command: str) -> str:
                 "",
                 _table_caption(table, results["seeds"]),
                 "",
-                *markdown_table(METHOD_TABLE_HEADER, _method_rows(table["rows"], len(table["references"]))),
+                *markdown_table(_method_header(table), _method_rows(table, len(table["references"]))),
                 "",
             ]
             lines += paired_markdown(table) + combination_markdown(table) + tuned_values_markdown(table)
-            summary.append(_summary_row(table, references))
+            summary.append((table_task(table), _summary_row(table, references)))
         lines += ranks_markdown(study)
     lines += tuning_effect_markdown(results.get("tuning_effect") or [])
     if results.get("errors"):
         lines += ["## Failed runs", "", *[f"- {e}" for e in results["errors"]], ""]
-    summary_rows = [s for s in summary if s]
-    if summary_rows:
-        named = [_REFERENCE_TEXT[ref] for ref in references]
-        header = [h for h in SUMMARY_TABLE_HEADER if not _dropped_reference(h, references)]
-        left_out = [f"{label}: {text}" for label, _, text in summary_rows if text]
-        lines += [
-            "## MoE-Retriever against the best other method",
-            "",
-            _SUMMARY_NOTE.format(
-                alpha=results.get("alpha", ALPHA),
-                references="".join(f", against {n}" for n in named[:-1])
-                + (f" and against {named[-1]}" if named else ""),
-            ),
-            "",
-            *markdown_table(header, [cells for _, cells, _ in summary_rows]),
-            "",
-        ]
+    named = [_REFERENCE_TEXT[ref] for ref in references]
+    against = "".join(f", against {n}" for n in named[:-1]) + (f" and against {named[-1]}" if named else "")
+    alpha = results.get("alpha", ALPHA)
+    for task in tasks:
+        summary_rows = [s for t, s in summary if s and t == task]
+        if not summary_rows:
+            continue
+        if task == "classification":
+            title = "## MoE-Retriever against the best other method"
+            note = _SUMMARY_NOTE.format(alpha=alpha, references=against)
+            full = SUMMARY_TABLE_HEADER
+        else:
+            title = f"## MoE-Retriever against the best other method: {task}"
+            note = endpoints.summary_note(task, alpha, against)
+            full = endpoints.summary_header(task, SUMMARY_REFERENCES)
+        # a reference column only when some table has that method (else it is n/a in every row)
+        dropped = {full[5 + i] for i, ref in enumerate(SUMMARY_REFERENCES) if ref not in references}
+        header = [h for h in full if h not in dropped]
+        left_out = [f"{name}: {text}" for name, _, text in summary_rows if text]
+        lines += [title, "", note, "", *markdown_table(header, [cells for _, cells, _ in summary_rows]), ""]
         if left_out:
             lines += ["Left out of the rank and of *best other*: " + "; ".join(left_out) + ".", ""]
     return "\n".join(lines)
 
 
-def _dropped_reference(column: str, references: list[str]) -> bool:
-    return any(column == f"ΔF1 {ref} − MoE-Retriever" for ref in SUMMARY_REFERENCES if ref not in references)
+def _method_header(table: dict[str, Any]) -> tuple[str, ...]:
+    task = table_task(table)
+    return METHOD_TABLE_HEADER if task == "classification" else endpoints.method_header(task)
 
 
 def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
@@ -192,8 +204,15 @@ def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
     if len(table["combinations"]) > 8:
         combos += f" and {len(table['combinations']) - 8} smaller ones"
     refs = table["references"]
-    ref_acc = np.mean([r["accuracy"] for r in refs.values()])
-    ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+    task = table_task(table)
+    if task == "classification":
+        ref_acc = np.mean([r["accuracy"] for r in refs.values()])
+        ref_f1 = np.mean([r["macro_f1"] for r in refs.values()])
+        reference = (
+            f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 {100 * ref_f1:.2f}. "
+        )
+    else:
+        reference = endpoints.reference_text(task, refs)
     mis_text = missingness_text(table["missingness"])
     if table.get("missingness_test"):
         mis_text += f" in training, {missingness_text(table['missingness_test'])} in validation and test"
@@ -202,8 +221,10 @@ def _table_caption(table: dict[str, Any], seeds: list[int]) -> str:
         f"{table['dataset']}. Protocol: {protocol}. Missingness used here: {mis_text}; "
         f"combinations (seed {seeds[0]}): {combos}. {table['epochs']} epochs, selection by "
         f"validation {table['select_metric']}, evaluation batch {table['eval_batch_size']}. "
-        f"Majority class on the test splits: accuracy {100 * ref_acc:.2f}, macro-F1 "
-        f"{100 * ref_f1:.2f}. " + _fingerprints(refs) + "." + _tuning_text(table)
+        + reference
+        + _fingerprints(refs)
+        + "."
+        + _tuning_text(table)
     )
 
 
@@ -252,14 +273,14 @@ def tuned_values_markdown(table: dict[str, Any]) -> list[str]:
     ]
 
 
-def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
-    """The cells of a table's method rows; the best mean of each metric column in bold; a row
-    with fewer than the table's ``n_runs`` runs says how many it has."""
-    ran = [r for r in rows if "test" in r]
-    best = {
-        k: max((r["test"][k]["mean"] for r in ran if not math.isnan(r["test"][k]["mean"])), default=math.nan)
-        for k in METRICS
-    }
+def _method_rows(table: dict[str, Any], n_runs: int) -> list[list[str]]:
+    """The cells of a table's method rows; the best mean of each metric column in bold (the
+    lowest where lower is better); a row with fewer than the table's ``n_runs`` runs says how
+    many it has."""
+    rows = table["rows"]
+    task = table_task(table)
+    names = TASK_METRICS[task]
+    best = endpoints.best_means(rows, task)
     out = []
     for r in rows:
         name = r["entry"] if r["kind"] == "method" else f"{r['entry']} ({r['description']})"
@@ -275,7 +296,7 @@ def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
         out.append(
             [
                 f"{name}{partial}",
-                *[_cell(r["test"][k], r["test"][k]["mean"] == best[k]) for k in METRICS],
+                *[_cell(r["test"][k], r["test"][k]["mean"] == best[k], k) for k in names],
                 f"{r['cpu_seconds']['mean']:.1f}",
                 f"{ties}/{n}" if ties else "",
             ]
@@ -283,25 +304,32 @@ def _method_rows(rows: list[dict[str, Any]], n_runs: int) -> list[list[str]]:
     return out
 
 
-def _cell(metric: dict[str, Any] | None, best: bool) -> str:
-    text = fmt_interval(metric) if metric is not None else "n/a"
+def _cell(metric: dict[str, Any] | None, best: bool, name: str = "accuracy") -> str:
+    text = fmt_interval(metric, name) if metric is not None else "n/a"
     return f"**{text}**" if best and text != "n/a" else text
 
 
-def _versus(other: dict[str, Any] | None) -> str:
-    """``other`` minus MoE-Retriever in macro-F1 points: mean [95 % interval] and verdict, the
-    cells of ``other``'s row in the table's paired comparison (Holm-adjusted)."""
-    cell = (other or {}).get("paired", {}).get("moe_retriever", {}).get("macro_f1")
+def _versus(other: dict[str, Any] | None, metric: str = "macro_f1") -> str:
+    """``other`` minus MoE-Retriever on ``metric`` (macro-F1 in points): mean [95 % interval]
+    and verdict, the cells of ``other``'s row in the table's paired comparison (Holm-adjusted)."""
+    cell = (other or {}).get("paired", {}).get("moe_retriever", {}).get(metric)
     if cell is None:
         return "n/a"
-    interval = "" if math.isnan(cell["lo"]) else f" [{_pct(cell['lo'], True)}, {_pct(cell['hi'], True)}]"
-    return f"{_pct(cell['mean_diff'], True)}{interval} {cell['verdict']}"
+    return f"{_difference(cell, metric)} {cell['verdict']}"
+
+
+def _difference(cell: dict[str, Any], metric: str) -> str:
+    """A paired difference's mean [95 % interval] (in points for a classification metric)."""
+    lo, hi = cell["lo"], cell["hi"]
+    interval = "" if math.isnan(lo) else f" [{value_text(lo, metric, True)}, {value_text(hi, metric, True)}]"
+    return value_text(cell["mean_diff"], metric, True) + interval
 
 
 def _summary_row(table: dict[str, Any], references: list[str]) -> tuple[str, list[str], str] | None:
     """A table's label, its cells in the summary table and the rows it leaves out of the rank
     (with why); None without a MoE-Retriever result or another row with one."""
-    ranked, left_out = distinct_rows(table, "macro_f1", first="moe_retriever")
+    primary, second = PAIRED_BY_TASK[table_task(table)]
+    ranked, left_out = distinct_rows(table, primary, first="moe_retriever")
     ours = next((r for r in ranked if r["entry"] == "moe_retriever"), None)
     if ours is None:
         return None
@@ -309,16 +337,18 @@ def _summary_row(table: dict[str, Any], references: list[str]) -> tuple[str, lis
     if not others:
         return None
     o = ours["test"]
-    best = max(others, key=lambda r: r["test"]["macro_f1"]["mean"])
-    rank = 1 + sum(r["test"]["macro_f1"]["mean"] > o["macro_f1"]["mean"] for r in others)
+    # scores: higher is better (errors negated)
+    sign = 1.0 if higher_is_better(primary) else -1.0
+    best = max(others, key=lambda r: sign * r["test"][primary]["mean"])
+    rank = 1 + sum(sign * r["test"][primary]["mean"] > sign * o[primary]["mean"] for r in others)
     by_name = {r["entry"]: r for r in others}
     cells = [
         table["label"],
-        fmt_interval(o["macro_f1"]),
-        fmt_interval(o["accuracy"]),
-        f"{best['entry']} ({fmt_interval(best['test']['macro_f1'])})",
-        _versus(best),
-        *(_versus(by_name.get(ref)) for ref in references),
+        fmt_interval(o[primary], primary),
+        fmt_interval(o[second], second),
+        f"{best['entry']} ({fmt_interval(best['test'][primary], primary)})",
+        _versus(best, primary),
+        *(_versus(by_name.get(ref), primary) for ref in references),
         f"{rank} of {len(ranked)}",
     ]
     return table["label"], cells, ", ".join(f"{e} ({why})" for e, why in left_out.items())
@@ -342,24 +372,28 @@ def _p(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
 
 
-def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str]:
-    """Per method: its ``metric`` minus that of each paired reference, in points, with the 95 %
-    interval, the Holm-adjusted t p-value, the Wilcoxon p-value and the verdict."""
+def paired_markdown(table: dict[str, Any], metric: str | None = None) -> list[str]:
+    """Per method: its ``metric`` (default: the table's primary metric) minus that of each
+    paired reference (in points for a classification metric), with the 95 % interval, the
+    Holm-adjusted t p-value, the Wilcoxon p-value and the verdict."""
+    metric = metric or primary_metric(table_task(table))
     refs = [ref for ref in PAIRED_REFERENCES if any(ref in r.get("paired", {}) for r in table["rows"])]
     if not refs:
         return []
     header = ["method"]
     for ref in refs:
         header += [f"Δ vs {ref} [95 %]", "p (Holm)", "p Wilcoxon", "verdict"]
-    lines = [
+    intro = (
         f"Paired differences of macro-F1 on the same {_units(table)} (method minus "
         "reference, points, the sign used throughout this report: positive when the row's "
         "method scores higher): mean [95 % interval], p-value of the "
         f"{_test_name(table)} Holm-adjusted over this table's methods, the Wilcoxon "
         f"signed-rank p-value (unadjusted), and the verdict at {ALPHA} on the adjusted "
-        "p-value (better / worse / n.s.).",
-        "",
-    ]
+        "p-value (better / worse / n.s.)."
+        if metric == "macro_f1"
+        else endpoints.paired_intro(table, metric, _units(table), _test_name(table), ALPHA)
+    )
+    lines = [intro, ""]
     rows = []
     for r in table["rows"]:
         cells = [r["entry"].replace("|", "\\|")]
@@ -371,9 +405,8 @@ def paired_markdown(table: dict[str, Any], metric: str = "macro_f1") -> list[str
             if c is None:
                 cells += ["", "", "", ""]
                 continue
-            interval = "" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"
             cells += [
-                _pct(c["mean_diff"], True) + interval,
+                _difference(c, metric),
                 _p(c["p_holm"]),
                 _p(c["p_wilcoxon"]),
                 c["verdict"],
@@ -402,10 +435,9 @@ def tuning_effect_markdown(cells: list[dict[str, Any]]) -> list[str]:
         [
             c["dataset"],
             c["entry"].replace("|", "\\|"),
-            _cell(c["shared"], False),
-            _cell(c["tuned"], False),
-            _pct(c["mean_diff"], True)
-            + ("" if math.isnan(c["lo"]) else f" [{_pct(c['lo'], True)}, {_pct(c['hi'], True)}]"),
+            _cell(c["shared"], False, c["metric"]),
+            _cell(c["tuned"], False, c["metric"]),
+            _difference(c, c["metric"]),
             _p(c["p_holm"]),
             _p(c["p_wilcoxon"]),
             c["verdict"],
@@ -444,6 +476,8 @@ COMBINATION_TABLE_HEADER = ("method", "complete acc / F1", "incomplete acc / F1"
 def combination_markdown(table: dict[str, Any]) -> list[str]:
     """A compact per-combination table: complete vs incomplete samples and the worst
     combination, from the test predictions pooled over the runs."""
+    if table_task(table) != "classification":
+        return endpoints.combination_lines(table, table_task(table))
     rows = [r for r in table["rows"] if r.get("by_combination")]
     if not rows:
         return []
@@ -488,7 +522,9 @@ def ranks_markdown(study: dict[str, Any]) -> list[str]:
     lines = [
         f"#### Ranks across the {len(ranks['datasets'])} datasets of this study",
         "",
-        f"Average rank of mean {ranks['metric']} per dataset (1 = best). {friedman_text}. "
+        f"Average rank of mean {ranks['metric']} per dataset (1 = best"
+        + ("" if higher_is_better(ranks["metric"]) else ": the lowest")
+        + f"). {friedman_text}. "
         f"Nemenyi critical difference at {ranks['alpha']}: {ranks['cd']:.2f}; methods joined "
         "by a bar in the diagram differ by less than that and cannot be told apart."
         + _left_out_text(ranks.get("left_out") or {}),

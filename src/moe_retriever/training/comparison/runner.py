@@ -23,8 +23,9 @@ from ...data.dataset import MultimodalDataset
 from ...data.partitions import Partition, partition_split, prepare_partition, protocol_partitions
 from ...errors import MoERetrieverError, UsageError
 from ...files import atomic_write_text
+from ...task_config import select_metric_for
 from ...tuning import SpaceSpec
-from ..metrics import aggregate, classification_metrics
+from ..metrics import aggregate, classification_metrics, regression_metrics, survival_metrics
 from ..summary import with_intervals
 from ..trainer import resolve_device
 from .cells import CellOutcome, CellTask, cached_dataset
@@ -56,35 +57,53 @@ from .study_config import (
 
 # a method ties the majority-class predictor when both numbers agree to this precision
 TIE_TOLERANCE = 1e-9
+# the metrics a tie with the reference predictor is judged on, per task
+TIE_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "regression": ("rmse", "mae"),
+    "survival": ("c_harrell", "c_uno"),
+}
 
 
 def majority_reference(
     cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int, partition: Partition | None = None
 ) -> dict[str, Any]:
-    """What predicting the training split's majority class scores on this seed's (or this
-    ``partition``'s) test split, and a fingerprint of that test split (its sample ids and
-    observed masks)."""
+    """What predicting the training split's majority class (regression: the training mean;
+    survival: one risk for every sample) scores on this seed's (or this ``partition``'s) test
+    split on the task's :data:`TIE_METRICS`, and a fingerprint of that test split (its sample
+    ids and observed masks); survival references also count the test events."""
     data = prepare_partition(cfg, dataset, partition if partition is not None else Partition(seed))
-    counts = np.bincount(data.train.labels.numpy(), minlength=dataset.n_classes)
-    probs = np.zeros((len(data.test), dataset.n_classes))
-    probs[:, int(np.argmax(counts))] = 1.0
-    m = classification_metrics(probs, data.test.labels.numpy(), dataset.n_classes)
-    digest = hashlib.sha1("\n".join(data.test.ids).encode())
-    digest.update(data.test.observed.numpy().tobytes())
-    return {
-        "accuracy": m["accuracy"],
-        "macro_f1": m["macro_f1"],
-        "test_fingerprint": digest.hexdigest()[:12],
-        "n_test": len(data.test),
-    }
+    train, test = data.train, data.test
+    out: dict[str, Any]
+    if dataset.task == "regression":
+        pred = np.full(len(test), float(train.target.double().mean()))
+        m = regression_metrics(pred, test.target.numpy())
+        out = {k: m[k] for k in TIE_METRICS["regression"]}
+    elif dataset.task == "survival":
+        outcome = (test.time.numpy(), test.event.numpy(), train.time.numpy(), train.event.numpy())
+        m = survival_metrics(np.zeros(len(test)), *outcome)
+        out = {k: m[k] for k in TIE_METRICS["survival"]} | {"events": int(test.event.sum())}
+    else:
+        counts = np.bincount(train.labels.numpy(), minlength=dataset.n_classes)
+        probs = np.zeros((len(test), dataset.n_classes))
+        probs[:, int(np.argmax(counts))] = 1.0
+        m = classification_metrics(probs, test.labels.numpy(), dataset.n_classes)
+        out = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    digest = hashlib.sha1("\n".join(test.ids).encode())
+    digest.update(test.observed.numpy().tobytes())
+    return {**out, "test_fingerprint": digest.hexdigest()[:12], "n_test": len(test)}
 
 
 def ties_majority(test: dict[str, float], ref: dict[str, Any]) -> bool:
-    """Whether test metrics equal those of the majority-class ``ref`` (:func:`majority_reference`)
-    in both accuracy and macro-F1, to :data:`TIE_TOLERANCE`."""
-    return (
-        abs(test["accuracy"] - ref["accuracy"]) < TIE_TOLERANCE
-        and abs(test["macro_f1"] - ref["macro_f1"]) < TIE_TOLERANCE
+    """Whether test metrics equal those of the reference ``ref`` (:func:`majority_reference`) on
+    every one of the task's :data:`TIE_METRICS` (classification: accuracy and macro-F1), to
+    :data:`TIE_TOLERANCE`; a NaN on both sides counts as equal."""
+    names = next(
+        (m for t, m in TIE_METRICS.items() if t != "classification" and m[0] in ref),
+        TIE_METRICS["classification"],
+    )
+    return all(
+        abs(test[k] - ref[k]) < TIE_TOLERANCE or (np.isnan(test[k]) and np.isnan(ref[k])) for k in names
     )
 
 
@@ -271,7 +290,9 @@ class Comparison:
                     )
                     records = list(done.values())
                     if records:
-                        row["by_combination"] = combination_results(records, table_info["modality_names"])
+                        row["by_combination"] = combination_results(
+                            records, table_info["modality_names"], table_info["task"]
+                        )
                     if tuning is not None:
                         row["tuning"] = tuning_summary(records, r.untuned)
                     rows.append(row)
@@ -304,6 +325,7 @@ class Comparison:
         shift = cfg.data.missing_test
         return {
             "label": label,
+            "task": dataset.task,
             "dataset": dataset.describe(),
             "missingness": to_dict(cfg.data.missing),
             "missingness_test": to_dict(shift) if shift is not None else None,
@@ -311,7 +333,7 @@ class Comparison:
             "references": refs,
             "epochs": cfg.train.epochs,
             "eval_batch_size": cfg.train.eval_batch_size,
-            "select_metric": cfg.train.select_metric,
+            "select_metric": select_metric_for(cfg.train.select_metric, dataset.task),
             "protocol": to_dict(cfg.protocol),
             "protocol_seeds": sorted({p.seed for p in protocol_partitions(cfg)}),
             "modality_names": dataset.modality_names,

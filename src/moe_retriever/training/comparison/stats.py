@@ -11,8 +11,9 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from ...data.combinations import combination_name
+from ..metric_display import PAIRED_BY_TASK, difference_range, primary_metric
+from ..metrics import higher_is_better
 from ..statistics import (
-    DIFFERENCE_RANGE,
     average_ranks,
     corrected_resampled_t,
     friedman,
@@ -22,12 +23,14 @@ from ..statistics import (
     t_interval,
     wilcoxon_p,
 )
+from .endpoint_scores import endpoint_combination_results
 
 # every method is paired with these (when they are in the table), at this significance level
 PAIRED_REFERENCES = ("moe_retriever", "zero")
 
 
-PAIRED_METRICS = ("macro_f1", "accuracy")
+# a classification table's paired metrics (``PAIRED_BY_TASK`` has every task's)
+PAIRED_METRICS = PAIRED_BY_TASK["classification"]
 
 
 ALPHA = 0.05
@@ -46,10 +49,11 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
         return None
+    bounds = difference_range(metric)
     est = (
-        corrected_resampled_t(diffs, a["n_train"], a["n_test"], bounds=DIFFERENCE_RANGE)
+        corrected_resampled_t(diffs, a["n_train"], a["n_test"], bounds=bounds)
         if cv
-        else t_interval(diffs, bounds=DIFFERENCE_RANGE)
+        else t_interval(diffs, bounds=bounds)
     )
     return {
         "mean_diff": est.mean,
@@ -63,27 +67,36 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str, cv: boo
     }
 
 
-def add_holm_verdicts(cells: list[dict[str, Any]]) -> None:
+def table_task(table: dict[str, Any]) -> str:
+    """A table's task (tables stored before tasks existed are classification tables)."""
+    return table.get("task") or "classification"
+
+
+def add_holm_verdicts(cells: list[dict[str, Any]], metric: str | None = None) -> None:
     """Give every paired difference of one family its Holm-adjusted ``p_holm`` and a verdict:
-    "better" / "worse" when ``p_holm`` < ``ALPHA``, else "n.s."."""
+    "better" / "worse" when ``p_holm`` < ``ALPHA``, else "n.s.". Better is a positive
+    difference, or a negative one on a metric where lower is better (``metric``, else the
+    cell's ``metric``; RMSE, MAE, the integrated Brier score)."""
     for cell, adjusted in zip(cells, holm([c["p_value"] for c in cells]), strict=True):
         cell["p_holm"] = adjusted
         significant = not math.isnan(adjusted) and adjusted < ALPHA
-        cell["verdict"] = "n.s." if not significant else "better" if cell["mean_diff"] > 0 else "worse"
+        name = metric or cell.get("metric")
+        gain = cell["mean_diff"] if name is None or higher_is_better(name) else -cell["mean_diff"]
+        cell["verdict"] = "n.s." if not significant else "better" if gain > 0 else "worse"
 
 
 def add_paired_comparisons(table: dict[str, Any]) -> None:
     """Give every row ``paired[reference][metric]``: its difference to each of
-    ``PAIRED_REFERENCES`` in the table, with ``p_holm`` (Holm over the table's rows, per
-    reference and metric) and a verdict: "better" / "worse" when ``p_holm`` < ``ALPHA``, else
-    "n.s."."""
+    ``PAIRED_REFERENCES`` in the table on the task's two paired metrics (``PAIRED_BY_TASK``),
+    with ``p_holm`` (Holm over the table's rows, per reference and metric) and a verdict:
+    "better" / "worse" when ``p_holm`` < ``ALPHA``, else "n.s."."""
     cv = table.get("protocol", {}).get("kind") == "cv"
     by_entry = {r["entry"]: r for r in table["rows"]}
     for ref_name in PAIRED_REFERENCES:
         ref = by_entry.get(ref_name)
         if ref is None or "test" not in ref:
             continue
-        for metric in PAIRED_METRICS:
+        for metric in PAIRED_BY_TASK[table_task(table)]:
             cells = []
             for row in table["rows"]:
                 if row is ref:
@@ -92,13 +105,14 @@ def add_paired_comparisons(table: dict[str, Any]) -> None:
                 if cell is not None:
                     row.setdefault("paired", {}).setdefault(ref_name, {})[metric] = cell
                     cells.append(cell)
-            add_holm_verdicts(cells)
+            add_holm_verdicts(cells, metric)
 
 
-def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> list[dict[str, Any]]:
+def tuning_effect(studies: list[dict[str, Any]], metric: str | None = None) -> list[dict[str, Any]]:
     """Tuned minus shared settings, paired on the same partitions: for every row of a tuned
     study's table whose method the same dataset (table label) also has in a study with shared
-    settings, Holm-adjusted over all the cells (:func:`add_holm_verdicts`)."""
+    settings, Holm-adjusted over all the cells (:func:`add_holm_verdicts`). ``metric``: the
+    metric compared (default: each table's primary metric)."""
     shared = {
         t["label"]: {r["entry"]: r for r in t["rows"]}
         for study in studies
@@ -115,16 +129,17 @@ def tuning_effect(studies: list[dict[str, Any]], metric: str = "macro_f1") -> li
                 other = shared[table["label"]].get(row["entry"])
                 if other is None or (row.get("tuning") or {}).get("untuned"):
                     continue
-                diff = paired_difference(row, other, metric, cv)
+                name = metric or primary_metric(table_task(table))
+                diff = paired_difference(row, other, name, cv)
                 if diff is None:
                     continue
                 cells.append(
                     {
                         "dataset": table["label"],
                         "entry": row["entry"],
-                        "metric": metric,
-                        "shared": other["test"][metric],
-                        "tuned": row["test"][metric],
+                        "metric": name,
+                        "shared": other["test"][name],
+                        "tuned": row["test"][name],
                         **diff,
                     }
                 )
@@ -140,14 +155,19 @@ def _subset_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def combination_results(records: list[dict[str, Any]], modality_names: list[str]) -> dict[str, Any] | None:
+def combination_results(
+    records: list[dict[str, Any]], modality_names: list[str], task: str = "classification"
+) -> dict[str, Any] | None:
     """Accuracy and macro-F1 per input combination, for complete and incomplete samples, from the
     test predictions pooled over a row's runs (each sample once per repeat or seed). Macro-F1
     of a subset averages over the classes present in it. ``worst``: the combination with the
-    lowest macro-F1 among those with at least 10 pooled predictions (all when none has)."""
+    lowest macro-F1 among those with at least 10 pooled predictions (all when none has).
+    Regression and survival tables: :func:`.endpoint_scores.endpoint_combination_results`."""
     preds = [r["test_predictions"] for r in records if "test_predictions" in r]
     if not preds:
         return None  # records written before per-sample predictions were stored
+    if task != "classification":
+        return endpoint_combination_results(preds, task, modality_names)
     y = np.concatenate([p["label"] for p in preds])
     pred = np.concatenate([p["pred"] for p in preds])
     code = np.concatenate([p["code"] for p in preds])
@@ -167,11 +187,13 @@ def combination_results(records: list[dict[str, Any]], modality_names: list[str]
 
 
 def distinct_rows(
-    table: dict[str, Any], metric: str = "macro_f1", first: str | None = None
+    table: dict[str, Any], metric: str | None = None, first: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The rows of a table with a ``metric`` result, each run counted once, and why each other
     row is left out: ``not run`` (no result, or NaN), or ``same run as E`` when an earlier row
-    (the row of entry ``first`` counts as the earliest) has its config key."""
+    (the row of entry ``first`` counts as the earliest) has its config key. ``metric``: default
+    the table's primary metric."""
+    metric = metric or primary_metric(table_task(table))
     rows = table["rows"]
     if first is not None:
         rows = sorted(rows, key=lambda r: r["entry"] != first)  # stable: the others keep their order
@@ -190,13 +212,15 @@ def distinct_rows(
     return sorted(kept, key=lambda r: order.index(r["entry"])), left_out
 
 
-def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[str, Any] | None:
-    """Average ranks (1 = best mean ``metric``) of the entries that have results on every table
-    of a study with two or more tables; the Friedman test (three or more entries) and the
-    Nemenyi critical difference at ``ALPHA``. Each run counts once (:func:`distinct_rows`);
-    ``left_out`` says why an entry is not ranked."""
+def study_ranks(tables: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any] | None:
+    """Average ranks (1 = best mean ``metric``: the highest, or the lowest where lower is better)
+    of the entries that have results on every table of a study with two or more tables; the
+    Friedman test (three or more entries) and the Nemenyi critical difference at ``ALPHA``.
+    Each run counts once (:func:`distinct_rows`); ``left_out`` says why an entry is not ranked.
+    ``metric``: default the primary metric of the first table's task."""
     if len(tables) < 2:
         return None
+    metric = metric or primary_metric(table_task(tables[0]))
     entries: list[str] | None = None
     left_out: dict[str, str] = {}
     for t in tables:
@@ -213,7 +237,7 @@ def study_ranks(tables: list[dict[str, Any]], metric: str = "macro_f1") -> dict[
             for t in tables
         ]
     )
-    ranks = average_ranks(scores)
+    ranks = average_ranks(scores if higher_is_better(metric) else -scores)
     cd = nemenyi_cd(len(entries), len(tables), ALPHA)
     out: dict[str, Any] = {
         "metric": metric,

@@ -20,7 +20,7 @@ from ...config import (
     to_dict,
 )
 from ...errors import InputNotFoundError
-from ...methods import METHODS
+from ...methods import METHODS, method_names
 from ...tuning import SpaceSpec, fitted_directly, load_space, search_space
 
 # datasets smaller than this get repeated cross-validation by default (holdout otherwise)
@@ -129,10 +129,10 @@ def load_compare_config(path: str | Path) -> CompareConfig:
             raise ConfigError(f"{where}: needs datasets and methods")
         _check_tuning(study.tuning, path, f"{where}: tuning")
         for name in study.methods:
-            if name not in METHODS and name not in ABLATIONS:
+            if name not in method_names() and name not in ABLATIONS:
                 raise ConfigError(
                     f"{where}: methods: {name!r} is neither a method "
-                    f"{sorted(METHODS)} nor an ablation preset {sorted(ABLATIONS)}"
+                    f"{method_names()} nor an ablation preset {sorted(ABLATIONS)}"
                 )
         _check_datasets(study.datasets, path, where)
     return cfg
