@@ -33,6 +33,7 @@ FusionKind = Literal["transformer", "smoe"]
 SelectMetric = Literal["macro_f1", "accuracy", "auroc", "auprc"]
 LoggerName = Literal["tensorboard", "mlflow"]
 ProtocolKind = Literal["holdout", "cv"]
+Unlabelled = Literal["error", "bank", "drop"]
 
 
 def bounded(default: Any, *, min: float | None = None, below: float | None = None, **metadata: Any) -> Any:
@@ -118,6 +119,10 @@ class DataConfig:
     # z-score tabular features with training-split statistics
     standardize: bool = True
     trust_pickle: bool = False
+    # samples without a label: error (refused), bank (bank-only retrieval context), drop (left out)
+    unlabelled: Unlabelled = "error"
+    # share of each partition's training labels kept (stratified); the rest are hidden (unlabelled)
+    label_fraction: float = 1.0
 
 
 @dataclass

@@ -18,10 +18,11 @@ import torch
 
 from ..config import ExperimentConfig
 from ..contract import Method, is_direct
-from ..data.bank import RetrievalBank
+from ..data.bank import training_bank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import Partition, SeedData, prepare_partition
+from ..data.unlabelled import run_bank_samples
 from ..files import atomic_write_text
 from ..methods import build_model
 from .distributed import SINGLE_PROCESS, DistContext, decorrelate_dropout
@@ -75,7 +76,7 @@ def train_seed(
     if unit_dir is not None:
         unit_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
-    run_bank = RunBank(out_dir / BANK_FILE, dataset) if out_dir is not None else None
+    run_bank = RunBank(out_dir / BANK_FILE, run_bank_samples(dataset)) if out_dir is not None else None
     record = fit_and_test(
         cfg,
         data,
@@ -122,16 +123,19 @@ def fit_model(
     on_best=None,
     state_path: Path | None = None,
     on_epoch=None,
+    bank_only: MultimodalDataset | None = None,
 ) -> FittedMethod:
     """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``;
-    ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`."""
+    ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`. The
+    ``bank_only`` samples (no label) join the retrieval bank after ``train``; methods fitted
+    without the Trainer never see them."""
     seed_everything(seed)
     model = build_model(cfg, train.modalities, n_classes)
     decorrelate_dropout(seed, dist_ctx)
     if is_direct(model):
         # methods fitted without the Trainer: no epochs, no checkpoint
         return FittedMethod(model, model.fit(train, val, cfg.train.select_metric), None)
-    bank = RetrievalBank(train, device)
+    bank = training_bank(train, bank_only, device)
     weights = None
     if cfg.train.class_weights:
         counts = torch.bincount(train.labels, minlength=n_classes).float()
@@ -177,7 +181,7 @@ def fit_and_test(
                 if run_bank is None
                 else {
                     "bank_file": run_bank.path,
-                    "bank_index": data.train_index,
+                    "bank_index": data.bank_index,
                     "bank_digest": run_bank.digest(),
                 }
             )
@@ -186,9 +190,9 @@ def fit_and_test(
                 cfg,
                 part.seed,
                 state,
-                data.train,
+                data.bank,
                 data.stats,
-                {"best_epoch": result.best_epoch, "partition": part.as_dict()},
+                {"best_epoch": result.best_epoch, "partition": part.as_dict(), **bank_meta(data)},
                 **shared,
             )
 
@@ -200,13 +204,29 @@ def fit_and_test(
             on_epoch(epoch, entry)
 
     fitted = fit_model(
-        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done
+        cfg,
+        data.train,
+        data.val,
+        n_classes,
+        seed,
+        device,
+        dist_ctx,
+        on_best,
+        state_path,
+        epoch_done,
+        data.bank_only,
     )
     if fitted.trainer is not None and log_dir is not None:
         # a resumed fit's history also holds the epochs before the interruption
         write_history(log_dir, fitted.fit.history)
         plot_history(fitted.fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
     return partition_record(data, part, fitted)
+
+
+def bank_meta(data: SeedData) -> dict[str, int]:
+    """What a checkpoint records of its bank: how many of its first rows are labelled (the rest
+    are bank-only samples); nothing when every row is."""
+    return {"bank_labelled": len(data.train)} if data.bank_only is not None else {}
 
 
 def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> dict[str, Any]:
@@ -228,6 +248,7 @@ def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> d
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
+        "n_bank_only": len(data.bank_only) if data.bank_only is not None else 0,
         "test_predictions": prediction_record(data.test, probs),
         # per split, "<modality>.<column>": samples whose level the training split never saw
         "unknown_levels": data.unknown_levels,
