@@ -61,6 +61,7 @@ from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, MultimodalDataset
 from .data.preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
+from .data.unlabelled import split_bank_only, with_bank_only
 from .methods import METHODS
 from .sklearn_input import (
     SINGLE_MODALITY,
@@ -72,6 +73,7 @@ from .sklearn_input import (
     resolve_modalities,
     row_labels,
     to_dataset,
+    unlabelled_rows,
 )
 from .training.fitting import fit_model
 from .training.run_files import load_seed_checkpoint, save_seed_checkpoint
@@ -102,6 +104,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "sampling": ("model.retriever.sampling",),
     "missing_indicators": ("model.missing_indicators",),
     "standardize": ("data.standardize",),
+    "unlabelled": ("data.unlabelled",),
 }
 
 _CHECKPOINT_KEY = "estimator"  # the estimator's entry in the checkpoint metadata
@@ -193,12 +196,18 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : share of every class held out from ``X`` for model selection.
     verbose : show progress bars while training.
     epochs ... standardize : see :data:`KEYWORDS`; None leaves the config's value.
+    unlabelled : what ``fit`` does with rows whose label is None / NaN (``data.unlabelled``):
+        ``"error"`` (the default) names the first such row; ``"bank"`` keeps them as bank-only
+        samples, which join the retrieval bank and never the loss or the validation split;
+        ``"drop"`` leaves them out.
 
     Attributes
     ----------
     classes_, n_features_in_, feature_names_in_ (string column names only), modalities_
     (``{name: column positions}``), config_ (the resolved ExperimentConfig), seed_, model_,
-    best_epoch_, best_val_ (validation metrics of the selected epoch), history_.
+    best_epoch_, best_val_ (validation metrics of the selected epoch), history_, bank_ (the
+    retrieval bank: the training rows, then the bank-only rows) and bank_labelled_ (how many of
+    its first rows are labelled).
     """
 
     # the fitted attributes (set by fit and load; absent before, which check_is_fitted tests)
@@ -209,6 +218,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
     model_: MethodModel | DirectMethod
     stats_: dict[str, tuple[Tensor, Tensor]]
     bank_: MultimodalDataset
+    bank_labelled_: int
     best_epoch_: int
     best_val_: dict[str, float]
     history_: list[dict[str, Any]]
@@ -247,6 +257,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         sampling: str | None = None,
         missing_indicators: bool | None = None,
         standardize: bool | None = None,
+        unlabelled: str | None = None,
     ) -> None:
         self.method = method
         self.modalities = modalities
@@ -278,6 +289,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         self.sampling = sampling
         self.missing_indicators = missing_indicators
         self.standardize = standardize
+        self.unlabelled = unlabelled
 
     # ------------------------------------------------------------------ configuration
     def resolved_config(self, seed: int | None = None) -> ExperimentConfig:
@@ -334,10 +346,14 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         cfg = self.resolved_config(seed)
         columns = column_names(X)
         X, categorical = categories_to_codes(X)
+        y, without_label = unlabelled_rows(y, cfg.data.unlabelled)
         values, y = checked_matrix(self, X, y)
         rows = row_labels(X, values.shape[0])
         check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
+        labelled = np.ones(len(y), dtype=bool) if without_label is None else ~without_label
+        classes, encoded_labelled = np.unique(y[labelled], return_inverse=True)
+        encoded = np.zeros(len(y), dtype=np.int64)
+        encoded[labelled] = encoded_labelled
         if len(classes) < 2:
             raise DataValidationError(
                 f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
@@ -354,14 +370,21 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             loaded=True,
             categorical=categorical,
         )
-        train_pos, val_pos = holdout(encoded, float(self.validation_fraction), seed)
+        # rows without a label: bank-only samples (data.unlabelled: bank) or left out (drop)
+        dataset, bank_only = split_bank_only(dataset, torch.from_numpy(labelled))
+        if cfg.data.unlabelled == "drop":
+            bank_only = None
+        train_pos, val_pos = holdout(encoded_labelled, float(self.validation_fraction), seed)
         # categorical levels from the training rows only (as data.partitions does per split)
-        dataset, _ = encode_categories(dataset, fit_categories(dataset.subset(train_pos)))
+        categories = fit_categories(dataset.subset(train_pos))
+        dataset, _ = encode_categories(dataset, categories)
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
+        if bank_only is not None:
+            bank_only = standardize(encode_categories(bank_only, categories)[0], stats)
         device = resolve_device(cfg.train.device)
-        fitted = fit_model(cfg, train, val, len(classes), seed, device)
+        fitted = fit_model(cfg, train, val, len(classes), seed, device, bank_only=bank_only)
         model, result, trainer = fitted.model, fitted.fit, fitted.trainer
         self.classes_ = classes
         self.modalities_ = modalities
@@ -369,7 +392,8 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         self.seed_ = seed
         self.model_ = model
         self.stats_ = stats
-        self.bank_ = train
+        self.bank_ = with_bank_only(train, bank_only)
+        self.bank_labelled_ = len(train)
         self.best_epoch_ = result.best_epoch
         self.best_val_ = result.best_val
         self.history_ = result.history
@@ -436,7 +460,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         return Trainer(
             self.model_,
             self.config_.train,
-            RetrievalBank(self.bank_, device),
+            RetrievalBank(self.bank_, device, getattr(self, "bank_labelled_", None)),
             device,
             self.seed_,
             self.config_.model.retriever.eval_draws,
@@ -484,7 +508,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
             self.model_.state_dict(),
             self.bank_,
             self.stats_,
-            {_CHECKPOINT_KEY: meta},
+            {_CHECKPOINT_KEY: meta, "bank_labelled": self.bank_labelled_},
         )
 
     @classmethod
@@ -508,6 +532,7 @@ class MoERetrieverClassifier(ClassifierMixin, BaseEstimator):
         est.model_ = loaded.model
         est.stats_ = loaded.stats
         est.bank_ = loaded.bank
+        est.bank_labelled_ = loaded.n_labelled
         est.best_epoch_, est.best_val_, est.history_ = meta["best_epoch"], meta["best_val"], meta["history"]
         est._trainer = est._make_trainer()
         return est
