@@ -225,9 +225,10 @@ def test_bank_only_rows_are_members_of_the_supporting_groups(tmp_path):
     assert bank_only_members > 0
 
 
-def test_bank_only_rows_supply_context_and_enter_no_loss_validation_or_test(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampling", ["uniform", "knn"])
+def test_bank_only_rows_supply_context_and_enter_no_loss_validation_or_test(tmp_path, monkeypatch, sampling):
     root = make_folder(tmp_path / "d")
-    cfg = cfg_for(root, "data.unlabelled=bank")
+    cfg = cfg_for(root, "data.unlabelled=bank", f"model.retriever.sampling={sampling}")
     ds = load_dataset(cfg.data)
     bank_only_ids = set(ds.bank_only.ids)
     trained, evaluated, drawn = [], [], []
