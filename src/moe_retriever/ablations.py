@@ -63,6 +63,13 @@ def _presets() -> dict[str, Ablation]:
             overrides=("model.retriever.reconstruction_weight=0",),
         ),
         Ablation("fusion_layers_2", "2 x Transformer fusion layers", overrides=("model.fusion.layers=2",)),
+        # not in the paper: the training samples whose labels data.label_fraction hid are left
+        # out instead of joining the bank (data/unlabelled.py)
+        Ablation(
+            "no_unlabelled_bank",
+            "w/o the bank-only samples (hidden labels dropped)",
+            overrides=("data.unlabelled=drop",),
+        ),
         Ablation(
             "smoe_fusion",
             "sparse-MoE fusion layer instead of the Transformer",

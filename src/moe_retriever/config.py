@@ -42,6 +42,7 @@ RegressionLoss = Literal["mse", "huber"]
 CoxTies = Literal["breslow", "efron"]
 LoggerName = Literal["tensorboard", "mlflow"]
 ProtocolKind = Literal["holdout", "cv"]
+Unlabelled = Literal["error", "bank", "drop"]
 
 
 def bounded(default: Any, *, min: float | None = None, below: float | None = None, **metadata: Any) -> Any:
@@ -129,6 +130,10 @@ class DataConfig:
     trust_pickle: bool = False
     # what the labels are; "auto" takes the task the data declares, any other value must match it
     task: TaskChoice = "auto"
+    # samples without a label: error (refused), bank (bank-only retrieval context), drop (left out)
+    unlabelled: Unlabelled = "error"
+    # share of each partition's training labels kept (stratified); the rest are hidden (unlabelled)
+    label_fraction: float = 1.0
 
 
 @dataclass

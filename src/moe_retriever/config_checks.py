@@ -36,6 +36,12 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         "data.split",
         "must be three positive fractions summing to 1",
     )
+    check(0 < d.label_fraction <= 1, "data.label_fraction", "must be in (0, 1]")
+    check(
+        d.label_fraction == 1 or d.unlabelled != "error",
+        "data.unlabelled",
+        "data.label_fraction < 1 hides labels: set data.unlabelled to bank (bank-only samples) or drop",
+    )
     _validate_protocol(cfg.protocol, t.seeds)
     _validate_task(cfg)
     check(m.hidden >= 1, "model.hidden", "must be >= 1")

@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -65,6 +64,7 @@ from .contract import DirectMethod, MethodModel, is_direct
 from .data.bank import RetrievalBank
 from .data.dataset import DataValidationError, MultimodalDataset
 from .data.preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
+from .data.unlabelled import split_bank_only, with_bank_only
 from .methods import METHODS
 from .sklearn_input import (
     SINGLE_MODALITY,
@@ -76,108 +76,27 @@ from .sklearn_input import (
     resolve_modalities,
     row_labels,
     to_dataset,
+    unlabelled_rows,
+)
+from .sklearn_keywords import (
+    KEYWORDS as KEYWORDS,
+)
+from .sklearn_keywords import (
+    WARMUP_KEY,
+    get_dotted,
+    has_dotted,
+    json_value,
+    merge_mappings,
+    naming_the_keyword,
+    read_yaml_mapping,
+    set_dotted,
 )
 from .training.endpoints import TaskHead
 from .training.fitting import FittedMethod, fit_model
 from .training.run_files import load_seed_checkpoint, save_seed_checkpoint
 from .training.trainer import FitResult, Trainer, resolve_device
 
-# keyword -> the dotted config key(s) it sets; the single place that maps the two
-KEYWORDS: dict[str, tuple[str, ...]] = {
-    "epochs": ("train.epochs",),
-    "warmup_epochs": ("train.warmup_epochs",),
-    "batch_size": ("train.batch_size",),
-    "lr": ("train.lr",),
-    "weight_decay": ("train.weight_decay",),
-    "class_weights": ("train.class_weights",),
-    "select_metric": ("train.select_metric",),
-    "device": ("train.device",),
-    "hidden": ("model.hidden",),
-    "dropout": ("model.dropout", "model.encoder.dropout"),
-    "encoder_hidden": ("model.encoder.hidden",),
-    "encoder_layers": ("model.encoder.layers",),
-    "heads": ("model.retriever.heads", "model.fusion.heads"),
-    "experts_per_modality": ("model.retriever.moe.experts_per_modality",),
-    "shared_experts": ("model.retriever.moe.shared_experts",),
-    "top_k": ("model.retriever.moe.top_k",),
-    "expert_hidden": ("model.retriever.moe.expert_hidden",),
-    "n_intra": ("model.retriever.n_intra",),
-    "eval_draws": ("model.retriever.eval_draws",),
-    "reconstruction_weight": ("model.retriever.reconstruction_weight",),
-    "sampling": ("model.retriever.sampling",),
-    "missing_indicators": ("model.missing_indicators",),
-    "standardize": ("data.standardize",),
-}
-
 _CHECKPOINT_KEY = "estimator"  # the estimator's entry in the checkpoint metadata
-_WARMUP = "train.warmup_epochs"
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    *sections, last = key.split(".")
-    node = data
-    for part in sections:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def _get_dotted(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def _has_dotted(data: Mapping[str, Any], key: str) -> bool:
-    missing = object()
-    return _get_dotted(data, key, missing) is not missing
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    """The keys a config file sets itself (``load_config`` has read and checked it already)."""
-    loaded = yaml.safe_load(Path(path).read_text())
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _naming_the_keyword(exc: ConfigError, data: Mapping[str, Any]) -> ConfigError:
-    """``exc`` about a config key that a keyword sets, with the keyword named: the estimator's
-    user sets ``warmup_epochs=``, not ``train.warmup_epochs``."""
-    key = str(exc).split(":", 1)[0]
-    keyword = next((kw for kw, keys in KEYWORDS.items() if key in keys), None)
-    if keyword is None:
-        return exc
-    value = _get_dotted(data, key)
-    return ConfigError(f"{exc} (here {keyword}={value!r}; change it with the keyword {keyword}=)")
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _json_value(value: Any) -> Any:
-    """Parameters as JSON values for the checkpoint metadata (numpy scalars and tuples too)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return None  # e.g. a RandomState instance: the drawn seed is stored instead
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -201,13 +120,18 @@ class MoERetrieverEstimator(BaseEstimator):
     validation_fraction : share of every class held out from ``X`` for model selection.
     verbose : show progress bars while training.
     epochs ... standardize : see :data:`KEYWORDS`; None leaves the config's value.
+    unlabelled : what ``fit`` does with rows whose label is None / NaN (``data.unlabelled``):
+        ``"error"`` (the default) names the first such row; ``"bank"`` keeps them as bank-only
+        samples, which join the retrieval bank and never the loss or the validation split;
+        ``"drop"`` leaves them out.
 
     Attributes
     ----------
     n_features_in_, feature_names_in_ (string column names only), modalities_
     (``{name: column positions}``), config_ (the resolved ExperimentConfig), seed_, model_,
-    best_epoch_, best_val_ (validation metrics of the selected epoch), history_, and the
-    subclass's own (``classes_`` of the classifier).
+    best_epoch_, best_val_ (validation metrics of the selected epoch), history_, bank_ (the
+    retrieval bank: the training rows, then the bank-only rows), bank_labelled_ (how many of
+    its first rows are labelled) and the subclass's own (``classes_`` of the classifier).
     """
 
     # the task of the labels: what ``y`` holds and what the model's head predicts
@@ -219,6 +143,7 @@ class MoERetrieverEstimator(BaseEstimator):
     model_: MethodModel | DirectMethod
     stats_: dict[str, tuple[Tensor, Tensor]]
     bank_: MultimodalDataset
+    bank_labelled_: int
     best_epoch_: int
     best_val_: dict[str, float]
     history_: list[dict[str, Any]]
@@ -260,6 +185,7 @@ class MoERetrieverEstimator(BaseEstimator):
         sampling: str | None = None,
         missing_indicators: bool | None = None,
         standardize: bool | None = None,
+        unlabelled: str | None = None,
     ) -> None:
         self.method = method
         self.modalities = modalities
@@ -291,6 +217,7 @@ class MoERetrieverEstimator(BaseEstimator):
         self.sampling = sampling
         self.missing_indicators = missing_indicators
         self.standardize = standardize
+        self.unlabelled = unlabelled
 
     # ------------------------------------------------------------------ configuration
     def resolved_config(self, seed: int | None = None) -> ExperimentConfig:
@@ -303,35 +230,35 @@ class MoERetrieverEstimator(BaseEstimator):
         if self.config is not None:
             if not isinstance(self.config, Mapping):
                 raise ConfigError(f"config: expected a dict of config values, got {self.config!r}")
-            data = _merge(data, self.config)
+            data = merge_mappings(data, self.config)
         for keyword, keys in KEYWORDS.items():
             value = getattr(self, keyword)
             if value is not None:
                 for key in keys:
-                    _set_dotted(data, key, value)
+                    set_dotted(data, key, value)
         if not isinstance(self.method, str) or self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; available: {sorted(METHODS)}")
         data["method"] = self.method
-        _set_dotted(data, "train.seeds", [int(seed)])
-        _set_dotted(data, "train.progress", bool(self.verbose))
+        set_dotted(data, "train.seeds", [int(seed)])
+        set_dotted(data, "train.progress", bool(self.verbose))
         self._warmup_follows_epochs(data)
         try:
             return from_dict(ExperimentConfig, data).validate()
         except ConfigError as exc:
-            raise _naming_the_keyword(exc, data) from None
+            raise naming_the_keyword(exc, data) from None
 
     def _warmup_follows_epochs(self, data: dict[str, Any]) -> None:
         """A warm-up nobody set (no keyword, not in ``config`` or the file) is the config's
         default, or ``epochs - 1`` when that is shorter: the default must leave a retrieval
         epoch, whatever the epochs. A warm-up the user set is kept (and checked)."""
         default = TrainConfig()
-        raw_file = _read_yaml(self.config_path) if self.config_path is not None else {}
+        raw_file = read_yaml_mapping(self.config_path) if self.config_path is not None else {}
         chosen = self.warmup_epochs is not None or any(
-            _has_dotted(source, _WARMUP) for source in (raw_file, self.config or {})
+            has_dotted(source, WARMUP_KEY) for source in (raw_file, self.config or {})
         )
-        epochs = _get_dotted(data, "train.epochs", default.epochs)
+        epochs = get_dotted(data, "train.epochs", default.epochs)
         if not chosen and isinstance(epochs, int) and epochs - 1 < default.warmup_epochs:
-            _set_dotted(data, _WARMUP, max(epochs - 1, 0))
+            set_dotted(data, WARMUP_KEY, max(epochs - 1, 0))
 
     def _seed(self) -> int:
         if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
@@ -339,9 +266,12 @@ class MoERetrieverEstimator(BaseEstimator):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # ------------------------------------------------------------------ fit / predict
-    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
-        """``X`` as a checked float matrix, the labels as the task's dataset stores them, the
-        class names (None unless classification) and the fitted attributes the labels give."""
+    def _targets(
+        self, X: Any, y: Any, labelled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+        """``X`` as a checked float matrix, the labels as the task's dataset stores them (any
+        value where ``labelled`` is false; None: every row is labelled), the class names (None
+        unless classification) and the fitted attributes the labels give."""
         raise NotImplementedError
 
     def _fit(self, X: Any, y: Any) -> None:
@@ -353,7 +283,14 @@ class MoERetrieverEstimator(BaseEstimator):
         cfg = self.resolved_config(seed)
         columns = column_names(X)
         X, categorical = categories_to_codes(X)
-        values, labels, class_names, attributes = self._targets(X, y)
+        # rows without a label (data.unlabelled: bank or drop; classification): bank-only samples
+        y, without_label = (
+            unlabelled_rows(y, cfg.data.unlabelled) if self._task == "classification" else (y, None)
+        )
+        labelled = None if without_label is None else ~without_label
+        values, labels, class_names, attributes = self._targets(X, y, labelled)
+        if labelled is None:
+            labelled = np.ones(values.shape[0], dtype=bool)
         rows = row_labels(X, values.shape[0])
         modalities = resolve_modalities(self.modalities, columns, values.shape[1])
         dataset = to_dataset(
@@ -367,14 +304,20 @@ class MoERetrieverEstimator(BaseEstimator):
             categorical=categorical,
             task=self._task,
         )
+        dataset, bank_only = split_bank_only(dataset, torch.from_numpy(labelled))
+        if cfg.data.unlabelled == "drop":
+            bank_only = None
         train_pos, val_pos = holdout(dataset.strata.numpy(), float(self.validation_fraction), seed)
         # categorical levels from the training rows only (as data.partitions does per split)
-        dataset, _ = encode_categories(dataset, fit_categories(dataset.subset(train_pos)))
+        categories = fit_categories(dataset.subset(train_pos))
+        dataset, _ = encode_categories(dataset, categories)
         train = dataset.subset(train_pos)
         stats = fit_standardizer(train) if cfg.data.standardize else {}
         train, val = standardize(train, stats), standardize(dataset.subset(val_pos), stats)
+        if bank_only is not None:
+            bank_only = standardize(encode_categories(bank_only, categories)[0], stats)
         device = resolve_device(cfg.train.device)
-        fitted = fit_model(cfg, train, val, dataset.n_classes, seed, device)
+        fitted = fit_model(cfg, train, val, dataset.n_classes, seed, device, bank_only=bank_only)
         model, result, trainer = fitted.model, fitted.fit, fitted.trainer
         for name, value in attributes.items():
             setattr(self, name, value)
@@ -383,7 +326,8 @@ class MoERetrieverEstimator(BaseEstimator):
         self.seed_ = seed
         self.model_ = model
         self.stats_ = stats
-        self.bank_ = train
+        self.bank_ = with_bank_only(train, bank_only)
+        self.bank_labelled_ = len(train)
         self.best_epoch_ = result.best_epoch
         self.best_val_ = result.best_val
         self.history_ = result.history
@@ -453,7 +397,7 @@ class MoERetrieverEstimator(BaseEstimator):
         return Trainer(
             self.model_,
             self.config_.train,
-            RetrievalBank(self.bank_, device),
+            RetrievalBank(self.bank_, device, getattr(self, "bank_labelled_", None)),
             device,
             self.seed_,
             self.config_.model.retriever.eval_draws,
@@ -484,10 +428,15 @@ class MoERetrieverClassifier(ClassifierMixin, MoERetrieverEstimator):
 
     classes_: np.ndarray
 
-    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+    def _targets(
+        self, X: Any, y: Any, labelled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
         values, y = checked_matrix(self, X, y)
-        check_classification_targets(y)
-        classes, encoded = np.unique(y, return_inverse=True)
+        rows = slice(None) if labelled is None else labelled
+        check_classification_targets(y[rows])
+        classes, encoded_labelled = np.unique(y[rows], return_inverse=True)
+        encoded = np.zeros(len(y), dtype=np.int64)
+        encoded[rows] = encoded_labelled
         if len(classes) < 2:
             raise DataValidationError(
                 f"y has 1 class ({classes[0]!r}); a classifier needs at least two classes"
@@ -523,13 +472,13 @@ class MoERetrieverClassifier(ClassifierMixin, MoERetrieverEstimator):
             )
         assert isinstance(self.model_, torch.nn.Module)
         meta = {
-            "params": _json_value(self.get_params(deep=False)),
-            "classes": _json_value(self.classes_),
+            "params": json_value(self.get_params(deep=False)),
+            "classes": json_value(self.classes_),
             "classes_dtype": self.classes_.dtype.str,
             "modalities": self.modalities_,
             "n_features_in": int(self.n_features_in_),
             "feature_names_in": (
-                _json_value(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None
+                json_value(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None
             ),
             "best_epoch": self.best_epoch_,
             "best_val": self.best_val_,
@@ -542,7 +491,7 @@ class MoERetrieverClassifier(ClassifierMixin, MoERetrieverEstimator):
             self.model_.state_dict(),
             self.bank_,
             self.stats_,
-            {_CHECKPOINT_KEY: meta},
+            {_CHECKPOINT_KEY: meta, "bank_labelled": self.bank_labelled_},
         )
 
     @classmethod
@@ -566,6 +515,7 @@ class MoERetrieverClassifier(ClassifierMixin, MoERetrieverEstimator):
         est.model_ = loaded.model
         est.stats_ = loaded.stats
         est.bank_ = loaded.bank
+        est.bank_labelled_ = loaded.n_labelled
         est.best_epoch_, est.best_val_, est.history_ = meta["best_epoch"], meta["best_val"], meta["history"]
         est._trainer = est._make_trainer()
         return est

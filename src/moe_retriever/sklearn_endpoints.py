@@ -48,7 +48,10 @@ class MoERetrieverRegressor(RegressorMixin, MoERetrieverEstimator):
 
     _task = "regression"
 
-    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+    def _targets(
+        self, X: Any, y: Any, labelled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+        del labelled  # bank-only rows are a classifier's option; every row here has a label
         values, y = checked_matrix(self, X, y)
         try:
             target = np.asarray(y, dtype=np.float64)
@@ -87,7 +90,10 @@ class MoERetrieverSurvival(MoERetrieverEstimator):
     _task = "survival"
     unique_times_: np.ndarray
 
-    def _targets(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+    def _targets(
+        self, X: Any, y: Any, labelled: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[str] | None, dict[str, Any]]:
+        del labelled  # bank-only rows are a classifier's option; every row here has a label
         # imported here: scikit-survival takes ~1.5 s to import
         from sksurv.util import check_array_survival
 

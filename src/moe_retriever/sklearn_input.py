@@ -46,6 +46,26 @@ def checked_matrix(estimator: Any, X: Any, y: Any = _NO_Y, reset: bool = True) -
         raise
 
 
+def unlabelled_rows(y: Any, option: str) -> tuple[Any, np.ndarray | None]:
+    """``y`` with its missing labels (None, NaN, empty) set to one of its labels, so that it
+    passes scikit-learn's checks, and the mask of the rows whose label is missing; (``y``,
+    None) when none is or when ``option`` (``data.unlabelled``) is ``error``, which
+    :func:`checked_matrix` then reports."""
+    values = np.asarray(y, dtype=object) if y is not None else None
+    if option == "error" or values is None or values.ndim != 1:
+        return y, None
+    missing = np.asarray(missing_cells(pd.Series(values)), dtype=bool)
+    if not missing.any():
+        return y, None
+    if missing.all():
+        raise DataValidationError(
+            f"y: all {len(values)} labels are missing; a classifier needs labelled rows"
+        )
+    filled = values.copy()
+    filled[missing] = values[~missing][0]
+    return np.asarray(filled.tolist()), missing
+
+
 def categories_to_codes(X: Any, declared: Sequence[str] = ()) -> tuple[Any, dict[str, CategoricalColumn]]:
     """``X`` with its categorical columns replaced by the positions of their levels (NaN where
     empty), and those columns by name. A DataFrame column is categorical when its dtype is

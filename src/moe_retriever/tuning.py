@@ -476,6 +476,7 @@ def tune_partition(
             part.rng_seed,
             device,
             on_epoch=report,
+            bank_only=data.bank_only,
         )
         score = float(fitted.fit.best_val[metric])
         if not best or is_better(score, best["score"], metric):

@@ -35,7 +35,7 @@ class TrainedRun:
         self.loaded = loaded
         self.run_dir = run_dir
         self.device = resolve_device(device)
-        self.bank = RetrievalBank(loaded.bank, self.device)
+        self.bank = RetrievalBank(loaded.bank, self.device, loaded.n_labelled)
         cfg = loaded.cfg
         self.trainer = Trainer(
             loaded.model,

@@ -161,6 +161,9 @@ class MultimodalDataset:
         # a split that ships with the data: {"train", "val", "test"} -> sample positions; when
         # set, training uses it instead of a random split. Derived datasets do not carry it.
         self.splits: dict[str, Tensor] | None = None
+        # samples without a label that only join the retrieval bank (data.unlabelled: bank; see
+        # data/unlabelled.py); derived datasets do not carry them
+        self.bank_only: MultimodalDataset | None = None
 
     # ------------------------------------------------------------------ validation
     def _validate(self, features, observed, labels, lengths, class_names) -> None:

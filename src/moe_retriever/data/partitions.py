@@ -19,6 +19,7 @@ from .dataset import MultimodalDataset
 from .missingness import apply_missingness, simulated_mask
 from .preprocessing import encode_categories, fit_categories, fit_standardizer, standardize
 from .splits import stratified_folds, stratified_holdout, stratified_split
+from .unlabelled import partition_bank_only, usage_line, with_bank_only
 
 
 @dataclass
@@ -35,6 +36,22 @@ class SeedData:
     # per split ("val", "test"), "<modality>.<column>" -> samples with a categorical level the
     # training split never saw (encoded as <unknown>); splits without any are left out
     unknown_levels: dict[str, dict[str, int]] = field(default_factory=dict)
+    # samples without a label that join the retrieval bank after ``train`` (data/unlabelled.py),
+    # encoded and standardised as ``train``; their positions in the run's bank file
+    bank_only: MultimodalDataset | None = None
+    bank_only_index: Tensor | None = None
+
+    @property
+    def bank(self) -> MultimodalDataset:
+        """The retrieval bank's samples: ``train``, then the bank-only samples."""
+        return with_bank_only(self.train, self.bank_only)
+
+    @property
+    def bank_index(self) -> Tensor | None:
+        """The bank's positions in the run's bank file (``train_index``, then the bank-only ones)."""
+        if self.bank_only_index is None or self.train_index is None:
+            return self.train_index
+        return torch.cat([self.train_index, self.bank_only_index])
 
 
 def masked_split(
@@ -72,8 +89,7 @@ def _masked(
 def prepare_seed(cfg: ExperimentConfig, dataset: MultimodalDataset, seed: int) -> SeedData:
     """Apply the seed's missingness and split (the dataset's own split when it ships one);
     standardise with training statistics."""
-    ds, parts = masked_split(cfg, dataset, seed)
-    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
+    return prepare_partition(cfg, dataset, Partition(seed))
 
 
 def split_data(
@@ -82,10 +98,13 @@ def split_data(
     train_index: Sequence[int] | Tensor,
     val_index: Sequence[int] | Tensor,
     test_index: Sequence[int] | Tensor,
+    bank_only: MultimodalDataset | None = None,
+    bank_only_index: Tensor | None = None,
 ) -> SeedData:
     """The (train, val, test) subsets of ``ds`` (already masked), their categorical columns
     one-hot encoded with the levels of the training subset, standardised with statistics of the
-    training subset when ``cfg.data.standardize``."""
+    training subset when ``cfg.data.standardize``. ``bank_only`` (masked samples without a label)
+    is encoded and standardised as the training subset, whose statistics it never changes."""
     categories = fit_categories(ds.subset(train_index))
     unknown = {}
     if categories:
@@ -94,6 +113,8 @@ def split_data(
             if counts:
                 unknown[split] = counts
         ds, _ = encode_categories(ds, categories)
+        if bank_only is not None:
+            bank_only, _ = encode_categories(bank_only, categories)
     train = ds.subset(train_index)
     stats = fit_standardizer(train) if cfg.data.standardize else {}
     return SeedData(
@@ -103,6 +124,8 @@ def split_data(
         stats,
         torch.as_tensor(train_index, dtype=torch.long),
         unknown,
+        standardize(bank_only, stats) if bank_only is not None else None,
+        bank_only_index,
     )
 
 
@@ -170,7 +193,22 @@ def partition_split(
     return _masked(cfg, dataset, part.seed, parts), parts
 
 
-def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition) -> SeedData:
-    """The standardised train / val / test data of one partition (:func:`partition_split`)."""
+def bank_only_usage(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition) -> str | None:
+    """The line saying how many labelled training samples and bank-only samples ``part`` uses;
+    None when every training label is kept and the data has no bank-only samples."""
+    extra = dataset.bank_only is not None and len(dataset.bank_only) > 0
+    if cfg.data.label_fraction >= 1 and not extra:
+        return None
     ds, parts = partition_split(cfg, dataset, part)
-    return split_data(cfg, ds, parts["train"], parts["val"], parts["test"])
+    b = partition_bank_only(cfg.data, dataset, ds, parts["train"], part.seed, part.rng_seed)
+    n_bank_only = len(b.bank_only) if b.bank_only is not None else 0
+    hidden = len(parts["train"]) - len(b.train)
+    return f"{part.label}: " + usage_line(len(b.train), n_bank_only, hidden, cfg.data.unlabelled)
+
+
+def prepare_partition(cfg: ExperimentConfig, dataset: MultimodalDataset, part: Partition) -> SeedData:
+    """The standardised train / val / test data of one partition (:func:`partition_split`), with
+    its bank-only samples (:func:`~.unlabelled.partition_bank_only`)."""
+    ds, parts = partition_split(cfg, dataset, part)
+    b = partition_bank_only(cfg.data, dataset, ds, parts["train"], part.seed, part.rng_seed)
+    return split_data(cfg, ds, b.train, parts["val"], parts["test"], b.bank_only, b.bank_only_index)

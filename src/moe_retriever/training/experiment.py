@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from ..config import ExperimentConfig, save_config
-from ..data.bank import RetrievalBank
+from ..data.bank import training_bank
 from ..data.dataset import MultimodalDataset
 from ..data.missingness import missingness_summary
 from ..data.partitions import (
     Partition,
+    bank_only_usage,
     partition_from_meta,
     partition_split,
     prepare_partition,
@@ -115,6 +116,9 @@ def run_seeds(
         f"modality combinations (seed {cfg.train.seeds[0]}): "
         + ", ".join(f"{k}={v}" for k, v in combos.items())
     )
+    usage = bank_only_usage(cfg, dataset, partitions[0])
+    if usage is not None:
+        log(usage)
     if out is not None:
         summary = missingness_summary(first, parts)
         atomic_write_text(
@@ -212,7 +216,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", log=print) -> dict[s
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
         resolve_task(cfg, dataset.task, None)  # the data must still be of the model's task
         data = prepare_partition(cfg, dataset, part)
-        bank = RetrievalBank(data.train, dev)
+        bank = training_bank(data.train, data.bank_only, dev)
         head = TaskHead.from_dict(loaded.meta.get("task_head"), cfg.train)
         trainer = Trainer(
             loaded.model, cfg.train, bank, dev, part.rng_seed, cfg.model.retriever.eval_draws, head=head

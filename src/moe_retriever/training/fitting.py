@@ -18,10 +18,11 @@ import torch
 
 from ..config import ExperimentConfig
 from ..contract import Method, is_direct
-from ..data.bank import RetrievalBank
+from ..data.bank import training_bank
 from ..data.combinations import observed_to_codes
 from ..data.dataset import MultimodalDataset
 from ..data.partitions import Partition, SeedData, prepare_partition
+from ..data.unlabelled import run_bank_samples
 from ..files import atomic_write_text
 from ..methods import build_model
 from ..task_config import select_metric_for
@@ -74,7 +75,7 @@ def train_seed(
     if unit_dir is not None:
         unit_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / TRAINING_STATE if state_dir is not None else None
-    run_bank = RunBank(out_dir / BANK_FILE, dataset) if out_dir is not None else None
+    run_bank = RunBank(out_dir / BANK_FILE, run_bank_samples(dataset)) if out_dir is not None else None
     record = fit_and_test(
         cfg,
         data,
@@ -154,11 +155,14 @@ def fit_model(
     state_path: Path | None = None,
     on_epoch=None,
     head: TaskHead | None = None,
+    bank_only: MultimodalDataset | None = None,
 ) -> FittedMethod:
     """Build ``cfg.method`` and fit it on the (standardised) ``train`` split, selecting on ``val``;
     ``on_best``, ``state_path`` and ``on_epoch`` are passed to :meth:`Trainer.fit`. For
     regression and survival the model's head has width 1 and ``head`` (default
-    :meth:`TaskHead.for_training`) gives its loss and predictions."""
+    :meth:`TaskHead.for_training`) gives its loss and predictions. The ``bank_only`` samples (no
+    label) join the retrieval bank after ``train``; methods fitted without the Trainer never see
+    them."""
     seed_everything(seed)
     task = train.task
     model = build_model(cfg, train.modalities, n_classes if task == "classification" else 1, task)
@@ -167,7 +171,7 @@ def fit_model(
         # methods fitted without the Trainer: no epochs, no checkpoint
         metric = select_metric_for(cfg.train.select_metric, train.task)
         return FittedMethod(model, model.fit(train, val, metric), None)
-    bank = RetrievalBank(train, device)
+    bank = training_bank(train, bank_only, device)
     weights = None
     if cfg.train.class_weights:
         counts = torch.bincount(train.labels, minlength=n_classes).float()
@@ -217,7 +221,7 @@ def fit_and_test(
                 if run_bank is None
                 else {
                     "bank_file": run_bank.path,
-                    "bank_index": data.train_index,
+                    "bank_index": data.bank_index,
                     "bank_digest": run_bank.digest(),
                 }
             )
@@ -226,13 +230,14 @@ def fit_and_test(
                 cfg,
                 part.seed,
                 state,
-                data.train,
+                data.bank,
                 data.stats,
                 {
                     "best_epoch": result.best_epoch,
                     "partition": part.as_dict(),
                     # classification checkpoints stay as they were
                     **({} if head.task == "classification" else {"task_head": head.as_dict()}),
+                    **bank_meta(data),
                 },
                 **shared,
             )
@@ -245,7 +250,18 @@ def fit_and_test(
             on_epoch(epoch, entry)
 
     fitted = fit_model(
-        cfg, data.train, data.val, n_classes, seed, device, dist_ctx, on_best, state_path, epoch_done, head
+        cfg,
+        data.train,
+        data.val,
+        n_classes,
+        seed,
+        device,
+        dist_ctx,
+        on_best,
+        state_path,
+        epoch_done,
+        head,
+        bank_only=data.bank_only,
     )
     if head.task == "survival" and fitted.trainer is not None:
         # the baseline hazard is fitted after training: the checkpoint gets it now
@@ -256,6 +272,12 @@ def fit_and_test(
         write_history(log_dir, fitted.fit.history)
         plot_history(fitted.fit.history, log_dir / HISTORY_PNG, f"{cfg.name}: {cfg.method}, {part.label}")
     return partition_record(data, part, fitted)
+
+
+def bank_meta(data: SeedData) -> dict[str, int]:
+    """What a checkpoint records of its bank: how many of its first rows are labelled (the rest
+    are bank-only samples); nothing when every row is."""
+    return {"bank_labelled": len(data.train)} if data.bank_only is not None else {}
 
 
 def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> dict[str, Any]:
@@ -276,6 +298,7 @@ def partition_record(data: SeedData, part: Partition, fitted: FittedMethod) -> d
         "n_train": len(data.train),
         "n_val": len(data.val),
         "n_test": len(data.test),
+        "n_bank_only": len(data.bank_only) if data.bank_only is not None else 0,
         "test_predictions": prediction_record(data.test, probs),
         # per split, "<modality>.<column>": samples whose level the training split never saw
         "unknown_levels": data.unknown_levels,

@@ -5,11 +5,14 @@ A run directory holds ``config.yaml``, ``results.json``, ``results.md``, ``combi
 ``seed_<s>/model.safetensors``: the best model's weights together with everything needed to use it
 again (config, modality specs, class names, standardisation statistics, and the positions and
 observed masks that select the seed's retrieval bank, i.e. its training split, from
-``bank.safetensors``, whose hash it records). Under ``protocol: {kind: cv}`` the same contents are
-written per fold instead, in ``fold_s<seed>_k<fold>/`` (fold ``fold`` of the repeat whose seed is
-``seed``), every fold's checkpoint referring to the same ``bank.safetensors``. A checkpoint written
-without ``bank_file`` (e.g. by the scikit-learn estimator) carries the bank itself (also the
-layout of earlier versions, which still loads).
+``bank.safetensors``, whose hash it records; with bank-only samples, ``data.unlabelled: bank``,
+the bank holds them after the training split, the metadata ``bank_labelled`` says where they
+start, and ``bank.safetensors`` holds the data's bank-only samples after its labelled ones).
+Under ``protocol: {kind: cv}`` the same contents are written per fold instead, in
+``fold_s<seed>_k<fold>/`` (fold ``fold`` of the repeat whose seed is ``seed``), every fold's
+checkpoint referring to the same ``bank.safetensors``. A checkpoint written without ``bank_file``
+(e.g. by the scikit-learn estimator) carries the bank itself (also the layout of earlier versions,
+which still loads).
 """
 
 from __future__ import annotations
@@ -275,6 +278,13 @@ class LoadedModel:
     @property
     def class_names(self) -> list[str]:
         return self.bank.class_names
+
+    @property
+    def n_labelled(self) -> int:
+        """How many of the bank's first rows are labelled training samples; the rows after them
+        are bank-only samples (``data.unlabelled: bank``), kept so that predictions retrieve
+        from the bank the model was trained with."""
+        return int(self.meta.get("bank_labelled", len(self.bank)))
 
 
 def load_seed_checkpoint(path: str | Path) -> LoadedModel:

@@ -293,8 +293,8 @@ class Trainer:
         epoch, and a state found there at the start is resumed from: a run killed mid-epoch
         repeats that epoch with the same random streams and ends exactly as an uninterrupted one.
         """
-        if self.bank is not None and len(self.bank) != len(train):
-            raise ValueError("the retrieval bank must be the training split")
+        if self.bank is not None and not self.bank.starts_with(train):
+            raise ValueError("the retrieval bank must be the training split (then any bank-only rows)")
         data = train.full_batch().to(self.device)
         key = select_metric_for(self.cfg.select_metric, train.task)
         worst = -math.inf if higher_is_better(key) else math.inf

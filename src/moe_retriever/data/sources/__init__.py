@@ -86,6 +86,9 @@ def load_dataset(cfg: DataConfig) -> MultimodalDataset:
         name = cfg.format or detect_format(path)
         load = FORMATS.get(name).load
         check_options(name, load, path, trust_pickle=cfg.trust_pickle, **options)
+        # formats that can hold ids without a label (the folder format) take data.unlabelled
+        if "unlabelled" in inspect.signature(load).parameters:
+            options["unlabelled"] = cfg.unlabelled
         return load(path, trust_pickle=cfg.trust_pickle, **options)
     loader = DATASETS.get(cfg.name)
     check_options(cfg.name, loader, **options)

@@ -40,6 +40,7 @@ from ...errors import InputNotFoundError
 from ..dataset import DataValidationError, ModalitySpec, MultimodalDataset
 from ..text_embeddings import TEXT_ENCODERS, TextEncoding
 from ..text_tokens import DEFAULT_MAX_TOKENS
+from ..unlabelled import split_bank_only
 from . import register_format
 from .folder_labels import LabelSpec, label_columns, read_numeric_labels, read_task
 from .folder_modalities import DEFAULT_MAX_LEVELS, ModalityEntry, read_npy, read_tabular, read_text
@@ -252,8 +253,11 @@ def read_spec(root: Path) -> FolderSpec:
 # --------------------------------------------------------------------------- labels and splits
 
 
-def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
-    """Ids, label texts and row names of the label file; every label present."""
+def read_labels(
+    spec: FolderSpec, unlabelled: str = "error"
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Ids, label texts and row names of the label file's labelled rows, and the ids whose label
+    cell is empty (an error unless ``unlabelled`` is bank or drop)."""
     table = read_table(spec.label_file)
     ids = table_ids(table, spec.id_column)
     if spec.label_column not in table.frame.columns:
@@ -265,13 +269,21 @@ def read_labels(spec: FolderSpec) -> tuple[list[str], list[str], list[str]]:
     if pd.api.types.is_float_dtype(col) and (col.dropna() == col.dropna().round()).all():
         col = col.astype("Int64")  # Parquet integer labels with gaps come back as floats
     empty = missing_cells(col)
-    if empty.any():
+    if empty.any() and unlabelled == "error":
         i = int(np.flatnonzero(empty)[0])
         raise DataValidationError(
             f"{spec.label_file}: {table.rows[i]} (id {ids[i]!r}), column {spec.label_column!r}: "
-            f"the label is missing"
+            f"the label is missing ({int(empty.sum())} such row(s)); set data.unlabelled: bank to "
+            f"use them as bank-only samples"
         )
-    return ids, as_text(col).tolist(), table.rows
+    keep = np.flatnonzero(~empty)
+    texts = as_text(col).tolist()
+    return (
+        [ids[i] for i in keep],
+        [texts[i] for i in keep],
+        [table.rows[i] for i in keep],
+        [ids[i] for i in np.flatnonzero(empty)],
+    )
 
 
 def encode_labels(texts: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -321,41 +333,44 @@ def read_splits(path: Path, ids: list[str]) -> dict[str, list[int]]:
 # --------------------------------------------------------------------------- the loader
 
 
-def load_folder(path: str | Path) -> MultimodalDataset:
-    """Load a folder dataset described by ``dataset.yaml``."""
+def load_folder(path: str | Path, unlabelled: str = "error") -> MultimodalDataset:
+    """Load a folder dataset described by ``dataset.yaml``. Ids with modality rows but no label
+    are an error, or with ``unlabelled`` = ``bank`` the dataset's bank-only samples
+    (:attr:`MultimodalDataset.bank_only`, see :mod:`..unlabelled`), or with ``drop`` left out."""
     spec = read_spec(Path(path))
     if spec.task == "classification":
-        label_ids, label_texts, label_rows = read_labels(spec)
+        label_ids, label_texts, label_rows, empty_label_ids = read_labels(spec, unlabelled)
         labels_array, class_names = encode_labels(label_texts)
         labels = torch.from_numpy(labels_array)
     else:
+        # an empty cell of a regression or survival label is an error; ids the label file does
+        # not list can still be bank-only samples
         label_ids, labels, label_rows = read_numeric_labels(
             LabelSpec(spec.task, spec.label_file, spec.label_columns), spec.id_column
         )
-        class_names = []
-    position = {s: i for i, s in enumerate(label_ids)}
-    n = len(label_ids)
+        class_names, empty_label_ids = [], []
+    blocks = [_read_block(spec, entry) for entry in spec.modalities]
+    n_labelled = len(label_ids)
+    sample_ids = label_ids + (
+        _unlabelled_ids(spec, blocks, label_ids, empty_label_ids) if unlabelled == "bank" else []
+    )
+    position = {s: i for i, s in enumerate(sample_ids)}
+    n = len(sample_ids)
     observed = np.zeros((n, len(spec.modalities)), dtype=bool)
     features: dict[str, torch.Tensor] = {}
     lengths: dict[str, torch.Tensor] = {}
     specs: list[ModalitySpec] = []
-    for m, entry in enumerate(spec.modalities):
-        if entry.ids is not None:
-            block = read_npy(entry)
-        elif entry.kind == "text":
-            block = read_text(entry, spec.id_column)
-        else:
-            # a label column kept in a modality's own file is not a feature
-            same = entry.file.resolve() == spec.label_file.resolve()
-            block = read_tabular(entry, spec.id_column, spec.label_columns if same else ())
-        unlabelled = [i for i, s in enumerate(block.ids) if s not in position]
-        if unlabelled:
-            i = unlabelled[0]
+    for m, (entry, block) in enumerate(zip(spec.modalities, blocks, strict=True)):
+        without = [i for i, s in enumerate(block.ids) if s not in position]
+        if without and unlabelled == "error":
+            i = without[0]
             raise DataValidationError(
                 f"{block.path}: {block.rows[i]}, column {spec.id_column!r}: id {block.ids[i]!r} has "
-                f"no label in {spec.label_file} ({len(unlabelled)} such id(s)); "
-                f"labels are missing for these ids"
+                f"no label in {spec.label_file} ({len(without)} such id(s)); labels are missing for "
+                f"these ids (set data.unlabelled: bank to use them as bank-only samples)"
             )
+        rows = np.array([i for i, s in enumerate(block.ids) if s in position], dtype=np.int64)
+        block = block.select(rows) if len(rows) < len(block.ids) else block
         pos = np.array([position[s] for s in block.ids], dtype=np.int64)
         x = np.zeros((n,) + block.values.shape[1:], dtype=np.float32)
         x[pos] = np.nan_to_num(block.values, nan=0.0)
@@ -378,31 +393,59 @@ def load_folder(path: str | Path) -> MultimodalDataset:
             raise DataValidationError(
                 f"{block.path}: every row is empty; modality {entry.name!r} would be observed by no sample"
             )
-    none = np.flatnonzero(~observed.any(axis=1))
+    none = np.flatnonzero(~observed[:n_labelled].any(axis=1))
     if none.size:
         i = int(none[0])
         raise DataValidationError(
             f"{spec.label_file}: {label_rows[i]}, column {spec.id_column!r}: id {label_ids[i]!r} has a "
             f"label but no data in any modality ({none.size} such id(s)); remove it or add its data"
         )
-    dataset = MultimodalDataset(
+    # bank-only ids whose every row is empty have nothing to retrieve: they are not samples
+    kept = np.flatnonzero(observed.any(axis=1))
+    everything = MultimodalDataset(
         specs,
-        features,
-        torch.from_numpy(observed),
-        labels,
-        label_ids,
+        {k: v[kept] for k, v in features.items()},
+        torch.from_numpy(observed[kept]),
+        # bank-only rows carry a placeholder label that split_bank_only drops with them
+        torch.cat([labels, labels.new_zeros((n - n_labelled,) + tuple(labels.shape[1:]))])[kept],
+        [sample_ids[i] for i in kept],
         class_names,
         spec.name,
-        lengths or None,
+        {k: v[kept] for k, v in lengths.items()} or None,
         task=spec.task,  # type: ignore[arg-type]  # read_task checked it
     )
+    dataset, bank_only = split_bank_only(everything, torch.from_numpy(kept < n_labelled))
+    dataset.bank_only = bank_only
     if spec.splits is not None:
         dataset.set_splits(read_splits(spec.splits, label_ids))
     return dataset
 
 
+def _read_block(spec: FolderSpec, entry: ModalityEntry):
+    """The rows of one modality's file."""
+    if entry.ids is not None:
+        return read_npy(entry)
+    if entry.kind == "text":
+        return read_text(entry, spec.id_column)
+    # a label column kept in a modality's own file is not a feature
+    same = entry.file.resolve() == spec.label_file.resolve()
+    return read_tabular(entry, spec.id_column, spec.label_columns if same else ())
+
+
+def _unlabelled_ids(spec: FolderSpec, blocks: list, label_ids: list[str], empty: list[str]) -> list[str]:
+    """The ids without a label (an empty label cell, or no row in the label file) that have a row
+    in some modality's file, in the order of the label file, then of the modality files."""
+    labelled = set(label_ids)
+    out = dict.fromkeys(empty)
+    for block in blocks:
+        out.update(dict.fromkeys(s for s in block.ids if s not in labelled))
+    return list(out)
+
+
 @register_format("folder", detect=lambda p: (p / SPEC_FILE).is_file())
-def _load_folder_format(path: Path, trust_pickle: bool = False) -> MultimodalDataset:
+def _load_folder_format(
+    path: Path, trust_pickle: bool = False, unlabelled: str = "error"
+) -> MultimodalDataset:
     # the folder format never unpickles (.npy files are read with allow_pickle=False)
     del trust_pickle
-    return load_folder(path)
+    return load_folder(path, unlabelled)

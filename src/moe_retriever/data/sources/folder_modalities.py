@@ -16,6 +16,7 @@ fitted on a training split (:func:`moe_retriever.data.preprocessing.fit_categori
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,17 @@ class ModalityBlock:
     lengths: np.ndarray | None  # (k,) valid steps of a sequence modality (ids of a text)
     categorical: tuple[CategoricalColumn, ...] = ()
     kind: str | None = None  # the ModalitySpec kind when it is not the entry's (text embeddings)
+
+    def select(self, rows: np.ndarray) -> ModalityBlock:
+        """The block of the rows ``rows`` (positions), e.g. without the ids of dropped samples."""
+        return dataclasses.replace(
+            self,
+            ids=[self.ids[i] for i in rows],
+            rows=[self.rows[i] for i in rows],
+            values=self.values[rows],
+            present=self.present[rows],
+            lengths=self.lengths[rows] if self.lengths is not None else None,
+        )
 
 
 def is_categorical(column: pd.Series) -> bool:

@@ -25,6 +25,10 @@ def run_key(cfg: ExperimentConfig) -> str:
     d.pop("name")
     for key in ("seeds", "progress", "device"):
         d["train"].pop(key)
+    # runs stored before these data options existed keep their keys while they are at defaults
+    for key, default in (("unlabelled", "error"), ("label_fraction", 1.0)):
+        if d["data"].get(key) == default:
+            d["data"].pop(key)
     reads = sections_read(cfg.method)
     for section in OPTIONAL_SECTIONS:
         *parents, leaf = section.split(".")
