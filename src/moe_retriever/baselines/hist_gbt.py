@@ -42,7 +42,7 @@ GRID = {"learning_rate": (0.1,), "max_leaf_nodes": (7, 31), "l2_regularization":
 # every fit (inner and refit) stops by scikit-learn's early stopping: by the loss on a stratified
 # validation split of its own training data, which is steadier on a few hundred samples than an
 # argmax metric, once 10 iterations have not improved it
-EARLY_STOPPING = {"early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 10}
+EARLY_STOPPING = {"early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 25}
 
 
 @dataclass
