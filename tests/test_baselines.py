@@ -15,7 +15,7 @@ import torch
 from conftest import TINY_MODEL
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
-from moe_retriever.baselines.hist_gbt import GRID, concatenated_features
+from moe_retriever.baselines.hist_gbt import EARLY_STOPPING, GRID, concatenated_features
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, load_config, to_dict
 from moe_retriever.data.dataset import Batch
@@ -367,9 +367,7 @@ def reference_search_scores(x, y, metric: str, max_iter: int) -> dict[tuple, flo
         fold_scores = []
         for tr, te in StratifiedKFold(3, shuffle=True, random_state=0).split(x, y):
             clf = HistGradientBoostingClassifier(
-                early_stopping=True,
-                validation_fraction=0.15,
-                n_iter_no_change=10,
+                **EARLY_STOPPING,
                 random_state=0,
                 max_iter=max_iter,
                 min_samples_leaf=10,
@@ -401,8 +399,8 @@ def test_hist_gbt_selects_settings_by_the_validation_metric_and_stops_early(data
 
 def test_hist_gbt_early_stopping_keeps_iterations_that_help_and_drops_those_that_do_not():
     """On an additive signal that boosting needs many iterations for, the search keeps many and
-    beats a 5-iteration model on held-out data; on labels that are pure noise it stops within a
-    few iterations of the first."""
+    beats a 5-iteration model on held-out data; on labels that are pure noise it stops once the
+    patience (25 iterations without improvement) has run out, far below ``max_iter``."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
@@ -421,12 +419,12 @@ def test_hist_gbt_early_stopping_keeps_iterations_that_help_and_drops_those_that
         fitted[name] = classifier_search(options, GRID, folds, 2, "macro_f1", True).fit(x[train], y[train])
     few = HistGradientBoostingClassifier(max_iter=5, early_stopping=False, **fitted["signal"].best_params_)
     few.fit(x[train], signal[train])
-    assert fitted["signal"].best_estimator_.n_iter_ > 40
+    assert fitted["signal"].best_estimator_.n_iter_ > 100
     assert (
         f1_score(signal[test], fitted["signal"].predict(x[test]), average="macro")
         > f1_score(signal[test], few.predict(x[test]), average="macro") + 0.1
     )
-    assert fitted["noise"].best_estimator_.n_iter_ <= 25
+    assert fitted["noise"].best_estimator_.n_iter_ <= 40
 
 
 def test_hist_gbt_fits_every_iteration_when_a_class_is_too_small_to_stop_early(dataset):
