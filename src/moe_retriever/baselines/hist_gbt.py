@@ -14,6 +14,13 @@ validation split of its own training data, 10 iterations without improvement, at
 used. With ``search: false`` the grid is skipped and the configured ``learning_rate`` /
 ``max_leaf_nodes`` / ``l2_regularization`` are fitted (still early-stopped).
 
+Cost: the search replaced one (until 2026-12) that scored every setting at 5, 10, ..., 100
+iterations without early stopping; on study 1 of configs/compare/results.yaml (one thread) it
+took 250 / 362 CPU s per fold on tcga_brca / uci_mfeat, this one 105 / 222 s (ad_data 3.6 -> 1.7 s,
+htad 32 -> 23 s side by side). Paired on the same 15 folds it scored -3.5 (ad_data) and -1.0
+(htad) points of macro-F1 below the old search, neither significant (docs/evaluation.md, "What
+each regeneration costs").
+
 A text modality enters as ``text_components`` SVD directions of its TF-IDF (both fitted on the
 training part's texts, :class:`~.text_features.TextSVD`), NaN where the text is missing.
 """
