@@ -15,7 +15,7 @@ import torch
 from conftest import TINY_MODEL
 from moe_retriever.ablations import ABLATIONS
 from moe_retriever.baselines.common import drop_observed
-from moe_retriever.baselines.hist_gbt import concatenated_features
+from moe_retriever.baselines.hist_gbt import EARLY_STOPPING, GRID, concatenated_features
 from moe_retriever.cli import main
 from moe_retriever.config import ConfigError, load_config, to_dict
 from moe_retriever.data.dataset import Batch
@@ -354,34 +354,109 @@ def test_run_key_ignores_retriever_settings_only_for_methods_that_do_not_retriev
     assert run_key(small_cfg("zero", "name=x", "train.seeds=[5]")) == run_key(small_cfg("zero"))
 
 
-def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
-    """The chosen setting and iteration count maximise the pooled out-of-fold score of a
-    brute-force refit of every candidate on train + validation (the test split takes no part)."""
+def reference_search_scores(x, y, metric: str, max_iter: int) -> dict[tuple, float]:
+    """Every grid setting's mean ``metric`` over the stratified inner folds, each fold's model
+    fitted by scikit-learn with its own early stopping (no grid-search machinery)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
-    from moe_retriever.baselines.hist_gbt import GRID
     from moe_retriever.training.metrics import classification_metrics
 
-    cfg = small_cfg("hist_gbt", "model.method_options={hist_gbt: {max_iter: 4}}")
-    data = prepare_seed(cfg, dataset, 0)
-    model = build_model(cfg, dataset.modalities, N_CLASSES)
-    fit = model.fit(data.train, data.val, "macro_f1")
-    x = np.concatenate([concatenated_features(data.train), concatenated_features(data.val)])
-    y = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
-    folds = StratifiedKFold(3, shuffle=True, random_state=0)
     scores = {}
     for values in itertools.product(*GRID.values()):
-        params = dict(zip(GRID, values, strict=True))
-        for it in range(1, 5):
+        fold_scores = []
+        for tr, te in StratifiedKFold(3, shuffle=True, random_state=0).split(x, y):
             clf = HistGradientBoostingClassifier(
-                early_stopping=False, random_state=0, max_iter=it, min_samples_leaf=10, **params
-            )
-            probs = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")
-            scores[(values, it)] = classification_metrics(probs, y, N_CLASSES)["macro_f1"]
+                **EARLY_STOPPING,
+                random_state=0,
+                max_iter=max_iter,
+                min_samples_leaf=10,
+                **dict(zip(GRID, values, strict=True)),
+            ).fit(x[tr], y[tr])
+            fold_scores.append(classification_metrics(clf.predict_proba(x[te]), y[te], N_CLASSES)[metric])
+        scores[values] = float(np.mean(fold_scores))
+    return scores
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "accuracy"])
+def test_hist_gbt_selects_settings_by_the_validation_metric_and_stops_early(dataset, metric):
+    """The chosen setting maximises the configured metric's mean over the inner folds of a
+    brute-force refit of every candidate on train + validation (the test split takes no part),
+    and the fits stop by themselves well before ``max_iter`` on this easy task."""
+    cfg = small_cfg("hist_gbt", "model.method_options={hist_gbt: {max_iter: 300}}")
+    data = prepare_seed(cfg, dataset, 0)
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    fit = model.fit(data.train, data.val, metric)
+    x = np.concatenate([concatenated_features(data.train), concatenated_features(data.val)])
+    y = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    scores = reference_search_scores(x, y, metric, 300)
     best = max(scores.values())
-    assert fit.best_val["macro_f1"] == pytest.approx(best)
-    assert scores[(tuple(model.best_params.values()), model.best_iter)] == pytest.approx(best)
+    assert fit.best_val[metric] == pytest.approx(best)
+    assert scores[tuple(model.best_params[k] for k in GRID)] == pytest.approx(best)
+    assert fit.best_epoch == model.model.n_iter_ < 300
+    assert all(row["epoch"] < 300 for row in fit.history)
+    # the refit uses the whole training part, for the chosen setting's mean inner iteration count
+    chosen = next(r for r in fit.history if all(r[k] == model.best_params[k] for k in GRID))
+    assert model.model.early_stopping is False and model.model.n_iter_ == chosen["epoch"]
+
+
+def test_hist_gbt_early_stopping_keeps_iterations_that_help_and_drops_those_that_do_not():
+    """On an additive signal that boosting needs many iterations for, the search keeps many and
+    beats a 5-iteration model on held-out data; on labels that are pure noise it stops once the
+    patience (25 iterations without improvement) has run out, far below ``max_iter``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    from moe_retriever.baselines.hist_gbt import (
+        HistGBTOptions,
+        best_setting,
+        classifier_search,
+        final_classifier,
+    )
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(900, 8))
+    signal = (np.sin(x[:, :4]).sum(1) + 0.5 * x[:, 4:].sum(1) > 0).astype(int)
+    noise = rng.integers(0, 2, len(x))
+    train, test = slice(0, 600), slice(600, None)
+    options = HistGBTOptions(max_iter=200)
+    fitted = {}
+    for name, y in (("signal", signal), ("noise", noise)):
+        folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(x[train], y[train]))
+        search = classifier_search(options, GRID, folds, 2, "macro_f1", True).fit(x[train], y[train])
+        best = best_setting(search, "macro_f1")
+        fitted[name] = (
+            search.cv_results_["params"][best],
+            final_classifier(search, best).fit(x[train], y[train]),
+        )
+    few = HistGradientBoostingClassifier(max_iter=5, early_stopping=False, **fitted["signal"][0])
+    few.fit(x[train], signal[train])
+    assert fitted["signal"][1].n_iter_ > 100
+    assert (
+        f1_score(signal[test], fitted["signal"][1].predict(x[test]), average="macro")
+        > f1_score(signal[test], few.predict(x[test]), average="macro") + 0.1
+    )
+    # the refit runs the inner fits' mean iteration count, which early stopping kept small
+    assert fitted["noise"][1].n_iter_ <= 40
+
+
+def test_hist_gbt_fits_every_iteration_when_a_class_is_too_small_to_stop_early(dataset):
+    """A class of 3 samples leaves no stratified early-stopping split inside the inner folds
+    (scikit-learn would raise): the search then fits all ``max_iter`` iterations."""
+    cfg = small_cfg("hist_gbt", "model.method_options={hist_gbt: {max_iter: 12}}")
+    data = prepare_seed(cfg, dataset, 0)
+    for part in (data.train, data.val):
+        part.labels = torch.where(part.labels == 2, 1, part.labels)
+    data.train.labels[:3] = 2
+    model = build_model(cfg, dataset.modalities, N_CLASSES)
+    fit = model.fit(data.train, data.val)
+    assert fit.best_epoch == 12 == model.model.n_iter_
+    assert model.predict_proba(data.test).shape == (len(data.test), N_CLASSES)
+
+
+def test_hist_gbt_search_false_fixes_the_settings(dataset):
+    """With ``search: false`` the configured settings are fitted (early-stopped) as they are."""
     with pytest.raises(ConfigError, match="search: false"):
         build_model(
             small_cfg("hist_gbt", "model.method_options={hist_gbt: {learning_rate: 0.2}}"),
@@ -395,8 +470,10 @@ def test_hist_gbt_selects_settings_by_inner_cross_validation(dataset):
         dataset.modalities,
         N_CLASSES,
     )
-    fixed.fit(data.train, data.val)
+    data = prepare_seed(small_cfg("hist_gbt"), dataset, 0)
+    fit = fixed.fit(data.train, data.val)
     assert fixed.best_params == {"learning_rate": 0.2, "max_leaf_nodes": 15, "l2_regularization": 0.0}
+    assert [(row["max_leaf_nodes"], row["learning_rate"]) for row in fit.history] == [(15, 0.2)]
 
 
 def test_flex_moe_router_ce_matches_a_hand_computation(dataset):
