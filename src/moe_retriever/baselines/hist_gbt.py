@@ -17,11 +17,10 @@ configured ``learning_rate`` / ``max_leaf_nodes`` / ``l2_regularization`` are se
 (their iteration count as above).
 
 Cost: the search replaced one (until 2026-12) that scored every setting at 5, 10, ..., 100
-iterations without early stopping; on study 1 of configs/compare/results.yaml (one thread) it
-took 250 / 362 CPU s per fold on tcga_brca / uci_mfeat, this one 105 / 222 s (ad_data 3.6 -> 1.7 s,
-htad 32 -> 23 s side by side). Paired on the same 15 folds it scored -3.5 (ad_data) and -1.0
-(htad) points of macro-F1 below the old search, neither significant (docs/evaluation.md, "What
-each regeneration costs").
+iterations without early stopping; on one thread it is 2.4x cheaper per fold on ad_data and 1.5x
+on htad (side by side), about 2.4x on tcga_brca and 1.6x on uci_mfeat, and scored within a point
+of the old one on the same 15 folds of ad_data and htad (n.s.; docs/evaluation.md, "What each
+regeneration costs").
 
 A text modality enters as ``text_components`` SVD directions of its TF-IDF (both fitted on the
 training part's texts, :class:`~.text_features.TextSVD`), NaN where the text is missing.
