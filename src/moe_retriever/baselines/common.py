@@ -123,24 +123,6 @@ def full_probabilities(classes: np.ndarray, probs: np.ndarray, n_classes: int) -
     return out
 
 
-def concatenate_datasets(first: MultimodalDataset, second: MultimodalDataset) -> MultimodalDataset:
-    """The samples of ``first`` then those of ``second`` (same modalities), e.g. the training
-    part of a method that selects its settings by inner cross-validation."""
-    return MultimodalDataset(
-        first.modalities,
-        {k: torch.cat([v, second.features[k]]) for k, v in first.features.items()},
-        torch.cat([first.observed, second.observed]),
-        torch.cat([first.labels, second.labels]),
-        first.ids + second.ids,
-        first.class_names,
-        first.name,
-        {k: torch.cat([v, second.lengths[k]]) for k, v in first.lengths.items()},
-        first.natural_missingness,
-        require_every_modality=False,
-        task=first.task,
-    )
-
-
 class DirectMethodBase:
     """A method fitted on the training split without the Trainer (``fit_direct = True``): the
     defaults of :class:`~moe_retriever.contract.DirectMethod`.

@@ -18,12 +18,13 @@ import warnings
 import numpy as np
 
 from ..contract import FitResult
+from ..data.dataset import concatenate_datasets
 from ..errors import ConfigError
 from ..methods import register_task_method
 from ..training.cox import BreslowBaseline
 from ..training.endpoints import task_metrics
 from ..training.metrics import is_better, survival_array
-from .common import DirectMethodBase, concatenate_datasets
+from .common import DirectMethodBase
 from .hist_gbt import concatenated_features
 from .text_features import text_modalities
 

@@ -44,11 +44,11 @@ from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, Stratifi
 
 from ..config import bounded
 from ..contract import FitResult
-from ..data.dataset import MultimodalDataset
+from ..data.dataset import MultimodalDataset, concatenate_datasets
 from ..errors import ConfigError
 from ..methods import register_method, register_task_method
 from ..training.metrics import classification_metrics, is_better, regression_metrics
-from .common import DirectMethodBase, concatenate_datasets, full_probabilities, method_options
+from .common import DirectMethodBase, full_probabilities, method_options
 from .text_features import TextSVD, text_modalities
 
 # searched when ``search`` is true (then these keys may not be set in method_options)

@@ -409,3 +409,27 @@ class MultimodalDataset:
 
     def full_batch(self) -> Batch:
         return Batch(self.features, self.observed, self.labels, torch.arange(len(self)), dict(self.lengths))
+
+
+def concatenate_datasets(first: MultimodalDataset, second: MultimodalDataset) -> MultimodalDataset:
+    """The samples of ``first`` followed by those of ``second`` (same modalities, classes and
+    task): the training part of a method that selects its settings by inner cross-validation, or
+    a retrieval bank with its bank-only rows."""
+    if first.modality_names != second.modality_names:
+        raise DataValidationError(
+            f"{first.name}: cannot join samples of modalities {second.modality_names} "
+            f"to samples of {first.modality_names}"
+        )
+    return MultimodalDataset(
+        first.modalities,
+        {k: torch.cat([v, second.features[k]]) for k, v in first.features.items()},
+        torch.cat([first.observed, second.observed]),
+        torch.cat([first.labels, second.labels]),
+        list(first.ids) + list(second.ids),
+        first.class_names,
+        first.name,
+        {k: torch.cat([v, second.lengths[k]]) for k, v in first.lengths.items()},
+        first.natural_missingness,
+        require_every_modality=False,
+        task=first.task,
+    )

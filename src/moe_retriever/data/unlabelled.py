@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..config import DataConfig
-from ..errors import ConfigError, DataValidationError
-from .dataset import MultimodalDataset
+from ..errors import ConfigError
+from .dataset import MultimodalDataset, concatenate_datasets
 from .missingness import apply_missingness
 from .splits import stratified_holdout
 
@@ -37,31 +37,9 @@ from .splits import stratified_holdout
 NO_LABEL = -1
 
 
-def concat_datasets(first: MultimodalDataset, second: MultimodalDataset) -> MultimodalDataset:
-    """The samples of ``first`` followed by those of ``second`` (same modalities and classes)."""
-    if [s.name for s in first.modalities] != [s.name for s in second.modalities]:
-        raise DataValidationError(
-            f"{first.name}: cannot join samples of modalities {second.modality_names} "
-            f"to samples of {first.modality_names}"
-        )
-    return MultimodalDataset(
-        first.modalities,
-        {k: torch.cat([v, second.features[k]]) for k, v in first.features.items()},
-        torch.cat([first.observed, second.observed]),
-        torch.cat([first.labels, second.labels]),
-        list(first.ids) + list(second.ids),
-        first.class_names,
-        first.name,
-        {k: torch.cat([v, second.lengths[k]]) for k, v in first.lengths.items()},
-        first.natural_missingness,
-        require_every_modality=False,
-        task=first.task,
-    )
-
-
 def with_bank_only(train: MultimodalDataset, bank_only: MultimodalDataset | None) -> MultimodalDataset:
     """The retrieval bank's samples: the labelled training rows first, the bank-only rows after."""
-    return train if bank_only is None or len(bank_only) == 0 else concat_datasets(train, bank_only)
+    return train if bank_only is None or len(bank_only) == 0 else concatenate_datasets(train, bank_only)
 
 
 def run_bank_samples(dataset: MultimodalDataset) -> MultimodalDataset:
@@ -143,7 +121,7 @@ def partition_bank_only(
         index.append(len(dataset) + torch.arange(len(extra)))
     if not parts:
         return BankOnlyPart(kept, None, None)
-    joined = parts[0] if len(parts) == 1 else concat_datasets(parts[0], parts[1])
+    joined = parts[0] if len(parts) == 1 else concatenate_datasets(parts[0], parts[1])
     return BankOnlyPart(kept, _relabelled(joined, placeholder_labels(joined)), torch.cat(index))
 
 
